@@ -1,0 +1,1 @@
+"""skagegender.datasets (being built)."""

@@ -1,0 +1,1 @@
+"""skagegender.embedding (being built)."""

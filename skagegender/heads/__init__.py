@@ -1,0 +1,1 @@
+"""skagegender.heads (being built)."""

@@ -1,0 +1,1 @@
+"""skagegender.metrics (being built)."""

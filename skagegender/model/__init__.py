@@ -1,0 +1,1 @@
+"""skagegender.model (being built)."""

@@ -1,0 +1,1 @@
+"""skagegender.model_selection (being built)."""

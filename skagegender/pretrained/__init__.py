@@ -1,0 +1,1 @@
+"""skagegender.pretrained (being built)."""
