@@ -1,1 +1,5 @@
-"""skagegender.model_selection (being built)."""
+"""Model selection: subject-disjoint splits and head search."""
+
+from ._search import HeadSearchCV, default_head_space
+
+__all__ = ["HeadSearchCV", "default_head_space"]

@@ -1,0 +1,892 @@
+"""Hyperparameter search over head families with Optuna, shaped like GridSearchCV.
+
+Optuna is imported when a search is fitted, not when this module is imported, so
+``import skagegender.model_selection`` stays cheap (``pip install optuna`` to fit).
+"""
+
+import copy
+import contextlib
+import time
+import traceback
+import warnings
+from collections import Counter
+from numbers import Integral, Real
+
+import numpy as np
+from joblib import effective_n_jobs
+from scipy.stats import rankdata
+from sklearn.base import BaseEstimator, MetaEstimatorMixin, _fit_context, clone, is_classifier
+from sklearn.exceptions import FitFailedWarning, NotFittedError
+from sklearn.metrics import check_scoring
+from sklearn.model_selection import check_cv
+from sklearn.utils import _safe_indexing, check_random_state
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.utils._tags import get_tags
+from sklearn.utils.metaestimators import _safe_split, available_if
+from sklearn.utils.parallel import Parallel, delayed
+from sklearn.utils.validation import _num_samples, check_is_fitted, indexable
+
+__all__ = ["HeadSearchCV", "default_head_space"]
+
+# Heartbeat used when ``storage`` is given as a URL: a running trial writes a heartbeat
+# every _HEARTBEAT_INTERVAL seconds; a RUNNING trial whose heartbeat is older than
+# _GRACE_PERIOD seconds belongs to a dead process and is marked FAIL.
+_HEARTBEAT_INTERVAL = 10
+_GRACE_PERIOD = 60
+
+# Trial user attributes holding the per-fold results, so that ``cv_results_`` can be
+# rebuilt from the storage alone (trials run by another process or an earlier fit).
+_ATTR_TEST = "split_test_score"
+_ATTR_TRAIN = "split_train_score"
+_ATTR_FIT_TIME = "split_fit_time"
+_ATTR_SCORE_TIME = "split_score_time"
+_ATTR_ERRORS = "fit_errors"
+
+_OPTUNA_HINT = "HeadSearchCV needs optuna: pip install optuna (or skagegender[optuna])"
+
+
+def _import_optuna():
+    try:
+        import optuna
+    except ImportError as exc:  # pragma: no cover - optuna is a test dependency
+        raise ImportError(_OPTUNA_HINT) from exc
+    return optuna
+
+
+def _suggest(trial, name, distribution):
+    """Ask ``trial`` for ``name`` drawn from an Optuna distribution."""
+    optuna = _import_optuna()
+    dists = optuna.distributions
+    if isinstance(distribution, dists.FloatDistribution):
+        return trial.suggest_float(
+            name, distribution.low, distribution.high, log=distribution.log, step=distribution.step
+        )
+    if isinstance(distribution, dists.IntDistribution):
+        return trial.suggest_int(
+            name, distribution.low, distribution.high, log=distribution.log, step=distribution.step
+        )
+    if isinstance(distribution, dists.CategoricalDistribution):
+        return trial.suggest_categorical(name, distribution.choices)
+    raise TypeError(
+        f"search_space[{name!r}] must be an optuna FloatDistribution, IntDistribution or "
+        f"CategoricalDistribution, got {distribution!r}"
+    )
+
+
+def _sample_params(search_space, trial):
+    """Estimator parameters for ``trial``: the search space evaluated on it."""
+    if callable(search_space):
+        params = search_space(trial)
+        if not isinstance(params, dict):
+            raise TypeError(
+                f"search_space(trial) must return a dict of estimator parameters, got "
+                f"{type(params).__name__}"
+            )
+        return params
+    return {name: _suggest(trial, name, dist) for name, dist in search_space.items()}
+
+
+def _search_estimator_has(attr):
+    """Check that the refit best estimator (or, before fit, the estimator) has ``attr``."""
+
+    def check(self):
+        if hasattr(self, "best_estimator_"):
+            getattr(self.best_estimator_, attr)
+            return True
+        if not self.refit:
+            raise AttributeError(
+                f"This {type(self).__name__} was initialized with refit=False; {attr} is "
+                "available only after refitting on the best parameters."
+            )
+        getattr(self.estimator, attr)
+        return True
+
+    return check
+
+
+def _final_estimator(estimator):
+    while hasattr(estimator, "steps"):
+        estimator = estimator.steps[-1][1]
+    return estimator
+
+
+def _is_age_regressor(estimator):
+    try:
+        from skagegender.heads import AgeRegressor
+    except ImportError:
+        return False
+    return isinstance(_final_estimator(estimator), AgeRegressor)
+
+
+@contextlib.contextmanager
+def _optuna_verbosity(optuna, verbose):
+    previous = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.INFO if verbose > 0 else optuna.logging.WARNING)
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(previous)
+
+
+def _fit_and_score(estimator, X, y, scorer, train, test, fit_params, return_train, error_score):
+    """Fit on one split and score; a failure gives ``error_score`` and its traceback."""
+    X_train, y_train = _safe_split(estimator, X, y, train)
+    X_test, y_test = _safe_split(estimator, X, y, test, train)
+    n_samples = _num_samples(X)
+    fit_params = {
+        k: _safe_indexing(v, train) if hasattr(v, "__len__") and len(v) == n_samples else v
+        for k, v in fit_params.items()
+    }
+    result = {"test": error_score, "train": error_score, "score_time": 0.0, "error": None}
+    start = time.perf_counter()
+    try:
+        estimator.fit(X_train, y_train, **fit_params)
+        result["fit_time"] = time.perf_counter() - start
+        start = time.perf_counter()
+        result["test"] = float(scorer(estimator, X_test, y_test))
+        result["score_time"] = time.perf_counter() - start
+        if return_train:
+            result["train"] = float(scorer(estimator, X_train, y_train))
+    except Exception:
+        if isinstance(error_score, str) and error_score == "raise":
+            raise
+        result.setdefault("fit_time", time.perf_counter() - start)
+        result["error"] = traceback.format_exc()
+    return result
+
+
+class HeadSearchCV(MetaEstimatorMixin, BaseEstimator):
+    """Search hyperparameters, head families included, with Optuna and cross-validation.
+
+    The interface of :class:`~sklearn.model_selection.GridSearchCV`, with the candidates
+    proposed one trial at a time by an Optuna sampler (TPE by default) instead of a grid.
+    Each trial sets the sampled parameters on a clone of ``estimator``, fits and scores it
+    on every cross-validation split, and reports the running mean score after each split
+    so that an Optuna ``pruner`` can stop a poor trial after its first splits.
+
+    Parameters
+    ----------
+    estimator : estimator object
+        The estimator (or pipeline) to tune. Its parameters are set with ``set_params``,
+        so search space keys are parameter paths such as ``"age__head__alpha"``.
+
+    search_space : callable or dict
+        What to search.
+
+        - A callable ``search_space(trial) -> dict`` (define-by-run): it asks the Optuna
+          ``trial`` for values (``trial.suggest_categorical``, ``trial.suggest_float``, ...)
+          and returns the estimator parameters to set. Conditional spaces, such as one
+          set of hyperparameters per head family, are written with ``if``. The callable
+          must depend on the trial only: it is replayed on an
+          :class:`optuna.trial.FixedTrial` to rebuild the parameters of stored trials.
+          Give a picklable object (a module-level function or class) if the search is to
+          be pickled. :func:`default_head_space` returns one for the heads of
+          :mod:`skagegender.heads`.
+        - A dict ``{parameter path: optuna distribution}`` for a flat space, e.g.
+          ``{"ridge__alpha": FloatDistribution(1e-3, 1e3, log=True)}``.
+
+    scoring : str, callable or None, default=None
+        Higher is better. A string is resolved by :func:`skagegender.metrics.get_scorer`
+        (which knows ``"one_class_off"`` and falls back to scikit-learn's names, e.g.
+        ``"neg_mean_absolute_error"``). None uses the one-class-off scorer when the
+        estimator is an :class:`~skagegender.heads.AgeRegressor` (or a pipeline ending in
+        one) and the estimator's ``score`` method otherwise.
+
+    cv : int, cross-validation generator or iterable, default=5
+        As in GridSearchCV (:func:`~sklearn.model_selection.check_cv`). Pass
+        ``GroupKFold`` and ``groups`` to :meth:`fit` for subject-disjoint splits.
+
+    n_trials : int or None, default=20
+        The number of finished (COMPLETE or PRUNED) trials wanted in the study. A fresh
+        study runs ``n_trials`` trials; a resumed study (see ``storage``) runs only the
+        missing ones, so an interrupted search restarted with the same arguments ends
+        with ``n_trials`` finished trials in total. Trials that fail (all-NaN score,
+        killed process) do not count towards the total but do use up the current call's
+        budget. None runs until ``timeout``.
+
+    timeout : float or None, default=None
+        Stop starting new trials after this many seconds.
+
+    pruner : optuna.pruners.BasePruner or None, default=None
+        Decides, after each split, whether to stop a trial; for example
+        ``MedianPruner(n_warmup_steps=1)``. None never prunes, so every trial is scored
+        on all splits as in GridSearchCV.
+
+    sampler : optuna.samplers.BaseSampler or None, default=None
+        Proposes the trials. None uses ``TPESampler(seed=random_state)``. A copy is used
+        at each :meth:`fit`, so fitting twice gives the same trials.
+
+    storage : str, optuna.storages.BaseStorage or None, default=None
+        Where the study lives. None keeps it in memory for this fit only. A database URL
+        such as ``"sqlite:///search.db"`` makes the search resumable: with the same
+        ``study_name`` and ``load_if_exists=True`` a new fit continues the stored study
+        (all its finished trials count and appear in ``cv_results_``). Any URL that
+        :class:`optuna.storages.RDBStorage` accepts works; with a server database
+        (``"postgresql://user:password@host/db"``) several processes or machines can fit
+        the same search at once and share the work: each stops when the study holds
+        ``n_trials`` finished trials. A URL gets a heartbeat: a trial left RUNNING by a
+        killed process is marked FAIL once its heartbeat is more than 60 s old (checked
+        at the start and end of :meth:`fit` and before each trial). Pass an
+        ``RDBStorage`` built with your own ``heartbeat_interval``/``grace_period`` to
+        change that; with a storage without heartbeat such trials stay RUNNING (they do
+        not count towards ``n_trials``).
+
+    study_name : str or None, default=None
+        Name of the study in ``storage``. Needed to resume; None lets Optuna generate one.
+
+    load_if_exists : bool, default=True
+        Continue the study named ``study_name`` if it is in ``storage``; if False, an
+        existing study of that name is an error.
+
+    refit : bool, default=True
+        Refit the estimator with the best parameters on the whole data
+        (``best_estimator_``), enabling ``predict`` and the other delegated methods.
+
+    random_state : int, RandomState instance or None, default=None
+        Seeds the default TPE sampler: a seeded search of a deterministic estimator
+        proposes the same trials and finds the same ``best_params_`` every time. Ignored
+        when ``sampler`` is given. Seed the estimator itself too if it is random.
+
+    n_jobs : int or None, default=1
+        Number of processes (joblib) fitting the splits of one trial in parallel. Trials
+        themselves run one after another, so the sampler sees every finished trial and a
+        seeded search stays reproducible; the pruner is asked after each batch of
+        ``n_jobs`` splits. To run trials in parallel, start several fits on one
+        ``storage``. None means 1 unless in a joblib context; -1 uses all processors.
+
+    error_score : 'raise' or float, default=np.nan
+        Score of a split whose fit or scoring fails. 'raise' raises the error. With NaN,
+        a trial with a failed split ends FAIL (Optuna rejects NaN objectives) and is left
+        out of ``cv_results_``; if no trial completes, :meth:`fit` raises.
+
+    return_train_score : bool, default=False
+        Also score each split's training part.
+
+    verbose : int, default=0
+        0 silences Optuna's per-trial log lines; >0 shows them.
+
+    Attributes
+    ----------
+    cv_results_ : dict of ndarray
+        One entry per finished trial of the study (COMPLETE or PRUNED), in trial order:
+        ``number`` (Optuna trial number), ``state`` ("COMPLETE" or "PRUNED"), ``params``,
+        ``param_<name>`` (masked arrays), ``split{i}_test_score`` (NaN for splits a pruned
+        trial did not reach), ``mean_test_score``, ``std_test_score`` (NaN for pruned
+        trials), ``rank_test_score`` (pruned trials rank last), ``mean_fit_time``,
+        ``std_fit_time``, ``mean_score_time``, ``std_score_time`` and, with
+        ``return_train_score``, the ``*_train_score`` keys. Loads into a DataFrame.
+
+    best_estimator_ : estimator
+        The estimator refit with ``best_params_`` on all the data (``refit=True`` only).
+
+    best_params_ : dict
+        Estimator parameters of the best trial.
+
+    best_score_ : float
+        Mean cross-validated score of the best trial.
+
+    best_index_ : int
+        Index of the best trial in ``cv_results_``.
+
+    study_ : optuna.study.Study
+        The study, with every trial (failed ones included).
+
+    n_trials_ : int
+        Number of finished (COMPLETE or PRUNED) trials in the study.
+
+    n_splits_ : int
+        Number of cross-validation splits.
+
+    scorer_ : callable
+        The scorer used for the search and by :meth:`score`.
+
+    refit_time_ : float
+        Seconds spent refitting the best estimator.
+
+    classes_ : ndarray of shape (n_classes,)
+        Class labels (classifiers, ``refit=True`` only).
+
+    n_features_in_ : int
+        Number of features seen during :meth:`fit` (``refit=True`` only).
+
+    See Also
+    --------
+    sklearn.model_selection.GridSearchCV : Exhaustive search over a grid.
+    default_head_space : Search space over the head families of :mod:`skagegender.heads`.
+
+    Examples
+    --------
+    >>> from optuna.distributions import FloatDistribution
+    >>> from sklearn.datasets import make_regression
+    >>> from sklearn.linear_model import Ridge
+    >>> from skagegender.model_selection import HeadSearchCV
+    >>> X, y = make_regression(n_samples=60, n_features=5, noise=1.0, random_state=0)
+    >>> search = HeadSearchCV(
+    ...     Ridge(), {"alpha": FloatDistribution(1e-3, 1e3, log=True)},
+    ...     n_trials=8, cv=3, random_state=0,
+    ... ).fit(X, y)
+    >>> sorted(search.best_params_)
+    ['alpha']
+    >>> len(search.cv_results_["mean_test_score"])
+    8
+
+    A conditional space chooses a model family, then that family's parameters:
+
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from sklearn.preprocessing import StandardScaler
+    >>> from sklearn.neighbors import KNeighborsRegressor
+    >>> def space(trial):
+    ...     family = trial.suggest_categorical("family", ["ridge", "knn"])
+    ...     if family == "ridge":
+    ...         alpha = trial.suggest_float("ridge_alpha", 1e-3, 1e3, log=True)
+    ...         return {"model": Ridge(alpha=alpha)}
+    ...     k = trial.suggest_int("knn_k", 1, 15)
+    ...     return {"model": KNeighborsRegressor(n_neighbors=k)}
+    >>> pipe = make_pipeline(StandardScaler(), Ridge())
+    >>> pipe.steps[-1] = ("model", pipe.steps[-1][1])
+    >>> search = HeadSearchCV(pipe, space, n_trials=6, cv=3, random_state=0).fit(X, y)
+    >>> type(search.best_params_["model"]).__name__ in {"Ridge", "KNeighborsRegressor"}
+    True
+    """
+
+    _parameter_constraints: dict = {
+        "estimator": [HasMethods(["fit"])],
+        "search_space": [dict, callable],
+        "scoring": [str, callable, None],
+        "cv": ["cv_object"],
+        "n_trials": [Interval(Integral, 1, None, closed="left"), None],
+        "timeout": [Interval(Real, 0, None, closed="neither"), None],
+        "pruner": [HasMethods(["prune"]), None],
+        "sampler": [HasMethods(["sample_relative", "sample_independent"]), None],
+        "storage": [str, HasMethods(["get_all_trials"]), None],
+        "study_name": [str, None],
+        "load_if_exists": ["boolean"],
+        "refit": ["boolean"],
+        "random_state": ["random_state"],
+        "n_jobs": [Integral, None],
+        "error_score": [StrOptions({"raise"}), Real],
+        "return_train_score": ["boolean"],
+        "verbose": ["verbose"],
+    }
+
+    def __init__(
+        self,
+        estimator,
+        search_space,
+        *,
+        scoring=None,
+        cv=5,
+        n_trials=20,
+        timeout=None,
+        pruner=None,
+        sampler=None,
+        storage=None,
+        study_name=None,
+        load_if_exists=True,
+        refit=True,
+        random_state=None,
+        n_jobs=1,
+        error_score=np.nan,
+        return_train_score=False,
+        verbose=0,
+    ):
+        self.estimator = estimator
+        self.search_space = search_space
+        self.scoring = scoring
+        self.cv = cv
+        self.n_trials = n_trials
+        self.timeout = timeout
+        self.pruner = pruner
+        self.sampler = sampler
+        self.storage = storage
+        self.study_name = study_name
+        self.load_if_exists = load_if_exists
+        self.refit = refit
+        self.random_state = random_state
+        self.n_jobs = n_jobs
+        self.error_score = error_score
+        self.return_train_score = return_train_score
+        self.verbose = verbose
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        sub_tags = get_tags(self.estimator)
+        tags.estimator_type = sub_tags.estimator_type
+        tags.classifier_tags = copy.deepcopy(sub_tags.classifier_tags)
+        tags.regressor_tags = copy.deepcopy(sub_tags.regressor_tags)
+        tags.input_tags.pairwise = sub_tags.input_tags.pairwise
+        tags.input_tags.sparse = sub_tags.input_tags.sparse
+        return tags
+
+    def _get_scorer(self):
+        if callable(self.scoring):
+            return self.scoring
+        if isinstance(self.scoring, str):
+            try:
+                from skagegender.metrics import get_scorer
+            except ImportError:
+                from sklearn.metrics import get_scorer
+            return get_scorer(self.scoring)
+        if _is_age_regressor(self.estimator):
+            from skagegender.metrics import one_class_off_scorer
+
+            return one_class_off_scorer
+        return check_scoring(self.estimator)
+
+    def _create_study(self, optuna):
+        storage = self.storage
+        if isinstance(storage, str):
+            storage = optuna.storages.RDBStorage(
+                storage, heartbeat_interval=_HEARTBEAT_INTERVAL, grace_period=_GRACE_PERIOD
+            )
+        if self.sampler is not None:
+            sampler = copy.deepcopy(self.sampler)
+        else:
+            seed = self.random_state
+            if seed is not None and not isinstance(seed, Integral):
+                seed = int(check_random_state(seed).randint(np.iinfo(np.int32).max))
+            sampler = optuna.samplers.TPESampler(seed=seed)
+        pruner = optuna.pruners.NopPruner() if self.pruner is None else copy.deepcopy(self.pruner)
+        return optuna.create_study(
+            storage=storage,
+            sampler=sampler,
+            pruner=pruner,
+            study_name=self.study_name,
+            direction="maximize",
+            load_if_exists=self.load_if_exists,
+        )
+
+    def _params_of(self, frozen_trial):
+        """Estimator parameters of a stored trial, replayed through the search space."""
+        optuna = _import_optuna()
+        return _sample_params(self.search_space, optuna.trial.FixedTrial(frozen_trial.params))
+
+    @_fit_context(prefer_skip_nested_validation=False)  # estimator is validated by its own fit
+    def fit(self, X, y=None, groups=None, **fit_params):
+        """Run the search, then refit the best parameters on all the data.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training data.
+
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs), default=None
+            Targets.
+
+        groups : array-like of shape (n_samples,), default=None
+            Group labels (e.g. subject ids) for a group-aware ``cv`` such as GroupKFold.
+
+        **fit_params : dict
+            Passed to the estimator's ``fit``; arrays of length n_samples are split with
+            the data.
+
+        Returns
+        -------
+        self : HeadSearchCV
+            The fitted search.
+        """
+        optuna = _import_optuna()
+        if self.n_trials is None and self.timeout is None:
+            raise ValueError("n_trials and timeout cannot both be None: the search would not end")
+        if isinstance(self.search_space, dict):
+            for name, dist in self.search_space.items():
+                if not isinstance(dist, optuna.distributions.BaseDistribution):
+                    raise TypeError(
+                        f"search_space[{name!r}] must be an optuna distribution, got {dist!r}; "
+                        "use a callable search_space for anything else"
+                    )
+
+        X, y, groups = indexable(X, y, groups)
+        cv = check_cv(self.cv, y, classifier=is_classifier(self.estimator))
+        splits = list(cv.split(X, y, groups))
+        n_splits = len(splits)
+        scorer = self._get_scorer()
+        batch = max(1, min(n_splits, effective_n_jobs(self.n_jobs)))
+        parallel = Parallel(n_jobs=self.n_jobs)
+        error_score = self.error_score
+
+        def objective(trial):
+            params = _sample_params(self.search_space, trial)
+            base = clone(self.estimator).set_params(**clone(params, safe=False))
+            test, train = [np.nan] * n_splits, [np.nan] * n_splits
+            fit_times, score_times, errors = [np.nan] * n_splits, [np.nan] * n_splits, []
+            for start in range(0, n_splits, batch):
+                indices = range(start, min(start + batch, n_splits))
+                results = parallel(
+                    delayed(_fit_and_score)(
+                        clone(base), X, y, scorer, *splits[i], fit_params,
+                        self.return_train_score, error_score,
+                    )
+                    for i in indices
+                )
+                for i, result in zip(indices, results):
+                    test[i], train[i] = result["test"], result["train"]
+                    fit_times[i], score_times[i] = result["fit_time"], result["score_time"]
+                    if result["error"] is not None:
+                        errors.append(result["error"])
+                trial.set_user_attr(_ATTR_TEST, test)
+                trial.set_user_attr(_ATTR_FIT_TIME, fit_times)
+                trial.set_user_attr(_ATTR_SCORE_TIME, score_times)
+                if self.return_train_score:
+                    trial.set_user_attr(_ATTR_TRAIN, train)
+                if errors:
+                    trial.set_user_attr(_ATTR_ERRORS, errors)
+                for i in indices:
+                    running = np.mean(test[: i + 1])
+                    if np.isfinite(running):
+                        trial.report(float(running), step=i)
+                if indices[-1] < n_splits - 1 and trial.should_prune():
+                    raise optuna.TrialPruned()
+            if errors and len(errors) < n_splits:
+                warnings.warn(
+                    f"{len(errors)} of {n_splits} fits failed in trial {trial.number}; their "
+                    f"score is {error_score}. The first error:\n{errors[0]}",
+                    FitFailedWarning,
+                )
+            return float(np.mean(test))
+
+        with _optuna_verbosity(optuna, self.verbose), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+            study = self._create_study(optuna)
+            optuna.storages.fail_stale_trials(study)
+            counted = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+            n_done = len(study.get_trials(deepcopy=False, states=counted))
+            if self.n_trials is None:
+                study.optimize(objective, timeout=self.timeout)
+            elif n_done < self.n_trials:
+                study.optimize(
+                    objective,
+                    n_trials=self.n_trials - n_done,
+                    timeout=self.timeout,
+                    callbacks=[optuna.study.MaxTrialsCallback(self.n_trials, states=counted)],
+                )
+            optuna.storages.fail_stale_trials(study)
+
+        self.study_ = study
+        self.n_splits_ = n_splits
+        self.scorer_ = scorer
+        trials = study.get_trials(deepcopy=False, states=counted)
+        if not any(t.state == optuna.trial.TrialState.COMPLETE for t in trials):
+            self._raise_all_failed(study)
+        self.n_trials_ = len(trials)
+        self.cv_results_ = self._format_results(trials, n_splits)
+        best = study.best_trial
+        self.best_index_ = next(i for i, t in enumerate(trials) if t.number == best.number)
+        self.best_params_ = self.cv_results_["params"][self.best_index_]
+        self.best_score_ = float(best.value)
+
+        if self.refit:
+            self.best_estimator_ = clone(self.estimator).set_params(
+                **clone(self.best_params_, safe=False)
+            )
+            start = time.perf_counter()
+            if y is None:
+                self.best_estimator_.fit(X, **fit_params)
+            else:
+                self.best_estimator_.fit(X, y, **fit_params)
+            self.refit_time_ = time.perf_counter() - start
+            if hasattr(self.best_estimator_, "feature_names_in_"):
+                self.feature_names_in_ = self.best_estimator_.feature_names_in_
+        return self
+
+    def _raise_all_failed(self, study):
+        errors = Counter(
+            error for t in study.trials for error in t.user_attrs.get(_ATTR_ERRORS, [])
+        )
+        delimiter = "-" * 80 + "\n"
+        details = "\n".join(
+            f"{delimiter}{n} fits failed with the following error:\n{error}"
+            for error, n in errors.items()
+        )
+        raise ValueError(
+            f"No trial of {len(study.trials)} completed; all their fits failed or the "
+            "study holds no finished trial. You can debug the error by setting "
+            f"error_score='raise'.\n\nBelow are more details about the failures:\n{details}"
+        )
+
+    def _format_results(self, trials, n_splits):
+        optuna = _import_optuna()
+        n = len(trials)
+        complete = np.array([t.state == optuna.trial.TrialState.COMPLETE for t in trials])
+        params = [self._params_of(t) for t in trials]
+        results = {
+            "number": np.array([t.number for t in trials]),
+            "state": np.array([t.state.name for t in trials], dtype=object),
+            "params": params,
+        }
+        for name in sorted({key for p in params for key in p}):
+            column = np.ma.MaskedArray(np.empty(n, dtype=object), mask=True)
+            for i, p in enumerate(params):
+                if name in p:
+                    column[i] = p[name]
+            results[f"param_{name}"] = column
+
+        def splits(attr):
+            table = np.full((n, n_splits), np.nan)
+            for i, t in enumerate(trials):
+                values = np.asarray(t.user_attrs.get(attr, []), dtype=float)[:n_splits]
+                table[i, : len(values)] = values
+            return table
+
+        for key, attr in [("fit_time", _ATTR_FIT_TIME), ("score_time", _ATTR_SCORE_TIME)]:
+            table = splits(attr)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows
+                results[f"mean_{key}"] = np.nanmean(table, axis=1)
+                results[f"std_{key}"] = np.nanstd(table, axis=1)
+
+        sets = ["test", "train"] if self.return_train_score else ["test"]
+        for kind in sets:
+            table = splits(_ATTR_TEST if kind == "test" else _ATTR_TRAIN)
+            for i in range(n_splits):
+                results[f"split{i}_{kind}_score"] = table[:, i]
+            mean = np.where(complete, table.mean(axis=1), np.nan)
+            results[f"mean_{kind}_score"] = mean
+            results[f"std_{kind}_score"] = np.where(complete, table.std(axis=1), np.nan)
+            if kind == "test":
+                # Like GridSearchCV: rank 1 is best; NaN means (pruned) share the last rank.
+                finite = np.isfinite(mean)
+                ranks = np.full(n, finite.sum() + 1, dtype=np.int32)
+                ranks[finite] = rankdata(-mean[finite], method="min").astype(np.int32)
+                results["rank_test_score"] = ranks
+        return results
+
+    @available_if(_search_estimator_has("predict"))
+    def predict(self, X):
+        """Predict with the best estimator.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Samples.
+
+        Returns
+        -------
+        y_pred : ndarray of shape (n_samples,)
+            ``best_estimator_.predict(X)``.
+        """
+        check_is_fitted(self)
+        return self.best_estimator_.predict(X)
+
+    @available_if(_search_estimator_has("predict_proba"))
+    def predict_proba(self, X):
+        """Class probabilities from the best estimator.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Samples.
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, n_classes)
+            ``best_estimator_.predict_proba(X)``.
+        """
+        check_is_fitted(self)
+        return self.best_estimator_.predict_proba(X)
+
+    @available_if(_search_estimator_has("predict_log_proba"))
+    def predict_log_proba(self, X):
+        """Log class probabilities from the best estimator.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Samples.
+
+        Returns
+        -------
+        log_proba : ndarray of shape (n_samples, n_classes)
+            ``best_estimator_.predict_log_proba(X)``.
+        """
+        check_is_fitted(self)
+        return self.best_estimator_.predict_log_proba(X)
+
+    @available_if(_search_estimator_has("decision_function"))
+    def decision_function(self, X):
+        """Decision function of the best estimator.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Samples.
+
+        Returns
+        -------
+        scores : ndarray of shape (n_samples,) or (n_samples, n_classes)
+            ``best_estimator_.decision_function(X)``.
+        """
+        check_is_fitted(self)
+        return self.best_estimator_.decision_function(X)
+
+    @available_if(_search_estimator_has("transform"))
+    def transform(self, X):
+        """Transform with the best estimator.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Samples.
+
+        Returns
+        -------
+        Xt : ndarray of shape (n_samples, n_output_features)
+            ``best_estimator_.transform(X)``.
+        """
+        check_is_fitted(self)
+        return self.best_estimator_.transform(X)
+
+    @available_if(_search_estimator_has("score"))
+    def score(self, X, y=None):
+        """Score of the best estimator with the search's scorer (``scorer_``).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Samples.
+
+        y : array-like of shape (n_samples,), default=None
+            True targets.
+
+        Returns
+        -------
+        score : float
+            ``scorer_(best_estimator_, X, y)``; higher is better.
+        """
+        check_is_fitted(self)
+        return self.scorer_(self.best_estimator_, X, y)
+
+    @property
+    def classes_(self):
+        """Class labels of the best estimator (classifiers, ``refit=True`` only)."""
+        _search_estimator_has("classes_")(self)
+        return self.best_estimator_.classes_
+
+    @property
+    def n_features_in_(self):
+        """Number of features seen during :meth:`fit` (``refit=True`` only)."""
+        try:
+            check_is_fitted(self)
+        except NotFittedError as exc:
+            raise AttributeError(
+                f"{type(self).__name__} object has no n_features_in_ attribute."
+            ) from exc
+        return self.best_estimator_.n_features_in_
+
+    def __sklearn_is_fitted__(self):
+        return hasattr(self, "study_")
+
+
+class _DefaultHeadSpace:
+    """Picklable callable behind :func:`default_head_space`."""
+
+    def __init__(self, task, prefix, families):
+        self.task = task
+        self.prefix = prefix
+        self.families = families
+
+    def __repr__(self):
+        return (
+            f"default_head_space(task={self.task!r}, prefix={self.prefix!r}, "
+            f"families={self.families!r})"
+        )
+
+    def __call__(self, trial):
+        # Trial parameter names carry the family ("mlp__alpha", "ordinal__alpha") so that
+        # the sampler never mixes one family's alpha with another's.
+        p, head = self.prefix, f"{self.prefix}head"
+        family = trial.suggest_categorical(head, list(self.families))
+        params = {head: family}
+        if family == "mlp":
+            width = trial.suggest_categorical(f"{p}mlp__width", [64, 128, 256, 512])
+            depth = trial.suggest_int(f"{p}mlp__depth", 1, 2)
+            params[f"{head}__hidden_layer_sizes"] = (width,) * depth
+            params[f"{head}__alpha"] = trial.suggest_float(f"{p}mlp__alpha", 1e-6, 1e-1, log=True)
+            params[f"{head}__learning_rate_init"] = trial.suggest_float(
+                f"{p}mlp__learning_rate_init", 1e-4, 1e-2, log=True
+            )
+        elif family == "lightgbm":
+            for name, low, high in [("n_estimators", 50, 600), ("num_leaves", 7, 63),
+                                    ("min_child_samples", 5, 50)]:
+                params[f"{head}__{name}"] = trial.suggest_int(
+                    f"{p}lightgbm__{name}", low, high, log=True
+                )
+            for name, low, high, log in [("learning_rate", 0.01, 0.3, True),
+                                         ("colsample_bytree", 0.3, 1.0, False),
+                                         ("reg_lambda", 1e-8, 10.0, True)]:
+                params[f"{head}__{name}"] = trial.suggest_float(
+                    f"{p}lightgbm__{name}", low, high, log=log
+                )
+        elif family == "ordinal":
+            params[f"{head}__alpha"] = trial.suggest_float(
+                f"{p}ordinal__alpha", 1e-4, 1e2, log=True
+            )
+        return params
+
+
+def default_head_space(task="age", *, prefix="", families=None):
+    """Search space over the head families of :mod:`skagegender.heads` and their settings.
+
+    The returned callable is a ``search_space`` for :class:`HeadSearchCV`: it sets the
+    ``head`` parameter of an :class:`~skagegender.heads.AgeRegressor` or
+    :class:`~skagegender.heads.GenderClassifier` to a family name and the family's key
+    hyperparameters through ``head__*`` parameters:
+
+    - ``"mlp"``: hidden layer width (64-512) and depth (1-2), ``alpha`` (L2, 1e-6-1e-1,
+      log), ``learning_rate_init`` (1e-4-1e-2, log);
+    - ``"lightgbm"`` (offered only when lightgbm is installed): ``n_estimators``
+      (50-600), ``learning_rate``, ``num_leaves``, ``min_child_samples``,
+      ``colsample_bytree``, ``reg_lambda``;
+    - ``"ordinal"`` (age only): ``alpha`` (L2, 1e-4-1e2, log) of
+      :class:`~skagegender.heads.OrdinalLogisticRegression`.
+
+    Optuna's own parameter names are prefixed by the family (``"mlp__alpha"``), the
+    returned estimator parameters are paths (``"head__alpha"``).
+
+    Parameters
+    ----------
+    task : {"age", "gender"}, default="age"
+        Which estimator the space is for; "ordinal" is an age-only family.
+
+    prefix : str, default=""
+        Parameter path of the head estimator inside a pipeline, with its trailing
+        ``"__"``, e.g. ``"age__"`` for a pipeline step named ``"age"``.
+
+    families : sequence of str or None, default=None
+        Restrict the families; None offers every family available for ``task``.
+
+    Returns
+    -------
+    search_space : callable
+        ``search_space(trial) -> dict`` of estimator parameters. Picklable.
+
+    Examples
+    --------
+    >>> from optuna.trial import FixedTrial
+    >>> space = default_head_space("age", families=["ordinal"])
+    >>> space(FixedTrial({"head": "ordinal", "ordinal__alpha": 0.1}))
+    {'head': 'ordinal', 'head__alpha': 0.1}
+    """
+    if task not in ("age", "gender"):
+        raise ValueError(f"task must be 'age' or 'gender', got {task!r}")
+    available = ["mlp"]
+    try:
+        import importlib.util
+
+        if importlib.util.find_spec("lightgbm") is not None:
+            available.append("lightgbm")
+    except (ImportError, ValueError):  # pragma: no cover
+        pass
+    if task == "age":
+        available.append("ordinal")
+    if families is None:
+        families = available
+    else:
+        families = list(families)
+        unknown = sorted(set(families) - set(available))
+        if unknown or not families:
+            raise ValueError(
+                f"families {unknown or families} are not available for task={task!r}; "
+                f"choose among {available}"
+            )
+    return _DefaultHeadSpace(task, prefix, tuple(families))
