@@ -290,9 +290,9 @@ def load_model_file(path, *, trusted=None, expected_backbone=None):
             meta_bytes = archive.read(_META)
             payload = archive.read(_PAYLOAD)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as exc:
-        raise ModelFileError(f"{str(path)!r} is not a skagegender model file ({exc})") from None
-    except zipfile.error as exc:  # pragma: no cover - other zip failures, e.g. CRC
-        raise ModelFileError(f"{str(path)!r} is damaged ({exc})") from None
+        raise ModelFileError(
+            f"{str(path)!r} is not a skagegender model file, or is damaged ({exc})"
+        ) from None
 
     meta = _read_meta(path, meta_bytes, payload)
     if expected_backbone is not None:
