@@ -137,7 +137,8 @@ def load_adience(root, *, require_images=True):
                 dropped["no_age"] += 1
                 continue
             user = row["user_id"]
-            path = faces / user / f"coarse_tilt_aligned_face.{row['face_id']}.{row['original_image']}"
+            image = f"coarse_tilt_aligned_face.{row['face_id']}.{row['original_image']}"
+            path = faces / user / image
             if require_images and not path.is_file():
                 dropped["missing_image"] += 1
                 continue

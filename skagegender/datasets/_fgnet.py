@@ -69,11 +69,11 @@ def load_fgnet(root):
             f"FG-NET: no 'images' folder in {str(root)!r}. Expected layout: {_LAYOUT}"
         )
     points = root / "points"
-    pts_files = (
-        {name.lower(): points / name for name in os.listdir(points) if name.lower().endswith(".pts")}
-        if points.is_dir()
-        else {}
-    )
+    pts_files = {}
+    if points.is_dir():
+        pts_files = {
+            n.lower(): points / n for n in os.listdir(points) if n.lower().endswith(".pts")
+        }
     paths, ages, subjects, landmarks = [], [], [], []
     n_malformed = 0
     for entry in sorted(os.listdir(images)):

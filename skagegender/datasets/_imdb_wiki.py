@@ -121,7 +121,8 @@ def load_imdb_wiki(
     >>> scipy.io.savemat(root / "wiki_crop" / "wiki.mat", {"wiki": {
     ...     "dob": np.array([[723671.0, 703186.0]]),         # 1981-05-05, 1925-04-04
     ...     "photo_taken": np.array([[2009, 1968]]),
-    ...     "full_path": cells("17/10000217_1981-05-05_2009.jpg", "48/10000548_1925-04-04_1964.jpg"),
+    ...     "full_path": cells("17/10000217_1981-05-05_2009.jpg",
+    ...                        "48/10000548_1925-04-04_1964.jpg"),
     ...     "gender": np.array([[1.0, np.nan]]),
     ...     "face_score": np.array([[4.3, -np.inf]]),
     ...     "second_face_score": np.array([[np.nan, np.nan]]),
@@ -139,7 +140,9 @@ def load_imdb_wiki(
     folder = root / f"{source}_crop"
     mat_path = folder / f"{source}.mat"
     if not mat_path.is_file():
-        raise DatasetLayoutError(f"IMDB-WIKI: {str(mat_path)!r} is missing. Expected layout: {_LAYOUT}")
+        raise DatasetLayoutError(
+            f"IMDB-WIKI: {str(mat_path)!r} is missing. Expected layout: {_LAYOUT}"
+        )
     mat = scipy.io.loadmat(mat_path)
     try:
         struct = mat[source][0, 0]

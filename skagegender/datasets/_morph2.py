@@ -79,8 +79,10 @@ def load_morph2(root, *, require_images=True):
     ...     "3503,0,B,M,21,Album2/003503_00M21.JPG\\n"
     ...     "3503,1,B,M,22,Album2/003503_01M22.JPG\\n")
     >>> data = load_morph2(root, require_images=False)
-    >>> data.subject, data.age, data.race
-    (array(['3503', '3503'], dtype=object), array([21., 22.]), array(['Black', 'Black'], dtype=object))
+    >>> data.subject, data.age
+    (array(['3503', '3503'], dtype=object), array([21., 22.]))
+    >>> data.race
+    array(['Black', 'Black'], dtype=object)
     """
     csv_path = _find_csv(root)
     folder = csv_path.parent
@@ -156,7 +158,9 @@ def _find_csv(root):
     if root.is_file():
         return root
     if not root.is_dir():
-        raise DatasetLayoutError(f"MORPH-II: {str(root)!r} does not exist. Expected layout: {_LAYOUT}")
+        raise DatasetLayoutError(
+            f"MORPH-II: {str(root)!r} does not exist. Expected layout: {_LAYOUT}"
+        )
     found = sorted(p for p in root.iterdir() if p.suffix.lower() == ".csv" and p.is_file())
     if len(found) != 1:
         raise DatasetLayoutError(

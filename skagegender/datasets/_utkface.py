@@ -66,8 +66,10 @@ def load_utkface(root):
     >>> for name in ["26_1_2_20170116174525125.jpg.chip.jpg", "3_0_20170109.jpg.chip.jpg"]:
     ...     (root / name).touch()
     >>> data = load_utkface(root)
-    >>> data.age, data.gender, data.race
-    (array([26.,  3.]), array(['female', 'male'], dtype=object), array(['Asian', None], dtype=object))
+    >>> data.age, data.gender
+    (array([26.,  3.]), array(['female', 'male'], dtype=object))
+    >>> data.race
+    array(['Asian', None], dtype=object)
     """
     root = _check_root(root, "UTKFace", _LAYOUT)
     paths, ages, genders, races = [], [], [], []

@@ -104,7 +104,9 @@ def _check_backbone(backbone):
             f"got {backbone!r}"
         )
     if not isinstance(backbone["name"], str) or not backbone["name"]:
-        raise ValueError(f"meta['backbone']['name'] must be a non-empty str, got {backbone['name']!r}")
+        raise ValueError(
+            f"meta['backbone']['name'] must be a non-empty str, got {backbone['name']!r}"
+        )
     if not isinstance(backbone["sha256"], str) or not _SHA256.match(backbone["sha256"]):
         raise ValueError(
             "meta['backbone']['sha256'] must be 64 lowercase hex digits (the sha256 of the "
@@ -365,7 +367,9 @@ def _read_meta(path, meta_bytes, payload):
 def _compare_backbone(path, stored, expected):
     unknown = set(expected) - set(_BACKBONE_KEYS)
     if unknown:
-        raise ValueError(f"expected_backbone has unknown keys {sorted(unknown)}; use {_BACKBONE_KEYS}")
+        raise ValueError(
+            f"expected_backbone has unknown keys {sorted(unknown)}; use {_BACKBONE_KEYS}"
+        )
     for key in _BACKBONE_KEYS:
         if key in expected and expected[key] != stored[key]:
             raise BackboneMismatchError(
