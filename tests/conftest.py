@@ -1,0 +1,48 @@
+"""Shared test fixtures: real photos and the labeled data beside the repository."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def _insightface_images():
+    spec = importlib.util.find_spec("insightface")
+    if spec is None or spec.origin is None:
+        return None
+    return Path(spec.origin).parent / "data" / "images"
+
+
+@pytest.fixture(scope="session")
+def shared_data():
+    """``../shared/data`` (UTKFace, FGNET, Adience); tests skip when it is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"labeled data not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def utkface_paths(shared_data):
+    """The first 200 UTKFace images in sorted order."""
+    return sorted(str(p) for p in (shared_data / "UTKFace").glob("*.jpg"))[:200]
+
+
+@pytest.fixture(scope="session")
+def group_photo():
+    """insightface's t1.jpg: a real group photo with 6 people."""
+    images = _insightface_images()
+    if images is None or not (images / "t1.jpg").is_file():
+        pytest.skip("the insightface wheel (with its sample images) is not installed")
+    return str(images / "t1.jpg")
+
+
+@pytest.fixture(scope="session")
+def portrait():
+    """insightface's Tom_Hanks_54745.png: one face."""
+    images = _insightface_images()
+    if images is None or not (images / "Tom_Hanks_54745.png").is_file():
+        pytest.skip("the insightface wheel (with its sample images) is not installed")
+    return str(images / "Tom_Hanks_54745.png")
