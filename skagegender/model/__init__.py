@@ -1,1 +1,29 @@
-"""skagegender.model (being built)."""
+"""The image-to-age-and-gender model and its safe file format.
+
+:class:`AgeGenderModel` joins an embedder and two heads; :func:`embed_dataset`
+embeds a dataset for training and evaluation; :func:`save_model_file` /
+:func:`load_model_file` write and read model files that load without running
+arbitrary code.
+"""
+
+from ._age_gender import AgeGenderModel
+from ._datasets import DATASETS, embed_dataset, load_dataset
+from ._persistence import (
+    DEFAULT_TRUSTED_TYPES,
+    BackboneMismatchError,
+    ModelFileError,
+    load_model_file,
+    save_model_file,
+)
+
+__all__ = [
+    "AgeGenderModel",
+    "BackboneMismatchError",
+    "DATASETS",
+    "DEFAULT_TRUSTED_TYPES",
+    "ModelFileError",
+    "embed_dataset",
+    "load_dataset",
+    "load_model_file",
+    "save_model_file",
+]

@@ -1,0 +1,264 @@
+"""AgeGenderModel: photos in, age and gender of every face out."""
+
+import numpy as np
+from sklearn.base import BaseEstimator, clone
+from sklearn.utils.validation import check_is_fitted
+
+from ._persistence import _compare_backbone, load_model_file, save_model_file
+
+
+def _default_embedder():
+    from ..embedding import ArcFaceEmbedder
+
+    return ArcFaceEmbedder(layers="age-gender", flip_augment=True)
+
+
+def _default_age():
+    from ..heads import AgeRegressor
+
+    return AgeRegressor()
+
+
+def _default_gender():
+    from ..heads import GenderClassifier
+
+    return GenderClassifier()
+
+
+class AgeGenderModel(BaseEstimator):
+    """An embedder, an age head and a gender head, fitted and saved together.
+
+    Parameters
+    ----------
+    embedder : ArcFaceEmbedder or None, default=None
+        None means ``ArcFaceEmbedder(layers="age-gender", flip_augment=True)``.
+    age_head : regressor or None, default=None
+        Fitted on the embedder's features; None means :class:`~skagegender.heads.AgeRegressor`.
+    gender_head : classifier or None, default=None
+        None means :class:`~skagegender.heads.GenderClassifier`; not fitted when no
+        gender labels are given.
+
+    Attributes
+    ----------
+    age_head_, gender_head_ : fitted estimators (``gender_head_`` may be None)
+    fallback_age_ : float
+        The median training age, predicted for images where no face is found by
+        :meth:`predict` (so such images count as errors in metrics, not as skips).
+    backbone_ : dict
+        The embedder's backbone (name, weights sha256, options), checked on load.
+
+    Examples
+    --------
+    >>> from skagegender.pretrained import load
+    >>> model = load()                                    # doctest: +SKIP
+    >>> model.predict_faces("photo.jpg")[0]["age"]        # doctest: +SKIP
+    31.4
+    """
+
+    def __init__(self, embedder=None, *, age_head=None, gender_head=None):
+        self.embedder = embedder
+        self.age_head = age_head
+        self.gender_head = gender_head
+
+    def _embedder(self):
+        return self.embedder if self.embedder is not None else _default_embedder()
+
+    def fit(self, X, age, gender=None):
+        """Embed images X and fit the heads.
+
+        Parameters
+        ----------
+        X : sequence of images
+        age : array-like of shape (n_images,)
+        gender : array-like of shape (n_images,) or None
+
+        Returns
+        -------
+        self : AgeGenderModel
+        """
+        return self.fit_features(self._embedder().transform(X), age, gender)
+
+    def fit_features(self, features, age, gender=None):
+        """Fit the heads on precomputed features (rows of NaN are dropped by the heads).
+
+        Parameters
+        ----------
+        features : ndarray of shape (n_images, n_features)
+            Output of this model's embedder.
+        age : array-like of shape (n_images,)
+        gender : array-like of shape (n_images,) or None
+
+        Returns
+        -------
+        self : AgeGenderModel
+        """
+        embedder = self._embedder()
+        self.embedder_ = clone(embedder)
+        self.backbone_ = self.embedder_.backbone_info()
+        age = np.asarray(age, dtype=float)
+        self.fallback_age_ = float(np.nanmedian(age))
+        self.age_head_ = clone(self.age_head if self.age_head is not None else _default_age())
+        self.age_head_.fit(features, age)
+        self.gender_head_ = None
+        if gender is not None:
+            gender = np.asarray(gender, dtype=object)
+            known = np.array([g is not None and g == g for g in gender])
+            head = self.gender_head if self.gender_head is not None else _default_gender()
+            self.gender_head_ = clone(head).fit(features[known], gender[known].astype(str))
+        self.n_features_in_ = features.shape[1]
+        return self
+
+    # -- prediction ----------------------------------------------------------
+
+    def _age_and_gender(self, features):
+        n = len(features)
+        found = ~np.isnan(features).any(axis=1)
+        ages = np.full(n, np.nan)
+        intervals = np.full((n, 2), np.nan)
+        genders = np.full(n, None, dtype=object)
+        probability = np.full(n, np.nan)
+        if found.any():
+            rows = features[found]
+            ages[found] = self.age_head_.predict(rows)
+            if hasattr(self.age_head_, "predict_interval"):
+                try:
+                    intervals[found] = self.age_head_.predict_interval(rows, coverage=0.8)
+                except (AttributeError, NotImplementedError, ValueError):
+                    pass
+            if self.gender_head_ is not None:
+                proba = self.gender_head_.predict_proba(rows)
+                best = proba.argmax(axis=1)
+                genders[found] = self.gender_head_.classes_[best]
+                probability[found] = proba[np.arange(len(rows)), best]
+        return ages, intervals, genders, probability, found
+
+    def predict(self, X):
+        """Age in years of the selected face of each image.
+
+        Images without a face get ``fallback_age_``; use :meth:`predict_details`
+        to tell them apart.
+
+        Returns
+        -------
+        age : ndarray of shape (n_images,)
+        """
+        check_is_fitted(self, "age_head_")
+        ages, _, _, _, found = self._age_and_gender(self.embedder_.transform(X))
+        ages[~found] = self.fallback_age_
+        return ages
+
+    def predict_details(self, features):
+        """Everything the heads say about precomputed feature rows.
+
+        Parameters
+        ----------
+        features : ndarray of shape (n_images, n_features); NaN rows = no face
+
+        Returns
+        -------
+        details : dict of arrays
+            ``age`` (NaN where no face), ``age_interval`` (n, 2; 80% coverage,
+            NaN where the head gives none), ``gender`` (None where unknown),
+            ``gender_probability``, ``found``.
+        """
+        check_is_fitted(self, "age_head_")
+        features = np.asarray(features, dtype=np.float32)
+        if features.ndim != 2 or features.shape[1] != self.n_features_in_:
+            raise ValueError(
+                f"features have {features.shape[-1]} columns, but this model's heads were "
+                f"fitted on {self.n_features_in_} (backbone {self.backbone_['name']})"
+            )
+        ages, intervals, genders, probability, found = self._age_and_gender(features)
+        return {"age": ages, "age_interval": intervals, "gender": genders,
+                "gender_probability": probability, "found": found}
+
+    def predict_faces(self, image):
+        """Age and gender of **every** face in one image.
+
+        Returns
+        -------
+        faces : list of dict
+            One per face, highest detection score first: ``box`` [x1, y1, x2, y2],
+            ``score``, ``landmarks`` (5 [x, y] pairs), ``age``, ``age_interval``
+            ([lo, hi] or None), ``gender``, ``gender_probability``.
+
+        Raises
+        ------
+        skagegender.embedding.ImageLoadError
+            When the image cannot be read.
+        """
+        check_is_fitted(self, "age_head_")
+        faces = self.embedder_.detect_faces(image)
+        if not faces:
+            return []
+        details = self.predict_details(np.stack([f.embedding for f in faces]))
+        records = []
+        for i, face in enumerate(faces):
+            interval = details["age_interval"][i]
+            gender = details["gender"][i]
+            records.append({
+                "box": [round(float(v), 1) for v in face.box],
+                "score": round(face.score, 4),
+                "landmarks": [[round(float(x), 1), round(float(y), 1)] for x, y in face.landmarks],
+                "age": round(float(details["age"][i]), 1),
+                "age_interval": None if np.isnan(interval).any()
+                else [round(float(interval[0]), 1), round(float(interval[1]), 1)],
+                "gender": None if gender is None else str(gender),
+                "gender_probability": None if np.isnan(details["gender_probability"][i])
+                else round(float(details["gender_probability"][i]), 4),
+            })
+        return records
+
+    # -- files ---------------------------------------------------------------
+
+    def save(self, path, *, extra_meta=None):
+        """Write the fitted model to one safe model file (see :func:`save_model_file`)."""
+        check_is_fitted(self, "age_head_")
+        estimators = {"age": self.age_head_, "embedder": self.embedder_}
+        if self.gender_head_ is not None:
+            estimators["gender"] = self.gender_head_
+        backbone = {
+            "name": self.backbone_["name"],
+            "sha256": self.backbone_["weights_sha256"],
+            "options": {k: v for k, v in self.backbone_.items()
+                        if k not in ("name", "weights_sha256", "licence")},
+        }
+        meta = {"backbone": backbone, "fallback_age": self.fallback_age_,
+                "n_features": int(self.n_features_in_), **(extra_meta or {})}
+        return save_model_file(path, estimators, meta)
+
+    @classmethod
+    def load(cls, path, *, embedder=None):
+        """Read a model file written by :meth:`save`.
+
+        Parameters
+        ----------
+        path : str or path-like
+        embedder : ArcFaceEmbedder or None
+            Run the heads behind this embedder instead of the stored one; its
+            backbone must be the one the heads were fitted on.
+
+        Raises
+        ------
+        ModelFileError
+            Tampered, truncated or untrusted file.
+        BackboneMismatchError
+            When the backbone available here (or ``embedder``'s) differs from the
+            one the model was fitted on: its features would mean something else.
+        """
+        estimators, meta = load_model_file(path)
+        stored = estimators["embedder"]
+        use = clone(embedder) if embedder is not None else stored
+        info = use.backbone_info()
+        options = {k: v for k, v in info.items() if k not in ("name", "weights_sha256", "licence")}
+        _compare_backbone(path, meta["backbone"], {
+            "name": info["name"], "sha256": info["weights_sha256"], "options": options})
+        model = cls(embedder=use, age_head=None, gender_head=None)
+        model.embedder_ = use
+        model.backbone_ = info
+        model.age_head_ = estimators["age"]
+        model.gender_head_ = estimators.get("gender")
+        model.fallback_age_ = float(meta["fallback_age"])
+        model.n_features_in_ = int(meta["n_features"])
+        model.meta_ = meta
+        return model
