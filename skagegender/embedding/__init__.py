@@ -6,6 +6,7 @@ onnxruntime, insightface) load on first use, not on import.
 """
 
 from ._backbones import AGE_GENDER_LAYERS, LAYER_PRESETS
+from ._cache import EmbeddingCache
 from ._detection import ARCFACE_TEMPLATE, Face, align_face
 from ._embedder import (
     ArcFaceEmbedder,
@@ -19,6 +20,7 @@ __all__ = [
     "AGE_GENDER_LAYERS",
     "ARCFACE_TEMPLATE",
     "ArcFaceEmbedder",
+    "EmbeddingCache",
     "EmbeddingResult",
     "Face",
     "ImageLoadError",

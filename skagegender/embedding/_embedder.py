@@ -121,6 +121,13 @@ class ArcFaceEmbedder(TransformerMixin, BaseEstimator):
         Images with more pixels are refused (decompression bombs).
     det_max_side : int, default=1024
         Larger images are downscaled to this long side for detection only.
+    cache : str, path or None, default=None
+        A folder for a disk cache of embeddings (``embeddings.sqlite`` inside).
+        Images already stored for this backbone and face policy are not
+        recomputed; each finished chunk of ``batch_size`` images is committed at
+        once, so an interrupted run resumes where it stopped. Paths are keyed by
+        absolute path, size and modification time, other inputs by content. See
+        ``docs/scaling.md``.
 
     Attributes
     ----------
@@ -158,6 +165,7 @@ class ArcFaceEmbedder(TransformerMixin, BaseEstimator):
         "n_threads": [Interval(numbers.Integral, 1, None, closed="left")],
         "max_pixels": [Interval(numbers.Integral, 1, None, closed="left")],
         "det_max_side": [Interval(numbers.Integral, 32, None, closed="left")],
+        "cache": [None, str, os.PathLike],
     }
 
     def __init__(
@@ -178,6 +186,7 @@ class ArcFaceEmbedder(TransformerMixin, BaseEstimator):
         n_threads=1,
         max_pixels=DEFAULT_MAX_PIXELS,
         det_max_side=1024,
+        cache=None,
     ):
         self.model = model
         self.layers = layers
@@ -194,6 +203,7 @@ class ArcFaceEmbedder(TransformerMixin, BaseEstimator):
         self.n_threads = n_threads
         self.max_pixels = max_pixels
         self.det_max_side = det_max_side
+        self.cache = cache
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -368,10 +378,46 @@ class ArcFaceEmbedder(TransformerMixin, BaseEstimator):
                 faces[i].embedding = row
         return features, faces, errors
 
+    def _cache_options(self):
+        """The parameters besides the backbone that change a cached row."""
+        return {
+            "detect": str(self.detect),
+            "face_selection": str(self.face_selection),
+            "min_score": float(self.min_score),
+            "min_face_size": float(self.min_face_size),
+            "det_max_side": int(self.det_max_side),
+            "color": str(self.color),
+            "max_pixels": int(self.max_pixels),
+        }
+
+    def _open_cache(self, dim):
+        from ._cache import EmbeddingCache, backbone_key
+
+        key = backbone_key(self.backbone_info(), self._cache_options())
+        return EmbeddingCache(self.cache, key, dim=dim)
+
+    def _run_chunks(self, images, chunks):
+        """Yield (indices, (features, faces, errors)) per chunk, as chunks finish."""
+        from joblib import Parallel, delayed
+
+        parallel = Parallel(n_jobs=self.n_jobs, return_as="generator_unordered")
+        if parallel.n_jobs == 1 and self.n_jobs in (None, 1):
+            for chunk in chunks:
+                yield chunk, self._embed_chunk([images[i] for i in chunk])
+            return
+        tasks = (
+            delayed(_embed_chunk_task)(self, k, [images[i] for i in chunk])
+            for k, chunk in enumerate(chunks)
+        )
+        for k, part in parallel(tasks):
+            yield chunks[k], part
+
     def embed(self, X):
         """Embed a batch of images and say, per image, what was found.
 
         Unlike :meth:`transform`, this never warns or raises for a bad item.
+        With ``cache`` set, stored images are read back and only the others are
+        computed (their faces come back with box, score and landmarks too).
 
         Parameters
         ----------
@@ -383,20 +429,48 @@ class ArcFaceEmbedder(TransformerMixin, BaseEstimator):
         -------
         result : EmbeddingResult
         """
-        from joblib import Parallel, delayed
-
         images = _as_image_list(X)
-        chunks = [images[i : i + self.batch_size] for i in range(0, len(images), self.batch_size)]
-        if not chunks:
-            return EmbeddingResult(np.zeros((0, self._backbone().dim), np.float32), [], [])
-        parallel = Parallel(n_jobs=self.n_jobs)
-        if parallel.n_jobs == 1 and self.n_jobs in (None, 1):
-            parts = [self._embed_chunk(chunk) for chunk in chunks]
-        else:
-            parts = parallel(delayed(self._embed_chunk)(chunk) for chunk in chunks)
-        features = np.concatenate([p[0] for p in parts])
-        faces = [f for p in parts for f in p[1]]
-        errors = [e for p in parts for e in p[2]]
+        n = len(images)
+        faces, errors = [None] * n, [None] * n
+        features = None
+        cache = keys = None
+        todo = list(range(n))
+        if self.cache is not None or n == 0:
+            dim = self._backbone().dim
+            features = np.full((n, dim), np.nan, dtype=np.float32)
+        if self.cache is not None:
+            from ._cache import item_key
+
+            cache = self._open_cache(dim)
+            keys = [item_key(image) for image in images]
+            stored = cache.get(keys)
+            todo = []
+            for i, key in enumerate(keys):
+                hit = stored.get(key) if key is not None else None
+                if hit is None:
+                    todo.append(i)
+                    continue
+                row, face, error = hit
+                if error is None:
+                    features[i], faces[i] = row, face
+                else:
+                    errors[i] = error
+        chunks = [todo[i : i + self.batch_size] for i in range(0, len(todo), self.batch_size)]
+        try:
+            for chunk, (rows, chunk_faces, chunk_errors) in self._run_chunks(images, chunks):
+                if features is None:
+                    features = np.full((n, rows.shape[1]), np.nan, dtype=np.float32)
+                features[chunk] = rows
+                for j, i in enumerate(chunk):
+                    faces[i], errors[i] = chunk_faces[j], chunk_errors[j]
+                if cache is not None:
+                    cache.put(
+                        (keys[i], rows[j], chunk_faces[j], chunk_errors[j])
+                        for j, i in enumerate(chunk)
+                    )
+        finally:
+            if cache is not None:
+                cache.close()
         return EmbeddingResult(features, faces, errors)
 
     def transform(self, X):
@@ -435,3 +509,8 @@ class ArcFaceEmbedder(TransformerMixin, BaseEstimator):
     def fit_transform(self, X, y=None):
         """Fit (load the backbone), then transform X."""
         return self.fit(X, y).transform(X)
+
+
+def _embed_chunk_task(estimator, index, images):
+    """One parallel task: a chunk's results tagged with its index (results come unordered)."""
+    return index, estimator._embed_chunk(images)
