@@ -118,6 +118,16 @@ def _is_age_regressor(estimator):
     return isinstance(_final_estimator(estimator), AgeRegressor)
 
 
+def _summarize_errors(errors):
+    """Distinct tracebacks with their counts, as GridSearchCV reports them."""
+    delimiter = "-" * 80 + "\n"
+    summary = "\n".join(
+        f"{delimiter}{n} fits failed with the following error:\n{error}"
+        for error, n in Counter(errors).items()
+    )
+    return f"Below are more details about the failures:\n{summary}"
+
+
 @contextlib.contextmanager
 def _optuna_verbosity(optuna, verbose):
     previous = optuna.logging.get_verbosity()
@@ -414,6 +424,7 @@ class HeadSearchCV(MetaEstimatorMixin, BaseEstimator):
         tags.estimator_type = sub_tags.estimator_type
         tags.classifier_tags = copy.deepcopy(sub_tags.classifier_tags)
         tags.regressor_tags = copy.deepcopy(sub_tags.regressor_tags)
+        tags.target_tags = copy.deepcopy(sub_tags.target_tags)
         tags.input_tags.pairwise = sub_tags.input_tags.pairwise
         tags.input_tags.sparse = sub_tags.input_tags.sparse
         return tags
@@ -504,6 +515,7 @@ class HeadSearchCV(MetaEstimatorMixin, BaseEstimator):
         batch = max(1, min(n_splits, effective_n_jobs(self.n_jobs)))
         parallel = Parallel(n_jobs=self.n_jobs)
         error_score = self.error_score
+        n_fits, fit_errors = [0], []
 
         def objective(trial):
             params = _sample_params(self.search_space, trial)
@@ -537,12 +549,8 @@ class HeadSearchCV(MetaEstimatorMixin, BaseEstimator):
                         trial.report(float(running), step=i)
                 if indices[-1] < n_splits - 1 and trial.should_prune():
                     raise optuna.TrialPruned()
-            if errors and len(errors) < n_splits:
-                warnings.warn(
-                    f"{len(errors)} of {n_splits} fits failed in trial {trial.number}; their "
-                    f"score is {error_score}. The first error:\n{errors[0]}",
-                    FitFailedWarning,
-                )
+            n_fits[0] += n_splits
+            fit_errors.extend(errors)
             return float(np.mean(test))
 
         with _optuna_verbosity(optuna, self.verbose), warnings.catch_warnings():
@@ -568,6 +576,14 @@ class HeadSearchCV(MetaEstimatorMixin, BaseEstimator):
         trials = study.get_trials(deepcopy=False, states=counted)
         if not any(t.state == optuna.trial.TrialState.COMPLETE for t in trials):
             self._raise_all_failed(study)
+        if fit_errors:
+            warnings.warn(
+                f"\n{len(fit_errors)} fits failed out of a total of {n_fits[0]}.\n"
+                f"The score on these splits was set to {error_score}; a trial with a NaN "
+                "score ends FAIL and is left out of cv_results_. You can debug the errors "
+                f"by setting error_score='raise'.\n\n{_summarize_errors(fit_errors)}",
+                FitFailedWarning,
+            )
         self.n_trials_ = len(trials)
         self.cv_results_ = self._format_results(trials, n_splits)
         best = study.best_trial
@@ -590,18 +606,13 @@ class HeadSearchCV(MetaEstimatorMixin, BaseEstimator):
         return self
 
     def _raise_all_failed(self, study):
-        errors = Counter(
-            error for t in study.trials for error in t.user_attrs.get(_ATTR_ERRORS, [])
-        )
-        delimiter = "-" * 80 + "\n"
-        details = "\n".join(
-            f"{delimiter}{n} fits failed with the following error:\n{error}"
-            for error, n in errors.items()
+        details = _summarize_errors(
+            [error for t in study.trials for error in t.user_attrs.get(_ATTR_ERRORS, [])]
         )
         raise ValueError(
             f"No trial of {len(study.trials)} completed; all their fits failed or the "
             "study holds no finished trial. You can debug the error by setting "
-            f"error_score='raise'.\n\nBelow are more details about the failures:\n{details}"
+            f"error_score='raise'.\n\n{details}"
         )
 
     def _format_results(self, trials, n_splits):
