@@ -1,0 +1,154 @@
+"""Default estimators for each head family.
+
+Every factory returns a :class:`~sklearn.pipeline.Pipeline` whose final step is named
+``"model"``, so a family's hyperparameters are always reached as ``model__<param>``
+(``head__model__alpha`` from :class:`AgeRegressor`).
+"""
+
+from sklearn.linear_model import LogisticRegression
+from sklearn.neural_network import MLPClassifier
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+
+from ._ordinal import OrdinalLogisticRegression
+
+__all__ = ["AGE_HEADS", "GENDER_HEADS", "make_age_head", "make_gender_head"]
+
+AGE_HEADS = ("mlp", "lightgbm", "ordinal")
+GENDER_HEADS = ("mlp", "lightgbm", "ordinal")
+
+
+def _import_lightgbm():
+    try:
+        import lightgbm
+    except ImportError as exc:
+        raise ImportError(
+            "The 'lightgbm' head needs the lightgbm package: "
+            "pip install skagegender[lightgbm]"
+        ) from exc
+    return lightgbm
+
+
+def _check_family(family, families, factory):
+    if family not in families:
+        raise ValueError(f"{factory}: unknown head family {family!r}; expected one of {families}.")
+
+
+def make_age_head(family="mlp", *, random_state=None, **params):
+    """Build the default unfitted age estimator of a head family.
+
+    Parameters
+    ----------
+    family : {"mlp", "lightgbm", "ordinal"}, default="mlp"
+        - ``"mlp"``: label-distribution classifier: standardisation then an
+          :class:`~sklearn.neural_network.MLPClassifier` with a softmax over integer ages
+          (:class:`AgeRegressor` predicts the expected age). On the project's stand-in it
+          beat an ``MLPRegressor`` on MAE (see ``benchmarks/heads_cv.py``).
+        - ``"lightgbm"``: a ``lightgbm.LGBMRegressor`` (needs
+          ``pip install skagegender[lightgbm]``).
+        - ``"ordinal"``: :class:`OrdinalLogisticRegression` over integer ages.
+    random_state : int, RandomState instance or None, default=None
+        Seed of the model step, where it has one.
+    **params
+        Overrides of the model step's parameters (``alpha=1e-3``,
+        ``n_estimators=100``).
+
+    Returns
+    -------
+    head : Pipeline
+        Its final step is named ``"model"``; ``"mlp"`` has a ``"scale"`` step before it.
+
+    Examples
+    --------
+    >>> from skagegender.heads import make_age_head
+    >>> head = make_age_head("mlp", alpha=1e-3)
+    >>> [name for name, _ in head.steps]
+    ['scale', 'model']
+    >>> head.get_params()["model__alpha"]
+    0.001
+    """
+    _check_family(family, AGE_HEADS, "make_age_head")
+    if family == "mlp":
+        model = MLPClassifier(
+            hidden_layer_sizes=(256,),
+            alpha=1e-2,
+            batch_size=256,
+            learning_rate_init=1e-3,
+            max_iter=30,
+            n_iter_no_change=5,
+            random_state=random_state,
+        )
+        steps = [("scale", StandardScaler()), ("model", model)]
+    elif family == "lightgbm":
+        lightgbm = _import_lightgbm()
+        model = lightgbm.LGBMRegressor(
+            n_estimators=300,
+            learning_rate=0.05,
+            num_leaves=31,
+            colsample_bytree=0.3,
+            random_state=random_state,
+            verbose=-1,
+        )
+        steps = [("model", model)]
+    else:
+        steps = [("model", OrdinalLogisticRegression(alpha=10.0))]
+    head = Pipeline(steps)
+    head.set_params(**{f"model__{key}": value for key, value in params.items()})
+    return head
+
+
+def make_gender_head(family="mlp", *, random_state=None, **params):
+    """Build the default unfitted gender estimator of a head family.
+
+    Parameters
+    ----------
+    family : {"mlp", "lightgbm", "ordinal"}, default="mlp"
+        - ``"mlp"``: standardisation then an :class:`~sklearn.neural_network.MLPClassifier`.
+        - ``"lightgbm"``: a ``lightgbm.LGBMClassifier`` (needs
+          ``pip install skagegender[lightgbm]``).
+        - ``"ordinal"``: with two classes an ordinal model is a logistic regression:
+          standardisation then :class:`~sklearn.linear_model.LogisticRegression`.
+    random_state : int, RandomState instance or None, default=None
+        Seed of the model step, where it has one.
+    **params
+        Overrides of the model step's parameters.
+
+    Returns
+    -------
+    head : Pipeline
+        Its final step is named ``"model"``.
+
+    Examples
+    --------
+    >>> from skagegender.heads import make_gender_head
+    >>> make_gender_head("ordinal", C=0.1).get_params()["model__C"]
+    0.1
+    """
+    _check_family(family, GENDER_HEADS, "make_gender_head")
+    if family == "mlp":
+        model = MLPClassifier(
+            hidden_layer_sizes=(128,),
+            alpha=1e-2,
+            batch_size=256,
+            max_iter=30,
+            early_stopping=True,
+            random_state=random_state,
+        )
+        steps = [("scale", StandardScaler()), ("model", model)]
+    elif family == "lightgbm":
+        lightgbm = _import_lightgbm()
+        model = lightgbm.LGBMClassifier(
+            n_estimators=200,
+            learning_rate=0.05,
+            num_leaves=31,
+            colsample_bytree=0.3,
+            random_state=random_state,
+            verbose=-1,
+        )
+        steps = [("model", model)]
+    else:
+        model = LogisticRegression(C=0.05, max_iter=1000)
+        steps = [("scale", StandardScaler()), ("model", model)]
+    head = Pipeline(steps)
+    head.set_params(**{f"model__{key}": value for key, value in params.items()})
+    return head

@@ -1,0 +1,68 @@
+"""scikit-learn's estimator contract on every public estimator of skagegender.heads.
+
+Each estimator runs with small-data parameters (few iterations, few trees) so the suite
+stays fast. Known deviations are named with a reason in ``EXPECTED_FAILED_CHECKS``;
+``xfail_strict`` makes a deviation that disappears fail the suite too.
+"""
+
+import pytest
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from skagegender.heads import (
+    AgeRegressor,
+    GenderClassifier,
+    OrdinalLogisticRegression,
+    make_age_head,
+    make_gender_head,
+)
+
+pytest.importorskip("lightgbm")
+
+# Small-data parameters per family. The checks' regression targets are standardised
+# (negative, |y| < 3), so AgeRegressor runs with age_range=None (no clipping); the MLP
+# needs a larger learning rate to fit 200 samples within a few hundred tiny epochs.
+# Seeds go into the head itself: the checks seed only a top-level random_state.
+SMALL_MLP = dict(hidden_layer_sizes=(16,), max_iter=300, learning_rate_init=0.01, random_state=0)
+SMALL_LGBM = dict(
+    n_estimators=50, learning_rate=0.1, min_child_samples=5, n_jobs=1, random_state=0
+)
+
+ESTIMATORS = [
+    AgeRegressor(make_age_head("mlp", **SMALL_MLP), age_range=None),
+    AgeRegressor(make_age_head("lightgbm", **SMALL_LGBM), age_range=None),
+    AgeRegressor(make_age_head("ordinal", max_iter=50), age_range=None),
+    AgeRegressor(make_age_head("ordinal", max_iter=50), age_range=None, interval_cv=3),
+    GenderClassifier(make_gender_head("mlp", early_stopping=False, **SMALL_MLP)),
+    GenderClassifier(make_gender_head("lightgbm", **SMALL_LGBM)),
+    GenderClassifier("ordinal"),
+    GenderClassifier("ordinal", calibration="isotonic"),
+    OrdinalLogisticRegression(variant="at"),
+    OrdinalLogisticRegression(variant="it"),
+]
+
+CALIBRATION_NEEDS_5_PER_CLASS = (
+    "calibration runs 5-fold stratified cross-validation, which needs 5 samples per "
+    "class; this check fits 10 samples of 2-3 classes and expects an error naming the "
+    "single feature instead"
+)
+
+
+ORDINAL_ONE_DIRECTION = (
+    "the check's three classes are blobs around unordered centres; an ordinal model "
+    "cuts one linear score with thresholds, so it cannot separate them (accuracy "
+    "< 0.83). Accuracy on ordered classes is tested in tests/test_ordinal.py"
+)
+
+
+def expected_failed_checks(estimator):
+    """Known deviations from the sklearn contract: check name -> reason."""
+    if isinstance(estimator, OrdinalLogisticRegression):
+        return {"check_classifiers_train": ORDINAL_ONE_DIRECTION}
+    if isinstance(estimator, GenderClassifier) and estimator.calibration is not None:
+        return {"check_fit2d_1feature": CALIBRATION_NEEDS_5_PER_CLASS}
+    return {}
+
+
+@parametrize_with_checks(ESTIMATORS, expected_failed_checks=expected_failed_checks)
+def test_sklearn_compatible_estimator(estimator, check):
+    check(estimator)
