@@ -1,1 +1,52 @@
-"""skagegender.metrics (being built)."""
+"""Metrics for age and gender estimation.
+
+Naming rule: ``*_score`` is higher-is-better, ``*_error`` is lower-is-better.
+
+- :func:`one_class_off_score`, :func:`exact_class_score`: accuracy over age classes
+  (5-year classes with 85+ by default, Adience groups, or any lower edges), after
+  rounding ages to whole years; :func:`age_classes` gives the classes.
+- :func:`cumulative_score`: CS@k, the fraction within ``k`` years.
+- :func:`mean_absolute_error`: scikit-learn's, re-exported.
+- :func:`age_error_report`: MAE, one-class-off and CS@5 overall, per age group and per
+  any given group labels.
+- :func:`expected_calibration_error`: ECE of predicted probabilities.
+- Scorers :data:`one_class_off_scorer`, :data:`exact_class_scorer`,
+  :data:`cumulative_scorer` and :func:`get_scorer` (our names, then scikit-learn's).
+"""
+
+from sklearn.metrics import mean_absolute_error
+
+from ._age import (
+    ADIENCE_EDGES,
+    FIVE_YEAR_EDGES,
+    age_classes,
+    age_error_report,
+    cumulative_score,
+    exact_class_score,
+    one_class_off_score,
+)
+from ._calibration import expected_calibration_error
+from ._scorer import (
+    SCORERS,
+    cumulative_scorer,
+    exact_class_scorer,
+    get_scorer,
+    one_class_off_scorer,
+)
+
+__all__ = [
+    "ADIENCE_EDGES",
+    "FIVE_YEAR_EDGES",
+    "SCORERS",
+    "age_classes",
+    "age_error_report",
+    "cumulative_score",
+    "cumulative_scorer",
+    "exact_class_score",
+    "exact_class_scorer",
+    "expected_calibration_error",
+    "get_scorer",
+    "mean_absolute_error",
+    "one_class_off_score",
+    "one_class_off_scorer",
+]
