@@ -1,0 +1,206 @@
+"""AgeRegressor, GenderClassifier and the head factories on small generated data."""
+
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.linear_model import Ridge
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+
+from skagegender.heads import AgeRegressor, GenderClassifier, make_age_head, make_gender_head
+from skagegender.metrics import expected_calibration_error
+
+
+def _faces(n=400, n_features=12, seed=0):
+    """Features that carry age (non-linearly) and gender, plus noise."""
+    rng = np.random.default_rng(seed)
+    age = rng.uniform(1, 90, size=n)
+    male = rng.integers(0, 2, size=n)
+    signal = np.column_stack([np.log1p(age), age / 30, np.sqrt(age), male * 1.5])
+    mix = rng.normal(size=(4, n_features))
+    X = signal @ mix + 0.3 * rng.normal(size=(n, n_features))
+    return X, age, np.where(male == 1, "male", "female")
+
+
+FAST_MLP = dict(hidden_layer_sizes=(32,), max_iter=200, learning_rate_init=0.01, random_state=0)
+
+
+@pytest.mark.parametrize(
+    "head",
+    [make_age_head("mlp", **FAST_MLP), make_age_head("ordinal")],
+    ids=["mlp", "ordinal"],
+)
+def test_distribution_heads(head):
+    X, age, _ = _faces()
+    est = AgeRegressor(head).fit(X[:300], age[:300])
+    proba = est.predict_distribution(X[300:])
+    assert proba.shape == (100, 101)
+    np.testing.assert_array_equal(est.ages_, np.arange(101))
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    pred = est.predict(X[300:])
+    np.testing.assert_allclose(pred, proba @ np.arange(101))
+    assert np.abs(pred - age[300:]).mean() < 10  # predicting the mean age gives ~22
+    narrow = est.predict_interval(X[300:], coverage=0.5)
+    wide = est.predict_interval(X[300:], coverage=0.95)
+    assert wide.shape == (100, 2)
+    assert (wide[:, 0] <= narrow[:, 0]).all() and (narrow[:, 1] <= wide[:, 1]).all()
+    inside = (wide[:, 0] <= age[300:]) & (age[300:] <= wide[:, 1] + 1)
+    assert inside.mean() > 0.75
+
+
+def test_training_ages_above_range_are_clipped_into_the_distribution():
+    X, age, _ = _faces()
+    est = AgeRegressor("ordinal", age_range=(0, 60)).fit(X, age)
+    assert est.predict_distribution(X).shape[1] == 61
+    assert est.predict(X).max() <= 60
+
+
+def test_regressor_head_clipping_and_intervals():
+    X, age, _ = _faces()
+    far = X[:5] * 100  # extrapolates a linear model far outside any age
+    clipped = AgeRegressor(Ridge(), age_range=(0, 100)).fit(X, age)
+    raw = AgeRegressor(Ridge(), age_range=None).fit(X, age)
+    assert (clipped.predict(far) >= 0).all() and (clipped.predict(far) <= 100).all()
+    assert np.abs(raw.predict(far)).max() > 100
+    assert not hasattr(clipped, "predict_distribution")
+    assert not hasattr(clipped, "predict_interval")
+
+    est = AgeRegressor(Ridge(), interval_cv=5, random_state=0).fit(X[:300], age[:300])
+    assert est.residuals_.shape == (300,)
+    interval = est.predict_interval(X[300:], coverage=0.8)
+    inside = (interval[:, 0] <= age[300:]) & (age[300:] <= interval[:, 1])
+    assert 0.65 < inside.mean() < 0.95
+
+
+def test_lightgbm_head():
+    pytest.importorskip("lightgbm")
+    X, age, gender = _faces()
+    est = AgeRegressor("lightgbm", random_state=0).fit(X[:300], age[:300])
+    assert np.abs(est.predict(X[300:]) - age[300:]).mean() < 10
+    clf = GenderClassifier("lightgbm", random_state=0).fit(X[:300], gender[:300])
+    assert clf.score(X[300:], gender[300:]) > 0.85
+
+
+def test_missing_lightgbm_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "lightgbm", None)  # makes `import lightgbm` fail
+    X, age, _ = _faces(n=50)
+    with pytest.raises(ImportError, match=r"pip install skagegender\[lightgbm\]"):
+        AgeRegressor("lightgbm").fit(X, age)
+    with pytest.raises(ImportError, match=r"pip install skagegender\[lightgbm\]"):
+        make_gender_head("lightgbm")
+
+
+def test_importing_heads_loads_no_lightgbm_or_optuna():
+    code = (
+        "import sys, skagegender.heads, skagegender.metrics; "
+        "print('lightgbm' in sys.modules, 'optuna' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
+
+
+def test_unknown_family_is_rejected():
+    with pytest.raises(ValueError, match="unknown head family"):
+        make_age_head("svm")
+    with pytest.raises(ValueError, match="head"):
+        AgeRegressor("svm").fit(np.ones((4, 2)), np.arange(4.0))
+
+
+def test_head_parameters_are_routed_for_search():
+    X, age, _ = _faces(n=200)
+    est = AgeRegressor(Ridge())
+    assert "head__alpha" in est.get_params(deep=True)
+    pipe = Pipeline([("scale", StandardScaler()), ("age", est)])
+    search = GridSearchCV(
+        pipe,
+        {"age__head": [Ridge()], "age__head__alpha": [1e-3, 1e6]},
+        scoring="neg_mean_absolute_error",
+        cv=3,
+    ).fit(X, age)
+    assert search.best_params_["age__head__alpha"] == 1e-3
+    fitted_head = search.best_estimator_.named_steps["age"].head_
+    assert fitted_head.alpha == 1e-3
+    assert fitted_head is not search.best_estimator_.named_steps["age"].head  # cloned
+
+    tuned = AgeRegressor(make_age_head("mlp")).set_params(head__model__alpha=0.5)
+    assert tuned.head.named_steps["model"].alpha == 0.5
+
+
+def test_nan_rows_are_dropped_in_fit_and_give_nan_outputs():
+    X, age, gender = _faces(n=200)
+    X[[3, 10, 50]] = np.nan
+    with pytest.warns(UserWarning, match="dropped 3 of 200 training rows"):
+        est = AgeRegressor("ordinal").fit(X, age)
+    pred = est.predict(X)
+    assert np.isnan(pred[[3, 10, 50]]).all() and not np.isnan(np.delete(pred, [3, 10, 50])).any()
+    assert np.isnan(est.predict_distribution(X)[3]).all()
+    assert np.isnan(est.predict_interval(X)[10]).all()
+    assert np.isnan(est.predict(X[[3]])).all()  # every row missing
+
+    with pytest.warns(UserWarning, match="dropped 3 of 200"):
+        clf = GenderClassifier("ordinal").fit(X, gender)
+    labels = clf.predict(X)
+    assert labels.dtype == object and labels[3] is np.nan
+    assert set(np.delete(labels, [3, 10, 50])) <= {"female", "male"}
+    assert np.isnan(clf.predict_proba(X)[50]).all()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        clf.predict(X[:3])  # no missing rows: plain labels
+    assert clf.predict(X[:3]).dtype.kind == "U"
+
+    with pytest.raises(ValueError, match="all 200 training rows contain NaN"):
+        AgeRegressor("ordinal").fit(np.full_like(X, np.nan), age)
+
+
+def test_inf_is_still_rejected():
+    X, age, _ = _faces(n=50)
+    X[0, 0] = np.inf
+    with pytest.raises(ValueError, match="[Ii]nf"):
+        AgeRegressor("ordinal").fit(X, age)
+
+
+@pytest.mark.parametrize("estimator", [AgeRegressor("ordinal"), GenderClassifier("ordinal")])
+def test_wrong_feature_width_names_both_widths(estimator):
+    X, age, gender = _faces(n=60)
+    estimator.fit(X, age if isinstance(estimator, AgeRegressor) else gender)
+    with pytest.raises(ValueError, match=r"X has 5 features.*expecting 12 features"):
+        estimator.predict(X[:, :5])
+
+
+@pytest.mark.parametrize("labels", [("female", "male"), (0, 1)])
+def test_gender_classes_as_given(labels):
+    X, _, gender = _faces()
+    y = np.where(gender == "male", labels[1], labels[0])
+    clf = GenderClassifier(make_gender_head("mlp", **FAST_MLP)).fit(X[:300], y[:300])
+    assert clf.classes_.tolist() == list(labels)
+    assert set(clf.predict(X[300:])) <= set(labels)
+    proba = clf.predict_proba(X[300:])
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    assert clf.score(X[300:], y[300:]) > 0.85
+    np.testing.assert_array_equal(clf.predict(X[300:]), clf.classes_[proba.argmax(axis=1)])
+
+
+def test_calibration_makes_overconfident_head_honest():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(3000, 2))
+    y = (X[:, 0] + 1.5 * rng.normal(size=3000) > 0).astype(int)  # very noisy labels
+    # an unregularised MLP on duplicated, scaled-up features overfits: overconfident
+    X_over = np.hstack([X * 20] * 3)
+    head = make_gender_head("mlp", hidden_layer_sizes=(64,), alpha=0.0, max_iter=100,
+                            early_stopping=False, random_state=0)
+    over = GenderClassifier(head).fit(X_over[:2000], y[:2000])
+    calibrated = GenderClassifier(head, calibration="sigmoid").fit(X_over[:2000], y[:2000])
+    ece_over = expected_calibration_error(y[2000:], over.predict_proba(X_over[2000:]))
+    ece_cal = expected_calibration_error(y[2000:], calibrated.predict_proba(X_over[2000:]))
+    assert ece_cal < ece_over
+    assert ece_cal < 0.06
+
+
+def test_gender_head_must_be_a_classifier():
+    X, _, gender = _faces(n=50)
+    with pytest.raises(ValueError, match="must be a classifier"):
+        GenderClassifier(Ridge()).fit(X, gender)
