@@ -8,7 +8,6 @@ import subprocess
 import sys
 import textwrap
 import time
-import warnings
 
 import numpy as np
 import pytest
@@ -19,7 +18,6 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import FixedTrial, TrialState
 from sklearn.base import BaseEstimator, RegressorMixin, clone
 from sklearn.datasets import make_classification, make_regression
-from sklearn.dummy import DummyRegressor
 from sklearn.exceptions import FitFailedWarning
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.model_selection import GroupKFold, KFold, cross_val_score
@@ -409,21 +407,63 @@ def test_killed_search_resumes_without_losing_trials(tmp_path):
     )
 
 
+def _heads():
+    heads = pytest.importorskip("skagegender.heads")
+    if not hasattr(heads, "AgeRegressor"):
+        pytest.skip("skagegender.heads.AgeRegressor is not there yet")
+    return heads
+
+
 def test_default_head_space_replays_each_family():
-    space = default_head_space("age", prefix="age__")
-    assert space.families[0] == "mlp" and "ordinal" in space.families
+    _heads()
+    space = default_head_space("age", prefix="age__", random_state=3)
+    assert space.families[0] == "mlp" and space.families[-1] == "ordinal"
     mlp = space(FixedTrial({"age__head": "mlp", "age__mlp__width": 128, "age__mlp__depth": 2,
                             "age__mlp__alpha": 1e-4, "age__mlp__learning_rate_init": 1e-3}))
-    assert mlp == {"age__head": "mlp", "age__head__hidden_layer_sizes": (128, 128),
-                   "age__head__alpha": 1e-4, "age__head__learning_rate_init": 1e-3}
+    assert list(mlp) == ["age__head"]
+    model = mlp["age__head"].named_steps["model"]
+    assert (model.hidden_layer_sizes, model.alpha, model.learning_rate_init) == (
+        (128, 128), 1e-4, 1e-3)
+    assert model.random_state == 3
     ordinal = space(FixedTrial({"age__head": "ordinal", "age__ordinal__alpha": 3.0}))
-    assert ordinal == {"age__head": "ordinal", "age__head__alpha": 3.0}
-    assert "ordinal" not in default_head_space("gender").families
+    assert type(ordinal["age__head"][-1]).__name__ == "OrdinalLogisticRegression"
+    assert ordinal["age__head"][-1].alpha == 3.0
+    gender = default_head_space("gender")(FixedTrial({"head": "ordinal", "ordinal__C": 0.5}))
+    assert isinstance(gender["head"][-1], LogisticRegression) and gender["head"][-1].C == 0.5
     with pytest.raises(ValueError, match="not available"):
-        default_head_space("gender", families=["ordinal"])
+        default_head_space("gender", families=["svm"])
     with pytest.raises(ValueError, match="task"):
         default_head_space("race")
     assert pickle.loads(pickle.dumps(space)).families == space.families
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.filterwarnings("ignore:Got `batch_size`:UserWarning")
+def test_search_across_head_families_of_an_age_regressor():
+    heads = _heads()
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(120, 6))
+    age = np.clip(40 + 12 * X[:, 0] + rng.normal(0, 2, 120), 1, 90)
+    pipe = Pipeline([("scale", StandardScaler()), ("age", heads.AgeRegressor())])
+    # lightgbm is left out only to keep this test fast on two shared cores.
+    space = default_head_space("age", prefix="age__", families=["mlp", "ordinal"],
+                               random_state=0)
+    search = HeadSearchCV(pipe, space, cv=3, n_trials=6, random_state=0,
+                          scoring="neg_mean_absolute_error")
+    search.fit(X, age)
+    tried = {t.params["age__head"] for t in search.study_.trials}
+    assert tried == {"mlp", "ordinal"}
+    best = search.best_estimator_.named_steps["age"]
+    family = search.study_.best_trial.params["age__head"]
+    model = best.head_.named_steps["model"]
+    assert type(model) is type(search.best_params_["age__head"].named_steps["model"])
+    assert (family == "ordinal") == (type(model).__name__ == "OrdinalLogisticRegression")
+    # The recorded CV score is that of the best parameters, and it beats a constant guess.
+    expected = cross_val_score(clone(pipe).set_params(**search.best_params_), X, age, cv=3,
+                               scoring="neg_mean_absolute_error")
+    assert search.best_score_ == pytest.approx(expected.mean())
+    assert search.best_score_ > -np.mean(np.abs(age - np.median(age)))
+    assert search.predict(X[:5]).shape == (5,)
 
 
 def test_default_head_space_drops_lightgbm_when_missing(monkeypatch):
@@ -433,6 +473,7 @@ def test_default_head_space_drops_lightgbm_when_missing(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "lightgbm" else real(name, *a))
     assert default_head_space("age").families == ("mlp", "ordinal")
+    assert default_head_space("gender").families == ("mlp", "ordinal")
 
 
 def _write_features(path, n=90, seed=0):
@@ -473,6 +514,7 @@ def test_run_tune_from_features_file(tmp_path, capsys, monkeypatch):
         optuna.load_study(study_name="features-age", storage=storage).best_value
     )
     assert set(out["best_params"]) == {"alpha"}
+    assert out["best_trial_params"] == out["best_params"]
     assert out["n_samples"] == 89  # the row without a face is dropped
 
     # Rerunning with a larger total resumes the stored study; plain text output.

@@ -4,8 +4,9 @@ Optuna is imported when a search is fitted, not when this module is imported, so
 ``import skagegender.model_selection`` stays cheap (``pip install optuna`` to fit).
 """
 
-import copy
 import contextlib
+import copy
+import importlib.util
 import time
 import traceback
 import warnings
@@ -439,8 +440,14 @@ class HeadSearchCV(MetaEstimatorMixin, BaseEstimator):
                 from sklearn.metrics import get_scorer
             return get_scorer(self.scoring)
         if _is_age_regressor(self.estimator):
-            from skagegender.metrics import one_class_off_scorer
-
+            try:
+                from skagegender.metrics import one_class_off_scorer
+            except ImportError as exc:
+                raise ImportError(
+                    "scoring=None with an AgeRegressor means "
+                    "skagegender.metrics.one_class_off_scorer, which cannot be imported; "
+                    "pass scoring explicitly (e.g. 'neg_mean_absolute_error')"
+                ) from exc
             return one_class_off_scorer
         return check_scoring(self.estimator)
 
@@ -791,80 +798,99 @@ class HeadSearchCV(MetaEstimatorMixin, BaseEstimator):
 class _DefaultHeadSpace:
     """Picklable callable behind :func:`default_head_space`."""
 
-    def __init__(self, task, prefix, families):
+    def __init__(self, task, prefix, families, random_state):
         self.task = task
         self.prefix = prefix
         self.families = families
+        self.random_state = random_state
 
     def __repr__(self):
         return (
-            f"default_head_space(task={self.task!r}, prefix={self.prefix!r}, "
-            f"families={self.families!r})"
+            f"default_head_space({self.task!r}, prefix={self.prefix!r}, "
+            f"families={list(self.families)!r}, random_state={self.random_state!r})"
         )
 
-    def __call__(self, trial):
-        # Trial parameter names carry the family ("mlp__alpha", "ordinal__alpha") so that
-        # the sampler never mixes one family's alpha with another's.
-        p, head = self.prefix, f"{self.prefix}head"
-        family = trial.suggest_categorical(head, list(self.families))
-        params = {head: family}
+    def hyperparameters(self, trial, family):
+        """The family's model-step parameters, suggested by ``trial``.
+
+        Trial parameter names carry the family (``"mlp__alpha"``, ``"ordinal__alpha"``),
+        so the sampler never mixes one family's alpha with another's.
+        """
+        name = f"{self.prefix}{family}__"
         if family == "mlp":
-            width = trial.suggest_categorical(f"{p}mlp__width", [64, 128, 256, 512])
-            depth = trial.suggest_int(f"{p}mlp__depth", 1, 2)
-            params[f"{head}__hidden_layer_sizes"] = (width,) * depth
-            params[f"{head}__alpha"] = trial.suggest_float(f"{p}mlp__alpha", 1e-6, 1e-1, log=True)
-            params[f"{head}__learning_rate_init"] = trial.suggest_float(
-                f"{p}mlp__learning_rate_init", 1e-4, 1e-2, log=True
-            )
-        elif family == "lightgbm":
-            for name, low, high in [("n_estimators", 50, 600), ("num_leaves", 7, 63),
-                                    ("min_child_samples", 5, 50)]:
-                params[f"{head}__{name}"] = trial.suggest_int(
-                    f"{p}lightgbm__{name}", low, high, log=True
-                )
-            for name, low, high, log in [("learning_rate", 0.01, 0.3, True),
-                                         ("colsample_bytree", 0.3, 1.0, False),
-                                         ("reg_lambda", 1e-8, 10.0, True)]:
-                params[f"{head}__{name}"] = trial.suggest_float(
-                    f"{p}lightgbm__{name}", low, high, log=log
-                )
-        elif family == "ordinal":
-            params[f"{head}__alpha"] = trial.suggest_float(
-                f"{p}ordinal__alpha", 1e-4, 1e2, log=True
-            )
-        return params
+            width = trial.suggest_categorical(f"{name}width", [64, 128, 256, 512])
+            depth = trial.suggest_int(f"{name}depth", 1, 2)
+            return {
+                "hidden_layer_sizes": (width,) * depth,
+                "alpha": trial.suggest_float(f"{name}alpha", 1e-5, 1.0, log=True),
+                "learning_rate_init": trial.suggest_float(
+                    f"{name}learning_rate_init", 1e-4, 1e-2, log=True
+                ),
+            }
+        if family == "lightgbm":
+            ints = [("n_estimators", 50, 600), ("num_leaves", 7, 63), ("min_child_samples", 5, 50)]
+            floats = [("learning_rate", 0.01, 0.3, True), ("colsample_bytree", 0.1, 1.0, False),
+                      ("reg_lambda", 1e-8, 10.0, True)]
+            params = {k: trial.suggest_int(f"{name}{k}", lo, hi, log=True) for k, lo, hi in ints}
+            params.update({k: trial.suggest_float(f"{name}{k}", lo, hi, log=log)
+                           for k, lo, hi, log in floats})
+            return params
+        if self.task == "age":  # OrdinalLogisticRegression
+            return {"alpha": trial.suggest_float(f"{name}alpha", 1e-2, 1e3, log=True)}
+        # With two classes the ordinal family is a LogisticRegression.
+        return {"C": trial.suggest_float(f"{name}C", 1e-3, 10.0, log=True)}
+
+    def __call__(self, trial):
+        from skagegender.heads import make_age_head, make_gender_head
+
+        factory = make_age_head if self.task == "age" else make_gender_head
+        family = trial.suggest_categorical(f"{self.prefix}head", list(self.families))
+        params = self.hyperparameters(trial, family)
+        return {
+            f"{self.prefix}head": factory(family, random_state=self.random_state, **params)
+        }
 
 
-def default_head_space(task="age", *, prefix="", families=None):
+def default_head_space(task="age", *, prefix="", families=None, random_state=None):
     """Search space over the head families of :mod:`skagegender.heads` and their settings.
 
-    The returned callable is a ``search_space`` for :class:`HeadSearchCV`: it sets the
-    ``head`` parameter of an :class:`~skagegender.heads.AgeRegressor` or
-    :class:`~skagegender.heads.GenderClassifier` to a family name and the family's key
-    hyperparameters through ``head__*`` parameters:
+    The returned callable is a ``search_space`` for :class:`HeadSearchCV` around an
+    :class:`~skagegender.heads.AgeRegressor` or
+    :class:`~skagegender.heads.GenderClassifier`: each trial picks a family and its key
+    hyperparameters and sets ``head`` to the family's default estimator
+    (:func:`~skagegender.heads.make_age_head` / :func:`~skagegender.heads.make_gender_head`)
+    with those hyperparameters on its ``model`` step:
 
-    - ``"mlp"``: hidden layer width (64-512) and depth (1-2), ``alpha`` (L2, 1e-6-1e-1,
+    - ``"mlp"``: hidden layer width (64-512) and depth (1-2), ``alpha`` (L2, 1e-5-1,
       log), ``learning_rate_init`` (1e-4-1e-2, log);
     - ``"lightgbm"`` (offered only when lightgbm is installed): ``n_estimators``
-      (50-600), ``learning_rate``, ``num_leaves``, ``min_child_samples``,
-      ``colsample_bytree``, ``reg_lambda``;
-    - ``"ordinal"`` (age only): ``alpha`` (L2, 1e-4-1e2, log) of
-      :class:`~skagegender.heads.OrdinalLogisticRegression`.
+      (50-600), ``num_leaves`` (7-63), ``min_child_samples`` (5-50), ``learning_rate``
+      (0.01-0.3), ``colsample_bytree`` (0.1-1), ``reg_lambda`` (1e-8-10), log scales
+      except ``colsample_bytree``;
+    - ``"ordinal"``: ``alpha`` (1e-2-1e3, log) of
+      :class:`~skagegender.heads.OrdinalLogisticRegression` for age; ``C`` (1e-3-10,
+      log) of the logistic regression it is for two genders.
 
-    Optuna's own parameter names are prefixed by the family (``"mlp__alpha"``), the
-    returned estimator parameters are paths (``"head__alpha"``).
+    Optuna's own parameter names are the family name and the hyperparameters prefixed
+    by their family (``{"head": "mlp", "mlp__alpha": 0.01, ...}``, in
+    ``study_.best_trial.params``); the estimator parameter set is
+    ``{prefix + "head": <estimator>}``.
 
     Parameters
     ----------
     task : {"age", "gender"}, default="age"
-        Which estimator the space is for; "ordinal" is an age-only family.
+        Which estimator the space is for.
 
     prefix : str, default=""
         Parameter path of the head estimator inside a pipeline, with its trailing
         ``"__"``, e.g. ``"age__"`` for a pipeline step named ``"age"``.
 
     families : sequence of str or None, default=None
-        Restrict the families; None offers every family available for ``task``.
+        Restrict the families; None offers every family available.
+
+    random_state : int or None, default=None
+        Seed of the heads' own randomness (MLP initialisation, LightGBM bagging), so that
+        a seeded search is reproducible.
 
     Returns
     -------
@@ -874,22 +900,17 @@ def default_head_space(task="age", *, prefix="", families=None):
     Examples
     --------
     >>> from optuna.trial import FixedTrial
-    >>> space = default_head_space("age", families=["ordinal"])
-    >>> space(FixedTrial({"head": "ordinal", "ordinal__alpha": 0.1}))
-    {'head': 'ordinal', 'head__alpha': 0.1}
+    >>> space = default_head_space("age", families=["mlp", "ordinal"])
+    >>> params = space(FixedTrial({"head": "ordinal", "ordinal__alpha": 0.1}))
+    >>> params["head"].get_params()["model__alpha"]
+    0.1
     """
     if task not in ("age", "gender"):
         raise ValueError(f"task must be 'age' or 'gender', got {task!r}")
     available = ["mlp"]
-    try:
-        import importlib.util
-
-        if importlib.util.find_spec("lightgbm") is not None:
-            available.append("lightgbm")
-    except (ImportError, ValueError):  # pragma: no cover
-        pass
-    if task == "age":
-        available.append("ordinal")
+    if importlib.util.find_spec("lightgbm") is not None:
+        available.append("lightgbm")
+    available.append("ordinal")
     if families is None:
         families = available
     else:
@@ -897,7 +918,6 @@ def default_head_space(task="age", *, prefix="", families=None):
         unknown = sorted(set(families) - set(available))
         if unknown or not families:
             raise ValueError(
-                f"families {unknown or families} are not available for task={task!r}; "
-                f"choose among {available}"
+                f"families {unknown or families} are not available; choose among {available}"
             )
-    return _DefaultHeadSpace(task, prefix, tuple(families))
+    return _DefaultHeadSpace(task, prefix, tuple(families), random_state)

@@ -156,6 +156,12 @@ def run_tune(args):
     args : argparse.Namespace
         Parsed by a parser set up with :func:`add_tune_arguments`.
 
+    With ``--json`` one object is printed: ``target``, ``dataset``, ``features``,
+    ``study_name``, ``storage``, ``n_samples``, ``n_splits``, ``n_trials`` (finished
+    trials in the study), ``best_trial`` (its number), ``best_score``,
+    ``best_trial_params`` (Optuna's parameters, e.g. ``{"head": "mlp", "mlp__alpha":
+    0.01}``) and ``best_params`` (the estimator parameters, estimators as their repr).
+
     Returns
     -------
     status : int
@@ -205,6 +211,7 @@ def run_tune(args):
         "n_trials": search.n_trials_,
         "best_trial": search.study_.best_trial.number,
         "best_score": search.best_score_,
+        "best_trial_params": search.study_.best_trial.params,
         "best_params": search.best_params_,
     }
     if args.json:
@@ -213,6 +220,7 @@ def run_tune(args):
         print(f"study {result['study_name']}: {result['n_trials']} finished trials on "
               f"{result['n_samples']} samples, {result['n_splits']} folds")
         print(f"best score: {result['best_score']:.4f} (trial {result['best_trial']})")
+        print(f"best trial: {result['best_trial_params']}")
         print("best params:")
         for name, value in result["best_params"].items():
             print(f"  {name} = {value!r}")
