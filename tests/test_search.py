@@ -560,6 +560,49 @@ def test_run_tune_gender_with_the_real_head(tmp_path, capsys, monkeypatch):
     assert 0.7 < out["best_score"] <= 1  # accuracy; gender follows feature 1
 
 
+def test_run_tune_embeds_the_dataset_and_keeps_subjects_apart(tmp_path, capsys, monkeypatch):
+    import skagegender.model
+    from sklearn.utils import Bunch
+
+    rng = np.random.default_rng(0)
+    subject = np.repeat([f"p{i}" for i in range(20)], 3).astype(object)
+    X = rng.normal(size=(60, 4))
+    X[5] = np.nan  # no face found
+    age = rng.uniform(10, 70, size=60)
+    age[7] = np.nan  # unknown age
+    calls = []
+
+    def fake_embed_dataset(name, root, *, cache=None, limit=None):
+        calls.append((name, root, cache, limit))
+        return X, Bunch(name=name, age=age, gender=np.full(60, None), subject=subject,
+                        fold=None)
+
+    monkeypatch.setattr(skagegender.model, "embed_dataset", fake_embed_dataset)
+    monkeypatch.setattr("skagegender.model_selection._tune_cli._make_search_space",
+                        lambda target: _tiny_space)
+    monkeypatch.setattr("skagegender.model_selection._tune_cli._make_estimator",
+                        lambda target: _tiny_estimator())
+    seen_groups = []
+    original_fit = HeadSearchCV.fit
+
+    def spy_fit(self, X, y=None, groups=None, **kw):
+        train, test = next(self.cv.split(X, y, groups))
+        seen_groups.append((set(groups[train]), set(groups[test])))
+        return original_fit(self, X, y, groups=groups, **kw)
+
+    monkeypatch.setattr(HeadSearchCV, "fit", spy_fit)
+    args = _tune_args(["--dataset", "morph2", "--root", str(tmp_path), "--target", "age",
+                       "--n-trials", "1", "--storage", f"sqlite:///{tmp_path / 't.db'}",
+                       "--cache", str(tmp_path / "cache"), "--limit", "60", "--cv", "3",
+                       "--json", "--scoring", "neg_mean_absolute_error"])
+    assert run_tune(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert calls == [("morph2", str(tmp_path), str(tmp_path / "cache"), 60)]
+    assert out["n_samples"] == 58 and out["study_name"] == "morph2-age"
+    train_subjects, test_subjects = seen_groups[0]
+    assert train_subjects and test_subjects and not train_subjects & test_subjects
+
+
 def _tiny_space(trial):
     return {"alpha": trial.suggest_float("alpha", 1e-3, 1e2, log=True)}
 

@@ -50,7 +50,9 @@ def add_tune_arguments(parser):
                         "seconds")
     parser.add_argument("--features", help="precomputed features, an .npz file with arrays X, "
                         "age, gender and optionally groups (subject ids); skips embedding")
-    parser.add_argument("--cache-dir", help="embedding cache folder (without --features)")
+    parser.add_argument("--cache", help="embedding cache folder (a second run re-uses it)")
+    parser.add_argument("--limit", type=int, help="embed a seeded random subset of this many "
+                        "images")
     parser.add_argument("--cv", type=int, default=5,
                         help="number of folds where the dataset protocol does not fix it "
                         "(default: 5)")
@@ -129,7 +131,7 @@ def _from_dataset(args):
 
     from ._splits import dataset_cv
 
-    X, data = embed_dataset(args.dataset, args.root, cache=args.cache_dir)
+    X, data = embed_dataset(args.dataset, args.root, cache=args.cache, limit=args.limit)
     y, keep = _labeled(args.target, data.age, data.gender)
     keep &= np.all(np.isfinite(X), axis=1)
 
