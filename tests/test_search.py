@@ -55,12 +55,12 @@ EXPECTED_FAILED_CHECKS = {
 
 @parametrize_with_checks(
     [
-        HeadSearchCV(Ridge(), ALPHA, n_trials=3, cv=3, random_state=0),
+        HeadSearchCV(Ridge(), ALPHA, n_trials=2, cv=2, random_state=0),
         HeadSearchCV(
             LogisticRegression(),
             {"C": FloatDistribution(1e-2, 1.0, log=True)},
-            n_trials=3,
-            cv=3,
+            n_trials=2,
+            cv=2,
             random_state=0,
         ),
     ],
@@ -342,13 +342,13 @@ class SlowRidge(Ridge):
     """Ridge whose fit takes a while without using the CPU."""
 
     def fit(self, X, y):
-        time.sleep(0.05)
+        time.sleep(0.02)
         return super().fit(X, y)
 
 
 def make_search(url, n_trials):
     # Short heartbeat so that the test sees the killed process's trial go stale fast.
-    storage = RDBStorage(url, heartbeat_interval=1, grace_period=2)
+    storage = RDBStorage(url, heartbeat_interval=1, grace_period=1)
     return HeadSearchCV(SlowRidge(), {"alpha": FloatDistribution(1e-3, 1e3, log=True)},
                         cv=3, n_trials=n_trials, storage=storage, study_name="killed",
                         random_state=0)
@@ -396,7 +396,7 @@ def test_killed_search_resumes_without_losing_trials(tmp_path):
     before = {t.number: t.value for t in study.get_trials(states=done)}
     zombies = [t.number for t in study.get_trials(states=(TrialState.RUNNING,))]
     assert len(zombies) == 1  # the trial in progress when the process died
-    time.sleep(3.2)  # let its heartbeat (grace period 2 s) go stale
+    time.sleep(2.2)  # let its heartbeat (grace period 1 s, whole seconds in sqlite) go stale
 
     import importlib.util
 

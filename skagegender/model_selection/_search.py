@@ -529,6 +529,16 @@ class HeadSearchCV(MetaEstimatorMixin, BaseEstimator):
             base = clone(self.estimator).set_params(**clone(params, safe=False))
             test, train = [np.nan] * n_splits, [np.nan] * n_splits
             fit_times, score_times, errors = [np.nan] * n_splits, [np.nan] * n_splits, []
+
+            def record():  # once per trial: each attribute is a database write
+                trial.set_user_attr(_ATTR_TEST, test)
+                trial.set_user_attr(_ATTR_FIT_TIME, fit_times)
+                trial.set_user_attr(_ATTR_SCORE_TIME, score_times)
+                if self.return_train_score:
+                    trial.set_user_attr(_ATTR_TRAIN, train)
+                if errors:
+                    trial.set_user_attr(_ATTR_ERRORS, errors)
+
             for start in range(0, n_splits, batch):
                 indices = range(start, min(start + batch, n_splits))
                 results = parallel(
@@ -538,26 +548,21 @@ class HeadSearchCV(MetaEstimatorMixin, BaseEstimator):
                     )
                     for i in indices
                 )
+                n_fits[0] += len(indices)
                 for i, result in zip(indices, results):
                     test[i], train[i] = result["test"], result["train"]
                     fit_times[i], score_times[i] = result["fit_time"], result["score_time"]
                     if result["error"] is not None:
                         errors.append(result["error"])
-                trial.set_user_attr(_ATTR_TEST, test)
-                trial.set_user_attr(_ATTR_FIT_TIME, fit_times)
-                trial.set_user_attr(_ATTR_SCORE_TIME, score_times)
-                if self.return_train_score:
-                    trial.set_user_attr(_ATTR_TRAIN, train)
-                if errors:
-                    trial.set_user_attr(_ATTR_ERRORS, errors)
+                        fit_errors.append(result["error"])
                 for i in indices:
                     running = np.mean(test[: i + 1])
                     if np.isfinite(running):
                         trial.report(float(running), step=i)
                 if indices[-1] < n_splits - 1 and trial.should_prune():
+                    record()
                     raise optuna.TrialPruned()
-            n_fits[0] += n_splits
-            fit_errors.extend(errors)
+            record()
             return float(np.mean(test))
 
         with _optuna_verbosity(optuna, self.verbose), warnings.catch_warnings():
