@@ -164,7 +164,14 @@ def evaluate_model(model, features, data):
     if data.get("race") is not None:
         groups["race"] = np.array([str(r) for r in data.race])[labeled]
     report = age_error_report(age_true[labeled], age_pred[labeled], groups=groups or None)
-    out["per_group"] = report
+    per_group = {}
+    for row in report:
+        kind = {"age_group": "age"}.get(row["group_type"], row["group_type"])
+        if kind == "all":
+            continue
+        per_group.setdefault(kind, {})[str(row["group"])] = {
+            key: row[key] for key in ("n", "mae", "one_class_off", "cs5") if key in row}
+    out["per_group"] = per_group
     return out
 
 
@@ -188,10 +195,10 @@ def cmd_evaluate(args):
           f"CS@5 {result['cs5']:.1%}  gender "
           + ("n/a" if gacc is None else f"{gacc:.1%}"))
     print(f"{'group':<22}{'n':>7}{'MAE':>8}{'1CoA':>8}{'CS@5':>8}")
-    for row in result["per_group"]:
-        name = f"{row.get('group_type', '')}:{row.get('group', '')}"
-        print(f"{name:<22}{row['n']:>7}{row['mae']:>8.2f}{row['one_class_off']:>8.1%}"
-              f"{row['cs5']:>8.1%}")
+    for kind, rows in result["per_group"].items():
+        for group, row in rows.items():
+            print(f"{kind + ' ' + group:<22}{row['n']:>7}{row['mae']:>8.2f}"
+                  f"{row['one_class_off']:>8.1%}{row['cs5']:>8.1%}")
     return 0
 
 

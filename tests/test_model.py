@@ -1,0 +1,84 @@
+"""AgeGenderModel: fit on real faces, every face of a photo, safe files, backbone checks."""
+
+import zipfile
+
+import numpy as np
+import pytest
+
+from skagegender.embedding import ArcFaceEmbedder
+from skagegender.heads import AgeRegressor, GenderClassifier
+from skagegender.model import AgeGenderModel, BackboneMismatchError, ModelFileError
+
+
+def _labels(paths):
+    names = [p.rsplit("/", 1)[-1].split("_") for p in paths]
+    return (np.array([float(n[0]) for n in names]),
+            np.array(["male" if n[1] == "0" else "female" for n in names], dtype=object))
+
+
+@pytest.fixture(scope="module")
+def fitted(utkface_paths):
+    paths = utkface_paths[:120]
+    age, gender = _labels(paths)
+    model = AgeGenderModel(
+        ArcFaceEmbedder(),
+        age_head=AgeRegressor(head="ordinal"),
+        gender_head=GenderClassifier(head="ordinal"),
+    )
+    return model.fit(paths, age, gender), paths, age, gender
+
+
+def test_fit_predict_and_every_face(fitted, group_photo):
+    model, paths, age, gender = fitted
+    pred = model.predict(paths[:20])
+    assert pred.shape == (20,) and ((pred >= 0) & (pred <= 100)).all()
+    # fitted on these faces: it must have learnt something about them
+    assert np.abs(pred - age[:20]).mean() < np.abs(np.median(age) - age[:20]).mean()
+    faces = model.predict_faces(group_photo)
+    assert len(faces) == 6
+    for face in faces:
+        assert set(face) == {"box", "score", "landmarks", "age", "age_interval", "gender",
+                             "gender_probability"}
+        assert 0 <= face["age"] <= 100 and face["gender"] in ("female", "male")
+        lo, hi = face["age_interval"]
+        assert lo <= face["age"] <= hi
+        assert 0.5 <= face["gender_probability"] <= 1
+        assert len(face["landmarks"]) == 5
+
+
+def test_missing_faces_get_the_fallback_age(fitted):
+    model, paths, _, _ = fitted
+    blank = np.full((200, 200, 3), 90, np.uint8)
+    with pytest.warns(UserWarning, match="1 of 2"):
+        pred = model.predict([blank, paths[0]])
+    assert pred[0] == model.fallback_age_
+    details = model.predict_details(np.full((1, model.n_features_in_), np.nan, np.float32))
+    assert not details["found"][0] and details["gender"][0] is None
+    with pytest.raises(ValueError, match="2176 columns.*fitted on 128"):
+        model.predict_details(np.zeros((1, 2176), np.float32))
+
+
+def test_save_load_round_trip_and_refusals(fitted, tmp_path, portrait):
+    model, _, _, _ = fitted
+    path = model.save(tmp_path / "m.skag")
+    loaded = AgeGenderModel.load(path)
+    assert loaded.predict_faces(portrait) == model.predict_faces(portrait)
+    assert loaded.meta_["backbone"]["name"] == "sface"
+
+    # a different backbone option means different features: refused, not garbage
+    with pytest.raises(BackboneMismatchError, match="layers|options"):
+        AgeGenderModel.load(path, embedder=ArcFaceEmbedder(layers="age-gender"))
+    # options that do not change features are accepted
+    faster = AgeGenderModel.load(path, embedder=ArcFaceEmbedder(batch_size=8))
+    assert faster.embedder_.batch_size == 8
+
+    # tampering with the payload is detected
+    tampered = tmp_path / "tampered.skag"
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(tampered, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item.filename)
+            if item.filename.endswith(".skops"):
+                data = data[:-10] + bytes(10)
+            dst.writestr(item, data)
+    with pytest.raises(ModelFileError):
+        AgeGenderModel.load(tampered)
