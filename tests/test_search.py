@@ -342,7 +342,7 @@ class SlowRidge(Ridge):
     """Ridge whose fit takes a while without using the CPU."""
 
     def fit(self, X, y):
-        time.sleep(0.02)
+        time.sleep(0.05)  # long trials: the kill lands inside one, not between two
         return super().fit(X, y)
 
 
@@ -403,7 +403,7 @@ def test_killed_search_resumes_without_losing_trials(tmp_path):
     spec = importlib.util.spec_from_file_location("killable_search", script)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    n_total = len(before) + 3
+    n_total = len(before) + 2
     search = module.make_search(url, n_total).fit(module.X, module.y)
 
     trials = search.study_.trials
