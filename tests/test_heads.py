@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from sklearn.linear_model import Ridge
 from sklearn.model_selection import GridSearchCV
+from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -31,8 +32,11 @@ FAST_MLP = dict(hidden_layer_sizes=(32,), max_iter=200, learning_rate_init=0.01,
 
 @pytest.mark.parametrize(
     "head",
-    [make_age_head("mlp", **FAST_MLP), make_age_head("ordinal")],
-    ids=["mlp", "ordinal"],
+    [
+        Pipeline([("scale", StandardScaler()), ("model", MLPClassifier(**FAST_MLP))]),
+        make_age_head("ordinal"),
+    ],
+    ids=["mlp-classifier", "ordinal"],
 )
 def test_distribution_heads(head):
     X, age, _ = _faces()
@@ -50,6 +54,13 @@ def test_distribution_heads(head):
     assert (wide[:, 0] <= narrow[:, 0]).all() and (narrow[:, 1] <= wide[:, 1]).all()
     inside = (wide[:, 0] <= age[300:]) & (age[300:] <= wide[:, 1] + 1)
     assert inside.mean() > 0.75
+
+
+def test_mlp_family_is_a_regressor():
+    X, age, _ = _faces()
+    est = AgeRegressor(make_age_head("mlp", **FAST_MLP)).fit(X[:300], age[:300])
+    assert not hasattr(est, "predict_distribution")
+    assert np.abs(est.predict(X[300:]) - age[300:]).mean() < 10
 
 
 def test_training_ages_above_range_are_clipped_into_the_distribution():
@@ -80,6 +91,7 @@ def test_lightgbm_head():
     pytest.importorskip("lightgbm")
     X, age, gender = _faces()
     est = AgeRegressor("lightgbm", random_state=0).fit(X[:300], age[:300])
+    assert not hasattr(est, "predict_distribution")
     assert np.abs(est.predict(X[300:]) - age[300:]).mean() < 10
     clf = GenderClassifier("lightgbm", random_state=0).fit(X[:300], gender[:300])
     assert clf.score(X[300:], gender[300:]) > 0.85

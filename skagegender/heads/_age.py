@@ -14,7 +14,7 @@ from ._factory import AGE_HEADS, make_age_head
 
 __all__ = ["AgeRegressor"]
 
-_DISTRIBUTION_FAMILIES = ("mlp", "ordinal")
+_DISTRIBUTION_FAMILIES = ("ordinal",)
 
 
 def _round_age(y):
@@ -38,12 +38,12 @@ class AgeRegressor(RegressorMixin, BaseEstimator):
     ``get_params(deep=True)`` / ``set_params``, so ``GridSearchCV`` and Optuna reach them
     (``age__head__model__alpha`` inside a ``Pipeline`` step named ``age``).
 
-    A *classifier* head (the ``"mlp"`` and ``"ordinal"`` families, or any classifier
+    A *classifier* head (the ``"ordinal"`` family, or any classifier
     with ``predict_proba``) is fitted on ages rounded to whole years (halves up) and
     gives a distribution over integer ages: :meth:`predict` returns its mean,
     :meth:`predict_distribution` the distribution and :meth:`predict_interval` its
-    quantiles. A *regressor* head (``"lightgbm"``, ``Ridge()``, ...) is fitted on the
-    ages as given; it has intervals only with ``interval_cv``.
+    quantiles. A *regressor* head (``"mlp"``, ``"lightgbm"``, ``Ridge()``, ...) is
+    fitted on the ages as given; it has intervals only with ``interval_cv``.
 
     Rows of ``X`` containing NaN (no face found upstream) are dropped in :meth:`fit`
     with a warning that counts them, and give NaN outputs in every predict method.
