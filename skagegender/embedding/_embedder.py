@@ -106,8 +106,10 @@ class ArcFaceEmbedder(TransformerMixin, BaseEstimator):
         :class:`ImageLoadError` / :class:`NoFaceError` ("raise").
     color : {"rgb", "bgr"}, default="rgb"
         Channel order of color **array** inputs.
-    batch_size : int, default=32
-        Images per recognition-network call.
+    batch_size : int, default=8
+        Images per recognition-network call, and per parallel task and cache
+        commit. On CPUs, batches of 1 to 16 faces ran at the same speed per face
+        (32 was slower and took 2.4x the memory); on a GPU use larger ones.
     n_jobs : int or None, default=None
         Parallel workers (joblib); None means 1 unless inside a
         :func:`joblib.parallel_config` context, e.g. ``backend="dask"``.
@@ -180,7 +182,7 @@ class ArcFaceEmbedder(TransformerMixin, BaseEstimator):
         min_face_size=0,
         on_missing="nan",
         color="rgb",
-        batch_size=32,
+        batch_size=8,
         n_jobs=None,
         providers=None,
         n_threads=1,
