@@ -129,7 +129,7 @@ class EmbeddingCache:
     Parameters
     ----------
     folder : str or path
-        Created when missing.
+        Created when missing; ``~`` is expanded.
     backbone_key : str
         From :func:`backbone_key`.
     dim : int
@@ -149,8 +149,9 @@ class EmbeddingCache:
     def __init__(self, folder, backbone_key, *, dim):
         import sqlite3
 
+        folder = os.path.expanduser(os.fspath(folder))
         os.makedirs(folder, exist_ok=True)
-        self.path = os.path.join(os.fspath(folder), FILENAME)
+        self.path = os.path.join(folder, FILENAME)
         self.backbone_key = backbone_key
         self.dim = int(dim)
         self._db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
