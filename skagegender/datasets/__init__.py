@@ -14,6 +14,7 @@ so that no person is on both sides.
 """
 
 from ._adience import ADIENCE_AGE_GROUPS, adience_age_group, load_adience
+from ._augment import degrade_photo
 from ._base import DatasetLayoutError
 from ._fgnet import load_fgnet
 from ._imdb_wiki import load_imdb_wiki
@@ -26,6 +27,7 @@ __all__ = [
     "MORPH2_COLUMNS",
     "UTKFACE_RACES",
     "adience_age_group",
+    "degrade_photo",
     "load_adience",
     "load_fgnet",
     "load_imdb_wiki",

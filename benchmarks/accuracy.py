@@ -1,0 +1,177 @@
+"""Accuracy of the shipped recipe with a fixed, held-out protocol.
+
+- UTKFace (shared/data): 5-fold cross-validation, KFold(shuffle, seed 0). Each fold's
+  model trains on the other 4 folds (+ degraded copies of *their* images + FG-NET) and
+  predicts the held-out fold. UTKFace has no subject ids, so one person can appear on
+  both sides: a mildly optimistic protocol, stated in the output.
+- FG-NET (shared/data, 10 subjects): leave-one-person-out: each subject is predicted
+  by a model trained on all UTKFace (+ degraded copies) and the *other* 9 subjects.
+  ``--no-fgnet`` gives the cross-dataset number instead (no FG-NET in training).
+- Every image counts: a missed face is predicted the training median age and counted
+  as a gender error.
+
+Prints and writes ``benchmarks/results/accuracy[-TAG].{json,md}``: MAE, one-class-off
+(5-year classes), CS@5 and gender accuracy, overall, per age group, gender and race,
+plus seconds per image end to end on one core.
+
+    python benchmarks/accuracy.py --cache .emb-cache             # the shipped recipe
+    python benchmarks/accuracy.py --cache .emb-cache --no-degraded --tag no-degraded
+"""
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from sklearn.base import clone
+from sklearn.model_selection import KFold
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from train_pretrained import embed_all  # noqa: E402
+
+from skagegender.metrics import (  # noqa: E402
+    age_error_report,
+    cumulative_score,
+    one_class_off_score,
+)
+from skagegender.pretrained._recipe import make_heads, training_set  # noqa: E402
+
+
+def _fit_predict(X, age, gender, X_test, want_gender=True):
+    age_head, gender_head = make_heads()
+    age_head = clone(age_head).fit(X, age)
+    found = ~np.isnan(X_test).any(axis=1)
+    pred = np.full(len(X_test), float(np.nanmedian(age)))
+    pred[found] = age_head.predict(X_test[found])
+    gpred = np.full(len(X_test), None, dtype=object)
+    if want_gender:
+        known = np.array([g is not None for g in gender])
+        gender_head = clone(gender_head).fit(X[known], gender[known].astype(str))
+        gpred[found] = gender_head.predict(X_test[found])
+    return pred, gpred
+
+
+def summarise(age_true, age_pred, gender_true=None, gender_pred=None, race=None):
+    out = {
+        "n": int(len(age_true)),
+        "mae": float(np.abs(age_true - age_pred).mean()),
+        "one_class_off": float(one_class_off_score(age_true, age_pred)),
+        "cs5": float(cumulative_score(age_true, age_pred, threshold=5)),
+    }
+    groups = {}
+    if gender_true is not None:
+        out["gender_accuracy"] = float(np.mean(gender_pred == gender_true))
+        groups["gender"] = np.asarray(gender_true, dtype=str)
+    if race is not None:
+        groups["race"] = np.asarray(race, dtype=str)
+    out["per_group"] = age_error_report(age_true, age_pred, groups=groups or None)
+    return out
+
+
+def seconds_per_image(paths):
+    """End-to-end seconds per image for the shipped model, one core, one process."""
+    import os
+
+    from skagegender.pretrained import MODEL_FILE, load
+
+    if not MODEL_FILE.is_file():
+        return None
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    model = load()
+    model.predict_faces(paths[0])  # warm up: sessions
+    start = time.perf_counter()
+    for p in paths:
+        model.predict_faces(p)
+    return (time.perf_counter() - start) / len(paths)
+
+
+def markdown(result):
+    lines = [f"# Accuracy ({result['tag']})", "", result["protocol"], "",
+             "| set | n | MAE | one-class-off | CS@5 | gender |", "|---|---|---|---|---|---|"]
+    for name in ("utkface_cv", "fgnet"):
+        r = result[name]
+        g = r.get("gender_accuracy")
+        lines.append(f"| {name} | {r['n']} | {r['mae']:.2f} | {r['one_class_off']:.1%} | "
+                     f"{r['cs5']:.1%} | {'n/a' if g is None else f'{g:.1%}'} |")
+    for name in ("utkface_cv", "fgnet"):
+        lines += ["", f"## {name} per group", "", "| group | n | MAE | 1CoA | CS@5 |",
+                  "|---|---|---|---|---|"]
+        for row in result[name]["per_group"]:
+            lines.append(f"| {row['group_type']} {row['group']} | {row['n']} | {row['mae']:.2f} "
+                         f"| {row['one_class_off']:.1%} | {row['cs5']:.1%} |")
+    if result.get("seconds_per_image") is not None:
+        lines += ["", f"End to end, one core: {result['seconds_per_image'] * 1000:.0f} ms "
+                      "per image (shipped model, `predict_faces`)."]
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
+    parser.add_argument("--cache", default=".emb-cache")
+    parser.add_argument("--n-jobs", type=int, default=2)
+    parser.add_argument("--no-degraded", action="store_true")
+    parser.add_argument("--no-fgnet", action="store_true")
+    parser.add_argument("--tag", default="shipped-recipe")
+    parser.add_argument("--timing-images", type=int, default=50)
+    args = parser.parse_args()
+
+    utk, utk_x, fg, fg_x, degraded = embed_all(args.data, args.cache, args.n_jobs)
+    degraded = None if args.no_degraded else degraded
+    use_fg = not args.no_fgnet
+    age, gender = np.asarray(utk.age, float), np.asarray(utk.gender, dtype=object)
+
+    start = time.perf_counter()
+    pred = np.zeros(len(age))
+    gpred = np.full(len(age), None, dtype=object)
+    for k, (train, test) in enumerate(KFold(5, shuffle=True, random_state=0).split(utk_x)):
+        X, y, g = training_set(utk, utk_x, degraded, fg if use_fg else None, fg_x,
+                               utk_rows=train)
+        pred[test], gpred[test] = _fit_predict(X, y, g, utk_x[test])
+        print(f"fold {k}: MAE {np.abs(pred[test] - age[test]).mean():.3f} "
+              f"({time.perf_counter() - start:.0f} s)", flush=True)
+    utk_result = summarise(age, pred, gender, gpred, utk.race)
+
+    fg_age = np.asarray(fg.age, float)
+    fg_pred = np.zeros(len(fg_age))
+    subjects = np.asarray(fg.subject)
+    if use_fg:
+        for s in np.unique(subjects):
+            held = subjects == s
+            X, y, g = training_set(utk, utk_x, degraded, fg, fg_x,
+                                   fgnet_rows=np.flatnonzero(~held))
+            fg_pred[held], _ = _fit_predict(X, y, g, fg_x[held], want_gender=False)
+    else:
+        X, y, g = training_set(utk, utk_x, degraded)
+        fg_pred, _ = _fit_predict(X, y, g, fg_x, want_gender=False)
+    fg_result = summarise(fg_age, fg_pred)
+    print(f"heads: {time.perf_counter() - start:.0f} s", flush=True)
+
+    result = {
+        "tag": args.tag,
+        "protocol": ("UTKFace: 5-fold CV (KFold shuffle, seed 0) over the 18,978 images in "
+                     "shared/data (no subject ids: one person may be on both sides). FG-NET: "
+                     + ("leave-one-person-out over the 10 subjects in shared/data."
+                        if use_fg else "cross-dataset (no FG-NET in training).")
+                     + f" Degraded copies: {'no' if degraded is None else len(degraded[0])}."
+                     " Missed faces count (median age, gender wrong)."),
+        "utkface_cv": utk_result,
+        "fgnet": fg_result,
+        "seconds_per_image": seconds_per_image(list(utk.paths[:args.timing_images])),
+    }
+    out = ROOT / "benchmarks" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    suffix = "" if args.tag == "shipped-recipe" else f"-{args.tag}"
+    (out / f"accuracy{suffix}.json").write_text(json.dumps(result, indent=2, default=float))
+    text = markdown(result)
+    (out / f"accuracy{suffix}.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
