@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 # Bump when the conversion changes, so stale cached conversions are not reused.
-_CONVERSION_VERSION = 2
+_CONVERSION_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -217,6 +217,8 @@ def converted_model(asset, *, symbolic_dims, pooled_layers=()):
     model = onnx.load(str(source))
     _fold_dequantize(model)
     _make_dims_symbolic(model, symbolic_dims)
+    # Intermediate shapes recorded with the fixed batch of 1 would be wrong now.
+    del model.graph.value_info[:]
     if pooled_layers:
         _add_pooled_outputs(model, pooled_layers)
     onnx.checker.check_model(model)
