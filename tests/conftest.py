@@ -26,8 +26,12 @@ def shared_data():
 
 @pytest.fixture(scope="session")
 def utkface_paths(shared_data):
-    """The first 200 UTKFace images in sorted order."""
-    return sorted(str(p) for p in (shared_data / "UTKFace").glob("*.jpg"))[:200]
+    """200 UTKFace images, a seeded random sample (file names sort by age)."""
+    import numpy as np
+
+    paths = sorted(str(p) for p in (shared_data / "UTKFace").glob("*.jpg"))
+    keep = np.random.default_rng(0).choice(len(paths), size=200, replace=False)
+    return [paths[i] for i in keep]
 
 
 @pytest.fixture(scope="session")

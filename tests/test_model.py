@@ -82,3 +82,22 @@ def test_save_load_round_trip_and_refusals(fitted, tmp_path, portrait):
             dst.writestr(item, data)
     with pytest.raises(ModelFileError):
         AgeGenderModel.load(tampered)
+
+
+def test_heads_learn_age_and_gender_from_real_embeddings(utkface_paths):
+    """Held out: heads on real SFace features beat a constant on unseen faces."""
+    from sklearn.metrics import accuracy_score
+
+    from skagegender.metrics import mean_absolute_error
+
+    X = ArcFaceEmbedder(layers="age-gender").transform(utkface_paths)
+    age, gender = _labels(utkface_paths)
+    train, test = slice(0, 150), slice(150, 200)
+    for family in ("mlp", "ordinal"):
+        pred = AgeRegressor(head=family, random_state=0).fit(X[train], age[train]).predict(X[test])
+        assert mean_absolute_error(age[test], pred) < 0.85 * np.abs(
+            age[test] - np.median(age[train])).mean()
+    sex = GenderClassifier(head="ordinal", random_state=0).fit(X[train], gender[train])
+    majority = max(set(gender[train]), key=list(gender[train]).count)
+    assert accuracy_score(gender[test], sex.predict(X[test])) > max(
+        0.7, np.mean(gender[test] == majority))

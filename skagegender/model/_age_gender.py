@@ -10,7 +10,7 @@ from ._persistence import _compare_backbone, load_model_file, save_model_file
 def _default_embedder():
     from ..embedding import ArcFaceEmbedder
 
-    return ArcFaceEmbedder(layers="age-gender", flip_augment=True)
+    return ArcFaceEmbedder(layers="age-gender")
 
 
 def _default_age():
@@ -31,7 +31,7 @@ class AgeGenderModel(BaseEstimator):
     Parameters
     ----------
     embedder : ArcFaceEmbedder or None, default=None
-        None means ``ArcFaceEmbedder(layers="age-gender", flip_augment=True)``.
+        None means ``ArcFaceEmbedder(layers="age-gender")``.
     age_head : regressor or None, default=None
         Fitted on the embedder's features; None means :class:`~skagegender.heads.AgeRegressor`.
     gender_head : classifier or None, default=None

@@ -55,7 +55,7 @@ def embed_dataset(name, root, *, embedder=None, cache=None, limit=None):
     root : str or path-like
     embedder : ArcFaceEmbedder or None
         None means the default model's embedder
-        (``ArcFaceEmbedder(layers="age-gender", flip_augment=True)``).
+        (``ArcFaceEmbedder(layers="age-gender")``).
     cache : str, path-like or None
         Folder of the embedding cache; a second run re-uses finished images.
     limit : int or None

@@ -10,7 +10,7 @@ import warnings
 import numpy as np
 
 #: Embedder options of the shipped model.
-EMBEDDER_PARAMS = {"layers": "age-gender", "flip_augment": True}
+EMBEDDER_PARAMS = {"layers": "age-gender"}
 #: Degraded copies of this many UTKFace photos join the training set.
 N_DEGRADED = 6000
 #: Weight (number of repeats) of each FG-NET image in the training set.
