@@ -4,8 +4,9 @@
   model trains on the other 4 folds (+ degraded copies of *their* images + FG-NET) and
   predicts the held-out fold. UTKFace has no subject ids, so one person can appear on
   both sides: a mildly optimistic protocol, stated in the output.
-- FG-NET (shared/data, 10 subjects): leave-one-person-out: each subject is predicted
-  by a model trained on all UTKFace (+ degraded copies) and the *other* 9 subjects.
+- FG-NET (shared/data, 10 subjects): subject-disjoint 5-fold (GroupKFold, 2 subjects
+  per fold): each subject is predicted by a model trained on all UTKFace (+ degraded
+  copies) and the *other* 8 subjects.
   ``--no-fgnet`` gives the cross-dataset number instead (no FG-NET in training).
 - Every image counts: a missed face is predicted the training median age and counted
   as a gender error.
@@ -26,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 from sklearn.base import clone
-from sklearn.model_selection import KFold
+from sklearn.model_selection import GroupKFold, KFold
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -141,11 +142,9 @@ def main():
     fg_pred = np.zeros(len(fg_age))
     subjects = np.asarray(fg.subject)
     if use_fg:
-        for s in np.unique(subjects):
-            held = subjects == s
-            X, y, g = training_set(utk, utk_x, degraded, fg, fg_x,
-                                   fgnet_rows=np.flatnonzero(~held))
-            fg_pred[held], _ = _fit_predict(X, y, g, fg_x[held], want_gender=False)
+        for train, test in GroupKFold(n_splits=5).split(fg_x, groups=subjects):
+            X, y, g = training_set(utk, utk_x, degraded, fg, fg_x, fgnet_rows=train)
+            fg_pred[test], _ = _fit_predict(X, y, g, fg_x[test], want_gender=False)
     else:
         X, y, g = training_set(utk, utk_x, degraded)
         fg_pred, _ = _fit_predict(X, y, g, fg_x, want_gender=False)
@@ -156,7 +155,7 @@ def main():
         "tag": args.tag,
         "protocol": ("UTKFace: 5-fold CV (KFold shuffle, seed 0) over the 18,978 images in "
                      "shared/data (no subject ids: one person may be on both sides). FG-NET: "
-                     + ("leave-one-person-out over the 10 subjects in shared/data."
+                     + ("subject-disjoint 5-fold (GroupKFold) over the 10 subjects in shared/data."
                         if use_fg else "cross-dataset (no FG-NET in training).")
                      + f" Degraded copies: {'no' if degraded is None else len(degraded[0])}."
                      " Missed faces count (median age, gender wrong)."),

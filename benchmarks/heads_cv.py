@@ -199,7 +199,8 @@ def main(argv=None):
     parser.add_argument("--n-splits", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--heads", nargs="*", default=None,
-                        help="only these heads, by first word (mlp, mlp_classifier, lightgbm, ordinal)")
+                        help="only these heads, by first word "
+                             "(mlp, mlp_classifier, lightgbm, ordinal)")
     parser.add_argument("--calibration", choices=["sigmoid", "isotonic"], default=None,
                         help="also run the calibrated mlp gender head (5x its fit cost)")
     parser.add_argument("--name", default=None, help="results file stem")

@@ -248,7 +248,8 @@ start = time.perf_counter()
 found = run(paths)
 seconds = time.perf_counter() - start
 print(json.dumps({"n_images": len(paths), "seconds": seconds, "found": found,
-                  "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}))
+                  "peak_rss_mb": round(
+                      resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}))
 """
 
 

@@ -55,7 +55,7 @@ def main():
 
     utk, utk_x, fg, fg_x, degraded = embed_all(args.data, args.cache, args.n_jobs)
     X, age, gender = training_set(utk, utk_x, degraded, fg, fg_x)
-    age_head, gender_head = make_heads()
+    age_head, gender_head = make_heads(interval_cv=3)
     start = time.perf_counter()
     model = AgeGenderModel(make_embedder(), age_head=age_head, gender_head=gender_head)
     model.fit_features(X, age, gender)

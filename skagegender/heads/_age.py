@@ -138,7 +138,9 @@ class AgeRegressor(RegressorMixin, BaseEstimator):
         if self.age_range is not None:
             low, high = self.age_range
             if not low < high:
-                raise ValueError(f"age_range must be (low, high) with low < high; got {self.age_range}.")
+                raise ValueError(
+                    f"age_range must be (low, high) with low < high; got {self.age_range}."
+                )
         self.head_ = resolve_head(self.head, make_age_head, self.random_state)
         if _is_distribution_head(self.head_):
             targets = _round_age(self._clip(y))

@@ -131,7 +131,8 @@ def threshold_loss_grad(params, X, y, n_classes, *, alpha=1.0, variant="at", sam
         dloss_dmargin *= sample_weight[:, None]
     if variant == "it":
         n_masked = (signs == 0).sum(axis=1)
-        loss -= np.log(2.0) * (n_masked.sum() if sample_weight is None else sample_weight @ n_masked)
+        masked = n_masked.sum() if sample_weight is None else sample_weight @ n_masked
+        loss -= np.log(2.0) * masked
     loss += 0.5 * alpha * (w @ w)
     grad_w = X.T @ dloss_dmargin.sum(axis=1) + alpha * w
     grad_theta = -dloss_dmargin.sum(axis=0)  # dm/dtheta_k = -s

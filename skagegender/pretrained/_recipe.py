@@ -24,11 +24,15 @@ def make_embedder(**overrides):
     return ArcFaceEmbedder(**{**EMBEDDER_PARAMS, **overrides})
 
 
-def make_heads(random_state=0):
-    """Unfitted (age, gender) heads of the shipped model."""
+def make_heads(random_state=0, interval_cv=None):
+    """Unfitted (age, gender) heads of the shipped model.
+
+    ``interval_cv=k`` makes the age head keep k-fold out-of-fold residuals for
+    ``predict_interval`` (k extra fits; the shipped model uses 3).
+    """
     from ..heads import AgeRegressor, GenderClassifier
 
-    return (AgeRegressor(head="mlp", random_state=random_state),
+    return (AgeRegressor(head="mlp", interval_cv=interval_cv, random_state=random_state),
             GenderClassifier(head="mlp", random_state=random_state))
 
 
