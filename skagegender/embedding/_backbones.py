@@ -75,16 +75,35 @@ def _yunet(providers, n_threads, min_score, det_max_side):
     return YuNetDetector(session, score_threshold=min_score, max_side=det_max_side)
 
 
-def _mirror_mean(features, n, normalize_first):
-    """Average the features of n crops with those of their n mirrored copies."""
-    first, second = features[:n], features[n:]
-    if normalize_first:
-        first = first / np.linalg.norm(first, axis=1, keepdims=True).clip(1e-12)
-        second = second / np.linalg.norm(second, axis=1, keepdims=True).clip(1e-12)
-    return (first + second) / 2
+def _l2(rows):
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True).clip(1e-12)
 
 
-class SFaceBackbone:
+class _Backbone:
+    """What every backbone shares: mirror averaging and the output layout.
+
+    Subclasses set ``dim`` and implement ``_forward(crops) -> [identity, *extras]``:
+    the identity embedding (L2-normalised here) and any extra feature blocks.
+    """
+
+    flip_augment = False
+
+    def embed(self, crops):
+        """Features of aligned (n, 112, 112, 3) uint8 BGR crops -> (n, dim) float32."""
+        n = len(crops)
+        if n == 0:
+            return np.zeros((0, self.dim), np.float32)
+        if self.flip_augment:
+            crops = np.concatenate([crops, crops[:, :, ::-1]])
+        identity, *extras = self._forward(crops)
+        identity = _l2(identity)
+        if self.flip_augment:
+            identity = (identity[:n] + identity[n:]) / 2
+            extras = [(e[:n] + e[n:]) / 2 for e in extras]
+        return np.concatenate([_l2(identity), *extras], axis=1).astype(np.float32)
+
+
+class SFaceBackbone(_Backbone):
     """YuNet detector + SFace recognizer (the offline default)."""
 
     name = "sface"
@@ -105,25 +124,13 @@ class SFaceBackbone:
             f"{layer}_{i}" for layer, p in zip(self.layers, probe[1:]) for i in range(p.shape[1])
         ]
 
-    def embed(self, crops):
-        """Features of aligned (n, 112, 112, 3) uint8 BGR crops -> (n, dim) float32."""
-        n = len(crops)
-        if n == 0:
-            return np.zeros((0, self.dim), np.float32)
-        if self.flip_augment:
-            crops = np.concatenate([crops, crops[:, :, ::-1]])
+    def _forward(self, crops):
         # SFace wants RGB, raw 0..255, NCHW.
         blob = np.ascontiguousarray(crops[..., ::-1].transpose(0, 3, 1, 2), dtype=np.float32)
-        outs = self.session.run(self._outputs, {"data": blob})
-        fc1 = outs[0]
-        if self.flip_augment:
-            fc1 = _mirror_mean(fc1, n, normalize_first=True)
-            outs = [fc1] + [_mirror_mean(o, n, normalize_first=False) for o in outs[1:]]
-        fc1 = fc1 / np.linalg.norm(fc1, axis=1, keepdims=True).clip(1e-12)
-        return np.concatenate([fc1, *outs[1:]], axis=1).astype(np.float32)
+        return self.session.run(self._outputs, {"data": blob})
 
 
-class InsightFaceBackbone:
+class InsightFaceBackbone(_Backbone):
     """An InsightFace ArcFace model (and SCRFD detector when the pack has one).
 
     ``model`` is a pack name (looked up under ``$INSIGHTFACE_HOME`` or
@@ -188,7 +195,7 @@ class InsightFaceBackbone:
         else:
             self.detect = _yunet(providers, n_threads, min_score, det_max_side)
         self.weights_sha256 = sha256_file(self.recognition_file)
-        probe = self._forward(np.zeros((1, 112, 112, 3), np.uint8))
+        probe = self._run(np.zeros((1, 112, 112, 3), np.uint8))
         self.dim = int(probe.shape[1])
         self.feature_names = [f"arcface_{i}" for i in range(self.dim)]
 
@@ -202,7 +209,7 @@ class InsightFaceBackbone:
                               landmarks=np.asarray(kpss[i], np.float32)))
         return faces
 
-    def _forward(self, crops):
+    def _run(self, crops):
         rec = self.recognizer
         size = rec.input_size
         if crops.shape[1:3] != (size[1], size[0]):
@@ -217,16 +224,5 @@ class InsightFaceBackbone:
             out = rec.forward(blob)
         return np.asarray(out, dtype=np.float32).reshape(len(crops), -1)
 
-    def embed(self, crops):
-        """Features of aligned (n, 112, 112, 3) uint8 BGR crops -> (n, dim) float32."""
-        n = len(crops)
-        if n == 0:
-            return np.zeros((0, self.dim), np.float32)
-        if self.flip_augment:
-            crops = np.concatenate([crops, crops[:, :, ::-1]])
-        feats = self._forward(crops)
-        if self.flip_augment:
-            feats = _mirror_mean(feats, n, normalize_first=True)
-        return (feats / np.linalg.norm(feats, axis=1, keepdims=True).clip(1e-12)).astype(
-            np.float32
-        )
+    def _forward(self, crops):
+        return [self._run(crops)]
