@@ -25,6 +25,36 @@ def _default_gender():
     return GenderClassifier()
 
 
+def _compact(obj, seen=None):
+    """Drop training-only state from fitted MLPs inside ``obj`` (in place).
+
+    A fitted MLP keeps its Adam moments and, with early stopping, a copy of its
+    best weights: three extra copies of every weight, useless for prediction.
+    Weights are stored as float32. Walks pipelines, heads and calibrators.
+    """
+    seen = set() if seen is None else seen
+    if id(obj) in seen:
+        return
+    seen.add(id(obj))
+    if isinstance(obj, (list, tuple)):
+        for item in obj:
+            _compact(item, seen)
+        return
+    if not hasattr(obj, "__dict__") or isinstance(obj, (np.ndarray, type)):
+        return
+    if hasattr(obj, "coefs_") and hasattr(obj, "intercepts_"):
+        obj._optimizer = None
+        for name in ("_best_coefs", "_best_intercepts"):
+            if hasattr(obj, name):
+                delattr(obj, name)
+        obj.coefs_ = [np.asarray(c, dtype=np.float32) for c in obj.coefs_]
+        obj.intercepts_ = [np.asarray(c, dtype=np.float32) for c in obj.intercepts_]
+        return
+    for value in vars(obj).values():
+        if isinstance(value, (BaseEstimator, list, tuple)) or hasattr(value, "__dict__"):
+            _compact(value, seen)
+
+
 class AgeGenderModel(BaseEstimator):
     """An embedder, an age head and a gender head, fitted and saved together.
 
@@ -214,6 +244,8 @@ class AgeGenderModel(BaseEstimator):
     def save(self, path, *, extra_meta=None):
         """Write the fitted model to one safe model file (see :func:`save_model_file`)."""
         check_is_fitted(self, "age_head_")
+        _compact(self.age_head_)
+        _compact(self.gender_head_)
         estimators = {"age": self.age_head_, "embedder": self.embedder_}
         if self.gender_head_ is not None:
             estimators["gender"] = self.gender_head_
