@@ -1,0 +1,47 @@
+"""The shipped model: loads offline, predicts every face, beats a constant on held-out-ish data."""
+
+import json
+
+import numpy as np
+import pytest
+
+from skagegender.cli import main
+from skagegender.pretrained import MODEL_FILE, load
+
+
+def test_shipped_file_is_small_and_records_its_backbone():
+    assert MODEL_FILE.is_file()
+    assert MODEL_FILE.stat().st_size < 8_000_000
+    model = load()
+    assert model.backbone_["name"] == "sface"
+    assert model.meta_["backbone"]["sha256"] == model.backbone_["weights_sha256"]
+    assert "research" in model.meta_["licence_note"]
+
+
+def test_every_face_of_a_group_photo(group_photo):
+    faces = load().predict_faces(group_photo)
+    assert len(faces) == 6
+    # t1.jpg shows adults
+    assert all(12 <= f["age"] <= 70 for f in faces)
+    assert all(f["gender"] in ("female", "male") for f in faces)
+    lo, hi = np.array([f["age_interval"] for f in faces]).T
+    assert (lo < hi).all()
+
+
+def test_cli_predict_uses_the_shipped_model(portrait, capsys):
+    assert main(["predict", "--json", portrait]) == 0
+    records = json.loads(capsys.readouterr().out)
+    face = records[0]["faces"][0]
+    # Tom Hanks, photographed in his fifties
+    assert face["gender"] == "male" and 35 <= face["age"] <= 75
+
+
+@pytest.mark.slow
+def test_fgnet_children_are_predicted_young(shared_data):
+    """FG-NET was in training (x10), so this is a sanity check, not a score."""
+    from skagegender.datasets import load_fgnet
+
+    data = load_fgnet(shared_data / "FGNET")
+    young = np.flatnonzero(data.age <= 6)[:8]
+    pred = load().predict([data.paths[i] for i in young])
+    assert np.median(pred) < 12
