@@ -3,7 +3,7 @@
 Writes benchmarks/results/cache/{name}_crops.npy, {name}_meta.npz, {name}_feats.npz.
 Used by benchmarks/accuracy.py to measure which layers / mirror / augmentation pay.
 """
-import sys, time, glob, os
+import time, glob
 from pathlib import Path
 import numpy as np
 from joblib import Parallel, delayed

@@ -1,5 +1,5 @@
 """Research: which pooled SFace layers / mirror averaging pay, on one UTKFace CV fold."""
-import sys, time, re, os
+import sys, time, os
 from pathlib import Path
 import numpy as np
 from sklearn.model_selection import KFold
