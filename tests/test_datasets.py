@@ -22,14 +22,6 @@ from skagegender.datasets import (
     load_utkface,
 )
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
-
-def _shared(name):
-    folder = SHARED / name
-    if not folder.is_dir():
-        pytest.skip(f"needs the labeled data at {folder} (../shared/data beside the repository)")
-    return folder
 
 
 def _touch(root, *names):
@@ -72,8 +64,8 @@ def test_missing_root_raises_layout_error(loader, tmp_path):
 
 
 @pytest.mark.shared_data
-def test_utkface_real_folder():
-    root = _shared("UTKFace")
+def test_utkface_real_folder(shared_data):
+    root = (shared_data / "UTKFace")
     data = load_utkface(root)
     assert len(data.paths) == len(os.listdir(root)) == 18978
     assert data.paths == sorted(data.paths)
@@ -121,8 +113,8 @@ def test_utkface_nested_folder_is_a_layout_error(tmp_path):
 
 
 @pytest.mark.shared_data
-def test_fgnet_real_folder():
-    root = _shared("FGNET")
+def test_fgnet_real_folder(shared_data):
+    root = (shared_data / "FGNET")
     data = load_fgnet(root)
     assert len(data.paths) == 127 and data.n_dropped == 0
     assert sorted(set(data.subject)) == [f"{i:03d}" for i in range(1, 11)]
@@ -192,8 +184,8 @@ def test_adience_age_group(value, group):
 
 
 @pytest.mark.shared_data
-def test_adience_real_fold_files():
-    root = _shared("Adience")
+def test_adience_real_fold_files(shared_data):
+    root = (shared_data / "Adience")
     data = load_adience(root, require_images=False)
     # 13,923 rows in all; 102 say "None" and the last row of fold 4 is cut short
     assert len(data.paths) + data.n_dropped == 13923

@@ -1,6 +1,5 @@
 """dataset_cv: each dataset's protocol, and no subject on both sides of a split."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,14 +16,6 @@ from sklearn.utils import Bunch
 from skagegender.datasets import load_adience, load_fgnet, load_utkface
 from skagegender.model_selection import dataset_cv
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
-
-def _shared(name):
-    folder = SHARED / name
-    if not folder.is_dir():
-        pytest.skip(f"needs the labeled data at {folder} (../shared/data beside the repository)")
-    return folder
 
 
 def _assert_subject_disjoint(cv, groups, n):
@@ -39,8 +30,8 @@ def _assert_subject_disjoint(cv, groups, n):
 
 
 @pytest.mark.shared_data
-def test_fgnet_leave_one_person_out():
-    data = load_fgnet(_shared("FGNET"))
+def test_fgnet_leave_one_person_out(shared_data):
+    data = load_fgnet((shared_data / "FGNET"))
     cv, groups = dataset_cv(data, n_splits=5)
     assert isinstance(cv, LeaveOneGroupOut)
     splits = _assert_subject_disjoint(cv, groups, len(data.paths))
@@ -49,8 +40,8 @@ def test_fgnet_leave_one_person_out():
 
 
 @pytest.mark.shared_data
-def test_adience_official_folds():
-    data = load_adience(_shared("Adience"), require_images=False)
+def test_adience_official_folds(shared_data):
+    data = load_adience((shared_data / "Adience"), require_images=False)
     cv, groups = dataset_cv(data)
     assert isinstance(cv, PredefinedSplit) and groups is None  # PredefinedSplit ignores groups
     splits = _assert_subject_disjoint(cv, data.subject, len(data.paths))
@@ -83,8 +74,8 @@ def test_subject_ids_give_shuffled_group_kfold():
 
 
 @pytest.mark.shared_data
-def test_utkface_without_subjects_uses_shuffled_kfold():
-    data = load_utkface(_shared("UTKFace"))
+def test_utkface_without_subjects_uses_shuffled_kfold(shared_data):
+    data = load_utkface((shared_data / "UTKFace"))
     cv, groups = dataset_cv(data, n_splits=5, random_state=0)
     assert isinstance(cv, KFold) and groups is None
     # names sort by age, so an unshuffled split would test on one age range per fold
