@@ -101,3 +101,19 @@ def test_heads_learn_age_and_gender_from_real_embeddings(utkface_paths):
     majority = max(set(gender[train]), key=list(gender[train]).count)
     assert accuracy_score(gender[test], sex.predict(X[test])) > max(
         0.7, np.mean(gender[test] == majority))
+
+
+def test_embed_dataset_progress_and_cache(shared_data, tmp_path, capsys):
+    from skagegender.model import embed_dataset
+
+    root = shared_data / "FGNET"
+    X, data = embed_dataset("fgnet", root, embedder=ArcFaceEmbedder(), cache=tmp_path,
+                            limit=12, progress=True)
+    err = capsys.readouterr().err
+    assert "embed fgnet" in err and "12/12" in err
+    assert X.shape == (12, 128) and len(data.paths) == 12
+    again, same = embed_dataset("fgnet", root, embedder=ArcFaceEmbedder(), cache=tmp_path,
+                                limit=12, progress=False)
+    assert capsys.readouterr().err == ""
+    assert list(same.paths) == list(data.paths)
+    np.testing.assert_array_equal(again, X)

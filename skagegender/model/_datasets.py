@@ -45,7 +45,7 @@ def subsample(data, limit, random_state=0):
     return out
 
 
-def embed_dataset(name, root, *, embedder=None, cache=None, limit=None):
+def embed_dataset(name, root, *, embedder=None, cache=None, limit=None, progress=None):
     """Load a dataset and embed its images (each image once, with a disk cache).
 
     Parameters
@@ -60,6 +60,8 @@ def embed_dataset(name, root, *, embedder=None, cache=None, limit=None):
         Folder of the embedding cache; a second run re-uses finished images.
     limit : int or None
         Embed a seeded random subset of this many images.
+    progress : bool or None
+        A progress bar on stderr; None shows it when stderr is a terminal.
 
     Returns
     -------
@@ -79,7 +81,20 @@ def embed_dataset(name, root, *, embedder=None, cache=None, limit=None):
 
     from ..embedding import MissingFacesWarning
 
-    with warnings.catch_warnings():
+    import sys
+
+    from tqdm.auto import tqdm
+
+    show = sys.stderr.isatty() if progress is None else progress
+    paths = list(data.paths)
+    step = max(embedder.batch_size, 256)  # cache lookups per block stay cheap
+    blocks = []
+    with warnings.catch_warnings(), tqdm(total=len(paths), desc=f"embed {name}",
+                                         file=sys.stderr, disable=not show) as bar:
         warnings.simplefilter("ignore", MissingFacesWarning)
-        features = embedder.transform(data.paths)
-    return features, data
+        for start in range(0, len(paths), step):
+            blocks.append(embedder.transform(paths[start:start + step]))
+            bar.update(len(blocks[-1]))
+    if not blocks:
+        return np.zeros((0, embedder.fit().embedding_dim_), np.float32), data
+    return np.concatenate(blocks), data
