@@ -212,7 +212,7 @@ def cmd_train(args):
     from .model import AgeGenderModel, embed_dataset
 
     embedder = ArcFaceEmbedder(layers=None if args.layers == "none" else args.layers,
-                               flip_augment=not args.no_flip, n_jobs=args.n_jobs)
+                               flip_augment=args.flip, n_jobs=args.n_jobs)
     start = time.perf_counter()
     features, data = embed_dataset(args.dataset, args.root, embedder=embedder,
                                    cache=args.cache, limit=args.limit)
@@ -279,7 +279,8 @@ def build_parser():
     p.add_argument("--age-head", default="mlp", choices=["mlp", "lightgbm", "ordinal"])
     p.add_argument("--gender-head", default="mlp", choices=["mlp", "lightgbm", "ordinal"])
     p.add_argument("--layers", default="age-gender", help="'age-gender' or 'none'")
-    p.add_argument("--no-flip", action="store_true", help="no mirror averaging")
+    p.add_argument("--flip", action="store_true",
+                   help="average with the mirrored face (2x the cost)")
     p.add_argument("--cache", help="embedding cache folder (a second run re-uses it)")
     p.add_argument("--limit", type=int)
     p.add_argument("--n-jobs", type=int, default=None)

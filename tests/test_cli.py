@@ -41,7 +41,7 @@ def trained_model(tmp_path_factory, shared_data):
     cache = tmp_path_factory.mktemp("cache")
     code = main(["train", "--dataset", "fgnet", "--root", str(shared_data / "FGNET"),
                  "--out", str(out), "--age-head", "ordinal", "--gender-head", "ordinal",
-                 "--layers", "none", "--no-flip", "--cache", str(cache), "--json"])
+                 "--layers", "none", "--cache", str(cache), "--json"])
     assert code == 0
     return out, cache
 
