@@ -19,12 +19,16 @@ from pathlib import Path
 import numpy as np
 
 from ._assets import SFACE, YUNET, converted_model, make_session, sha256_file
-from ._detection import YuNetDetector
+from ._chipnets import CHIP_NETS, chip_blob, cut_chip, load_chip_net
+from ._detection import YuNetDetector, align_face
 
 #: Pooled SFace activations that carry age and gender (see the accuracy benchmark).
 AGE_GENDER_LAYERS = ("conv_8_relu", "conv_12_relu", "conv_14_relu")
 #: Named layer sets accepted by ``ArcFaceEmbedder(layers=...)``.
-LAYER_PRESETS = {"age-gender": AGE_GENDER_LAYERS}
+LAYER_PRESETS = {
+    "age-gender": AGE_GENDER_LAYERS,
+    "age-gender-dlib": AGE_GENDER_LAYERS + ("dlib_age", "dlib_gender"),
+}
 INSIGHTFACE_PACKS = ("buffalo_l", "buffalo_m", "buffalo_s", "buffalo_sc", "antelopev2")
 
 _cache = {}
@@ -80,22 +84,36 @@ def _l2(rows):
 
 
 class _Backbone:
-    """What every backbone shares: mirror averaging and the output layout.
+    """What every backbone shares: face cutting, mirror averaging, output layout.
 
-    Subclasses set ``dim`` and implement ``_forward(crops) -> [identity, *extras]``:
-    the identity embedding (L2-normalised here) and any extra feature blocks.
+    Subclasses set ``dim`` and implement ``_forward(crops, *chips) -> [identity,
+    *extras]``: the identity embedding (L2-normalised here) and any extra feature
+    blocks. ``chip_nets`` lists the chip networks whose chips :meth:`cut` adds.
     """
 
     flip_augment = False
+    chip_nets = ()
 
-    def embed(self, crops):
-        """Features of aligned (n, 112, 112, 3) uint8 BGR crops -> (n, dim) float32."""
-        n = len(crops)
+    def cut(self, image, landmarks):
+        """Network inputs of one face of a BGR image.
+
+        Returns
+        -------
+        inputs : tuple of ndarray
+            The aligned 112 x 112 crop, then one chip per chip network.
+        """
+        return (align_face(image, landmarks),
+                *(cut_chip(image, landmarks, net.size) for net in self.chip_nets))
+
+    def embed(self, faces):
+        """Features of a list of :meth:`cut` outputs -> (n, dim) float32."""
+        n = len(faces)
         if n == 0:
             return np.zeros((0, self.dim), np.float32)
+        inputs = [np.stack([face[k] for face in faces]) for k in range(len(faces[0]))]
         if self.flip_augment:
-            crops = np.concatenate([crops, crops[:, :, ::-1]])
-        identity, *extras = self._forward(crops)
+            inputs = [np.concatenate([x, x[:, :, ::-1]]) for x in inputs]
+        identity, *extras = self._forward(*inputs)
         identity = _l2(identity)
         if self.flip_augment:
             identity = (identity[:n] + identity[n:]) / 2
@@ -114,20 +132,40 @@ class SFaceBackbone(_Backbone):
         self.layers = tuple(layers)
         self.flip_augment = flip_augment
         self.detect = _yunet(providers, n_threads, min_score, det_max_side)
-        path = converted_model(SFACE, symbolic_dims={0: "batch"}, pooled_layers=self.layers)
+        pooled = tuple(layer for layer in self.layers if layer not in CHIP_NETS)
+        self.chip_nets = tuple(CHIP_NETS[layer] for layer in self.layers if layer in CHIP_NETS)
+        path = converted_model(SFACE, symbolic_dims={0: "batch"}, pooled_layers=pooled)
         self.session = make_session(path, providers=providers, n_threads=n_threads)
-        self._outputs = ["fc1"] + [f"{layer}__gap" for layer in self.layers]
+        self._chip_sessions = [load_chip_net(net, providers=providers, n_threads=n_threads)
+                               for net in self.chip_nets]
+        self._outputs = ["fc1"] + [f"{layer}__gap" for layer in pooled]
         probe = self.session.run(self._outputs, {"data": np.zeros((1, 3, 112, 112), np.float32)})
-        self.dim = int(sum(p.shape[1] for p in probe))
+        widths = dict(zip(pooled, (p.shape[1] for p in probe[1:])))
+        self.dim = int(probe[0].shape[1] + sum(widths.values())
+                       + sum(net.dim for net in self.chip_nets))
         self.weights_sha256 = SFACE.sha256
-        self.feature_names = [f"fc1_{i}" for i in range(probe[0].shape[1])] + [
-            f"{layer}_{i}" for layer, p in zip(self.layers, probe[1:]) for i in range(p.shape[1])
-        ]
+        self.feature_names = [f"fc1_{i}" for i in range(probe[0].shape[1])]
+        for layer in self.layers:
+            if layer in CHIP_NETS:
+                self.feature_names += list(CHIP_NETS[layer].feature_names)
+            else:
+                self.feature_names += [f"{layer}_{i}" for i in range(widths[layer])]
+        if self.chip_nets:
+            self.licence += "; dlib age/gender networks: CC0-1.0"
 
-    def _forward(self, crops):
+    def _forward(self, crops, *chips):
         # SFace wants RGB, raw 0..255, NCHW.
         blob = np.ascontiguousarray(crops[..., ::-1].transpose(0, 3, 1, 2), dtype=np.float32)
-        return self.session.run(self._outputs, {"data": blob})
+        sface = iter(self.session.run(self._outputs, {"data": blob}))
+        outputs = [next(sface)]
+        nets = iter(zip(self._chip_sessions, chips))
+        for layer in self.layers:
+            if layer in CHIP_NETS:
+                session, chip = next(nets)
+                outputs.append(session.run(None, {"images": chip_blob(chip)})[0])
+            else:
+                outputs.append(next(sface))
+        return outputs
 
 
 class InsightFaceBackbone(_Backbone):

@@ -10,7 +10,6 @@ from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from ._backbones import get_backbone, resolve_layers
-from ._detection import align_face
 from ._io import DEFAULT_MAX_PIXELS, ImageLoadError, describe_source, load_image
 
 
@@ -83,11 +82,17 @@ class ArcFaceEmbedder(TransformerMixin, BaseEstimator):
         identity embedding. An InsightFace pack name (``"buffalo_l"``,
         ``"buffalo_s"``, ``"antelopev2"``; non-commercial licence, downloaded by
         insightface when missing), a pack folder, or an ArcFace ``.onnx`` file.
-    layers : None, "age-gender" or tuple of str, default=None
-        ``"sface"`` only: pooled intermediate activations appended to the identity
-        embedding. ``"age-gender"`` is ``("conv_8_relu", "conv_12_relu",
-        "conv_14_relu")`` (2,176 features in all), which carries far more age
-        information than the identity embedding.
+    layers : None, "age-gender", "age-gender-dlib" or tuple of str, default=None
+        ``"sface"`` only: feature blocks appended to the identity embedding, in
+        order. An SFace activation name (``"conv_14_relu"``) adds its global
+        average over space; ``"dlib_age"`` adds the 81 age-class probabilities of
+        the CC0 dlib age network and ``"dlib_gender"`` the 2 probabilities of its
+        gender network, each run on its own small chip of the same face (about 3
+        ms per face in all; see ``skagegender.embedding._chipnets``).
+        ``"age-gender"`` is ``("conv_8_relu", "conv_12_relu", "conv_14_relu")``
+        (2,176 features), which carries far more age information than the
+        identity embedding; ``"age-gender-dlib"`` adds ``"dlib_age"`` and
+        ``"dlib_gender"`` (2,259 features), the shipped model's feature set.
     flip_augment : bool, default=False
         Average each face's features with those of its mirror image (2 passes).
     detect : {"auto", True, False}, default="auto"
@@ -255,7 +260,7 @@ class ArcFaceEmbedder(TransformerMixin, BaseEstimator):
         info : dict
         """
         backbone = self._backbone()
-        return {
+        info = {
             "name": backbone.name,
             "weights_sha256": backbone.weights_sha256,
             "licence": backbone.licence,
@@ -263,6 +268,9 @@ class ArcFaceEmbedder(TransformerMixin, BaseEstimator):
             "flip_augment": bool(self.flip_augment),
             "embedding_dim": int(backbone.dim),
         }
+        if backbone.chip_nets:
+            info["chip_nets_sha256"] = {net.name: net.sha256 for net in backbone.chip_nets}
+        return info
 
     def get_feature_names_out(self, input_features=None):
         """Names of the output features (``fc1_0`` ..., ``conv_14_relu_0`` ...).
@@ -328,12 +336,12 @@ class ArcFaceEmbedder(TransformerMixin, BaseEstimator):
             crop = self._as_crop(bgr)
             face = Face(box=np.array([0, 0, 112, 112], np.float32), score=1.0,
                         landmarks=ARCFACE_TEMPLATE.astype(np.float32))
-            face.embedding = backbone.embed(crop[None])[0]
+            face.embedding = backbone.embed([backbone.cut(crop, face.landmarks)])[0]
             return [face]
         faces = sorted(self._candidate_faces(bgr, backbone), key=lambda f: -f.score)
         if faces:
-            crops = np.stack([align_face(bgr, f.landmarks) for f in faces])
-            for face, row in zip(faces, backbone.embed(crops)):
+            rows = backbone.embed([backbone.cut(bgr, f.landmarks) for f in faces])
+            for face, row in zip(faces, rows):
                 face.embedding = row
         return faces
 
@@ -360,21 +368,21 @@ class ArcFaceEmbedder(TransformerMixin, BaseEstimator):
             if self._is_aligned(bgr):
                 from ._detection import ARCFACE_TEMPLATE, Face
 
-                crops.append(self._as_crop(bgr))
                 faces[i] = Face(box=np.array([0, 0, 112, 112], np.float32), score=1.0,
                                 landmarks=ARCFACE_TEMPLATE.astype(np.float32))
+                crops.append(backbone.cut(self._as_crop(bgr), faces[i].landmarks))
                 slots.append(i)
                 continue
             face = self._select(self._candidate_faces(bgr, backbone), bgr)
             if face is None:
                 errors[i] = f"{describe_source(image)}: no face found"
                 continue
-            crops.append(align_face(bgr, face.landmarks))
+            crops.append(backbone.cut(bgr, face.landmarks))
             faces[i] = face
             slots.append(i)
         features = np.full((len(images), backbone.dim), np.nan, dtype=np.float32)
         if crops:
-            rows = backbone.embed(np.stack(crops))
+            rows = backbone.embed(crops)
             features[slots] = rows
             for i, row in zip(slots, rows):
                 faces[i].embedding = row

@@ -1,0 +1,106 @@
+"""The dlib age/gender chip networks behind ``layers="age-gender-dlib"``."""
+
+import numpy as np
+import pytest
+
+from skagegender.embedding import ArcFaceEmbedder, load_image
+from skagegender.embedding._chipnets import (
+    DLIB_AGE,
+    DLIB_AGE_CLASSES,
+    ChipNet,
+    chip_matrix,
+    cut_chip,
+    load_chip_net,
+)
+
+
+@pytest.fixture(scope="module")
+def fgnet_pair(shared_data):
+    """A two-year-old and a 29-year-old from FG-NET (scanned prints)."""
+    images = shared_data / "FGNET" / "images"
+    return [str(images / "001A02.JPG"), str(images / "002A29.JPG")]
+
+
+def _dlib_blocks(X):
+    return X[:, -83:-2], X[:, -2:]
+
+
+def test_age_gender_dlib_appends_both_networks(fgnet_pair):
+    plain = ArcFaceEmbedder(layers="age-gender").fit_transform(fgnet_pair)
+    embedder = ArcFaceEmbedder(layers="age-gender-dlib").fit()
+    X = embedder.transform(fgnet_pair)
+    assert X.shape == (2, 2176 + 81 + 2) == (2, embedder.embedding_dim_)
+    names = embedder.get_feature_names_out()
+    assert list(names[2176:2178]) == ["dlib_age_p0", "dlib_age_p1"]
+    assert list(names[-2:]) == ["dlib_gender_female", "dlib_gender_male"]
+    # The SFace part is untouched by the extra blocks.
+    np.testing.assert_array_equal(X[:, :2176], plain)
+    age_p, gender_p = _dlib_blocks(X)
+    np.testing.assert_allclose(age_p.sum(1), 1, atol=1e-4)
+    np.testing.assert_allclose(gender_p.sum(1), 1, atol=1e-4)
+    expected_age = age_p @ DLIB_AGE_CLASSES
+    assert expected_age[0] < 8 < 18 < expected_age[1] < 40
+    assert embedder.backbone_["chip_nets_sha256"]["dlib_age"] == DLIB_AGE.sha256
+
+
+def test_chip_nets_in_any_order_and_alone(fgnet_pair):
+    both = ArcFaceEmbedder(layers=("dlib_gender", "dlib_age")).fit_transform(fgnet_pair)
+    assert both.shape == (2, 128 + 2 + 81)
+    reference = ArcFaceEmbedder(layers="age-gender-dlib").fit_transform(fgnet_pair)
+    np.testing.assert_allclose(both[:, 128:130], reference[:, -2:], atol=1e-6)
+    np.testing.assert_allclose(both[:, 130:], reference[:, -83:-2], atol=1e-6)
+
+
+def test_aligned_crops_and_mirror_averaging(fgnet_pair):
+    from skagegender.embedding import align_face
+
+    embedder = ArcFaceEmbedder(layers="age-gender-dlib")
+    faces = embedder.detect_faces(fgnet_pair[1])
+    crop = align_face(load_image(fgnet_pair[1]), faces[0].landmarks)[..., ::-1]
+    from_crop = embedder.fit_transform([np.ascontiguousarray(crop)])
+    assert np.isfinite(from_crop).all()
+    # The chip reaches below the 112-px crop (chin): the border is replicated,
+    # so the age opinion moves a little but stays close.
+    assert abs((_dlib_blocks(from_crop)[0] - _dlib_blocks(faces[0].embedding[None])[0])
+               @ DLIB_AGE_CLASSES)[0] < 6
+    mirrored = ArcFaceEmbedder(layers="age-gender-dlib", flip_augment=True)
+    X = mirrored.fit_transform(fgnet_pair)
+    assert X.shape == (2, 2259)
+    np.testing.assert_allclose(_dlib_blocks(X)[0].sum(1), 1, atol=1e-4)
+
+
+def test_chip_geometry_and_large_faces():
+    rng = np.random.default_rng(0)
+    # A smooth random image: shrinking must not change it beyond interpolation.
+    small = rng.integers(0, 256, size=(25, 25, 3)).astype(np.uint8)
+    import cv2
+
+    base = cv2.resize(small, (200, 200), interpolation=cv2.INTER_CUBIC)
+    landmarks = np.array([[70, 90], [130, 90], [100, 120], [75, 150], [125, 150]], float)
+    chip = cut_chip(base, landmarks, 64)
+    assert chip.shape == (64, 64, 3)
+    # The same face 4 times larger takes the shrink-first path (scale < 0.5).
+    big = cv2.resize(base, (800, 800), interpolation=cv2.INTER_CUBIC)
+    assert np.hypot(*chip_matrix(landmarks * 4, 64)[0, :2]) < 0.5
+    big_chip = cut_chip(big, landmarks * 4, 64)
+    diff = np.abs(big_chip.astype(float) - chip.astype(float)).mean()
+    assert diff < 6, diff
+    # A wrong placement would show: shift the landmarks by 10 px.
+    moved = cut_chip(big, (landmarks + 10) * 4, 64)
+    assert np.abs(moved.astype(float) - chip.astype(float)).mean() > 2 * diff
+
+
+def test_tampered_network_file_is_refused():
+    wrong = ChipNet(name="dlib_age", filename=DLIB_AGE.filename, sha256="0" * 64, size=64,
+                    feature_names=DLIB_AGE.feature_names)
+    with pytest.raises(ValueError, match="sha256"):
+        load_chip_net(wrong)
+    missing = ChipNet(name="x", filename="absent.onnx", sha256="0" * 64, size=64,
+                      feature_names=("x",))
+    with pytest.raises(FileNotFoundError):
+        load_chip_net(missing)
+
+
+def test_chip_nets_need_sface():
+    with pytest.raises(ValueError, match="sface"):
+        ArcFaceEmbedder(model="buffalo_l", layers=("dlib_age",)).fit()
