@@ -216,3 +216,31 @@ def test_gender_head_must_be_a_classifier():
     X, _, gender = _faces(n=50)
     with pytest.raises(ValueError, match="must be a classifier"):
         GenderClassifier(Ridge()).fit(X, gender)
+
+
+def test_expected_age_regressor_reads_its_block():
+    from sklearn.ensemble import VotingRegressor
+
+    from skagegender.heads import ExpectedAgeRegressor
+
+    rng = np.random.default_rng(0)
+    other = rng.normal(size=(4, 3))
+    probs = np.array([[1, 0, 0], [0, 0, 1], [0.5, 0.5, 0], [0.2, 0.3, 0.5]])
+    X = np.c_[other, probs]
+    reg = ExpectedAgeRegressor(start=3, class_ages=[10, 20, 60]).fit(X, np.zeros(4))
+    np.testing.assert_allclose(reg.predict(X), [10, 60, 15, 38])
+    X_nan = X.copy()
+    X_nan[1, 4] = np.nan
+    assert np.isnan(reg.predict(X_nan)[1]) and np.isfinite(reg.predict(X_nan)[[0, 2, 3]]).all()
+    with pytest.raises(ValueError, match="no room for 3 probability columns from column 4"):
+        ExpectedAgeRegressor(start=4, class_ages=[10, 20, 60]).fit(X, np.zeros(4))
+    # Default ages 0, 1, ... over the columns from start.
+    assert ExpectedAgeRegressor(start=3).fit(X, np.zeros(4)).predict(X)[1] == 2
+    # Blended with a learned head, as in the shipped model.
+    y = np.array([30.0, 40.0, 50.0, 60.0])
+    from sklearn.dummy import DummyRegressor
+
+    blend = VotingRegressor([("mean", DummyRegressor()),
+                             ("probs", ExpectedAgeRegressor(start=3, class_ages=[10, 20, 60]))],
+                            weights=[0.5, 0.5]).fit(X, y)
+    np.testing.assert_allclose(blend.predict(X), (45 + np.array([10, 60, 15, 38])) / 2)

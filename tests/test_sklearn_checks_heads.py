@@ -8,8 +8,11 @@ stays fast. Known deviations are named with a reason in ``EXPECTED_FAILED_CHECKS
 import pytest
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
+from sklearn.ensemble import VotingRegressor
+
 from skagegender.heads import (
     AgeRegressor,
+    ExpectedAgeRegressor,
     GenderClassifier,
     OrdinalLogisticRegression,
     make_age_head,
@@ -38,6 +41,12 @@ ESTIMATORS = [
     GenderClassifier("ordinal", calibration="isotonic"),
     OrdinalLogisticRegression(variant="at"),
     OrdinalLogisticRegression(variant="it"),
+    ExpectedAgeRegressor(),
+    # The shipped model's blend, on the checks' small data: an MLP and the expected
+    # value of the last columns.
+    AgeRegressor(VotingRegressor([("mlp", make_age_head("mlp", **SMALL_MLP)),
+                                  ("expected", ExpectedAgeRegressor(start=0))],
+                                 weights=[0.9, 0.1]), age_range=None),
 ]
 
 CALIBRATION_NEEDS_5_PER_CLASS = (
@@ -54,8 +63,17 @@ ORDINAL_ONE_DIRECTION = (
 )
 
 
+BLEND_OF_UNTRAINED_OPINION = (
+    "the blend adds the expected value of the check's random columns, an opinion "
+    "that learns nothing from y, so the fit cannot reach R^2 > 0.5 on them; the "
+    "blend's accuracy on real features is measured by benchmarks/accuracy.py"
+)
+
+
 def expected_failed_checks(estimator):
     """Known deviations from the sklearn contract: check name -> reason."""
+    if isinstance(estimator, AgeRegressor) and isinstance(estimator.head, VotingRegressor):
+        return {"check_regressors_train": BLEND_OF_UNTRAINED_OPINION}
     if isinstance(estimator, OrdinalLogisticRegression):
         return {"check_classifiers_train": ORDINAL_ONE_DIRECTION}
     if isinstance(estimator, GenderClassifier) and estimator.calibration is not None:

@@ -43,7 +43,8 @@ FORMAT_VERSION = 1
 #: Types trusted on top of skops's own defaults (which already cover the
 #: public scikit-learn estimators, numpy and builtins): the private helper
 #: objects that fitted MLPs, calibrated classifiers and histogram gradient
-#: boosting hold, and LightGBM's estimators. Extend per call with
+#: boosting hold, the Bunch (a dict) of a fitted VotingRegressor's
+#: ``named_estimators_``, and LightGBM's estimators. Extend per call with
 #: ``load_model_file(..., trusted=[...])``.
 DEFAULT_TRUSTED_TYPES = (
     "collections.OrderedDict",
@@ -55,6 +56,7 @@ DEFAULT_TRUSTED_TYPES = (
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
     "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
     "sklearn.neural_network._stochastic_optimizers.SGDOptimizer",
+    "sklearn.utils._bunch.Bunch",
 )
 
 #: Classes *defined* in these subpackages of skagegender are trusted too.
