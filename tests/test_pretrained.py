@@ -45,3 +45,15 @@ def test_fgnet_children_are_predicted_young(shared_data):
     young = np.flatnonzero(data.age <= 6)[:8]
     pred = load().predict([data.paths[i] for i in young])
     assert np.median(pred) < 12
+
+
+def test_recipe_blend_reads_the_dlib_age_columns():
+    from skagegender.embedding._chipnets import DLIB_AGE
+    from skagegender.pretrained._recipe import DLIB_AGE_START, make_embedder, make_heads
+
+    names = list(make_embedder().fit().get_feature_names_out())
+    assert names.index("dlib_age_p0") == DLIB_AGE_START
+    assert names[DLIB_AGE_START:DLIB_AGE_START + DLIB_AGE.dim] == list(DLIB_AGE.feature_names)
+    blend = make_heads()[0].head
+    assert blend.named_estimators["dlib"].start == DLIB_AGE_START
+    assert load().backbone_["layers"][-2:] == ["dlib_age", "dlib_gender"]
