@@ -7,7 +7,6 @@ from skagegender.embedding import ArcFaceEmbedder, load_image
 from skagegender.embedding._chipnets import (
     DLIB_AGE,
     DLIB_AGE_CLASSES,
-    ChipNet,
     chip_matrix,
     cut_chip,
     load_chip_net,
@@ -40,7 +39,7 @@ def test_age_gender_dlib_appends_both_networks(fgnet_pair):
     np.testing.assert_allclose(gender_p.sum(1), 1, atol=1e-4)
     expected_age = age_p @ DLIB_AGE_CLASSES
     assert expected_age[0] < 8 < 18 < expected_age[1] < 40
-    assert embedder.backbone_["chip_nets_sha256"]["dlib_age"] == DLIB_AGE.sha256
+    assert embedder.backbone_["chip_nets_sha256"]["dlib_age"] == DLIB_AGE.asset.sha256
 
 
 def test_chip_nets_in_any_order_and_alone(fgnet_pair):
@@ -90,15 +89,18 @@ def test_chip_geometry_and_large_faces():
     assert np.abs(moved.astype(float) - chip.astype(float)).mean() > 2 * diff
 
 
-def test_tampered_network_file_is_refused():
-    wrong = ChipNet(name="dlib_age", filename=DLIB_AGE.filename, sha256="0" * 64, size=64,
-                    feature_names=DLIB_AGE.feature_names)
+def test_tampered_or_missing_network_file_is_refused():
+    from dataclasses import replace
+
+    wrong = replace(DLIB_AGE, asset=replace(DLIB_AGE.asset, sha256="0" * 64))
     with pytest.raises(ValueError, match="sha256"):
         load_chip_net(wrong)
-    missing = ChipNet(name="x", filename="absent.onnx", sha256="0" * 64, size=64,
-                      feature_names=("x",))
-    with pytest.raises(FileNotFoundError):
+    missing = replace(DLIB_AGE, asset=replace(DLIB_AGE.asset, relpath="models/absent.onnx"))
+    with pytest.raises(FileNotFoundError, match="absent.onnx"):
         load_chip_net(missing)
+    no_package = replace(DLIB_AGE, asset=replace(DLIB_AGE.asset, package="no_such_package_x"))
+    with pytest.raises(ImportError, match="pip install no_such_package_x"):
+        load_chip_net(no_package)
 
 
 def test_chip_nets_need_sface():

