@@ -3,7 +3,7 @@
 import numbers
 
 import numpy as np
-from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.base import BaseEstimator, RegressorMixin, _fit_context
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted, validate_data
 
@@ -56,6 +56,7 @@ class ExpectedAgeRegressor(RegressorMixin, BaseEstimator):
         tags.regressor_tags.poor_score = True
         return tags
 
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y):
         """Check the width of ``X``; ``y`` is validated and ignored.
 
@@ -68,7 +69,6 @@ class ExpectedAgeRegressor(RegressorMixin, BaseEstimator):
         -------
         self : ExpectedAgeRegressor
         """
-        self._validate_params()
         X, y = validate_data(self, X, y, ensure_all_finite="allow-nan", y_numeric=True)
         if self.class_ages is None:
             ages = np.arange(X.shape[1] - self.start, dtype=np.float64)
