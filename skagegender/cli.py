@@ -255,7 +255,7 @@ def build_parser():
     p.add_argument("--out", required=True, help="output .npz (embeddings, paths, found, errors)")
     p.add_argument("--backbone", default="sface", help="'sface', an InsightFace pack or .onnx")
     p.add_argument("--layers", default=None,
-                   help="'age-gender' or 'age-gender-dlib' (sface only)")
+                   help="'age-gender', 'age-gender-dlib' or 'age-gender-finetuned' (sface only)")
     p.add_argument("--flip", action="store_true", help="average with the mirrored face")
     p.add_argument("--cache", help="embedding cache folder")
     p.add_argument("--n-jobs", type=int, default=None)
@@ -280,7 +280,7 @@ def build_parser():
     p.add_argument("--age-head", default="mlp", choices=["mlp", "lightgbm", "ordinal"])
     p.add_argument("--gender-head", default="mlp", choices=["mlp", "lightgbm", "ordinal"])
     p.add_argument("--layers", default="age-gender",
-                   help="'age-gender', 'age-gender-dlib' or 'none'")
+                   help="'age-gender', 'age-gender-dlib', 'age-gender-finetuned' or 'none'")
     p.add_argument("--flip", action="store_true",
                    help="average with the mirrored face (2x the cost)")
     p.add_argument("--cache", help="embedding cache folder (a second run re-uses it)")

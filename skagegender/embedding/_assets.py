@@ -182,6 +182,19 @@ def _add_pooled_outputs(model, layers):
         )
 
 
+def _add_raw_outputs(model, layers):
+    """Expose each named activation, unpooled, as an output of the same name."""
+    from onnx import TensorProto, helper
+
+    produced = {name for node in model.graph.node for name in node.output}
+    for layer in layers:
+        if layer not in produced:
+            raise ValueError(f"The backbone has no activation named {layer!r}")
+        model.graph.output.append(
+            helper.make_tensor_value_info(layer, TensorProto.FLOAT, ["batch", None, None, None])
+        )
+
+
 def verified_path(asset):
     """Path of ``asset`` after checking its sha256 (ValueError on a mismatch)."""
     source = asset.path()
@@ -194,7 +207,7 @@ def verified_path(asset):
     return source
 
 
-def converted_model(asset, *, symbolic_dims, pooled_layers=()):
+def converted_model(asset, *, symbolic_dims, pooled_layers=(), raw_layers=()):
     """Path of the onnxruntime-ready conversion of ``asset``, made once and cached.
 
     Parameters
@@ -205,6 +218,8 @@ def converted_model(asset, *, symbolic_dims, pooled_layers=()):
         Input dimensions to make symbolic (0: batch, 2/3: height/width).
     pooled_layers : tuple of str
         Intermediate activations to expose as globally pooled ``<name>__gap`` outputs.
+    raw_layers : tuple of str
+        Intermediate activations to expose whole, as outputs of the same name.
 
     Returns
     -------
@@ -213,7 +228,7 @@ def converted_model(asset, *, symbolic_dims, pooled_layers=()):
     source = asset.path()
     key = hashlib.sha256(
         repr((asset.sha256, _CONVERSION_VERSION, sorted(symbolic_dims.items()),
-              tuple(pooled_layers))).encode()
+              tuple(pooled_layers), tuple(raw_layers))).encode()
     ).hexdigest()[:16]
     target = cache_dir() / "models" / f"{Path(asset.relpath).stem}-{key}.onnx"
     if target.is_file():
@@ -228,6 +243,8 @@ def converted_model(asset, *, symbolic_dims, pooled_layers=()):
     del model.graph.value_info[:]
     if pooled_layers:
         _add_pooled_outputs(model, pooled_layers)
+    if raw_layers:
+        _add_raw_outputs(model, raw_layers)
     onnx.checker.check_model(model)
     atomic_write_bytes(target, model.SerializeToString())
     return target

@@ -21,6 +21,7 @@ import numpy as np
 from ._assets import SFACE, YUNET, converted_model, make_session, sha256_file
 from ._chipnets import CHIP_NETS, chip_blob, cut_chip, load_chip_net
 from ._detection import YuNetDetector, align_face
+from ._finetuned import FINETUNED_NETS, load_finetuned_net
 
 #: Pooled SFace activations that carry age and gender (see the accuracy benchmark).
 AGE_GENDER_LAYERS = ("conv_8_relu", "conv_12_relu", "conv_14_relu")
@@ -28,6 +29,7 @@ AGE_GENDER_LAYERS = ("conv_8_relu", "conv_12_relu", "conv_14_relu")
 LAYER_PRESETS = {
     "age-gender": AGE_GENDER_LAYERS,
     "age-gender-dlib": AGE_GENDER_LAYERS + ("dlib_age", "dlib_gender"),
+    "age-gender-finetuned": AGE_GENDER_LAYERS + ("dlib_age", "dlib_gender", "sface_finetuned"),
 }
 INSIGHTFACE_PACKS = ("buffalo_l", "buffalo_m", "buffalo_s", "buffalo_sc", "antelopev2")
 
@@ -132,39 +134,54 @@ class SFaceBackbone(_Backbone):
         self.layers = tuple(layers)
         self.flip_augment = flip_augment
         self.detect = _yunet(providers, n_threads, min_score, det_max_side)
-        pooled = tuple(layer for layer in self.layers if layer not in CHIP_NETS)
+        extra = {**CHIP_NETS, **FINETUNED_NETS}
+        pooled = tuple(layer for layer in self.layers if layer not in extra)
         self.chip_nets = tuple(CHIP_NETS[layer] for layer in self.layers if layer in CHIP_NETS)
-        path = converted_model(SFACE, symbolic_dims={0: "batch"}, pooled_layers=pooled)
+        self.finetuned_nets = tuple(FINETUNED_NETS[layer] for layer in self.layers
+                                    if layer in FINETUNED_NETS)
+        raw = tuple(dict.fromkeys(net.input_layer for net in self.finetuned_nets))
+        path = converted_model(SFACE, symbolic_dims={0: "batch"}, pooled_layers=pooled,
+                               raw_layers=raw)
         self.session = make_session(path, providers=providers, n_threads=n_threads)
         self._chip_sessions = [load_chip_net(net, providers=providers, n_threads=n_threads)
                                for net in self.chip_nets]
-        self._outputs = ["fc1"] + [f"{layer}__gap" for layer in pooled]
+        self._finetuned_sessions = [
+            load_finetuned_net(net, providers=providers, n_threads=n_threads)
+            for net in self.finetuned_nets
+        ]
+        self._outputs = ["fc1"] + [f"{layer}__gap" for layer in pooled] + list(raw)
         probe = self.session.run(self._outputs, {"data": np.zeros((1, 3, 112, 112), np.float32)})
         widths = dict(zip(pooled, (p.shape[1] for p in probe[1:])))
         self.dim = int(probe[0].shape[1] + sum(widths.values())
-                       + sum(net.dim for net in self.chip_nets))
+                       + sum(net.dim for net in self.chip_nets + self.finetuned_nets))
         self.weights_sha256 = SFACE.sha256
         self.feature_names = [f"fc1_{i}" for i in range(probe[0].shape[1])]
         for layer in self.layers:
-            if layer in CHIP_NETS:
-                self.feature_names += list(CHIP_NETS[layer].feature_names)
+            if layer in extra:
+                self.feature_names += list(extra[layer].feature_names)
             else:
                 self.feature_names += [f"{layer}_{i}" for i in range(widths[layer])]
         if self.chip_nets:
             self.licence += "; dlib age/gender networks: CC0-1.0"
+        if self.finetuned_nets:
+            self.licence += "; fine-tuned SFace layer: trained on UTKFace, non-commercial"
 
     def _forward(self, crops, *chips):
         # SFace wants RGB, raw 0..255, NCHW.
         blob = np.ascontiguousarray(crops[..., ::-1].transpose(0, 3, 1, 2), dtype=np.float32)
-        sface = iter(self.session.run(self._outputs, {"data": blob}))
-        outputs = [next(sface)]
+        results = dict(zip(self._outputs, self.session.run(self._outputs, {"data": blob})))
+        outputs = [results["fc1"]]
         nets = iter(zip(self._chip_sessions, chips))
+        finetuned = iter(self._finetuned_sessions)
         for layer in self.layers:
             if layer in CHIP_NETS:
                 session, chip = next(nets)
                 outputs.append(session.run(None, {"images": chip_blob(chip)})[0])
+            elif layer in FINETUNED_NETS:
+                maps = results[FINETUNED_NETS[layer].input_layer]
+                outputs.append(next(finetuned).run(None, {"maps": maps})[0])
             else:
-                outputs.append(next(sface))
+                outputs.append(results[f"{layer}__gap"])
         return outputs
 
 

@@ -82,17 +82,22 @@ class ArcFaceEmbedder(TransformerMixin, BaseEstimator):
         identity embedding. An InsightFace pack name (``"buffalo_l"``,
         ``"buffalo_s"``, ``"antelopev2"``; non-commercial licence, downloaded by
         insightface when missing), a pack folder, or an ArcFace ``.onnx`` file.
-    layers : None, "age-gender", "age-gender-dlib" or tuple of str, default=None
+    layers : None, str (a preset named below) or tuple of str, default=None
         ``"sface"`` only: feature blocks appended to the identity embedding, in
         order. An SFace activation name (``"conv_14_relu"``) adds its global
         average over space; ``"dlib_age"`` adds the 81 age-class probabilities of
         the CC0 dlib age network and ``"dlib_gender"`` the 2 probabilities of its
         gender network, each run on its own small chip of the same face (about 3
-        ms per face in all; see ``skagegender.embedding._chipnets``).
+        ms per face in all; see ``skagegender.embedding._chipnets``);
+        ``"sface_finetuned"`` adds the 101 age probabilities (ages 0..100) and
+        P(female) of SFace's embedding layer fine-tuned here on UTKFace (about
+        1 ms; see ``skagegender.embedding._finetuned``).
         ``"age-gender"`` is ``("conv_8_relu", "conv_12_relu", "conv_14_relu")``
         (2,176 features), which carries far more age information than the
         identity embedding; ``"age-gender-dlib"`` adds ``"dlib_age"`` and
-        ``"dlib_gender"`` (2,259 features), the shipped model's feature set.
+        ``"dlib_gender"`` (2,259 features); ``"age-gender-finetuned"`` adds
+        ``"sface_finetuned"`` to that (2,361 features), the shipped model's
+        feature set.
     flip_augment : bool, default=False
         Average each face's features with those of its mirror image (2 passes).
     detect : {"auto", True, False}, default="auto"
@@ -270,6 +275,9 @@ class ArcFaceEmbedder(TransformerMixin, BaseEstimator):
         }
         if backbone.chip_nets:
             info["chip_nets_sha256"] = {net.name: net.asset.sha256 for net in backbone.chip_nets}
+        if getattr(backbone, "finetuned_nets", ()):
+            info["finetuned_sha256"] = {net.name: net.asset.sha256
+                                        for net in backbone.finetuned_nets}
         return info
 
     def get_feature_names_out(self, input_features=None):

@@ -1,0 +1,116 @@
+"""The fine-tuned SFace embedding layer behind ``layers="age-gender-finetuned"``."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from skagegender.embedding import ArcFaceEmbedder, align_face, load_image
+from skagegender.embedding._assets import SFACE, converted_model, make_session
+from skagegender.embedding._finetuned import (
+    FINETUNED_AGE_CLASSES,
+    SFACE_FINETUNED,
+    load_finetuned_net,
+)
+
+
+@pytest.fixture(scope="module")
+def fgnet_pair(shared_data):
+    """A two-year-old boy and a 29-year-old woman from FG-NET (scanned prints)."""
+    images = shared_data / "FGNET" / "images"
+    return [str(images / "001A02.JPG"), str(images / "002A29.JPG")]
+
+
+def _age_and_female(X):
+    return X[:, -102:-1], X[:, -1]
+
+
+def test_finetuned_block_follows_the_dlib_blocks(fgnet_pair):
+    dlib = ArcFaceEmbedder(layers="age-gender-dlib").fit_transform(fgnet_pair)
+    embedder = ArcFaceEmbedder(layers="age-gender-finetuned").fit()
+    X = embedder.transform(fgnet_pair)
+    assert X.shape == (2, 2259 + 102) == (2, embedder.embedding_dim_)
+    names = list(embedder.get_feature_names_out())
+    assert names[2259:] == list(SFACE_FINETUNED.feature_names)
+    assert names[-1] == "sface_finetuned_female"
+    # The blocks before it are untouched.
+    np.testing.assert_array_equal(X[:, :2259], dlib)
+    age_p, female = _age_and_female(X)
+    np.testing.assert_allclose(age_p.sum(1), 1, atol=1e-4)
+    expected_age = age_p @ FINETUNED_AGE_CLASSES
+    assert expected_age[0] < 8 < 18 < expected_age[1] < 40
+    assert female[0] < 0.5 < female[1]
+    assert embedder.backbone_["finetuned_sha256"] == {"sface_finetuned":
+                                                      SFACE_FINETUNED.asset.sha256}
+    assert "non-commercial" in embedder.backbone_["licence"]
+
+
+def test_finetuned_alone_on_aligned_crops_and_mirrored(fgnet_pair):
+    reference = ArcFaceEmbedder(layers="age-gender-finetuned").fit_transform(fgnet_pair)
+    alone = ArcFaceEmbedder(layers=("sface_finetuned",)).fit_transform(fgnet_pair)
+    assert alone.shape == (2, 128 + 102)
+    np.testing.assert_allclose(alone[:, 128:], reference[:, -102:], atol=1e-6)
+
+    embedder = ArcFaceEmbedder(layers=("sface_finetuned",))
+    face = embedder.detect_faces(fgnet_pair[1])[0]
+    crop = align_face(load_image(fgnet_pair[1]), face.landmarks)[..., ::-1]
+    from_crop = embedder.fit_transform([np.ascontiguousarray(crop)])
+    np.testing.assert_allclose(from_crop, alone[1:], atol=1e-4)
+
+    mirrored = ArcFaceEmbedder(layers=("sface_finetuned",), flip_augment=True)
+    X = mirrored.fit_transform(fgnet_pair)
+    np.testing.assert_allclose(X[:, 128:-1].sum(1), 1, atol=1e-4)
+    # Averaging with the mirror image moves the expected age, but not far.
+    shift = (X[:, 128:-1] - alone[:, 128:-1]) @ FINETUNED_AGE_CLASSES
+    assert np.all(np.abs(shift) < 5)
+
+
+def test_raw_layer_output_is_the_map_the_pooled_output_averages():
+    path = converted_model(SFACE, symbolic_dims={0: "batch"}, pooled_layers=("conv_14_relu",),
+                           raw_layers=("conv_14_relu",))
+    session = make_session(path)
+    rng = np.random.default_rng(0)
+    blob = rng.uniform(0, 255, size=(2, 3, 112, 112)).astype(np.float32)
+    pooled, raw = session.run(["conv_14_relu__gap", "conv_14_relu"], {"data": blob})
+    assert raw.shape == (2, 1024, 7, 7)
+    np.testing.assert_allclose(raw.mean(axis=(2, 3)), pooled, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="no activation named 'conv_99'"):
+        converted_model(SFACE, symbolic_dims={0: "batch"}, raw_layers=("conv_99",))
+
+
+def test_finetuned_file_is_checked():
+    wrong = dataclasses.replace(
+        SFACE_FINETUNED, asset=dataclasses.replace(SFACE_FINETUNED.asset, sha256="0" * 64))
+    with pytest.raises(ValueError, match="sha256"):
+        load_finetuned_net(wrong)
+    missing = dataclasses.replace(
+        SFACE_FINETUNED,
+        asset=dataclasses.replace(SFACE_FINETUNED.asset, relpath="pretrained/nothing.onnx"))
+    with pytest.raises(FileNotFoundError, match="nothing.onnx"):
+        load_finetuned_net(missing)
+
+
+def test_training_script_exports_what_it_trained(tmp_path):
+    """scripts/finetune_sface.py: the ONNX file gives the torch module's outputs."""
+    pytest.importorskip("torch")
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "finetune_sface.py"
+    spec = importlib.util.spec_from_file_location("finetune_sface", script)
+    finetune = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(finetune)
+
+    rng = np.random.default_rng(0)
+    maps = rng.gamma(1.0, 0.5, size=(64, 1024, 7, 7)).astype(np.float16)
+    age = rng.uniform(0, 90, size=64)
+    female = (rng.random(64) < 0.5).astype(np.float32)
+    layer = finetune.train_layer(maps, age, female, np.arange(48), epochs=1, batch_size=16)
+    expected = finetune.layer_outputs(layer, maps, np.arange(48, 64))
+    path = finetune.export_onnx(layer, tmp_path / "layer.onnx")
+    got = make_session(path).run(None, {"maps": maps[48:].astype(np.float32)})[0]
+    assert got.shape == (16, 102)
+    # float16 weights: expected ages agree to well under a year.
+    np.testing.assert_allclose(got[:, :101] @ FINETUNED_AGE_CLASSES,
+                               expected[:, :101] @ FINETUNED_AGE_CLASSES, atol=0.3)
+    np.testing.assert_allclose(got[:, -1], expected[:, -1], atol=0.02)
