@@ -47,13 +47,22 @@ def test_fgnet_children_are_predicted_young(shared_data):
     assert np.median(pred) < 12
 
 
-def test_recipe_blend_reads_the_dlib_age_columns():
+def test_recipe_blend_reads_the_probability_columns():
     from skagegender.embedding._chipnets import DLIB_AGE
-    from skagegender.pretrained._recipe import DLIB_AGE_START, make_embedder, make_heads
+    from skagegender.embedding._finetuned import SFACE_FINETUNED
+    from skagegender.pretrained._recipe import (
+        DLIB_AGE_START,
+        FINETUNED_AGE_START,
+        make_embedder,
+        make_heads,
+    )
 
     names = list(make_embedder().fit().get_feature_names_out())
     assert names.index("dlib_age_p0") == DLIB_AGE_START
     assert names[DLIB_AGE_START:DLIB_AGE_START + DLIB_AGE.dim] == list(DLIB_AGE.feature_names)
+    assert names.index("sface_finetuned_age_p0") == FINETUNED_AGE_START
+    assert names[FINETUNED_AGE_START:] == list(SFACE_FINETUNED.feature_names)
     blend = make_heads()[0].head
     assert blend.named_estimators["dlib"].start == DLIB_AGE_START
-    assert load().backbone_["layers"][-2:] == ["dlib_age", "dlib_gender"]
+    assert blend.named_estimators["sface_finetuned"].start == FINETUNED_AGE_START
+    assert load().backbone_["layers"][-3:] == ["dlib_age", "dlib_gender", "sface_finetuned"]

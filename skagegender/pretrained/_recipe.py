@@ -9,17 +9,22 @@ import warnings
 
 import numpy as np
 
-#: Embedder options of the shipped model: pooled SFace activations + the dlib
-#: age/gender networks' probabilities (2,259 features).
-EMBEDDER_PARAMS = {"layers": "age-gender-dlib"}
+#: Embedder options of the shipped model: pooled SFace activations, the dlib
+#: age/gender networks' probabilities and the fine-tuned SFace layer's age
+#: probabilities and P(female) (2,361 features).
+EMBEDDER_PARAMS = {"layers": "age-gender-finetuned"}
 #: First column of the dlib age probabilities in those features (after fc1 and
 #: the pooled conv_8/12/14 activations: 128 + 512 + 512 + 1024).
 DLIB_AGE_START = 2176
-#: Weight of the dlib age network's expected age in the age blend (the MLP has
-#: the rest). Chosen on one UTKFace validation fold and FG-NET subject folds
-#: (``benchmarks/levers/blend.py --mlp-on sface``): 0.5 gave UTKFace MAE 4.98 vs
-#: 5.46 for the MLP alone, FG-NET 4.31 vs 5.83.
-DLIB_AGE_WEIGHT = 0.5
+#: First column of the fine-tuned layer's 101 age probabilities (after the 81 + 2
+#: dlib columns).
+FINETUNED_AGE_START = 2259
+#: Weight of the dlib age network's expected age in the age blend (the fine-tuned
+#: layer has the rest). On the UTKFace validation fold 0 (``scripts/finetune_sface.py
+#: --validate`` settings, research run): MAE 4.26 for w = 0, 4.24 for 0.1, 4.28 for
+#: 0.2, 4.37 for 0.3. UTKFace cannot tell 0 from 0.2; the dlib network was trained on
+#: other photos and is the part that travels (FG-NET MAE 4.11 alone), so it keeps 0.2.
+DLIB_AGE_WEIGHT = 0.2
 #: Degraded copies of this many UTKFace photos join the training set.
 N_DEGRADED = 6000
 #: Weight (number of repeats) of each FG-NET image in the training set.
@@ -36,30 +41,23 @@ def make_embedder(**overrides):
 def make_heads(random_state=0, interval_cv=None):
     """Unfitted (age, gender) heads of the shipped model.
 
-    Age: the mean of an MLP on the SFace features and the dlib age network's
-    expected age (a :class:`~sklearn.ensemble.VotingRegressor`). Gender: an MLP
-    on all features.
+    Age: a weighted mean (:class:`~sklearn.ensemble.VotingRegressor`) of the
+    expected ages under the fine-tuned SFace layer's and the dlib age network's
+    probabilities; neither part learns from the training set, which only sets the
+    residuals behind ``predict_interval``. Gender: an MLP on all features.
 
     ``interval_cv=k`` makes the age head keep k-fold out-of-fold residuals for
-    ``predict_interval`` (k extra fits; the shipped model uses 3).
+    ``predict_interval`` (the shipped model uses 3).
     """
-    from sklearn.compose import ColumnTransformer
     from sklearn.ensemble import VotingRegressor
-    from sklearn.pipeline import Pipeline
 
     from ..embedding._chipnets import DLIB_AGE_CLASSES
-    from ..heads import AgeRegressor, ExpectedAgeRegressor, GenderClassifier, make_age_head
+    from ..embedding._finetuned import FINETUNED_AGE_CLASSES
+    from ..heads import AgeRegressor, ExpectedAgeRegressor, GenderClassifier
 
-    # The MLP sees the SFace columns only: given the dlib probabilities too, it
-    # leans on them where UTKFace rewards it and loses on FG-NET (blend.py: 6.28
-    # vs 5.83 alone, 4.38 vs 4.31 in the blend).
-    sface_mlp = Pipeline([
-        ("sface_columns",
-         ColumnTransformer([("sface", "passthrough", slice(0, DLIB_AGE_START))])),
-        ("mlp", make_age_head("mlp", random_state=random_state)),
-    ])
     blend = VotingRegressor(
-        [("mlp", sface_mlp),
+        [("sface_finetuned", ExpectedAgeRegressor(start=FINETUNED_AGE_START,
+                                                  class_ages=FINETUNED_AGE_CLASSES)),
          ("dlib", ExpectedAgeRegressor(start=DLIB_AGE_START, class_ages=DLIB_AGE_CLASSES))],
         weights=[1 - DLIB_AGE_WEIGHT, DLIB_AGE_WEIGHT],
     )
@@ -75,6 +73,21 @@ def _embed_quietly(embedder, images):
         return embedder.transform(images)
 
 
+def degraded_sources(n_paths, *, n=N_DEGRADED, random_state=0):
+    """Which images get a degraded copy, and the seed of each copy.
+
+    Returns
+    -------
+    source : ndarray of shape (min(n, n_paths),)
+        Sorted indices of the originals.
+    seeds : ndarray of the same shape
+        :func:`~skagegender.datasets.degrade_photo` seed of each copy.
+    """
+    rng = np.random.default_rng(random_state)
+    source = np.sort(rng.choice(n_paths, size=min(n, n_paths), replace=False))
+    return source, rng.integers(0, 2**31, size=len(source))
+
+
 def degraded_features(embedder, paths, *, n=N_DEGRADED, random_state=0):
     """Features of degraded copies of ``n`` seeded-random images of ``paths``.
 
@@ -87,9 +100,7 @@ def degraded_features(embedder, paths, *, n=N_DEGRADED, random_state=0):
     from ..datasets import degrade_photo
     from ..embedding import load_image
 
-    rng = np.random.default_rng(random_state)
-    source = np.sort(rng.choice(len(paths), size=min(n, len(paths)), replace=False))
-    seeds = rng.integers(0, 2**31, size=len(source))
+    source, seeds = degraded_sources(len(paths), n=n, random_state=random_state)
     features = []
     for start in range(0, len(source), 512):
         block = source[start:start + 512]
