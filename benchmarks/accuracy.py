@@ -8,6 +8,11 @@
   per fold): each subject is predicted by a model trained on all UTKFace (+ degraded
   copies) and the *other* 8 subjects.
   ``--no-fgnet`` gives the cross-dataset number instead (no FG-NET in training).
+- The fine-tuned SFace layer (``scripts/finetune_sface.py``) is part of the recipe, so
+  each UTKFace fold fine-tunes its own copy on that fold's training images (frozen
+  maps cached in ``--maps``), and the fold's features (UTKFace and degraded copies)
+  take that copy's outputs. FG-NET never trains the layer, so FG-NET uses the shipped
+  one (trained on all UTKFace); its age is then cross-dataset under either protocol.
 - Every image counts: a missed face is predicted the training median age and counted
   as a gender error.
 
@@ -15,7 +20,9 @@ Prints and writes ``benchmarks/results/accuracy[-TAG].{json,md}``: MAE, one-clas
 (5-year classes), CS@5 and gender accuracy, overall, per age group, gender and race,
 plus seconds per image end to end on one core.
 
-    python benchmarks/accuracy.py --cache .emb-cache             # the shipped recipe
+Needs torch (for the per-fold fine-tuning): ``pip install torch``.
+
+    python benchmarks/accuracy.py --cache .emb-cache --maps .maps-cache  # the shipped recipe
     python benchmarks/accuracy.py --cache .emb-cache --no-degraded --tag no-degraded
 """
 
@@ -32,6 +39,7 @@ from sklearn.model_selection import GroupKFold, KFold
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
+from finetune_sface import N_AGES, frozen_maps, layer_outputs, train_layer  # noqa: E402
 from train_pretrained import embed_all  # noqa: E402
 
 from skagegender.metrics import (  # noqa: E402
@@ -39,7 +47,34 @@ from skagegender.metrics import (  # noqa: E402
     cumulative_score,
     one_class_off_score,
 )
-from skagegender.pretrained._recipe import make_heads, training_set  # noqa: E402
+from skagegender.pretrained._recipe import (  # noqa: E402
+    FINETUNED_AGE_START,
+    degraded_sources,
+    make_heads,
+    training_set,
+)
+
+FINETUNED = slice(FINETUNED_AGE_START, FINETUNED_AGE_START + N_AGES + 1)
+
+
+def fold_features(utk, features, maps, train):
+    """Copies of ``features`` whose fine-tuned columns come from a layer trained on ``train``.
+
+    ``features`` and ``maps`` are parallel lists (UTKFace, then its degraded copies);
+    each ``maps`` entry is (frozen maps, found mask). Only UTKFace rows in ``train``
+    train the layer.
+    """
+    age = np.asarray(utk.age, float)
+    female = (np.asarray(utk.gender, dtype=object) == "female").astype(np.float32)
+    utk_maps, utk_found = maps[0]
+    layer = train_layer(utk_maps, age, female, train[utk_found[train]])
+    out = []
+    for x, (m, found) in zip(features, maps):
+        rows = np.flatnonzero(found & np.isfinite(x[:, 0]))
+        x = x.copy()
+        x[rows, FINETUNED] = layer_outputs(layer, m, rows)
+        out.append(x)
+    return out
 
 
 def _fit_predict(X, age, gender, X_test, want_gender=True):
@@ -119,6 +154,8 @@ def main():
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
     parser.add_argument("--cache", default=".emb-cache")
+    parser.add_argument("--maps", default=".maps-cache",
+                        help="folder for the frozen SFace maps of the per-fold fine-tuning")
     parser.add_argument("--n-jobs", type=int, default=2)
     parser.add_argument("--no-degraded", action="store_true")
     parser.add_argument("--no-fgnet", action="store_true")
@@ -132,15 +169,30 @@ def main():
     degraded = None if args.no_degraded else degraded
     use_fg = not args.no_fgnet
     age, gender = np.asarray(utk.age, float), np.asarray(utk.gender, dtype=object)
+    if not args.fgnet_only:
+        import torch
+
+        torch.set_num_threads(args.n_jobs)
+        maps = [frozen_maps("utkface", list(utk.paths), args.maps, n_jobs=args.n_jobs)]
+        if degraded is not None:
+            items = [(str(utk.paths[i]), int(seed)) for i, seed in zip(*degraded_sources(
+                len(utk.paths)))]
+            maps.append(frozen_maps("utkface_degraded", items, args.maps, n_jobs=args.n_jobs))
 
     start = time.perf_counter()
     pred = np.zeros(len(age))
     gpred = np.full(len(age), None, dtype=object)
     folds = [] if args.fgnet_only else KFold(5, shuffle=True, random_state=0).split(utk_x)
     for k, (train, test) in enumerate(folds):
-        X, y, g = training_set(utk, utk_x, degraded, fg if use_fg else None, fg_x,
+        if degraded is None:
+            (fold_x,) = fold_features(utk, [utk_x], maps, train)
+            fold_degraded = None
+        else:
+            fold_x, fold_deg_x = fold_features(utk, [utk_x, degraded[1]], maps, train)
+            fold_degraded = (degraded[0], fold_deg_x)
+        X, y, g = training_set(utk, fold_x, fold_degraded, fg if use_fg else None, fg_x,
                                utk_rows=train)
-        pred[test], gpred[test] = _fit_predict(X, y, g, utk_x[test])
+        pred[test], gpred[test] = _fit_predict(X, y, g, fold_x[test])
         print(f"fold {k}: MAE {np.abs(pred[test] - age[test]).mean():.3f} "
               f"({time.perf_counter() - start:.0f} s)", flush=True)
     utk_result = None if args.fgnet_only else summarise(age, pred, gender, gpred, utk.race)
@@ -161,7 +213,8 @@ def main():
     result = {
         "tag": args.tag,
         "protocol": ("UTKFace: 5-fold CV (KFold shuffle, seed 0) over the 18,978 images in "
-                     "shared/data (no subject ids: one person may be on both sides). FG-NET: "
+                     "shared/data (no subject ids: one person may be on both sides); the "
+                     "fine-tuned SFace layer is re-trained per fold. FG-NET: "
                      + ("subject-disjoint 5-fold (GroupKFold) over the 10 subjects in shared/data."
                         if use_fg else "cross-dataset (no FG-NET in training).")
                      + f" Degraded copies: {'no' if degraded is None else len(degraded[0])}."

@@ -5,8 +5,8 @@
 Pins itself to one core (``os.sched_setaffinity``) with one onnxruntime thread and
 times, after a warm-up: ``predict_faces`` one image at a time (every face, age
 interval, gender), ``predict`` on the whole list (batched), and the embedder
-alone with the ``"age-gender"`` and ``"age-gender-dlib"`` feature sets (the
-difference is the dlib chip networks). Each number is the best of ``--repeats``.
+alone with the ``"age-gender"``, ``"age-gender-dlib"`` and ``"age-gender-finetuned"``
+feature sets (the differences are the dlib chip networks and the fine-tuned layer). Each number is the best of ``--repeats``.
 Writes ``benchmarks/results/model_latency.{json,md}``.
 """
 
@@ -57,7 +57,7 @@ def main():
         "predict_batched_ms": 1000 * best_of(
             args.repeats, lambda: model.predict(paths), len(paths)),
     }
-    for layers in ("age-gender", "age-gender-dlib"):
+    for layers in ("age-gender", "age-gender-dlib", "age-gender-finetuned"):
         embedder = ArcFaceEmbedder(layers=layers)
         embedder.transform(paths[:2])
         result[f"embed_{layers}_ms"] = 1000 * best_of(

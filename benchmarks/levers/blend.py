@@ -1,7 +1,9 @@
 """Research: blend the MLP age head with the dlib age network's expected age.
 
-Uses the shipped feature set (``layers="age-gender-dlib"``, through the embedding
+Uses the SFace and dlib columns of the shipped features (through the embedding
 cache that ``scripts/train_pretrained.py`` fills) and the recipe's training set.
+This chose the previous default's weight; the shipped model now blends the
+fine-tuned layer instead of the MLP (``scripts/finetune_sface.py``).
 Fits the MLP age head once per split, then scores the blend
 ``(1 - w) * mlp + w * dlib`` for a grid of weights w on:
 
@@ -30,7 +32,11 @@ from train_pretrained import embed_all  # noqa: E402
 from skagegender.embedding._chipnets import DLIB_AGE, DLIB_AGE_CLASSES  # noqa: E402
 from skagegender.heads import AgeRegressor  # noqa: E402
 from skagegender.metrics import cumulative_score, one_class_off_score  # noqa: E402
-from skagegender.pretrained._recipe import DLIB_AGE_START, training_set  # noqa: E402
+from skagegender.pretrained._recipe import (  # noqa: E402
+    DLIB_AGE_START,
+    FINETUNED_AGE_START,
+    training_set,
+)
 
 WEIGHTS = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 1.0)
 
@@ -49,7 +55,7 @@ def main():
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     utk, utk_x, fg, fg_x, (source, deg_x) = embed_all(args.data, args.cache, 2)
-    width = utk_x.shape[1] if args.mlp_on == "all" else DLIB_AGE_START
+    width = FINETUNED_AGE_START if args.mlp_on == "all" else DLIB_AGE_START
     block = slice(DLIB_AGE_START, DLIB_AGE_START + DLIB_AGE.dim)
 
     def dlib_age(X):
