@@ -20,10 +20,12 @@ DLIB_AGE_START = 2176
 #: dlib columns).
 FINETUNED_AGE_START = 2259
 #: Weight of the dlib age network's expected age in the age blend (the fine-tuned
-#: layer has the rest). On the UTKFace validation fold 0 (``scripts/finetune_sface.py
-#: --validate`` settings, research run): MAE 4.26 for w = 0, 4.24 for 0.1, 4.28 for
-#: 0.2, 4.37 for 0.3. UTKFace cannot tell 0 from 0.2; the dlib network was trained on
-#: other photos and is the part that travels (FG-NET MAE 4.11 alone), so it keeps 0.2.
+#: layer has the rest). UTKFace validation fold 0, layer trained on folds 1-4
+#: (``benchmarks/levers/finetuned_blend.py``):
+#: MAE 4.27 for w = 0, 4.24 for 0.1, 4.28 for 0.2, 4.38 for 0.3; on the degraded
+#: copies of that fold's images 4.68, 4.66, 4.68, 4.76. Neither tells 0.1 from 0.2;
+#: the dlib network was trained on other photos and is the part that travels
+#: (FG-NET MAE 4.11 alone), so it keeps 0.2.
 DLIB_AGE_WEIGHT = 0.2
 #: Degraded copies of this many UTKFace photos join the training set.
 N_DEGRADED = 6000
