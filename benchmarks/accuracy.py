@@ -54,6 +54,8 @@ from skagegender.pretrained._recipe import (  # noqa: E402
     training_set,
 )
 
+AGE_GROUPS = [("0-12", 0, 12), ("13-19", 13, 19), ("20-39", 20, 39), ("40-59", 40, 59),
+              ("60+", 60, np.inf)]
 FINETUNED = slice(FINETUNED_AGE_START, FINETUNED_AGE_START + N_AGES + 1)
 
 
@@ -100,7 +102,13 @@ def summarise(age_true, age_pred, gender_true=None, gender_pred=None, race=None)
     }
     groups = {}
     if gender_true is not None:
-        out["gender_accuracy"] = float(np.mean(gender_pred == gender_true))
+        correct = np.asarray(gender_pred == gender_true)
+        out["gender_accuracy"] = float(correct.mean())
+        out["gender_accuracy_by_age_group"] = {
+            label: float(correct[(age_true >= low) & (age_true <= high)].mean())
+            for label, low, high in AGE_GROUPS
+            if ((age_true >= low) & (age_true <= high)).any()
+        }
         groups["gender"] = np.asarray(gender_true, dtype=str)
     if race is not None:
         groups["race"] = np.asarray(race, dtype=str)
@@ -143,6 +151,11 @@ def markdown(result):
         for row in result[name]["per_group"]:
             lines.append(f"| {row['group_type']} {row['group']} | {row['n']} | {row['mae']:.2f} "
                          f"| {row['one_class_off']:.1%} | {row['cs5']:.1%} |")
+    by_age = (result["utkface_cv"] or {}).get("gender_accuracy_by_age_group")
+    if by_age:
+        lines += ["", "## utkface_cv gender accuracy per age group", "",
+                  "| age group | gender accuracy |", "|---|---|"]
+        lines += [f"| {label} | {acc:.1%} |" for label, acc in by_age.items()]
     if result.get("seconds_per_image") is not None:
         lines += ["", f"End to end, one core: {result['seconds_per_image'] * 1000:.0f} ms "
                       "per image (shipped model, `predict_faces`)."]
