@@ -35,6 +35,13 @@ def utkface_paths(shared_data):
 
 
 @pytest.fixture(scope="session")
+def fgnet_pair(shared_data):
+    """FG-NET 001A02 (a two-year-old boy) and 002A29 (a 29-year-old woman), scanned prints."""
+    images = shared_data / "FGNET" / "images"
+    return [str(images / "001A02.JPG"), str(images / "002A29.JPG")]
+
+
+@pytest.fixture(scope="session")
 def group_photo():
     """insightface's t1.jpg: a real group photo with 6 people."""
     images = _insightface_images()

@@ -4,20 +4,13 @@ import numpy as np
 import pytest
 
 from skagegender.embedding import ArcFaceEmbedder, load_image
+from skagegender.embedding._assets import packaged_session
 from skagegender.embedding._chipnets import (
     DLIB_AGE,
     DLIB_AGE_CLASSES,
     chip_matrix,
     cut_chip,
-    load_chip_net,
 )
-
-
-@pytest.fixture(scope="module")
-def fgnet_pair(shared_data):
-    """A two-year-old and a 29-year-old from FG-NET (scanned prints)."""
-    images = shared_data / "FGNET" / "images"
-    return [str(images / "001A02.JPG"), str(images / "002A29.JPG")]
 
 
 def _dlib_blocks(X):
@@ -66,6 +59,9 @@ def test_aligned_crops_and_mirror_averaging(fgnet_pair):
     X = mirrored.fit_transform(fgnet_pair)
     assert X.shape == (2, 2259)
     np.testing.assert_allclose(_dlib_blocks(X)[0].sum(1), 1, atol=1e-4)
+    # The chip networks saw the mirrored chips too.
+    single = ArcFaceEmbedder(layers="age-gender-dlib").fit_transform(fgnet_pair)
+    assert np.abs(_dlib_blocks(X)[0] - _dlib_blocks(single)[0]).max() > 1e-3
 
 
 def test_chip_geometry_and_large_faces():
@@ -94,13 +90,13 @@ def test_tampered_or_missing_network_file_is_refused():
 
     wrong = replace(DLIB_AGE, asset=replace(DLIB_AGE.asset, sha256="0" * 64))
     with pytest.raises(ValueError, match="sha256"):
-        load_chip_net(wrong)
+        packaged_session(wrong.asset)
     missing = replace(DLIB_AGE, asset=replace(DLIB_AGE.asset, relpath="models/absent.onnx"))
     with pytest.raises(FileNotFoundError, match="absent.onnx"):
-        load_chip_net(missing)
+        packaged_session(missing.asset)
     no_package = replace(DLIB_AGE, asset=replace(DLIB_AGE.asset, package="no_such_package_x"))
     with pytest.raises(ImportError, match="pip install no_such_package_x"):
-        load_chip_net(no_package)
+        packaged_session(no_package.asset)
 
 
 def test_chip_nets_need_sface():

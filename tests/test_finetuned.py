@@ -6,19 +6,13 @@ import numpy as np
 import pytest
 
 from skagegender.embedding import ArcFaceEmbedder, align_face, load_image
-from skagegender.embedding._assets import SFACE, converted_model, make_session
-from skagegender.embedding._finetuned import (
-    FINETUNED_AGE_CLASSES,
-    SFACE_FINETUNED,
-    load_finetuned_net,
+from skagegender.embedding._assets import (
+    SFACE,
+    converted_model,
+    make_session,
+    packaged_session,
 )
-
-
-@pytest.fixture(scope="module")
-def fgnet_pair(shared_data):
-    """A two-year-old boy and a 29-year-old woman from FG-NET (scanned prints)."""
-    images = shared_data / "FGNET" / "images"
-    return [str(images / "001A02.JPG"), str(images / "002A29.JPG")]
+from skagegender.embedding._finetuned import FINETUNED_AGE_CLASSES, SFACE_FINETUNED
 
 
 def _age_and_female(X):
@@ -63,6 +57,7 @@ def test_finetuned_alone_on_aligned_crops_and_mirrored(fgnet_pair):
     # Averaging with the mirror image moves the expected age, but not far.
     shift = (X[:, 128:-1] - alone[:, 128:-1]) @ FINETUNED_AGE_CLASSES
     assert np.all(np.abs(shift) < 5)
+    assert np.abs(X[:, 128:] - alone[:, 128:]).max() > 1e-3
 
 
 def test_raw_layer_output_is_the_map_the_pooled_output_averages():
@@ -82,12 +77,12 @@ def test_finetuned_file_is_checked():
     wrong = dataclasses.replace(
         SFACE_FINETUNED, asset=dataclasses.replace(SFACE_FINETUNED.asset, sha256="0" * 64))
     with pytest.raises(ValueError, match="sha256"):
-        load_finetuned_net(wrong)
+        packaged_session(wrong.asset)
     missing = dataclasses.replace(
         SFACE_FINETUNED,
         asset=dataclasses.replace(SFACE_FINETUNED.asset, relpath="pretrained/nothing.onnx"))
     with pytest.raises(FileNotFoundError, match="nothing.onnx"):
-        load_finetuned_net(missing)
+        packaged_session(missing.asset)
 
 
 def test_training_script_exports_what_it_trained(tmp_path):

@@ -207,6 +207,11 @@ def verified_path(asset):
     return source
 
 
+def packaged_session(asset, *, providers=None, n_threads=1):
+    """An onnxruntime session of a packaged ONNX file, its sha256 checked first."""
+    return make_session(verified_path(asset), providers=providers, n_threads=n_threads)
+
+
 def converted_model(asset, *, symbolic_dims, pooled_layers=(), raw_layers=()):
     """Path of the onnxruntime-ready conversion of ``asset``, made once and cached.
 

@@ -18,10 +18,17 @@ from pathlib import Path
 
 import numpy as np
 
-from ._assets import SFACE, YUNET, converted_model, make_session, sha256_file
-from ._chipnets import CHIP_NETS, chip_blob, cut_chip, load_chip_net
+from ._assets import (
+    SFACE,
+    YUNET,
+    converted_model,
+    make_session,
+    packaged_session,
+    sha256_file,
+)
+from ._chipnets import CHIP_NETS, chip_blob, cut_chip
 from ._detection import YuNetDetector, align_face
-from ._finetuned import FINETUNED_NETS, load_finetuned_net
+from ._finetuned import FINETUNED_NETS
 
 #: Pooled SFace activations that carry age and gender (see the accuracy benchmark).
 AGE_GENDER_LAYERS = ("conv_8_relu", "conv_12_relu", "conv_14_relu")
@@ -90,11 +97,13 @@ class _Backbone:
 
     Subclasses set ``dim`` and implement ``_forward(crops, *chips) -> [identity,
     *extras]``: the identity embedding (L2-normalised here) and any extra feature
-    blocks. ``chip_nets`` lists the chip networks whose chips :meth:`cut` adds.
+    blocks. ``chip_nets`` lists the chip networks whose chips :meth:`cut` adds;
+    ``finetuned_nets`` the fine-tuned networks run on SFace activations.
     """
 
     flip_augment = False
     chip_nets = ()
+    finetuned_nets = ()
 
     def cut(self, image, landmarks):
         """Network inputs of one face of a BGR image.
@@ -143,12 +152,11 @@ class SFaceBackbone(_Backbone):
         path = converted_model(SFACE, symbolic_dims={0: "batch"}, pooled_layers=pooled,
                                raw_layers=raw)
         self.session = make_session(path, providers=providers, n_threads=n_threads)
-        self._chip_sessions = [load_chip_net(net, providers=providers, n_threads=n_threads)
-                               for net in self.chip_nets]
-        self._finetuned_sessions = [
-            load_finetuned_net(net, providers=providers, n_threads=n_threads)
-            for net in self.finetuned_nets
-        ]
+        self._chip_sessions = [packaged_session(net.asset, providers=providers,
+                                                n_threads=n_threads) for net in self.chip_nets]
+        self._finetuned_sessions = [packaged_session(net.asset, providers=providers,
+                                                     n_threads=n_threads)
+                                    for net in self.finetuned_nets]
         self._outputs = ["fc1"] + [f"{layer}__gap" for layer in pooled] + list(raw)
         probe = self.session.run(self._outputs, {"data": np.zeros((1, 3, 112, 112), np.float32)})
         widths = dict(zip(pooled, (p.shape[1] for p in probe[1:])))

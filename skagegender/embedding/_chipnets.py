@@ -123,10 +123,3 @@ def chip_blob(chips_bgr):
     """(n, size, size, 3) uint8 BGR chips -> the networks' float32 NCHW input."""
     rgb = np.asarray(chips_bgr)[..., ::-1].astype(np.float32) - _MEANS
     return np.ascontiguousarray((rgb / np.float32(256.0)).transpose(0, 3, 1, 2))
-
-
-def load_chip_net(net, *, providers=None, n_threads=1):
-    """An onnxruntime session of a chip network, its sha256 checked."""
-    from ._assets import make_session, verified_path
-
-    return make_session(verified_path(net.asset), providers=providers, n_threads=n_threads)

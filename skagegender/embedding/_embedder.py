@@ -275,7 +275,7 @@ class ArcFaceEmbedder(TransformerMixin, BaseEstimator):
         }
         if backbone.chip_nets:
             info["chip_nets_sha256"] = {net.name: net.asset.sha256 for net in backbone.chip_nets}
-        if getattr(backbone, "finetuned_nets", ()):
+        if backbone.finetuned_nets:
             info["finetuned_sha256"] = {net.name: net.asset.sha256
                                         for net in backbone.finetuned_nets}
         return info

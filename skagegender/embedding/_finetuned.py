@@ -51,10 +51,3 @@ SFACE_FINETUNED = FineTunedNet(
 FINETUNED_NETS = {net.name: net for net in (SFACE_FINETUNED,)}
 #: Ages of the 101 age probabilities of :data:`SFACE_FINETUNED`.
 FINETUNED_AGE_CLASSES = np.arange(101, dtype=np.float64)
-
-
-def load_finetuned_net(net, *, providers=None, n_threads=1):
-    """An onnxruntime session of a fine-tuned network, its sha256 checked."""
-    from ._assets import make_session, verified_path
-
-    return make_session(verified_path(net.asset), providers=providers, n_threads=n_threads)
