@@ -6,9 +6,8 @@ stays fast. Known deviations are named with a reason in ``EXPECTED_FAILED_CHECKS
 """
 
 import pytest
-from sklearn.utils.estimator_checks import parametrize_with_checks
-
 from sklearn.ensemble import VotingRegressor
+from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skagegender.heads import (
     AgeRegressor,
@@ -42,8 +41,8 @@ ESTIMATORS = [
     OrdinalLogisticRegression(variant="at"),
     OrdinalLogisticRegression(variant="it"),
     ExpectedAgeRegressor(),
-    # The shipped model's blend, on the checks' small data: an MLP and the expected
-    # value of the last columns.
+    # A learned head blended with the expected value of probability columns, on the
+    # checks' small data (the shipped model blends two ExpectedAgeRegressors).
     AgeRegressor(VotingRegressor([("mlp", make_age_head("mlp", **SMALL_MLP)),
                                   ("expected", ExpectedAgeRegressor(start=0))],
                                  weights=[0.9, 0.1]), age_range=None),
