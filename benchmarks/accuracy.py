@@ -39,7 +39,13 @@ from sklearn.model_selection import GroupKFold, KFold
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from finetune_sface import N_AGES, frozen_maps, layer_outputs, train_layer  # noqa: E402
+from finetune_sface import (  # noqa: E402
+    N_AGES,
+    frozen_maps,
+    layer_outputs,
+    targets,
+    train_layer,
+)
 from train_pretrained import embed_all  # noqa: E402
 
 from skagegender.metrics import (  # noqa: E402
@@ -66,8 +72,7 @@ def fold_features(utk, features, maps, train):
     each ``maps`` entry is (frozen maps, found mask). Only UTKFace rows in ``train``
     train the layer.
     """
-    age = np.asarray(utk.age, float)
-    female = (np.asarray(utk.gender, dtype=object) == "female").astype(np.float32)
+    age, female = targets(utk)
     utk_maps, utk_found = maps[0]
     layer = train_layer(utk_maps, age, female, train[utk_found[train]])
     out = []

@@ -32,6 +32,7 @@ fold with research copies of this loop, none kept:
 """
 
 import argparse
+import functools
 import time
 import warnings
 from pathlib import Path
@@ -71,11 +72,16 @@ def _crops(items):
     return crops, found
 
 
-def _maps(crops):
+@functools.lru_cache(maxsize=1)
+def _maps_session():
     from skagegender.embedding._assets import SFACE, converted_model, make_session
 
-    session = make_session(converted_model(SFACE, symbolic_dims={0: "batch"},
-                                           raw_layers=(MAP_LAYER,)))
+    return make_session(converted_model(SFACE, symbolic_dims={0: "batch"},
+                                        raw_layers=(MAP_LAYER,)))
+
+
+def _maps(crops):
+    session = _maps_session()
     blob = np.ascontiguousarray(crops[..., ::-1].transpose(0, 3, 1, 2), dtype=np.float32)
     return session.run([MAP_LAYER], {"data": blob})[0].astype(np.float16)
 
@@ -204,6 +210,14 @@ def train_layer(maps, age, female, rows, *, epochs=4, sigma=3.0, lr=3e-4, batch_
     return model.eval()
 
 
+def _probabilities(model, maps):
+    """The exported output: softmax over the 101 ages, then sigmoid of the female logit."""
+    import torch
+
+    age_logits, female_logit = model(maps)
+    return torch.cat([age_logits.softmax(1), female_logit.sigmoid()[:, None]], 1)
+
+
 def layer_outputs(model, maps, rows=None, batch=512):
     """(n, 102): the 101 age probabilities and P(female), as the exported file gives."""
     import torch
@@ -213,8 +227,7 @@ def layer_outputs(model, maps, rows=None, batch=512):
     with torch.no_grad():
         for start in range(0, len(rows), batch):
             x = torch.from_numpy(maps[rows[start:start + batch]].astype(np.float32))
-            age_logits, female_logit = model(x)
-            out.append(torch.cat([age_logits.softmax(1), female_logit.sigmoid()[:, None]], 1))
+            out.append(_probabilities(model, x))
     return torch.cat(out).numpy() if out else np.zeros((0, N_AGES + 1), np.float32)
 
 
@@ -232,8 +245,7 @@ def export_onnx(model, path):
             self.inner = inner
 
         def forward(self, maps):
-            age_logits, female_logit = self.inner(maps)
-            return torch.cat([age_logits.softmax(1), female_logit.sigmoid()[:, None]], 1)
+            return _probabilities(self.inner, maps)
 
     buffer = io.BytesIO()
     with warnings.catch_warnings():
@@ -265,13 +277,11 @@ def export_onnx(model, path):
 # ---------------------------------------------------------------------------
 
 
-def utkface(data_root):
-    from skagegender.datasets import load_utkface
-
-    data = load_utkface(Path(data_root) / "UTKFace")
+def targets(data):
+    """(age, female) training targets of a dataset Bunch (female: 1.0 / 0.0)."""
     age = np.asarray(data.age, float)
-    female = (np.asarray(data.gender) == "female").astype(np.float32)
-    return data, age, female
+    female = (np.asarray(data.gender, dtype=object) == "female").astype(np.float32)
+    return age, female
 
 
 def main():
@@ -288,7 +298,10 @@ def main():
     import torch
 
     torch.set_num_threads(args.n_jobs)
-    data, age, female = utkface(args.data)
+    from skagegender.datasets import load_utkface
+
+    data = load_utkface(Path(args.data) / "UTKFace")
+    age, female = targets(data)
     maps, found = frozen_maps("utkface", list(data.paths), args.maps, n_jobs=args.n_jobs)
     rows = np.flatnonzero(found)
     log = None

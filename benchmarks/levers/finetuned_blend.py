@@ -21,7 +21,13 @@ from sklearn.model_selection import KFold
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from finetune_sface import N_AGES, frozen_maps, layer_outputs, train_layer  # noqa: E402
+from finetune_sface import (  # noqa: E402
+    N_AGES,
+    frozen_maps,
+    layer_outputs,
+    targets,
+    train_layer,
+)
 from train_pretrained import embed_all  # noqa: E402
 
 from skagegender.embedding._chipnets import DLIB_AGE, DLIB_AGE_CLASSES  # noqa: E402
@@ -43,8 +49,7 @@ def main():
 
     torch.set_num_threads(args.n_jobs)
     utk, utk_x, _, _, (source, deg_x) = embed_all(args.data, args.cache, args.n_jobs)
-    age = np.asarray(utk.age, float)
-    female = (np.asarray(utk.gender, dtype=object) == "female").astype(np.float32)
+    age, female = targets(utk)
     maps, found = frozen_maps("utkface", list(utk.paths), args.maps, n_jobs=args.n_jobs)
     items = [(str(utk.paths[i]), int(seed))
              for i, seed in zip(*degraded_sources(len(utk.paths)))]
