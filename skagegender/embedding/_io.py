@@ -13,6 +13,22 @@ import numpy as np
 
 DEFAULT_MAX_PIXELS = 40_000_000
 
+#: The image formats skagegender reads (Pillow format name -> file suffixes). Files
+#: and folders are filtered by these suffixes, and decoding is restricted to
+#: these formats, so no other decoder (Ghostscript for EPS, ...) ever runs.
+IMAGE_FORMATS = {
+    "JPEG": (".jpg", ".jpeg", ".jfif"),
+    "PNG": (".png",),
+    "BMP": (".bmp",),
+    "WEBP": (".webp",),
+    "TIFF": (".tif", ".tiff"),
+    "GIF": (".gif",),
+    "PPM": (".pbm", ".pgm", ".ppm"),
+}
+
+#: Lower-case file suffixes of :data:`IMAGE_FORMATS`.
+IMAGE_SUFFIXES = frozenset(s for suffixes in IMAGE_FORMATS.values() for s in suffixes)
+
 
 class ImageLoadError(ValueError):
     """An image could not be read: missing, corrupt, truncated, empty, not an image,
