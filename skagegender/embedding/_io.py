@@ -38,11 +38,18 @@ class ImageLoadError(ValueError):
     ----------
     source : str
         A short description of the offending item (its path, or its type and shape).
+    reason : str
+        Why it could not be read.
+    transient : bool
+        True when the failure is about access to the file (permission denied, an I/O
+        error) rather than its content, so that trying again later may succeed:
+        such outcomes must not be cached.
     """
 
-    def __init__(self, source, reason):
+    def __init__(self, source, reason, *, transient=False):
         self.source = source
         self.reason = reason
+        self.transient = transient
         super().__init__(f"{source}: {reason}")
 
 
@@ -174,7 +181,8 @@ def load_image(image, *, color="rgb", max_pixels=DEFAULT_MAX_PIXELS):
         except IsADirectoryError as exc:
             raise ImageLoadError(source, "is a directory, not an image file") from exc
         except OSError as exc:
-            raise ImageLoadError(source, f"cannot read the file ({exc.strerror})") from exc
+            raise ImageLoadError(source, f"cannot read the file ({exc.strerror})",
+                                 transient=True) from exc
     elif isinstance(image, (bytes, bytearray, memoryview)):
         data = bytes(image)
     else:
