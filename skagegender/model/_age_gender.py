@@ -202,15 +202,31 @@ class AgeGenderModel(BaseEstimator):
         return {"age": ages, "age_interval": intervals, "gender": genders,
                 "gender_probability": probability, "found": found}
 
-    def predict_faces(self, image):
+    def predict_faces(self, image, *, faces=None):
         """Age and gender of **every** face in one image.
+
+        Faces come in a stable reading order: left to right by the x of their box
+        centre, ties top to bottom. Two copies of one photo (shifted, padded or
+        re-encoded) therefore number their faces alike, whatever the detector's
+        scores; ``skagegender predict`` and its ``--annotate`` pictures use this
+        numbering.
+
+        Parameters
+        ----------
+        image : path, bytes, ndarray or PIL image
+            The photo. Not read when ``faces`` is given.
+        faces : list of Face or None, default=None
+            The photo's faces with their ``embedding`` computed by this model's
+            embedder, as :meth:`ArcFaceEmbedder.detect_faces` returns them (for
+            example read back from an embedding cache). None detects them in
+            ``image``.
 
         Returns
         -------
         faces : list of dict
-            One per face, highest detection score first: ``box`` [x1, y1, x2, y2],
-            ``score``, ``landmarks`` (5 [x, y] pairs), ``age``, ``age_interval``
-            ([lo, hi] or None), ``gender``, ``gender_probability``.
+            One per face, in the order above: ``box`` [x1, y1, x2, y2], ``score``,
+            ``landmarks`` (5 [x, y] pairs), ``age``, ``age_interval`` ([lo, hi] or
+            None), ``gender``, ``gender_probability``. Empty when no face is found.
 
         Raises
         ------
@@ -218,9 +234,12 @@ class AgeGenderModel(BaseEstimator):
             When the image cannot be read.
         """
         check_is_fitted(self, "age_head_")
-        faces = self.embedder_.detect_faces(image)
+        if faces is None:
+            faces = self.embedder_.detect_faces(image)
         if not faces:
             return []
+        faces = sorted(faces, key=lambda f: ((float(f.box[0]) + float(f.box[2])) / 2,
+                                             (float(f.box[1]) + float(f.box[3])) / 2))
         details = self.predict_details(np.stack([f.embedding for f in faces]))
         records = []
         for i, face in enumerate(faces):
@@ -228,7 +247,7 @@ class AgeGenderModel(BaseEstimator):
             gender = details["gender"][i]
             records.append({
                 "box": [round(float(v), 1) for v in face.box],
-                "score": round(face.score, 4),
+                "score": round(float(face.score), 4),
                 "landmarks": [[round(float(x), 1), round(float(y), 1)] for x, y in face.landmarks],
                 "age": round(float(details["age"][i]), 1),
                 "age_interval": None if np.isnan(interval).any()
