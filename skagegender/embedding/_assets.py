@@ -7,12 +7,20 @@ into float32 initializers once, drop graph inputs nothing consumes, make the
 batch and image dimensions symbolic, optionally add globally pooled copies of
 intermediate activations as extra outputs, and cache the result under the user
 cache directory, keyed by the source file's sha256 and the conversion options.
+
+Each cached conversion ``<name>.onnx`` has a checksum file ``<name>.onnx.sha256``
+beside it (``sha256sum`` format), written atomically after the model. A cached
+conversion is used only when its sha256 matches the recorded one; a truncated,
+edited or unrecorded file is converted again (with a warning when a recorded
+checksum does not match). Files are hashed at most once per process
+(:func:`sha256_file` remembers digests by inode, size and times).
 """
 
 import hashlib
 import importlib.util
 import os
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,13 +81,32 @@ def cache_dir():
     return base / "skagegender"
 
 
+# Digests of files hashed in this process, by stat signature: a file is hashed once.
+_digests = {}
+
+
+def _signature(st):
+    """What identifies one version of a file: any write changes ctime (and usually size)."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
 def sha256_file(path, chunk_size=1 << 20):
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
+    """Hex sha256 of a file's bytes, computed once per process per file version.
+
+    The digest is remembered under the file's device, inode, size, modification and
+    change times; writing to the file or replacing it changes the change time, so a
+    modified file is hashed again.
+    """
+    known = _digests.get(_signature(os.stat(path)))
+    if known is not None:
+        return known
     with open(path, "rb") as f:
+        signature = _signature(os.fstat(f.fileno()))
+        digest = hashlib.sha256()
         for block in iter(lambda: f.read(chunk_size), b""):
             digest.update(block)
-    return digest.hexdigest()
+    _digests[signature] = digest.hexdigest()
+    return _digests[signature]
 
 
 def atomic_write_bytes(path, data):
@@ -236,8 +263,19 @@ def converted_model(asset, *, symbolic_dims, pooled_layers=(), raw_layers=()):
               tuple(pooled_layers), tuple(raw_layers))).encode()
     ).hexdigest()[:16]
     target = cache_dir() / "models" / f"{Path(asset.relpath).stem}-{key}.onnx"
+    checksum = target.with_name(target.name + ".sha256")
     if target.is_file():
-        return target
+        recorded = _recorded_sha256(checksum)
+        actual = sha256_file(target) if recorded is not None else None
+        if actual is not None and actual == recorded:
+            return target
+        if checksum.exists():
+            warnings.warn(
+                f"The cached model conversion {target} is damaged (sha256 {actual}, "
+                f"recorded in {checksum.name}: {recorded}); converting it again",
+                RuntimeWarning,
+                stacklevel=2,
+            )
     verified_path(asset)
     import onnx
 
@@ -251,8 +289,25 @@ def converted_model(asset, *, symbolic_dims, pooled_layers=(), raw_layers=()):
     if raw_layers:
         _add_raw_outputs(model, raw_layers)
     onnx.checker.check_model(model)
-    atomic_write_bytes(target, model.SerializeToString())
+    data = model.SerializeToString()
+    atomic_write_bytes(target, data)
+    atomic_write_bytes(checksum, f"{hashlib.sha256(data).hexdigest()}  {target.name}\n".encode())
     return target
+
+
+def _recorded_sha256(checksum):
+    """The sha256 recorded in a conversion's checksum file, or None when unreadable."""
+    try:
+        with open(checksum, "rb") as f:
+            words = f.read(256).split()
+    except OSError:
+        return None
+    if not words or len(words[0]) != 64:
+        return None
+    try:
+        return bytes.fromhex(words[0].decode("ascii")).hex()
+    except (UnicodeDecodeError, ValueError):
+        return None
 
 
 def make_session(path, *, providers=None, n_threads=1):
@@ -262,8 +317,6 @@ def make_session(path, *, providers=None, n_threads=1):
     onnxruntime lacks (e.g. CUDA without onnxruntime-gpu) falls back to CPU with a
     warning, rather than failing.
     """
-    import warnings
-
     import onnxruntime as ort
 
     options = ort.SessionOptions()
