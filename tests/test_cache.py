@@ -1,10 +1,14 @@
 """The embedding disk cache: reuse, keys, invalidation, and a run killed mid-way."""
 
+import json
 import os
+import shutil
 import signal
 import sqlite3
+import stat
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 import warnings
@@ -13,7 +17,13 @@ import numpy as np
 import pytest
 
 from skagegender.embedding import ArcFaceEmbedder, EmbeddingCache
-from skagegender.embedding._cache import FILENAME, item_key
+from skagegender.embedding._cache import (
+    FILENAME,
+    CacheError,
+    DamagedCacheWarning,
+    TransientMessage,
+    item_key,
+)
 
 
 @pytest.fixture
@@ -161,3 +171,189 @@ def test_killed_run_resumes_without_loss_or_corruption(shared_data, tmp_path, co
     with EmbeddingCache(cache, "unused", dim=128) as opened:
         assert len(opened) == 0
     assert _rows(cache) == 60
+
+
+# -- keys that follow the file ------------------------------------------------
+
+
+def _same_size_jpegs(paths):
+    """Two different photos padded to one length (JPEG decoders ignore trailing bytes)."""
+    a, b = (open(p, "rb").read() for p in paths[:2])
+    size = max(len(a), len(b))
+    return a.ljust(size, b"\0"), b.ljust(size, b"\0")
+
+
+def test_rewrite_in_place_with_size_and_mtime_kept_is_recomputed(utkface_paths, tmp_path,
+                                                                 count_computed):
+    first, second = _same_size_jpegs(utkface_paths)
+    photo = tmp_path / "face.jpg"
+    photo.write_bytes(first)
+    cache = tmp_path / "cache"
+    embedder = ArcFaceEmbedder(cache=cache)
+    old = embedder.embed([str(photo)]).features[0]
+    st = photo.stat()
+    with open(photo, "r+b") as f:  # same inode, same size, then the old mtime back
+        f.write(second)
+    os.utime(photo, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (photo.stat().st_size, photo.stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+    new = embedder.embed([str(photo)]).features[0]
+    assert count_computed["images"] == 2
+    np.testing.assert_allclose(new, ArcFaceEmbedder().embed([utkface_paths[1]]).features[0],
+                               atol=1e-6)
+    assert not np.allclose(new, old, atol=1e-3)
+    # Replaced by another file (another inode) of the same size and mtime: a new key too.
+    other = tmp_path / "other.jpg"
+    other.write_bytes(first)
+    os.utime(other, ns=(st.st_atime_ns, st.st_mtime_ns))
+    before = item_key(str(photo))
+    os.replace(other, photo)
+    assert item_key(str(photo)) != before
+
+
+_UNPRIVILEGED_CHILD = textwrap.dedent(
+    """
+    import json, os, sqlite3, sys  # imported before the drop: the stdlib may be root-only
+    from skagegender.embedding import ArcFaceEmbedder
+
+    embedder = ArcFaceEmbedder(cache=sys.argv[1]).fit()  # the models load before the drop
+    if os.geteuid() == 0:
+        os.setgid(65534)
+        os.setuid(65534)
+    print(json.dumps(embedder.embed(sys.argv[2:]).errors))
+    """
+)
+
+
+def test_permission_denied_is_never_cached(utkface_paths, count_computed):
+    # Root reads through chmod 000, so the child reads as user "nobody"; the folder
+    # must be one that "nobody" can traverse (pytest's tmp_path is root-only).
+    base = tempfile.mkdtemp(prefix="skagegender-perm-")
+    try:
+        os.chmod(base, 0o755)
+        photo = os.path.join(base, "face.jpg")
+        shutil.copyfile(utkface_paths[0], photo)
+        os.chmod(photo, 0o600 if os.geteuid() == 0 else 0)
+        cache = os.path.join(base, "cache")
+        os.mkdir(cache)
+        os.chmod(cache, 0o777)
+        child = subprocess.run([sys.executable, "-c", _UNPRIVILEGED_CHILD, cache, photo],
+                               capture_output=True, text=True, timeout=120)
+        assert child.returncode == 0, child.stderr[-2000:]
+        (error,) = json.loads(child.stdout.strip().splitlines()[-1])
+        assert "Permission denied" in error
+        assert _rows(cache) == 0  # the access failure was not stored
+        os.chmod(photo, 0o644)  # chmod keeps the mtime
+        result = ArcFaceEmbedder(cache=cache).embed([photo])
+        assert result.errors == [None] and count_computed["images"] == 1
+        assert _rows(cache) == 1
+    finally:
+        shutil.rmtree(base)
+
+
+def test_put_skips_transient_errors_and_non_finite_rows(tmp_path):
+    nan_row = np.full(3, np.nan, np.float32)
+    with EmbeddingCache(tmp_path, "bb", dim=3) as cache:
+        cache.put([("denied", None, None, TransientMessage("a.jpg: cannot read the file")),
+                   ("nan", nan_row, None, None),
+                   ("inf", np.array([1, np.inf, 0], np.float32), None, None),
+                   ("short", np.ones(2, np.float32), None, None),
+                   ("corrupt", None, None, "b.jpg: not a recognised image format"),
+                   ("ok", np.ones(3, np.float32), None, None)])
+        assert set(cache.get(["denied", "nan", "inf", "short", "corrupt", "ok"])) == {
+            "corrupt", "ok"}
+
+
+# -- damaged and foreign cache files ------------------------------------------
+
+
+@pytest.fixture
+def two_faces(utkface_paths):
+    """Two photos and their features computed without a cache."""
+    paths = utkface_paths[:2]
+    return paths, ArcFaceEmbedder().embed(paths).features
+
+
+def _rebuilt_with_warning(cache, paths, expected):
+    with pytest.warns(DamagedCacheWarning, match="damaged") as caught:
+        result = ArcFaceEmbedder(cache=cache).embed(paths)
+    np.testing.assert_allclose(result.features, expected, atol=1e-6)
+    assert str(cache / FILENAME) in str(caught[0].message)
+    return result
+
+
+def test_garbage_cache_file_is_set_aside_and_rebuilt(tmp_path, two_faces):
+    paths, expected = two_faces
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / FILENAME).write_bytes(os.urandom(5000))  # was: DatabaseError traceback
+    _rebuilt_with_warning(cache, paths, expected)
+    (aside,) = cache.glob(FILENAME + ".damaged-*")
+    assert aside.stat().st_size == 5000
+    assert _rows(cache) == 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the rebuilt cache is sound: no second warning
+        ArcFaceEmbedder(cache=cache).embed(paths)
+
+
+def test_truncated_cache_file_is_set_aside_and_rebuilt(tmp_path, two_faces, count_computed):
+    paths, expected = two_faces
+    cache = tmp_path / "cache"
+    ArcFaceEmbedder(cache=cache).embed(paths + [np.full((50, 50, 3), 9, np.uint8)])
+    with open(cache / FILENAME, "r+b") as f:  # keep the first page (the schema) only
+        f.truncate(4096)
+    _rebuilt_with_warning(cache, paths, expected)
+    assert count_computed["images"] == 3 + 2
+    assert len(list(cache.glob(FILENAME + ".damaged-*"))) == 1 and _rows(cache) == 2
+
+
+def test_damaged_rows_are_recomputed(tmp_path, two_faces, count_computed):
+    paths, expected = two_faces
+    cache = tmp_path / "cache"
+    ArcFaceEmbedder(cache=cache).embed(paths)
+    with sqlite3.connect(cache / FILENAME) as db:
+        # A face blob of the wrong length (was: struct.error), and a NaN feature row.
+        keys = [k for (k,) in db.execute("SELECT item_key FROM embeddings ORDER BY item_key")]
+        db.execute("UPDATE embeddings SET face = x'00000000' WHERE item_key = ?", [keys[0]])
+        nan_row = np.full(expected.shape[1], np.nan, np.float32).tobytes()
+        db.execute("UPDATE embeddings SET features = ? WHERE item_key = ?", [nan_row, keys[1]])
+    with pytest.warns(DamagedCacheWarning, match="2 damaged rows"):
+        result = ArcFaceEmbedder(cache=cache).embed(paths)
+    assert result.found.all() and np.isfinite(result.features).all()
+    np.testing.assert_allclose(result.features, expected, atol=1e-6)
+    assert count_computed["images"] == 2 + 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the damaged rows were replaced
+        ArcFaceEmbedder(cache=cache).embed(paths)
+    assert count_computed["images"] == 4
+
+
+def test_foreign_database_is_refused_and_left_alone(tmp_path, two_faces):
+    paths, _ = two_faces
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    with sqlite3.connect(cache / FILENAME) as db:  # was: OperationalError on insert
+        db.execute("CREATE TABLE embeddings (name TEXT, vector BLOB)")
+        db.execute("INSERT INTO embeddings VALUES ('someone', x'00')")
+    before = (cache / FILENAME).read_bytes()
+    with pytest.raises(CacheError, match=f"{FILENAME}.*another program.*cache= another"):
+        ArcFaceEmbedder(cache=cache).embed(paths)
+    assert (cache / FILENAME).read_bytes() == before
+
+
+def test_cache_path_that_is_not_a_folder_or_not_a_file(tmp_path, two_faces):
+    paths, _ = two_faces
+    taken = tmp_path / "notes.txt"
+    taken.write_text("mine")  # was: FileExistsError
+    with pytest.raises(CacheError, match="notes.txt exists but is not a folder"):
+        ArcFaceEmbedder(cache=taken).embed(paths)
+    assert taken.read_text() == "mine"
+    for kind in ("folder", "fifo"):
+        cache = tmp_path / kind
+        cache.mkdir()
+        if kind == "folder":
+            (cache / FILENAME).mkdir()
+        else:
+            os.mkfifo(cache / FILENAME)  # opening it would block
+        with pytest.raises(CacheError, match="is not a regular file"):
+            ArcFaceEmbedder(cache=cache).embed(paths)
+        assert not stat.S_ISREG(os.stat(cache / FILENAME).st_mode)

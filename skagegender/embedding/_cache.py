@@ -5,22 +5,41 @@ Feature extraction is the cost of everything in skagegender, so
 interrupted run picks up where it stopped.
 
 Layout: ``<folder>/embeddings.sqlite``, one table keyed by ``(backbone_key,
-item_key)``:
+item_key)``, marked as ours by its SQLite ``application_id``:
 
 - ``backbone_key`` hashes everything that changes a row: :meth:`backbone_info`
   (backbone name, weights sha256, layers, mirror averaging, width), the model
   conversion version and the embedder's face policy (``detect``,
   ``face_selection``, ``min_score``, ``min_face_size``, ``det_max_side``,
   ``color``, ``max_pixels``). Several backbones share one folder safely.
-- ``item_key``: for a path, its absolute path + size + modification time
-  (nanoseconds), so an edited or replaced file is recomputed without reading it;
-  for bytes, arrays and PIL images, the sha256 of the content.
+- ``item_key``: for a path, its absolute path, device, inode, size, modification
+  time and change time (nanoseconds), so an edited, replaced or re-permissioned
+  file is recomputed without reading it (``chmod`` and a rewrite that restores
+  the mtime both change the change time); for bytes, arrays and PIL images, the
+  sha256 of the content. A copied or restored cache folder therefore misses for
+  paths whose files were copied too.
 
 A value is the float32 feature row plus the selected face (box, score,
-landmarks), or a marker: "no face found", or a load error. Load errors are kept
-only for items with a content or stat key, so fixing a corrupt file (which
-changes its size or mtime) recomputes it; a path that cannot be stat-ed
-(missing, permission denied) gets no key and is never cached.
+landmarks), or a marker: "no face found", or a load error. Outcomes that may
+change while the file does not are never stored: access failures (permission
+denied, I/O errors; :class:`TransientMessage`), paths that cannot be stat-ed, and
+feature rows that are not finite (a NaN row is not a found face).
+
+Damage (a file that is not ours is never touched):
+
+- the cache folder is a file, or ``embeddings.sqlite`` is not a regular file, or
+  is an SQLite database of another program (other tables, another
+  ``application_id``): :class:`CacheError` naming the file and what to do;
+- ``embeddings.sqlite`` is not a database, truncated or malformed (SQLite reports
+  ``SQLITE_NOTADB`` or ``SQLITE_CORRUPT``, on opening or in the middle of a run),
+  or it is ours with a wrong table layout: it is renamed (with its ``-wal`` and
+  ``-shm`` files) to ``embeddings.sqlite.damaged-<UTC time>``, a new cache is
+  started and a :class:`DamagedCacheWarning` says so;
+- single damaged rows (a feature or face blob of the wrong length or with
+  non-finite values, an unknown status): ignored and recomputed, with a
+  :class:`DamagedCacheWarning`;
+- other SQLite failures (locked for longer than the timeout, read-only, disk
+  full): :class:`CacheError`.
 
 Crash safety: the database runs in WAL mode and each finished chunk of images is
 written in one transaction, so a killed run loses at most the chunks in flight
@@ -31,15 +50,51 @@ not consistency, on power loss).
 
 import hashlib
 import os
+import stat
 import struct
+import time
+import warnings
 
 import numpy as np
 
 #: Bump when the stored layout or the meaning of a key changes.
-CACHE_FORMAT_VERSION = 1
+CACHE_FORMAT_VERSION = 2
 FILENAME = "embeddings.sqlite"
+#: SQLite ``application_id`` of our cache files ("SKAG").
+APPLICATION_ID = 0x534B4147
 
 OK, NO_FACE, LOAD_ERROR = 0, 1, 2
+
+_SCHEMA = (
+    "CREATE TABLE embeddings ("
+    " backbone_key TEXT NOT NULL, item_key TEXT NOT NULL,"
+    " status INTEGER NOT NULL, features BLOB, face BLOB, message TEXT,"
+    " PRIMARY KEY (backbone_key, item_key)) WITHOUT ROWID"
+)
+# (name, declared type, not null, primary key position) per column, as PRAGMA table_info says.
+_COLUMNS = [("backbone_key", "TEXT", 1, 1), ("item_key", "TEXT", 1, 2),
+            ("status", "INTEGER", 1, 0), ("features", "BLOB", 0, 0),
+            ("face", "BLOB", 0, 0), ("message", "TEXT", 0, 0)]
+# SQLite's verdicts on a file that is damaged rather than busy or unwritable.
+_DAMAGED = {"SQLITE_CORRUPT", "SQLITE_NOTADB"}
+
+
+class CacheError(ValueError):
+    """The embedding cache cannot be used; the message names the file and the fix."""
+
+
+class DamagedCacheWarning(UserWarning):
+    """A damaged cache file was set aside and rebuilt, or damaged rows were ignored."""
+
+
+class TransientMessage(str):
+    """An error message for an outcome that may change while the file does not.
+
+    Access failures (permission denied, I/O errors) are reported like any error,
+    but :meth:`EmbeddingCache.put` never stores them.
+    """
+
+    __slots__ = ()
 
 
 def item_key(image):
@@ -52,16 +107,18 @@ def item_key(image):
     Returns
     -------
     key : str or None
-        Hex sha256. Paths: absolute path, size and mtime (ns); other sources: content.
+        Hex sha256. Paths: absolute path, device, inode, size, mtime and ctime (ns);
+        other sources: content.
     """
     digest = hashlib.sha256()
     if isinstance(image, (str, os.PathLike)):
         path = os.path.abspath(os.fspath(image))
         try:
             st = os.stat(path)
-        except OSError:
+        except (OSError, ValueError):
             return None
-        digest.update(f"path\0{path}\0{st.st_size}\0{st.st_mtime_ns}".encode())
+        digest.update(f"path\0{path}\0{st.st_dev}\0{st.st_ino}\0{st.st_size}\0"
+                      f"{st.st_mtime_ns}\0{st.st_ctime_ns}".encode())
     elif isinstance(image, (bytes, bytearray, memoryview)):
         digest.update(b"bytes\0")
         digest.update(image)
@@ -113,18 +170,42 @@ def _pack_face(face):
 def _unpack_face(blob, embedding):
     from ._detection import Face
 
-    if blob is None:
-        return None
     values = np.asarray(_FACE.unpack(blob), np.float32)
     return Face(box=values[:4].copy(), score=float(values[4]),
                 landmarks=values[5:].reshape(5, 2).copy(), embedding=embedding)
+
+
+def _decode(status, features, face, message, dim):
+    """A stored row as (row, face, error), or None when the row is damaged."""
+    if status == OK and not isinstance(status, bool):
+        if not isinstance(features, bytes) or len(features) != 4 * dim:
+            return None
+        row = np.frombuffer(features, dtype=np.float32).copy()
+        if not np.isfinite(row).all():  # a NaN row is not a found face
+            return None
+        if face is None:
+            return row, None, None
+        if not isinstance(face, bytes) or len(face) != _FACE.size:
+            return None
+        found = _unpack_face(face, row)
+        if not (np.isfinite(found.box).all() and np.isfinite(found.landmarks).all()):
+            return None
+        return row, found, None
+    if status in (NO_FACE, LOAD_ERROR) and isinstance(message, str) and message:
+        return None, None, message
+    return None
+
+
+class _Damaged(Exception):
+    """Our cache file has a layout we did not write."""
 
 
 class EmbeddingCache:
     """Embedding rows of one backbone configuration in ``<folder>/embeddings.sqlite``.
 
     Open one per run (it holds a SQLite connection, which neither pickles nor
-    crosses a fork); it is a context manager.
+    crosses a fork); it is a context manager. The module docstring says what
+    happens to a damaged or foreign cache file.
 
     Parameters
     ----------
@@ -133,7 +214,13 @@ class EmbeddingCache:
     backbone_key : str
         From :func:`backbone_key`.
     dim : int
-        Width of a feature row; stored rows of another width are ignored.
+        Width of a feature row; stored rows of another width count as damaged.
+
+    Raises
+    ------
+    CacheError
+        When the folder or the file cannot be used (the message says why and what
+        to do).
 
     Examples
     --------
@@ -147,22 +234,25 @@ class EmbeddingCache:
     """
 
     def __init__(self, folder, backbone_key, *, dim):
-        import sqlite3
-
         folder = os.path.expanduser(os.fspath(folder))
-        os.makedirs(folder, exist_ok=True)
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except FileExistsError:
+            raise CacheError(
+                f"The embedding cache folder {folder} exists but is not a folder: pass "
+                f"cache= a folder (the cache is kept in <folder>/{FILENAME})"
+            ) from None
+        except OSError as exc:
+            raise CacheError(
+                f"Cannot create the embedding cache folder {folder} ({exc.strerror}): "
+                "pass cache= a folder you can write to"
+            ) from None
         self.path = os.path.join(folder, FILENAME)
         self.backbone_key = backbone_key
         self.dim = int(dim)
-        self._db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS embeddings ("
-            " backbone_key TEXT NOT NULL, item_key TEXT NOT NULL,"
-            " status INTEGER NOT NULL, features BLOB, face BLOB, message TEXT,"
-            " PRIMARY KEY (backbone_key, item_key)) WITHOUT ROWID"
-        )
+        self._db = None
+        self._inode = None
+        self._call(lambda db: None)
 
     def __enter__(self):
         return self
@@ -176,32 +266,147 @@ class EmbeddingCache:
             self._db.close()
             self._db = None
 
+    # -- opening, damage -----------------------------------------------------
+
+    def _connect(self):
+        import sqlite3
+
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise CacheError(
+                f"Cannot use the embedding cache {self.path} ({exc.strerror}): pass cache= "
+                "another folder"
+            ) from None
+        else:
+            if not stat.S_ISREG(st.st_mode):
+                raise CacheError(
+                    f"The embedding cache {self.path} is not a regular file: remove it or "
+                    "pass cache= another folder"
+                )
+        self._db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        self._inode = os.stat(self.path).st_ino
+        # Read only until the file is known to be ours (WAL mode rewrites the header).
+        (application_id,) = self._db.execute("PRAGMA application_id").fetchone()
+        tables = [name for (name,) in self._db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'")]
+        columns = [tuple(c[1:4]) + (c[5],) for c in self._db.execute(
+            "PRAGMA table_info(embeddings)")]
+        ours = application_id == APPLICATION_ID
+        fresh = not tables and application_id in (0, APPLICATION_ID)
+        if not fresh and columns != _COLUMNS and not ours:
+            shown = ", ".join(tables) or "none"
+            raise CacheError(
+                f"{self.path} is an SQLite database of another program, not a skagegender "
+                f"embedding cache (tables: {shown}; application_id {application_id}): move "
+                "it away or pass cache= another folder"
+            )
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        if fresh:
+            self._db.execute("BEGIN IMMEDIATE")
+            if not self._db.execute("SELECT 1 FROM sqlite_master").fetchone():
+                self._db.execute(_SCHEMA)
+            self._db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            self._db.execute("COMMIT")
+        elif columns != _COLUMNS:  # ours, with a layout we never write
+            raise _Damaged(f"unexpected tables {tables} or columns {columns}")
+        elif not ours:  # written before files were marked
+            self._db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+
+    def _call(self, operation):
+        """Run ``operation(db)``; set a damaged file aside and retry once."""
+        import sqlite3
+
+        for attempt in range(2):
+            try:
+                if self._db is None:
+                    self._connect()
+                return operation(self._db)
+            except (sqlite3.DatabaseError, _Damaged) as exc:
+                damaged = (isinstance(exc, _Damaged)
+                           or getattr(exc, "sqlite_errorname", None) in _DAMAGED)
+                if not damaged or attempt:
+                    self.close()
+                    raise CacheError(
+                        f"The embedding cache {self.path} cannot be used ({exc}); if another "
+                        "run holds it, wait for that run, else pass cache= another folder"
+                    ) from exc
+                self._set_aside(exc)
+            except BaseException:
+                self.close()
+                raise
+
+    def _set_aside(self, reason):
+        """Rename a damaged cache file (and its WAL files) so that a new one is started."""
+        self.close()
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        aside, n = f"{self.path}.damaged-{stamp}", 1
+        while os.path.lexists(aside):
+            aside, n = f"{self.path}.damaged-{stamp}-{n}", n + 1
+        try:
+            current = os.stat(self.path).st_ino
+        except FileNotFoundError:
+            current = None
+        if current != self._inode:  # another process has set it aside already
+            return
+        try:
+            os.replace(self.path, aside)
+            for suffix in ("-wal", "-shm"):
+                if os.path.lexists(self.path + suffix):
+                    os.replace(self.path + suffix, aside + suffix)
+        except OSError as exc:
+            raise CacheError(
+                f"The embedding cache {self.path} is damaged ({reason}) and cannot be moved "
+                f"aside ({exc.strerror}): delete it"
+            ) from None
+        warnings.warn(
+            f"The embedding cache {self.path} is damaged ({reason}); it was moved to "
+            f"{aside} and a new cache is started (its images are computed again)",
+            DamagedCacheWarning,
+            stacklevel=4,
+        )
+
+    # -- reading and writing -------------------------------------------------
+
     def get(self, keys):
         """Stored results for these item keys.
 
         Returns
         -------
         found : dict of key -> (row or None, Face or None, error message or None)
-            Only the keys that are stored; ``row`` is a float32 array of shape (dim,).
+            Only the keys that are stored intact; ``row`` is a float32 array of
+            shape (dim,) with finite values.
         """
         wanted = sorted({k for k in keys if k is not None})
-        found = {}
-        for start in range(0, len(wanted), 500):
-            part = wanted[start : start + 500]
-            query = (
-                "SELECT item_key, status, features, face, message FROM embeddings "
-                f"WHERE backbone_key = ? AND item_key IN ({','.join('?' * len(part))})"
+
+        def read(db):
+            stored = []
+            for start in range(0, len(wanted), 500):
+                part = wanted[start : start + 500]
+                stored += db.execute(
+                    "SELECT item_key, status, features, face, message FROM embeddings "
+                    f"WHERE backbone_key = ? AND item_key IN ({','.join('?' * len(part))})",
+                    [self.backbone_key, *part],
+                ).fetchall()
+            return stored
+
+        found, damaged = {}, 0
+        for key, *value in self._call(read):
+            entry = _decode(*value, self.dim)
+            if entry is None:
+                damaged += 1
+            else:
+                found[key] = entry
+        if damaged:
+            warnings.warn(
+                f"{damaged} damaged rows of the embedding cache {self.path} were ignored; "
+                "their images are computed again",
+                DamagedCacheWarning,
+                stacklevel=2,
             )
-            for key, status, blob, face, message in self._db.execute(
-                query, [self.backbone_key, *part]
-            ):
-                if status == OK:
-                    if blob is None or len(blob) != 4 * self.dim:
-                        continue
-                    row = np.frombuffer(blob, dtype=np.float32).copy()
-                    found[key] = (row, _unpack_face(face, row), None)
-                else:
-                    found[key] = (None, None, message or "unknown error")
         return found
 
     def put(self, entries):
@@ -211,32 +416,42 @@ class EmbeddingCache:
         ----------
         entries : iterable of (key, row, face, error)
             ``row`` a float32 array of shape (dim,) when embedded (error None), else
-            None with ``error`` the message; items with key None are skipped.
+            None with ``error`` the message. Not stored: items with key None, a
+            :class:`TransientMessage` error, or a row that is not ``dim`` finite
+            values.
         """
         rows = []
         for key, row, face, error in entries:
-            if key is None:
+            if key is None or isinstance(error, TransientMessage):
                 continue
             if error is None:
-                blob = np.ascontiguousarray(row, dtype=np.float32).tobytes()
-                rows.append((self.backbone_key, key, OK, blob, _pack_face(face), None))
+                row = np.asarray(row, dtype=np.float32).ravel()
+                if row.shape != (self.dim,) or not np.isfinite(row).all():
+                    continue
+                rows.append((self.backbone_key, key, OK, row.tobytes(), _pack_face(face), None))
             else:
                 status = NO_FACE if error.endswith("no face found") else LOAD_ERROR
-                rows.append((self.backbone_key, key, status, None, None, error))
+                rows.append((self.backbone_key, key, status, None, None, str(error)))
         if not rows:
             return
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            self._db.executemany(
-                "INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?, ?, ?, ?)", rows
-            )
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+
+        def write(db):
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.executemany("INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?, ?, ?, ?)", rows)
+            except BaseException:
+                if db.in_transaction:
+                    try:
+                        db.execute("ROLLBACK")
+                    except Exception:  # a damaged file may refuse that too: report the first error
+                        pass
+                raise
+            db.execute("COMMIT")
+
+        self._call(write)
 
     def __len__(self):
-        (count,) = self._db.execute(
+        (count,) = self._call(lambda db: db.execute(
             "SELECT COUNT(*) FROM embeddings WHERE backbone_key = ?", [self.backbone_key]
-        ).fetchone()
+        ).fetchone())
         return int(count)

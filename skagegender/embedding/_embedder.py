@@ -10,6 +10,7 @@ from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from ._backbones import get_backbone, resolve_layers
+from ._cache import EmbeddingCache, TransientMessage, backbone_key, item_key
 from ._io import DEFAULT_MAX_PIXELS, ImageLoadError, describe_source, load_image
 
 
@@ -370,8 +371,8 @@ class ArcFaceEmbedder(TransformerMixin, BaseEstimator):
         for i, image in enumerate(images):
             try:
                 bgr = load_image(image, color=self.color, max_pixels=self.max_pixels)
-            except ImageLoadError as exc:
-                errors[i] = str(exc)
+            except ImageLoadError as exc:  # access failures are reported, never cached
+                errors[i] = TransientMessage(exc) if exc.transient else str(exc)
                 continue
             if self._is_aligned(bgr):
                 from ._detection import ARCFACE_TEMPLATE, Face
@@ -409,8 +410,6 @@ class ArcFaceEmbedder(TransformerMixin, BaseEstimator):
         }
 
     def _open_cache(self, dim):
-        from ._cache import EmbeddingCache, backbone_key
-
         key = backbone_key(self.backbone_info(), self._cache_options())
         return EmbeddingCache(self.cache, key, dim=dim)
 
@@ -457,8 +456,6 @@ class ArcFaceEmbedder(TransformerMixin, BaseEstimator):
             dim = self._backbone().dim
             features = np.full((n, dim), np.nan, dtype=np.float32)
         if self.cache is not None:
-            from ._cache import item_key
-
             cache = self._open_cache(dim)
             keys = [item_key(image) for image in images]
             stored = cache.get(keys)
