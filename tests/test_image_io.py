@@ -1,12 +1,13 @@
 """load_image: every supported source, every kind of bad input."""
 
 import io
+import os
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from skagegender.embedding import ImageLoadError, load_image
+from skagegender.embedding import IMAGE_FORMATS, ImageLoadError, load_image
 
 
 def _png_bytes(img):
@@ -143,3 +144,58 @@ def test_pixel_limit_refuses_before_decoding(tmp_path):
 def test_bad_arrays_and_objects(bad):
     with pytest.raises(ImageLoadError):
         load_image(bad)
+
+
+# The allow-list of formats (issue 12): everything in IMAGE_FORMATS decodes,
+# nothing else reaches a decoder.
+
+def _encoded(fmt, rgb):
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("fmt", sorted(IMAGE_FORMATS))
+def test_every_allowed_format_decodes(fmt):
+    rgb = _rgb_test_image()
+    out = load_image(_encoded(fmt, rgb))
+    assert out.shape == (30, 40, 3)
+    if fmt not in ("JPEG", "WEBP", "GIF"):  # lossless: exact pixels
+        np.testing.assert_array_equal(out[..., ::-1], rgb)
+
+
+def test_eps_never_reaches_ghostscript(tmp_path, monkeypatch):
+    from PIL import EpsImagePlugin
+
+    # A fake Ghostscript on PATH that leaves a mark when Pillow runs it.
+    mark = tmp_path / "gs-ran"
+    gs = tmp_path / "bin" / "gs"
+    gs.parent.mkdir()
+    gs.write_text(f"#!/bin/sh\ntouch '{mark}'\nexit 1\n")
+    gs.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{gs.parent}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setattr(EpsImagePlugin, "gs_binary", None)  # look for gs again
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\n0 0 moveto 8 8 lineto stroke\n"
+    path = tmp_path / "photo.eps"
+    path.write_bytes(eps)
+
+    with pytest.raises(ImageLoadError, match="unsupported format EPS") as info:
+        load_image(path)
+    assert str(path) in str(info.value) and not info.value.transient
+    with pytest.raises(ImageLoadError, match="unsupported format EPS"):
+        load_image(eps)
+    assert not mark.exists()
+
+    # Control: Pillow left to itself hands the same bytes to Ghostscript.
+    with pytest.raises(Exception):
+        Image.open(io.BytesIO(eps)).load()
+    assert mark.exists()
+
+
+def test_icon_is_an_unsupported_format_and_text_is_not_an_image(tmp_path):
+    path = tmp_path / "favicon.ico"
+    Image.fromarray(_rgb_test_image(32, 32)).save(path, format="ICO")
+    with pytest.raises(ImageLoadError, match="unsupported format ICO; skagegender reads JPEG"):
+        load_image(path)
+    with pytest.raises(ImageLoadError, match="not a recognised image format"):
+        load_image(b"hello, this is plain text")

@@ -14,7 +14,7 @@ from ._embedder import (
     MissingFacesWarning,
     NoFaceError,
 )
-from ._io import ImageLoadError, load_image
+from ._io import IMAGE_FORMATS, IMAGE_SUFFIXES, ImageLoadError, load_image
 
 __all__ = [
     "AGE_GENDER_LAYERS",
@@ -23,6 +23,8 @@ __all__ = [
     "EmbeddingCache",
     "EmbeddingResult",
     "Face",
+    "IMAGE_FORMATS",
+    "IMAGE_SUFFIXES",
     "ImageLoadError",
     "LAYER_PRESETS",
     "MissingFacesWarning",

@@ -3,15 +3,24 @@
 One function, :func:`load_image`, turns any supported image source into an
 ``(H, W, 3)`` uint8 **BGR** array (OpenCV's channel order, which the detectors
 use). Every failure raises :class:`ImageLoadError`, which names the source.
+
+Files are hostile until checked: only regular files are opened (a FIFO, a device
+such as ``/dev/zero`` or a socket is refused before it is opened, symlinks
+followed), a file over ``max_bytes`` is refused before it is read, and only the
+formats of :data:`IMAGE_FORMATS` are decoded.
 """
 
 import io
 import os
-from pathlib import Path
+import stat
 
 import numpy as np
 
 DEFAULT_MAX_PIXELS = 40_000_000
+#: Files larger than this many bytes are refused before they are read. 100 MB holds
+#: any compressed photo (a 100-megapixel camera JPEG is 20-50 MB); uncompressed BMP,
+#: PPM or TIFF files over about 33 megapixels need a larger ``max_bytes``.
+DEFAULT_MAX_BYTES = 100_000_000
 
 #: The image formats skagegender reads (Pillow format name -> file suffixes). Files
 #: and folders are filtered by these suffixes, and decoding is restricted to
@@ -62,6 +71,89 @@ def describe_source(image):
     if isinstance(image, np.ndarray):
         return f"<array {image.shape} {image.dtype}>"
     return f"<{type(image).__name__}>"
+
+
+_FILE_KINDS = (
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _not_regular(mode, source):
+    """The ImageLoadError for a path that is not a regular file."""
+    if stat.S_ISDIR(mode):
+        return ImageLoadError(source, "is a directory, not an image file")
+    kind = next((name for test, name in _FILE_KINDS if test(mode)), "a special file")
+    return ImageLoadError(source, f"is {kind}, not a regular file; only regular files are read")
+
+
+def _access_error(exc, source):
+    """The ImageLoadError for an OSError: only a missing file is not transient."""
+    if isinstance(exc, (FileNotFoundError, NotADirectoryError)):
+        return ImageLoadError(source, "no such file")
+    return ImageLoadError(source, f"cannot read the file ({exc.strerror or exc})",
+                          transient=True)
+
+
+def _read_file(path, source, max_bytes):
+    """The bytes of a regular file of at most ``max_bytes`` bytes, else ImageLoadError.
+
+    The file's kind and size are checked with ``os.stat`` (following symlinks)
+    before it is opened, since opening a FIFO blocks and reading a device never
+    ends. It is then opened without blocking, checked again on the open
+    descriptor (the path may have been replaced in between), and read up to
+    ``max_bytes + 1`` bytes (it may have grown in between).
+    """
+    try:
+        info = os.stat(path)
+    except OSError as exc:
+        raise _access_error(exc, source) from exc
+    except ValueError as exc:  # a NUL character in the path
+        raise ImageLoadError(source, f"invalid path ({exc})") from exc
+    if not stat.S_ISREG(info.st_mode):
+        raise _not_regular(info.st_mode, source)
+    if info.st_size > max_bytes:
+        raise ImageLoadError(source, f"the file has {info.st_size:,} bytes, over the limit "
+                                     f"of {max_bytes:,} (max_bytes)")
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        raise _access_error(exc, source) from exc
+    with os.fdopen(fd, "rb") as file:
+        mode = os.fstat(file.fileno()).st_mode
+        if not stat.S_ISREG(mode):
+            raise _not_regular(mode, source)
+        try:
+            data = file.read(max_bytes + 1)
+        except OSError as exc:
+            raise _access_error(exc, source) from exc
+    if len(data) > max_bytes:
+        raise ImageLoadError(
+            source, f"the file grew past the limit of {max_bytes:,} bytes (max_bytes) "
+            "while it was being read"
+        )
+    return data
+
+
+def _unsupported_format(prefix):
+    """The name of a format Pillow knows but skagegender does not read, from a file's
+    first bytes (signature checks only, nothing is parsed); None if none matches."""
+    from PIL import Image
+
+    Image.init()
+    for name, (_, accept) in Image.OPEN.items():
+        if name in IMAGE_FORMATS or accept is None:
+            continue
+        try:
+            match = accept(prefix)
+        except Exception:  # some checks assume a longer prefix
+            continue
+        if match and not isinstance(match, str):
+            return name
+    return None
 
 
 def _pil_to_bgr(img, source, max_pixels):
@@ -129,13 +221,17 @@ def _array_to_bgr(array, source, *, rgb):
     return np.ascontiguousarray(array)
 
 
-def load_image(image, *, color="rgb", max_pixels=DEFAULT_MAX_PIXELS):
+def load_image(image, *, color="rgb", max_pixels=DEFAULT_MAX_PIXELS,
+               max_bytes=DEFAULT_MAX_BYTES):
     """Read one image into an ``(H, W, 3)`` uint8 BGR array.
 
     Parameters
     ----------
     image : str, os.PathLike, bytes, numpy.ndarray or PIL.Image.Image
-        A file path; the encoded bytes of a file (JPEG, PNG, ...); an array of shape
+        A file path (a regular file; symlinks are followed); the encoded bytes of a
+        file in one of the formats of :data:`IMAGE_FORMATS` (JPEG, PNG, BMP, WebP,
+        TIFF, GIF, PPM; other formats such as EPS or ICO are refused without being
+        decoded); an array of shape
         (H, W) gray, (H, W, 3) or (H, W, 4) with channels ordered as ``color`` says
         (uint8, uint16, other integers clipped to 0..255, or floats in 0..1 or
         0..255); or a PIL image. EXIF orientation is applied; grayscale, palette,
@@ -144,6 +240,9 @@ def load_image(image, *, color="rgb", max_pixels=DEFAULT_MAX_PIXELS):
         Channel order of **array** inputs (files, bytes and PIL images carry their own).
     max_pixels : int, default=40_000_000
         Larger images are refused before they are decoded (decompression bombs).
+    max_bytes : int, default=100_000_000
+        Files larger than this are refused before they are read, and at most
+        ``max_bytes + 1`` bytes are ever read from one file.
 
     Returns
     -------
@@ -152,8 +251,11 @@ def load_image(image, *, color="rgb", max_pixels=DEFAULT_MAX_PIXELS):
     Raises
     ------
     ImageLoadError
-        For a missing, empty, corrupt, truncated or non-image file, an unsupported
-        array, or an image over ``max_pixels``. The message names the source.
+        For a missing, empty, corrupt, truncated or non-image file, a path that is
+        not a regular file (directory, FIFO, device, socket), a file over
+        ``max_bytes``, an unsupported format or array, or an image over
+        ``max_pixels``. The message names the source. ``transient`` is True for
+        access failures (permission denied, I/O errors) only.
 
     Examples
     --------
@@ -173,16 +275,7 @@ def load_image(image, *, color="rgb", max_pixels=DEFAULT_MAX_PIXELS):
     if isinstance(image, Image.Image):
         return _pil_to_bgr(image, source, max_pixels)
     if isinstance(image, (str, os.PathLike)):
-        path = Path(image)
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError as exc:
-            raise ImageLoadError(source, "no such file") from exc
-        except IsADirectoryError as exc:
-            raise ImageLoadError(source, "is a directory, not an image file") from exc
-        except OSError as exc:
-            raise ImageLoadError(source, f"cannot read the file ({exc.strerror})",
-                                 transient=True) from exc
+        data = _read_file(image, source, max_bytes)
     elif isinstance(image, (bytes, bytearray, memoryview)):
         data = bytes(image)
     else:
@@ -192,9 +285,15 @@ def load_image(image, *, color="rgb", max_pixels=DEFAULT_MAX_PIXELS):
     if not data:
         raise ImageLoadError(source, "the file is empty (0 bytes)")
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        with Image.open(io.BytesIO(data), formats=tuple(IMAGE_FORMATS)) as img:
             return _pil_to_bgr(img, source, max_pixels)
     except UnidentifiedImageError as exc:
+        other = _unsupported_format(data[:16])
+        if other is not None:
+            raise ImageLoadError(
+                source, f"unsupported format {other}; skagegender reads "
+                f"{', '.join(IMAGE_FORMATS)}"
+            ) from exc
         raise ImageLoadError(source, "not a recognised image format") from exc
     except Image.DecompressionBombError as exc:
         raise ImageLoadError(source, f"refused as a decompression bomb ({exc})") from exc
