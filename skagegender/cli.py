@@ -2,21 +2,33 @@
 
 Sub-commands: ``predict`` (age and gender of every face), ``embed`` (features to
 an .npz file), ``evaluate`` (scores on a labeled dataset), ``train`` (fit and
-save a model) and ``tune`` (Optuna search over heads). With ``--json`` the only
-thing on stdout is JSON; progress goes to stderr.
+save a model) and ``tune`` (Optuna search over heads). With ``--json`` or
+``--jsonl`` the only thing on stdout is JSON; progress, warnings and errors go to
+stderr.
 
-Exit codes: 0 success; 1 when some inputs could not be read (the others are
-still reported); 2 for usage errors.
+Exit codes: 0 success (an image without a face is a success); 1 when some
+inputs could not be read (the others are still reported); 2 for usage errors
+and when there is nothing to do (e.g. only empty folders); 130 after Ctrl-C.
 """
 
 import argparse
 import json
+import os
+import signal
 import sys
 import time
+import unicodedata
+from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".pgm",
-                  ".ppm", ".jfif"}
+from .embedding._io import IMAGE_FORMATS, IMAGE_SUFFIXES
+
+EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EMPTY_FOLDER = "no image files in this folder"
+#: Inputs per parallel task of ``predict --n-jobs``: results are written a chunk at a time.
+PREDICT_CHUNK = 4
+FEW_FACES = 1000
 
 
 def _version():
@@ -26,16 +38,85 @@ def _version():
 
 
 def _expand(paths):
-    """Files as given, folders expanded to their image files (sorted, recursive)."""
-    out = []
+    """Every named path in order, folders expanded to their image files (sorted, recursive).
+
+    Returns
+    -------
+    items : list of (str, str or None)
+        ``(path, error)``: a named file is always listed (the loader decides whether
+        it can be read); a folder without image files is listed with an error.
+    skipped : collections.Counter
+        Suffixes of the files inside folders that were skipped (not in IMAGE_SUFFIXES).
+    """
+    items, skipped = [], Counter()
     for raw in paths:
         path = Path(raw)
-        if path.is_dir():
-            out.extend(str(p) for p in sorted(path.rglob("*"))
-                       if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        if not path.is_dir():
+            items.append((os.fspath(raw), None))
+            continue
+        found = []
+        for child in sorted(path.rglob("*")):
+            if child.is_dir():
+                continue
+            suffix = child.suffix.lower()
+            if suffix in IMAGE_SUFFIXES:
+                found.append((str(child), None))
+            else:
+                skipped[suffix or "(no suffix)"] += 1
+        items.extend(found or [(os.fspath(raw), EMPTY_FOLDER)])
+    return items, skipped
+
+
+def _report_skipped(command, skipped):
+    if skipped:
+        n = sum(skipped.values())
+        print(f"skagegender {command}: skipped {n} file{'s' if n != 1 else ''} with unsupported "
+              f"suffixes: {', '.join(sorted(skipped))} (read: {' '.join(sorted(IMAGE_SUFFIXES))})",
+              file=sys.stderr)
+
+
+def _printable(text):
+    """``text`` on one line: control, format and separator characters escaped.
+
+    Newlines in a file name would otherwise start a fake output line; undecodable
+    bytes of a file name (kept by Python as lone surrogates) become ``\\xNN``.
+    """
+    out = []
+    for ch in text:
+        category = unicodedata.category(ch)
+        if category in ("Cc", "Cf", "Zl", "Zp"):
+            code = ord(ch)
+            out.append({"\n": "\\n", "\r": "\\r", "\t": "\\t"}.get(
+                ch, f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"))
+        elif category == "Cs":
+            code = ord(ch)
+            out.append(f"\\x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"\\u{code:04x}")
         else:
-            out.append(str(path))
-    return out
+            out.append(ch)
+    return "".join(out)
+
+
+@contextmanager
+def _no_interrupt():
+    """Hold SIGINT back while a result is written, so that Ctrl-C never cuts a line."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def _write(stream, text):
+    with _no_interrupt():
+        stream.write(text)
+        stream.flush()
+
+
+def _error(command, message):
+    _write(sys.stderr, f"skagegender {command}: {_printable(str(message))}\n")
 
 
 def _progress(iterable, total, desc, enabled):
@@ -55,48 +136,262 @@ def _load_model(path):
     return AgeGenderModel.load(path)
 
 
+def _json(obj, *, indent=None):
+    return json.dumps(obj, indent=indent, allow_nan=False)
+
+
 def _print_json(obj):
-    json.dump(obj, sys.stdout, indent=2, allow_nan=False)
-    sys.stdout.write("\n")
+    _write(sys.stdout, _json(obj, indent=2) + "\n")
+
+
+def _positive_or_all(text):
+    """``--n-jobs``: a positive number of processes, or -1 (and below) as joblib counts."""
+    value = int(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must not be 0 (1 = one process, -1 = all cores)")
+    return value
 
 
 # -- predict -------------------------------------------------------------------
 
-def cmd_predict(args):
+def _predict_chunk(model, paths, targets):
+    """Predict (and draw) a few inputs: per input ``(faces, records, error)``.
+
+    Module level so that joblib can send it to worker processes.
+    """
     from .embedding import ImageLoadError
 
-    files = _expand(args.paths)
-    if not files:
-        print("skagegender predict: no image files found in the given paths", file=sys.stderr)
-        return 2
-    model = _load_model(args.model)
-    records, failed = [], 0
-    show = sys.stderr.isatty() and len(files) > 1
-    for path in _progress(files, len(files), "predict", show):
+    out = []
+    for path, target in zip(paths, targets):
         try:
-            records.append({"path": path, "faces": model.predict_faces(path), "error": None})
+            faces = model.embedder_.detect_faces(path)
         except ImageLoadError as exc:
-            failed += 1
-            records.append({"path": path, "faces": [], "error": exc.reason})
-    if args.json:
-        _print_json(records)
+            out.append((None, [], exc.reason))
+            continue
+        records = model.predict_faces(path, faces=faces)
+        error = _annotate(model, path, records, target) if target else None
+        out.append((faces, records, error))
+    return out
+
+
+class _FaceCache:
+    """Every face of every finished image, in an embedding cache folder.
+
+    ``predict`` needs all faces of a photo, where ``embed`` keeps one: its rows go
+    to the same :class:`~skagegender.embedding.EmbeddingCache` file under their
+    own backbone key (the embedder's key plus "every face"), face ``j`` of an
+    item under ``<item key>:<j>`` and a "no face found" marker after the last.
+    Unreadable inputs are not cached (they are quick to retry).
+    """
+
+    def __init__(self, folder, embedder):
+        from .embedding import EmbeddingCache
+        from .embedding._cache import backbone_key
+
+        info = embedder.backbone_info()
+        key = backbone_key(info, {**embedder._cache_options(), "faces": "every"})
+        self.store = EmbeddingCache(folder, key, dim=info["embedding_dim"])
+
+    def get(self, keys):
+        """Cached faces per key (a list, maybe empty), for the keys fully stored."""
+        faces = {k: [] for k in keys if k is not None}
+        pending, done, j = list(faces), {}, 0
+        while pending:
+            stored = self.store.get([f"{k}:{j}" for k in pending])
+            still = []
+            for k in pending:
+                hit = stored.get(f"{k}:{j}")
+                if hit is None:
+                    continue  # not (fully) cached
+                row, face, error = hit
+                if error is None:
+                    faces[k].append(face)
+                    still.append(k)
+                else:
+                    done[k] = faces[k]
+            pending, j = still, j + 1
+        return done
+
+    def put(self, key, faces):
+        if key is None:
+            return
+        entries = [(f"{key}:{j}", face.embedding, face, None) for j, face in enumerate(faces)]
+        entries.append((f"{key}:{len(faces)}", None, None, "no face found"))
+        self.store.put(entries)
+
+    def close(self):
+        self.store.close()
+
+
+def _predict_stream(model, items, targets, *, n_jobs, cache):
+    """Yield ``(path, records, error)`` per item, in input order, as each is done."""
+    from joblib import Parallel, delayed
+
+    from .embedding._cache import item_key
+
+    keys = [item_key(path) if error is None and cache is not None else None
+            for path, error in items]
+    cached = cache.get(keys) if cache is not None else {}
+    todo = [i for i, (_, error) in enumerate(items) if error is None and keys[i] not in cached]
+    parallel = Parallel(n_jobs=n_jobs, return_as="generator")
+    size = 1 if parallel.n_jobs == 1 else PREDICT_CHUNK
+    chunks = [todo[k:k + size] for k in range(0, len(todo), size)]
+    tasks = (([items[i][0] for i in chunk], [targets[i] for i in chunk]) for chunk in chunks)
+    if size == 1:
+        parts = (_predict_chunk(model, paths, chunk_targets) for paths, chunk_targets in tasks)
     else:
-        for rec in records:
-            if rec["error"]:
-                print(f"{rec['path']}: ERROR {rec['error']}")
-                continue
-            if not rec["faces"]:
-                print(f"{rec['path']}: no face found")
-                continue
-            for i, face in enumerate(rec["faces"]):
-                lo_hi = (f" ({face['age_interval'][0]:.0f}-{face['age_interval'][1]:.0f})"
-                         if face["age_interval"] else "")
-                gender = (f"{face['gender']} ({face['gender_probability']:.0%})"
-                          if face["gender"] else "gender unknown")
-                box = ",".join(f"{v:.0f}" for v in face["box"])
-                print(f"{rec['path']} face {i + 1}: age {face['age']:.0f}{lo_hi}, {gender}, "
-                      f"box [{box}], score {face['score']:.2f}")
-    return 1 if failed else 0
+        parts = parallel(delayed(_predict_chunk)(model, *task) for task in tasks)
+    results = (result for part in parts for result in part)
+    for i, (path, error) in enumerate(items):
+        if error is not None:
+            yield path, [], error
+        elif keys[i] in cached:
+            records = model.predict_faces(path, faces=cached[keys[i]])
+            yield path, records, _annotate(model, path, records, targets[i]) if targets[i] else None
+        else:
+            faces, records, error = next(results)
+            if cache is not None and faces is not None:
+                cache.put(keys[i], faces)
+            yield path, records, error
+
+
+def _annotation_targets(items, folder):
+    """One output file per readable input in ``folder``: the input's name, made unique.
+
+    Same-named inputs from different folders get ``-2``, ``-3`` ... before the
+    suffix; no target is ever one of the inputs. Formats keep the input's suffix,
+    except PGM/PBM (written as colour .ppm) and unknown suffixes (.png added).
+    """
+    if folder is None:
+        return [None] * len(items)
+    folder = Path(folder)
+    inputs = {os.path.normcase(os.path.abspath(path)) for path, _ in items}
+    used, targets = set(), []
+    for path, error in items:
+        if error is not None:
+            targets.append(None)
+            continue
+        name = Path(path).name
+        stem, suffix = os.path.splitext(name)
+        if suffix.lower() in (".pgm", ".pbm"):
+            suffix = ".ppm"
+        elif suffix.lower() not in IMAGE_SUFFIXES:
+            stem, suffix = name, ".png"
+        n, target = 1, folder / f"{stem}{suffix}"
+        while (os.path.normcase(str(target)).casefold() in used
+               or os.path.normcase(os.path.abspath(target)) in inputs):
+            n += 1
+            target = folder / f"{stem}-{n}{suffix}"
+        used.add(os.path.normcase(str(target)).casefold())
+        targets.append(str(target))
+    return targets
+
+
+def _annotate(model, path, records, target):
+    """Draw every face's box and label on a copy of ``path`` written to ``target``.
+
+    Returns None, or the reason the copy could not be written.
+    """
+    import cv2
+    from PIL import Image
+
+    from .embedding import ImageLoadError, load_image
+
+    embedder = model.embedder_
+    try:
+        bgr = load_image(path, color=embedder.color, max_pixels=embedder.max_pixels)
+    except ImageLoadError as exc:
+        return f"cannot annotate: {exc.reason}"
+    height, width = bgr.shape[:2]
+    thick = max(1, round(min(height, width) / 300))
+    scale = max(0.4, min(height, width) / 900)
+    for number, face in enumerate(records, start=1):
+        x1, y1, x2, y2 = (int(round(v)) for v in face["box"])
+        colour = {"female": (60, 60, 230), "male": (230, 120, 30)}.get(face["gender"], (0, 200, 0))
+        cv2.rectangle(bgr, (x1, y1), (x2, y2), colour, thick, cv2.LINE_AA)
+        label = f"{number}: {face['age']:.0f}" + (f" {face['gender']}" if face["gender"] else "")
+        (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
+        top = y1 - th - base - 2 * thick if y1 - th - base - 2 * thick >= 0 else y1
+        left = min(max(x1, 0), max(width - tw - 2 * thick, 0))
+        cv2.rectangle(bgr, (left, top), (left + tw + 2 * thick, top + th + base + 2 * thick),
+                      colour, -1)
+        cv2.putText(bgr, label, (left + thick, top + th + thick), cv2.FONT_HERSHEY_SIMPLEX,
+                    scale, (255, 255, 255), thick, cv2.LINE_AA)
+    suffix = os.path.splitext(target)[1].lower()
+    fmt = next((name for name, suffixes in IMAGE_FORMATS.items() if suffix in suffixes), "PNG")
+    options = {"JPEG": {"quality": 95}, "WEBP": {"quality": 95}}.get(fmt, {})
+    partial = f"{target}.partial"
+    try:
+        Image.fromarray(bgr[:, :, ::-1]).save(partial, format=fmt, **options)
+        os.replace(partial, target)
+    except OSError as exc:
+        return f"cannot write the annotated copy {target}: {exc.strerror or exc}"
+    return None
+
+
+def _plain_lines(path, records):
+    name = _printable(path)
+    if not records:
+        return f"{name}: no face found\n"
+    lines = []
+    for i, face in enumerate(records, start=1):
+        lo_hi = (f" ({face['age_interval'][0]:.0f}-{face['age_interval'][1]:.0f})"
+                 if face["age_interval"] else "")
+        gender = (f"{face['gender']} ({face['gender_probability']:.0%})"
+                  if face["gender"] else "gender unknown")
+        box = ",".join(f"{v:.0f}" for v in face["box"])
+        lines.append(f"{name} face {i}: age {face['age']:.0f}{lo_hi}, {gender}, "
+                     f"box [{box}], score {face['score']:.2f}\n")
+    return "".join(lines)
+
+
+def cmd_predict(args):
+    items, skipped = _expand(args.paths)
+    _report_skipped("predict", skipped)
+    if all(error == EMPTY_FOLDER for _, error in items):
+        for path, error in items:
+            _error("predict", f"{path}: {error}")
+        _error("predict", "nothing to do: no image files in the given paths")
+        return EXIT_USAGE
+    if args.annotate:
+        try:
+            Path(args.annotate).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            _error("predict", f"--annotate {args.annotate}: {exc.strerror or exc}")
+            return EXIT_USAGE
+    model = _load_model(args.model)
+    cache = _FaceCache(args.cache, model.embedder_) if args.cache else None
+    targets = _annotation_targets(items, args.annotate)
+    records, failed, done = [], 0, 0
+    show = sys.stderr.isatty() and not sys.stdout.isatty() and len(items) > 1
+    stream = _predict_stream(model, items, targets, n_jobs=args.n_jobs, cache=cache)
+    try:
+        for path, faces, error in _progress(stream, len(items), "predict", show):
+            done += 1
+            failed += error is not None
+            record = {"path": path, "faces": faces, "error": error}
+            if args.annotate and error is None:
+                record["annotated"] = targets[done - 1]
+            if args.json:
+                records.append(record)
+            elif args.jsonl:
+                _write(sys.stdout, _json(record) + "\n")
+            elif error is not None:
+                _write(sys.stdout, _plain_lines(path, faces) if faces else "")
+                _error("predict", f"{path}: {error}")
+            else:
+                _write(sys.stdout, _plain_lines(path, faces))
+    except KeyboardInterrupt:
+        if args.json:
+            _write(sys.stdout, _json(records) + "\n")
+        _error("predict", f"interrupted: {done} of {len(items)} inputs done")
+        return EXIT_INTERRUPTED
+    finally:
+        if cache is not None:
+            cache.close()
+    if args.json:
+        _write(sys.stdout, _json(records) + "\n")
+    return EXIT_SOME_FAILED if failed else EXIT_OK
 
 
 # -- embed ---------------------------------------------------------------------
@@ -106,26 +401,43 @@ def cmd_embed(args):
 
     from .embedding import ArcFaceEmbedder
 
-    files = _expand(args.paths)
-    if not files:
-        print("skagegender embed: no image files found in the given paths", file=sys.stderr)
-        return 2
+    items, skipped = _expand(args.paths)
+    _report_skipped("embed", skipped)
+    if all(error == EMPTY_FOLDER for _, error in items):
+        for path, error in items:
+            _error("embed", f"{path}: {error}")
+        _error("embed", "nothing to do: no image files in the given paths")
+        return EXIT_USAGE
     embedder = ArcFaceEmbedder(args.backbone, layers=args.layers, flip_augment=args.flip,
                                n_jobs=args.n_jobs)
     if args.cache:
         embedder.set_params(cache=args.cache)
+    files = [path for path, error in items if error is None]
     result = embedder.embed(files)
-    np.savez_compressed(args.out, embeddings=result.features, paths=np.array(files),
-                        found=result.found,
-                        errors=np.array([e or "" for e in result.errors]))
-    summary = {"out": args.out, "n_images": len(files), "n_faces_found": int(result.found.sum()),
-               "embedding_dim": int(result.features.shape[1])}
+    n, dim = len(items), result.features.shape[1]
+    features = np.full((n, dim), np.nan, dtype=np.float32)
+    errors = [error and f"{path}: {error}" for path, error in items]
+    rows = [i for i, (_, error) in enumerate(items) if error is None]
+    features[rows] = result.features
+    for i, error in zip(rows, result.errors):
+        errors[i] = error
+    found = np.array([e is None for e in errors], dtype=bool)
+    paths = [path for path, _ in items]
+    # Plain numeric and unicode columns only: the file loads with allow_pickle=False.
+    np.savez_compressed(args.out, embeddings=features, paths=np.array(paths, dtype=str),
+                        found=found, errors=np.array([e or "" for e in errors], dtype=str))
+    failed = [e for e in errors if e is not None and not e.endswith("no face found")]
+    for message in errors:
+        if message is not None:
+            _error("embed", message)
+    summary = {"out": args.out, "n_images": n, "n_faces_found": int(found.sum()),
+               "n_failed": len(failed), "embedding_dim": int(dim)}
     if args.json:
         _print_json(summary)
     else:
-        print(f"{summary['n_faces_found']} of {len(files)} images embedded "
-              f"({summary['embedding_dim']} features) -> {args.out}")
-    return 0 if all(not e or e.endswith("no face found") for e in result.errors) else 1
+        print(f"{summary['n_faces_found']} of {n} images embedded ({dim} features), "
+              f"{len(failed)} could not be read -> {args.out}")
+    return EXIT_SOME_FAILED if failed else EXIT_OK
 
 
 # -- evaluate ------------------------------------------------------------------
@@ -171,8 +483,56 @@ def evaluate_model(model, features, data):
             continue
         per_group.setdefault(kind, {})[str(row["group"])] = {
             key: row[key] for key in ("n", "mae", "one_class_off", "cs5") if key in row}
+    if out["gender_accuracy"] is not None:
+        # gender accuracy within the same age groups (by true age) and races
+        sets = {"age": _age_groups(age_true)}
+        if data.get("race") is not None:
+            sets["race"] = np.array([str(r) for r in data.race])
+        for kind, labels in sets.items():
+            for group, row in per_group.get(kind, {}).items():
+                mask = known & (labels == group)
+                row["gender_accuracy"] = float(hit[mask].mean()) if mask.any() else None
     out["per_group"] = per_group
     return out
+
+
+def _age_groups(age):
+    """The age group label (as in age_error_report) of each true age; "" when unknown."""
+    import numpy as np
+
+    from .metrics._age import _REPORT_AGE_GROUPS
+
+    rounded = np.floor(np.asarray(age, dtype=float) + 0.5)
+    labels = np.full(len(rounded), "", dtype=object)
+    for label, low, high in _REPORT_AGE_GROUPS:
+        labels[(rounded >= low) & (rounded <= high)] = label
+    return labels
+
+
+def _rounded(obj, digits=4):
+    """``obj`` with every float rounded to ``digits`` decimals (NaN becomes None)."""
+    if isinstance(obj, float):
+        return None if obj != obj else round(obj, digits)
+    if isinstance(obj, dict):
+        return {key: _rounded(value, digits) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_rounded(value, digits) for value in obj]
+    return obj
+
+
+def _model_description(path):
+    """Which model: the shipped one or a file, with the file's sha256."""
+    import hashlib
+
+    from .pretrained import MODEL_FILE
+
+    file = MODEL_FILE if path is None else Path(path)
+    digest = hashlib.sha256()
+    with open(file, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    described = {"name": "shipped"} if path is None else {"path": os.path.abspath(path)}
+    return {**described, "sha256": digest.hexdigest()}
 
 
 def cmd_evaluate(args):
@@ -185,8 +545,10 @@ def cmd_evaluate(args):
     result = evaluate_model(model, features, data)
     result["seconds"] = round(time.perf_counter() - start, 2)
     result["dataset"] = args.dataset
+    result["model"] = _model_description(args.model)
+    result["skagegender_version"] = _version()
     if args.json:
-        _print_json(result)
+        _print_json(_rounded(result))
         return 0
     gacc = result["gender_accuracy"]
     print(f"{args.dataset}: {result['n_images']} images, {result['n_faces_found']} faces found, "
@@ -194,11 +556,13 @@ def cmd_evaluate(args):
     print(f"MAE {result['mae']:.2f}  one-class-off {result['one_class_off']:.1%}  "
           f"CS@5 {result['cs5']:.1%}  gender "
           + ("n/a" if gacc is None else f"{gacc:.1%}"))
-    print(f"{'group':<22}{'n':>7}{'MAE':>8}{'1CoA':>8}{'CS@5':>8}")
+    print(f"{'group':<22}{'n':>7}{'MAE':>8}{'1CoA':>8}{'CS@5':>8}{'gender':>8}")
     for kind, rows in result["per_group"].items():
         for group, row in rows.items():
+            gender = row.get("gender_accuracy")
             print(f"{kind + ' ' + group:<22}{row['n']:>7}{row['mae']:>8.2f}"
-                  f"{row['one_class_off']:>8.1%}{row['cs5']:>8.1%}")
+                  f"{row['one_class_off']:>8.1%}{row['cs5']:>8.1%}"
+                  + (f"{gender:>8.1%}" if gender is not None else f"{'':>8}"))
     return 0
 
 
@@ -217,6 +581,13 @@ def cmd_train(args):
     features, data = embed_dataset(args.dataset, args.root, embedder=embedder,
                                    cache=args.cache, limit=args.limit)
     embed_seconds = time.perf_counter() - start
+    n_faces = int((~np.isnan(features).any(axis=1)).sum())
+    if n_faces < FEW_FACES:
+        _error("train", f"warning: only {n_faces} faces to learn from. A model trained on fewer "
+                        f"than {FEW_FACES} faces will be poor: that leaves a few faces per year of "
+                        "age for the heads to learn from (300 faces gave an FG-NET MAE of 16.6 "
+                        "years, the shipped model 4.4). Train on more images (raise or drop "
+                        "--limit).")
     gender = data.get("gender")
     has_gender = gender is not None and any(g is not None for g in gender)
     model = AgeGenderModel(embedder, age_head=AgeRegressor(head=args.age_head),
@@ -225,7 +596,7 @@ def cmd_train(args):
     path = model.save(args.out, extra_meta={"trained_on": args.dataset,
                                             "n_train": int(np.isfinite(features[:, 0]).sum())})
     summary = {"out": str(path), "dataset": args.dataset, "n_images": len(data.paths),
-               "n_faces_found": int((~np.isnan(features).any(axis=1)).sum()),
+               "n_faces_found": n_faces,
                "embed_seconds": round(embed_seconds, 1),
                "fit_seconds": round(time.perf_counter() - start - embed_seconds, 1)}
     if args.json:
@@ -238,78 +609,178 @@ def cmd_train(args):
 
 # -- parser --------------------------------------------------------------------
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Wraps descriptions and option help; keeps the exit-code table as written."""
+
+    def _fill_text(self, text, width, indent):
+        if text.startswith("exit codes:"):
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+
+def _exit_codes(zero, one, two):
+    """The epilog of a sub-command's --help: its exit codes."""
+    return (f"exit codes:\n  0    {zero}\n  1    {one}\n  2    {two}\n"
+            "  130  interrupted (Ctrl-C)")
+
+
+_PER_INPUT_CODES = (
+    "success; an image in which no face is found is a success\n"
+    "       (reported with no faces)",
+    "some inputs could not be read; the others are still reported",
+    "usage error, or nothing to do (e.g. only empty folders)",
+)
+_COMMAND_CODES = (
+    "success",
+    "the command failed (e.g. a model file is rejected); the reason\n"
+    "       is on stderr",
+    "usage error (e.g. a missing option or dataset folder)",
+)
+
+
 def build_parser():
+    """The ``skagegender`` argument parser with its sub-commands."""
+    from .model import DATASETS
+    from .model_selection._tune_cli import add_tune_arguments, run_tune
+
     parser = argparse.ArgumentParser(
-        prog="skagegender", description="Age and gender estimation from face photos.")
+        prog="skagegender", description="Age and gender estimation from face photos.",
+        formatter_class=_HelpFormatter, epilog=_exit_codes(*_PER_INPUT_CODES))
     parser.add_argument("--version", action="version", version=f"skagegender {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("predict", help="age and gender of every face in images")
-    p.add_argument("paths", nargs="+", help="image files or folders")
-    p.add_argument("--model", help="model file (default: the shipped pretrained model)")
-    p.add_argument("--json", action="store_true", help="JSON records on stdout")
+    def command(name, summary, codes, description=None):
+        return sub.add_parser(name, help=summary, formatter_class=_HelpFormatter,
+                              description=description or summary[0].upper() + summary[1:],
+                              epilog=_exit_codes(*codes))
+
+    model_help = ("model file written by 'skagegender train' (default: the shipped pretrained "
+                  "model)")
+    suffixes = " ".join(sorted(IMAGE_SUFFIXES))
+    paths_help = (f"image files or folders; folders are searched recursively for {suffixes} "
+                  "files (others are counted and reported on stderr); a file named here is "
+                  "always tried")
+
+    p = command("predict", "age and gender of every face in images", _PER_INPUT_CODES,
+                "Age and gender of every face in images. Faces are numbered left to right by "
+                "the centre of their box (ties top to bottom), in the output and in --annotate "
+                "pictures. Results are written as soon as each input is done, in input order; "
+                "in plain mode unreadable inputs are reported on stderr.")
+    p.add_argument("paths", nargs="+", help=paths_help)
+    p.add_argument("--model", help=model_help)
+    form = p.add_mutually_exclusive_group()
+    form.add_argument("--jsonl", action="store_true",
+                      help="write one JSON object {path, faces, error} per input, one line each, "
+                      "as soon as that input is done (after Ctrl-C the finished lines stay) "
+                      "(default: off, plain text lines)")
+    form.add_argument("--json", action="store_true",
+                      help="write one JSON array of those objects when all inputs are done; for "
+                      "small calls (default: off, plain text lines)")
+    p.add_argument("--annotate", metavar="DIR",
+                   help="write into DIR a copy of each photo with every face's box and label "
+                   "'number: age gender', same size and format as the photo (same-named photos "
+                   "get -2, -3 ... suffixes) (default: no copies)")
+    p.add_argument("--n-jobs", type=_positive_or_all, default=None, metavar="N",
+                   help=f"worker processes, -1 for all cores; inputs go to the workers "
+                   f"{PREDICT_CHUNK} at a time and results still come in input order "
+                   "(default: one process)")
+    p.add_argument("--cache", metavar="DIR",
+                   help="embedding cache folder: the faces of every finished image are kept "
+                   "there, so a rerun (e.g. after Ctrl-C) only computes the others (default: no "
+                   "cache)")
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("embed", help="face features of images to an .npz file")
-    p.add_argument("paths", nargs="+", help="image files or folders")
-    p.add_argument("--out", required=True, help="output .npz (embeddings, paths, found, errors)")
-    p.add_argument("--backbone", default="sface", help="'sface', an InsightFace pack or .onnx")
+    p = command("embed", "face features of images to an .npz file", _PER_INPUT_CODES,
+                "Face features of images to an .npz file: one row per input (NaN where no face "
+                "was embedded). Inputs that could not be read or have no face are named on "
+                "stderr with the reason.")
+    p.add_argument("paths", nargs="+", help=paths_help)
+    p.add_argument("--out", required=True,
+                   help="output .npz with columns embeddings, paths, found and errors (numbers "
+                   "and strings only: np.load(..., allow_pickle=False) reads it) (required)")
+    p.add_argument("--backbone", default="sface",
+                   help="'sface', an InsightFace pack name or folder, or an ArcFace .onnx file "
+                   "(default: %(default)s)")
     p.add_argument("--layers", default=None,
-                   help="'age-gender', 'age-gender-dlib' or 'age-gender-finetuned' (sface only)")
-    p.add_argument("--flip", action="store_true", help="average with the mirrored face")
-    p.add_argument("--cache", help="embedding cache folder")
-    p.add_argument("--n-jobs", type=int, default=None)
-    p.add_argument("--json", action="store_true")
+                   help="extra feature blocks: 'age-gender', 'age-gender-dlib' or "
+                   "'age-gender-finetuned' (sface only) (default: the identity embedding only)")
+    p.add_argument("--flip", action="store_true",
+                   help="average each face's features with its mirror image, 2x the cost "
+                   "(default: off)")
+    p.add_argument("--cache", metavar="DIR",
+                   help="embedding cache folder; a rerun re-uses finished images (default: no "
+                   "cache)")
+    p.add_argument("--n-jobs", type=_positive_or_all, default=None, metavar="N",
+                   help="worker processes, -1 for all cores (default: one process)")
+    p.add_argument("--json", action="store_true",
+                   help="print the summary as JSON on stdout (default: off, one text line)")
     p.set_defaults(func=cmd_embed)
 
-    from .model import DATASETS
-
-    p = sub.add_parser("evaluate", help="score a model on a labeled dataset")
-    p.add_argument("--dataset", required=True, choices=DATASETS)
-    p.add_argument("--root", required=True, help="the dataset's folder")
-    p.add_argument("--model", help="model file (default: the shipped pretrained model)")
-    p.add_argument("--limit", type=int, help="evaluate a seeded random subset")
-    p.add_argument("--cache", help="embedding cache folder")
-    p.add_argument("--json", action="store_true")
+    p = command("evaluate", "score a model on a labeled dataset", _COMMAND_CODES,
+                "Score a model on a labeled dataset: MAE, one-class-off, CS@5 and gender "
+                "accuracy, overall and per age group (and gender, race). Images whose face is "
+                "not found count as errors (the median training age, gender wrong).")
+    p.add_argument("--dataset", required=True, choices=DATASETS,
+                   help="the dataset's format (required)")
+    p.add_argument("--root", required=True, help="the dataset's folder (required)")
+    p.add_argument("--model", help=model_help)
+    p.add_argument("--limit", type=int,
+                   help="evaluate a seeded random subset of this many images (default: all)")
+    p.add_argument("--cache", metavar="DIR",
+                   help="embedding cache folder; a rerun re-uses finished images (default: no "
+                   "cache)")
+    p.add_argument("--json", action="store_true",
+                   help="print the scores as JSON on stdout, with the model (name or path and "
+                   "sha256) and skagegender version, floats to 4 decimals (default: off, a table)")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("train", help="fit age and gender heads and save a model file")
-    p.add_argument("--dataset", required=True, choices=DATASETS)
-    p.add_argument("--root", required=True)
-    p.add_argument("--out", required=True, help="model file to write")
-    p.add_argument("--age-head", default="mlp", choices=["mlp", "lightgbm", "ordinal"])
-    p.add_argument("--gender-head", default="mlp", choices=["mlp", "lightgbm", "ordinal"])
+    heads = ["mlp", "lightgbm", "ordinal"]
+    p = command("train", "fit age and gender heads and save a model file", _COMMAND_CODES,
+                "Fit age and gender heads on a labeled dataset and save a model file. Warns on "
+                f"stderr when fewer than {FEW_FACES} faces are found: such a model is poor.")
+    p.add_argument("--dataset", required=True, choices=DATASETS,
+                   help="the dataset's format (required)")
+    p.add_argument("--root", required=True, help="the dataset's folder (required)")
+    p.add_argument("--out", required=True, help="model file to write (required)")
+    p.add_argument("--age-head", default="mlp", choices=heads,
+                   help="the age head's family (default: %(default)s)")
+    p.add_argument("--gender-head", default="mlp", choices=heads,
+                   help="the gender head's family (default: %(default)s)")
     p.add_argument("--layers", default="age-gender",
-                   help="'age-gender', 'age-gender-dlib', 'age-gender-finetuned' or 'none'")
+                   help="feature blocks: 'age-gender', 'age-gender-dlib', 'age-gender-finetuned' "
+                   "or 'none' for the identity embedding only (default: %(default)s)")
     p.add_argument("--flip", action="store_true",
-                   help="average with the mirrored face (2x the cost)")
-    p.add_argument("--cache", help="embedding cache folder (a second run re-uses it)")
-    p.add_argument("--limit", type=int)
-    p.add_argument("--n-jobs", type=int, default=None)
-    p.add_argument("--json", action="store_true")
+                   help="average each face's features with its mirror image, 2x the cost "
+                   "(default: off)")
+    p.add_argument("--cache", metavar="DIR",
+                   help="embedding cache folder; a rerun re-uses finished images (default: no "
+                   "cache)")
+    p.add_argument("--limit", type=int,
+                   help="train on a seeded random subset of this many images (default: all)")
+    p.add_argument("--n-jobs", type=_positive_or_all, default=None, metavar="N",
+                   help="worker processes for embedding, -1 for all cores (default: one process)")
+    p.add_argument("--json", action="store_true",
+                   help="print the summary as JSON on stdout (default: off, one text line)")
     p.set_defaults(func=cmd_train)
 
-    try:
-        from .model_selection._tune_cli import add_tune_arguments, run_tune
-    except ImportError:  # pragma: no cover - optional part not present
-        pass
-    else:
-        p = sub.add_parser("tune", help="Optuna search over heads (needs skagegender[optuna])")
-        add_tune_arguments(p)
-        p.set_defaults(func=run_tune)
+    p = command("tune", "Optuna search over heads (needs skagegender[optuna])", _COMMAND_CODES)
+    add_tune_arguments(p)
+    p.set_defaults(func=run_tune)
     return parser
 
 
 def main(argv=None):
+    """Run the ``skagegender`` command; returns its exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return args.func(args)
     except KeyboardInterrupt:
-        return 130
+        _error(args.command, "interrupted")
+        return EXIT_INTERRUPTED
     except (FileNotFoundError, ValueError, ImportError) as exc:
-        print(f"skagegender {args.command}: error: {exc}", file=sys.stderr)
-        return 2 if isinstance(exc, FileNotFoundError) else 1
+        _error(args.command, f"error: {exc}")
+        return EXIT_USAGE if isinstance(exc, FileNotFoundError) else EXIT_SOME_FAILED
 
 
 if __name__ == "__main__":

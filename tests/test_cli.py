@@ -1,5 +1,8 @@
 """The skagegender command: predict, embed, train, evaluate, exit codes, JSON on stdout."""
 
+import contextlib
+import hashlib
+import io
 import json
 import shutil
 import subprocess
@@ -8,6 +11,7 @@ import sys
 import numpy as np
 import pytest
 
+import skagegender
 from skagegender.cli import main
 
 
@@ -35,25 +39,80 @@ def test_console_script_is_installed():
     assert done.returncode == 0 and done.stdout.startswith("skagegender ")
 
 
+@pytest.mark.parametrize("command", ["predict", "embed", "evaluate", "train", "tune"])
+def test_help_gives_every_option_a_sentence_its_default_and_the_exit_codes(command, capsys):
+    with pytest.raises(SystemExit) as info:
+        main([command, "--help"])
+    assert info.value.code == 0
+    text = capsys.readouterr().out
+    options, epilog = text.split("\noptions:\n")[1].split("\nexit codes:\n")
+    # the exit codes end the help, one line each
+    codes = [line.split()[0] for line in epilog.splitlines() if line[:4].strip()]
+    assert codes == ["0", "1", "2", "130"]
+    if command in ("predict", "embed"):
+        assert "no face is found is a success" in epilog
+        assert "some inputs could not be read" in epilog and "empty folders" in epilog
+    if command == "tune":
+        return  # tune's options are declared by skagegender.model_selection._tune_cli
+    # one block per option: its first line starts with "  -", its help follows
+    blocks = []
+    for line in options.splitlines():
+        if line.startswith("  -"):
+            blocks.append(line)
+        elif line.strip():
+            blocks[-1] += " " + line.strip()
+    assert len(blocks) >= 5
+    for block in blocks[1:]:  # after -h/--help
+        name = block.split()[0]
+        words = block.split("  ", 2)[-1]
+        assert len(words.split()) >= 3, f"{command} {name} has no help sentence"
+        assert "default" in words or "(required)" in words, f"{command} {name}: no default"
+
+
 @pytest.fixture(scope="module")
 def trained_model(tmp_path_factory, shared_data):
     out = tmp_path_factory.mktemp("model") / "small.skag"
     cache = tmp_path_factory.mktemp("cache")
-    code = main(["train", "--dataset", "fgnet", "--root", str(shared_data / "FGNET"),
-                 "--out", str(out), "--age-head", "ordinal", "--gender-head", "ordinal",
-                 "--layers", "none", "--cache", str(cache), "--json"])
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr):
+        code = main(["train", "--dataset", "fgnet", "--root", str(shared_data / "FGNET"),
+                     "--out", str(out), "--age-head", "ordinal", "--gender-head", "ordinal",
+                     "--layers", "none", "--cache", str(cache), "--json"])
     assert code == 0
-    return out, cache
+    return out, cache, stderr.getvalue()
+
+
+def test_train_on_few_faces_warns(trained_model):
+    *_, stderr = trained_model
+    assert "warning: only 127 faces to learn from" in stderr
+    assert "will be poor" in stderr and "FG-NET MAE of 16.6" in stderr
+
+
+def _floats(obj):
+    if isinstance(obj, float):
+        yield obj
+    elif isinstance(obj, dict):
+        for value in obj.values():
+            yield from _floats(value)
+    elif isinstance(obj, list):
+        for value in obj:
+            yield from _floats(value)
 
 
 def test_train_then_evaluate_json(trained_model, shared_data, capsys):
-    model, cache = trained_model
+    model, cache, _ = trained_model
     capsys.readouterr()
     code, out, _ = _run(capsys, ["evaluate", "--dataset", "fgnet", "--root",
                                  str(shared_data / "FGNET"), "--model", str(model),
                                  "--cache", str(cache), "--json"])
     assert code == 0
     result = json.loads(out)  # nothing but JSON on stdout
+    # which model and version produced it; floats to 4 decimals
+    assert result["model"] == {"path": str(model.resolve()),
+                               "sha256": hashlib.sha256(model.read_bytes()).hexdigest()}
+    assert result["skagegender_version"] == skagegender.__version__
+    assert all(round(value, 4) == value for value in _floats(result))
+    assert any(round(value, 2) != value for value in _floats(result))
     assert result["n_images"] == 127
     assert 120 <= result["n_faces_found"] <= 127
     assert result["gender_accuracy"] is None  # FG-NET has no gender labels
@@ -64,9 +123,29 @@ def test_train_then_evaluate_json(trained_model, shared_data, capsys):
     assert "gender" not in result["per_group"]
 
 
+@pytest.mark.slow
+def test_evaluate_json_gender_accuracy_per_age_group_and_race(shared_data, capsys):
+    code, out, _ = _run(capsys, ["evaluate", "--dataset", "utkface", "--root",
+                                 str(shared_data / "UTKFace"), "--limit", "60", "--json"])
+    assert code == 0
+    result = json.loads(out)
+    from skagegender.pretrained import MODEL_FILE
+
+    assert result["model"] == {"name": "shipped",
+                               "sha256": hashlib.sha256(MODEL_FILE.read_bytes()).hexdigest()}
+    assert result["n_images"] == 60 and 0.8 <= result["gender_accuracy"] <= 1
+    for kind in ("age", "race"):
+        rows = result["per_group"][kind].values()
+        assert sum(row["n"] for row in rows) == 60
+        assert all(0 <= row["gender_accuracy"] <= 1 for row in rows)
+        # the groups' accuracies weighted by their sizes give the overall one
+        weighted = sum(row["n"] * row["gender_accuracy"] for row in rows) / 60
+        assert weighted == pytest.approx(result["gender_accuracy"], abs=1e-3)
+
+
 def test_predict_json_keeps_order_and_reports_failures(trained_model, group_photo, tmp_path,
                                                        capsys):
-    model, _ = trained_model
+    model, *_ = trained_model
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"not a jpeg")
     folder = tmp_path / "folder"
@@ -90,17 +169,33 @@ def test_predict_json_keeps_order_and_reports_failures(trained_model, group_phot
     assert code == 0 and out.count("face ") == 6 and "age " in out
 
 
-def test_embed_writes_npz(group_photo, tmp_path, capsys):
+def test_embed_writes_npz_and_names_failures(group_photo, tmp_path, capsys):
     out_file = tmp_path / "e.npz"
-    code, out, _ = _run(capsys, ["embed", group_photo, str(tmp_path / "nope.jpg"),
-                                 "--out", str(out_file), "--json"])
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, out, err = _run(capsys, ["embed", group_photo, str(tmp_path / "nope.jpg"), str(bad),
+                                   str(empty), "--out", str(out_file), "--json"])
     assert code == 1
     summary = json.loads(out)
     assert summary["n_faces_found"] == 1 and summary["embedding_dim"] == 128
-    data = np.load(out_file)
-    assert data["embeddings"].shape == (2, 128)
-    assert data["found"].tolist() == [True, False]
-    assert "no such file" in str(data["errors"][1])
+    assert summary["n_failed"] == 3
+    # each failed input and its reason on stderr
+    lines = err.splitlines()
+    assert len(lines) == 3
+    assert f"{tmp_path / 'nope.jpg'}: no such file" in lines[0]
+    assert str(bad) in lines[1] and "image" in lines[1]
+    assert f"{empty}: no image files in this folder" in lines[2]
+    # numbers and strings only: a reader that refuses pickles reads every column
+    with np.load(out_file, allow_pickle=False) as data:
+        columns = {name: data[name] for name in data.files}
+    assert all(column.dtype != object for column in columns.values())
+    assert columns["embeddings"].shape == (4, 128)
+    assert columns["found"].tolist() == [True, False, False, False]
+    assert columns["paths"].tolist() == [group_photo, str(tmp_path / "nope.jpg"), str(bad),
+                                         str(empty)]
+    assert "no such file" in str(columns["errors"][1]) and columns["errors"][0] == ""
 
 
 def test_module_entry_point():
