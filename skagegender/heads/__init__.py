@@ -5,6 +5,10 @@
 - :class:`GenderClassifier`: gender labels and (optionally calibrated) probabilities.
 - :class:`ExpectedAgeRegressor`: the expected age under class-probability columns
   already among the features (another model's opinion, to blend with a head).
+- :class:`ConformalAgeRegressor`: age intervals from conformal scores, as wide as
+  each face's age distribution and calibrated per predicted age group.
+- :class:`AgeAwareCalibratedClassifier`: gender probabilities recalibrated per
+  predicted age group (Platt scaling on held-out probabilities).
 - :class:`OrdinalLogisticRegression`: all-threshold / immediate-threshold ordinal
   logistic regression, usable alone.
 - :func:`make_age_head`, :func:`make_gender_head`: the default estimator of each head
@@ -15,13 +19,16 @@ when built.
 """
 
 from ._age import AgeRegressor
+from ._calibration import AgeAwareCalibratedClassifier, ConformalAgeRegressor
 from ._expected import ExpectedAgeRegressor
 from ._factory import make_age_head, make_gender_head
 from ._gender import GenderClassifier
 from ._ordinal import OrdinalLogisticRegression
 
 __all__ = [
+    "AgeAwareCalibratedClassifier",
     "AgeRegressor",
+    "ConformalAgeRegressor",
     "ExpectedAgeRegressor",
     "GenderClassifier",
     "OrdinalLogisticRegression",

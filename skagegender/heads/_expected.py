@@ -8,6 +8,27 @@ from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 
+def expected_age_moments(X, start, class_ages):
+    """Mean and standard deviation of the ages under probability columns of ``X``.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_features)
+    start : int
+        First probability column.
+    class_ages : ndarray of shape (k,)
+        Age of each of the ``k`` columns from ``start``.
+
+    Returns
+    -------
+    mean, std : ndarray of shape (n_samples,)
+        NaN where the block has NaN.
+    """
+    block = X[:, start:start + len(class_ages)]
+    mean = block @ class_ages
+    return mean, np.sqrt(np.maximum(block @ class_ages**2 - mean**2, 0))
+
+
 class ExpectedAgeRegressor(RegressorMixin, BaseEstimator):
     """The expected age under a block of age-class probability columns.
 
@@ -95,5 +116,4 @@ class ExpectedAgeRegressor(RegressorMixin, BaseEstimator):
         """
         check_is_fitted(self)
         X = validate_data(self, X, reset=False, ensure_all_finite="allow-nan")
-        block = X[:, self.start:self.start + len(self.class_ages_)]
-        return block @ self.class_ages_
+        return expected_age_moments(X, self.start, self.class_ages_)[0]

@@ -9,7 +9,10 @@ Naming rule: ``*_score`` is higher-is-better, ``*_error`` is lower-is-better.
 - :func:`mean_absolute_error`: scikit-learn's, re-exported.
 - :func:`age_error_report`: MAE, one-class-off and CS@5 overall, per age group and per
   any given group labels.
-- :func:`expected_calibration_error`: ECE of predicted probabilities.
+- :func:`expected_calibration_error`: ECE of predicted probabilities;
+  :func:`calibration_report`: accuracy, confidence and ECE overall and per age group.
+- :func:`interval_coverage`, :func:`interval_report`: coverage and mean width of age
+  intervals, overall and per age group.
 - Scorers :data:`one_class_off_scorer`, :data:`exact_class_scorer`,
   :data:`cumulative_scorer` and :func:`get_scorer` (our names, then scikit-learn's).
 """
@@ -25,7 +28,12 @@ from ._age import (
     exact_class_score,
     one_class_off_score,
 )
-from ._calibration import expected_calibration_error
+from ._calibration import (
+    calibration_report,
+    expected_calibration_error,
+    interval_coverage,
+    interval_report,
+)
 from ._scorer import (
     SCORERS,
     cumulative_scorer,
@@ -40,12 +48,15 @@ __all__ = [
     "SCORERS",
     "age_classes",
     "age_error_report",
+    "calibration_report",
     "cumulative_score",
     "cumulative_scorer",
     "exact_class_score",
     "exact_class_scorer",
     "expected_calibration_error",
     "get_scorer",
+    "interval_coverage",
+    "interval_report",
     "mean_absolute_error",
     "one_class_off_score",
     "one_class_off_scorer",
