@@ -210,6 +210,15 @@ def test_rewrite_in_place_with_size_and_mtime_kept_is_recomputed(utkface_paths, 
     assert item_key(str(photo)) != before
 
 
+def test_a_larger_max_bytes_recomputes_a_refused_file(utkface_paths, tmp_path, count_computed):
+    size = os.path.getsize(utkface_paths[0])
+    cache = tmp_path / "cache"
+    (error,) = ArcFaceEmbedder(cache=cache, max_bytes=size - 1).embed(utkface_paths[:1]).errors
+    assert "max_bytes" in error
+    assert ArcFaceEmbedder(cache=cache, max_bytes=size).embed(utkface_paths[:1]).found.all()
+    assert count_computed["images"] == 2
+
+
 _UNPRIVILEGED_CHILD = textwrap.dedent(
     """
     import json, os, sqlite3, sys  # imported before the drop: the stdlib may be root-only

@@ -436,6 +436,7 @@ class ArcFaceEmbedder(TransformerMixin, BaseEstimator):
             "det_max_side": int(self.det_max_side),
             "color": str(self.color),
             "max_pixels": int(self.max_pixels),
+            "max_bytes": int(self.max_bytes),
         }
 
     def _open_cache(self, dim):
