@@ -159,11 +159,14 @@ def test_untrusted_type_is_refused_even_with_valid_checksums(tmp_path, fitted):
 
 
 def test_own_classes_are_trusted_only_if_defined_there():
-    assert _is_own_class("skagegender.model._persistence.ModelFileError")
-    assert not _is_own_class("skagegender.model._persistence.save_model_file")  # a function
-    assert not _is_own_class("skagegender.model._persistence.Path")  # imported from pathlib
+    assert _is_own_class("skagegender.heads._age.AgeRegressor")
+    assert not _is_own_class("skagegender.heads._factory.make_age_head")  # a function
+    assert not _is_own_class("skagegender.heads._factory.Pipeline")  # imported from sklearn
     assert not _is_own_class("skagegender.heads._nope.Head")
-    assert not _is_own_class("sklearnx.model._persistence.ModelFileError")
+    assert not _is_own_class("skagegender.heads.Head")
+    # backbones load networks from disk or the network: not trusted in model files
+    assert not _is_own_class("skagegender.embedding._backbones.InsightFaceBackbone")
+    assert not _is_own_class("skagegender.model._persistence.ModelFileError")
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,26 @@ import numpy as np
 from sklearn.base import BaseEstimator, clone
 from sklearn.utils.validation import check_is_fitted
 
-from ._persistence import _compare_backbone, load_model_file, save_model_file
+from ._persistence import (
+    BackboneMismatchError,
+    ModelFileError,
+    _compare_backbone,
+    load_model_file,
+    save_model_file,
+)
+
+#: ArcFaceEmbedder settings taken from a model file: the backbone and those that
+#: decide which face is embedded and how. The backbone is checked against
+#: meta.json before anything is built, and must be the offline "sface".
+FILE_SETTINGS = ("model", "layers", "flip_augment", "detect", "face_selection", "min_score",
+                 "min_face_size")
+#: Guards against hostile inputs, taken from a model file only if they are no
+#: looser than ArcFaceEmbedder's defaults; a looser value is refused with a
+#: ModelFileError (pass ``embedder=`` to :meth:`AgeGenderModel.load` to choose one).
+GUARD_SETTINGS = ("max_pixels", "det_max_side", "max_bytes", "max_faces")
+# Every other setting (cache, n_jobs, providers, n_threads, batch_size, on_missing,
+# color, and any added later) is about the machine or the caller: a loaded model
+# gets its default, and the caller sets it after loading.
 
 
 def _default_embedder():
@@ -282,34 +301,151 @@ class AgeGenderModel(BaseEstimator):
     def load(cls, path, *, embedder=None):
         """Read a model file written by :meth:`save`.
 
+        The heads are read by :func:`load_model_file` (no code chosen by the
+        file runs). The embedder is not used as stored: a fresh
+        ``ArcFaceEmbedder`` is built from the stored :data:`FILE_SETTINGS` and
+        :data:`GUARD_SETTINGS` once they are checked (the backbone against
+        meta.json, the guards against the defaults); every other setting gets
+        its default (set ``model.embedder_.set_params(n_jobs=..., cache=...)``
+        after loading). A file saved before a setting existed loads with that
+        setting's default.
+
         Parameters
         ----------
         path : str or path-like
         embedder : ArcFaceEmbedder or None
-            Run the heads behind this embedder instead of the stored one; its
-            backbone must be the one the heads were fitted on.
+            Run the heads behind this embedder instead of one rebuilt from the
+            file; its backbone must be the one the heads were fitted on.
+
+        Returns
+        -------
+        model : AgeGenderModel
+            Fitted; ``meta_`` holds the file's metadata.
 
         Raises
         ------
         ModelFileError
-            Tampered, truncated or untrusted file.
+            Tampered, truncated, oversized or untrusted file, a file that is not
+            an AgeGenderModel, or stored embedder settings that are refused.
         BackboneMismatchError
             When the backbone available here (or ``embedder``'s) differs from the
             one the model was fitted on: its features would mean something else.
         """
         estimators, meta = load_model_file(path)
-        stored = estimators["embedder"]
-        use = clone(embedder) if embedder is not None else stored
-        info = use.backbone_info()
+        age_head, gender_head = _checked_heads(path, estimators, meta)
+        if embedder is not None:
+            use = clone(embedder)
+        else:
+            use = _embedder_from_file(path, estimators["embedder"], meta)
+        try:
+            info = use.backbone_info()
+        except ValueError as exc:
+            raise ModelFileError(f"{str(path)!r}: cannot build its embedder ({exc})") from None
         options = {k: v for k, v in info.items() if k not in ("name", "weights_sha256", "licence")}
         _compare_backbone(path, meta["backbone"], {
             "name": info["name"], "sha256": info["weights_sha256"], "options": options})
+        if info["embedding_dim"] != meta["n_features"]:
+            raise BackboneMismatchError(
+                f"model file {str(path)!r}: its heads take {meta['n_features']} features, "
+                f"the embedder gives {info['embedding_dim']}"
+            )
         model = cls(embedder=use, age_head=None, gender_head=None)
         model.embedder_ = use
         model.backbone_ = info
-        model.age_head_ = estimators["age"]
-        model.gender_head_ = estimators.get("gender")
+        model.age_head_ = age_head
+        model.gender_head_ = gender_head
         model.fallback_age_ = float(meta["fallback_age"])
         model.n_features_in_ = int(meta["n_features"])
         model.meta_ = meta
         return model
+
+
+def _checked_heads(path, estimators, meta):
+    """The age and gender heads of a loaded file, once the file is an AgeGenderModel's."""
+    def refuse(reason):
+        return ModelFileError(f"{str(path)!r}: {reason}")
+
+    missing = sorted({"age", "embedder"} - set(estimators))
+    extra = sorted(set(estimators) - {"age", "embedder", "gender"})
+    if missing or extra:
+        raise refuse(
+            "is not an AgeGenderModel file: it holds the estimators "
+            f"{sorted(estimators)}, expected 'age', 'embedder' and optionally 'gender'"
+        )
+    fallback, n_features = meta.get("fallback_age"), meta.get("n_features")
+    if type(fallback) not in (int, float) or not 0 <= fallback <= 150:
+        raise refuse(f"meta['fallback_age'] must be an age in years, got {fallback!r}")
+    if type(n_features) is not int or n_features < 1:
+        raise refuse(f"meta['n_features'] must be a positive int, got {n_features!r}")
+    age, gender = estimators["age"], estimators.get("gender")
+    if not hasattr(age, "predict"):
+        raise refuse(f"its age head is a {type(age).__name__}, which cannot predict")
+    if gender is not None and not (hasattr(gender, "predict_proba") and hasattr(gender, "classes_")):
+        raise refuse(f"its gender head is a {type(gender).__name__}, not a fitted classifier")
+    for name, head in (("age", age), ("gender", gender)):
+        fitted_on = getattr(head, "n_features_in_", n_features)
+        if fitted_on != n_features:
+            raise refuse(f"its {name} head takes {fitted_on!r} features, meta says {n_features}")
+    return age, gender
+
+
+def _embedder_from_file(path, stored, meta):
+    """A fresh ArcFaceEmbedder from the checked settings of the stored one.
+
+    Nothing is built before the checks pass: the stored object is only read.
+    """
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    from ..embedding import ArcFaceEmbedder
+    from ..embedding._backbones import resolve_layers
+
+    def refuse(reason):
+        return ModelFileError(f"{str(path)!r}: {reason}")
+
+    if type(stored) is not ArcFaceEmbedder:
+        raise refuse(f"its embedder is a {type(stored).__name__}, not an ArcFaceEmbedder")
+    state, defaults = vars(stored), ArcFaceEmbedder().get_params()
+    params = {}
+    for name in FILE_SETTINGS + GUARD_SETTINGS:
+        if name not in state or name not in defaults:
+            continue  # written before the setting existed, or by a newer skagegender
+        value = state[name]
+        items = value if isinstance(value, (list, tuple)) else [value]
+        if not all(v is None or type(v) in (bool, int, float, str) for v in items):
+            raise refuse(f"its embedder setting {name}={value!r} is not a plain value")
+        params[name] = value
+    embedder = ArcFaceEmbedder(**params)
+    try:
+        embedder._validate_params()
+        layers = list(resolve_layers(embedder.layers))
+    except (InvalidParameterError, ValueError, TypeError) as exc:
+        raise refuse(f"its embedder settings are invalid ({exc})") from None
+    for name in GUARD_SETTINGS:
+        bound, value = defaults.get(name), params.get(name)
+        if name in params and bound is not None and (value is None or value > bound):
+            raise refuse(
+                f"its embedder setting {name}={value!r} loosens a guard past the default "
+                f"{bound!r}; a model file may only tighten it. If you trust the file, load it "
+                f"with AgeGenderModel.load(path, embedder=ArcFaceEmbedder(..., {name}=...))"
+            )
+    backbone = meta["backbone"]
+    if embedder.model != backbone["name"]:
+        raise BackboneMismatchError(
+            f"model file {str(path)!r}: its embedder names the backbone {embedder.model!r}, "
+            f"its metadata {backbone['name']!r}"
+        )
+    if embedder.model != "sface":
+        raise refuse(
+            f"was fitted on the backbone {embedder.model!r}, which is not part of "
+            "skagegender (an InsightFace pack, folder or file, possibly downloaded); a model "
+            "file does not choose it. If you trust it, load the file with "
+            f"AgeGenderModel.load(path, embedder=ArcFaceEmbedder(model={embedder.model!r}, ...))"
+        )
+    stored_options = {"layers": layers, "flip_augment": bool(embedder.flip_augment)}
+    for key, value in stored_options.items():
+        if key in backbone["options"] and backbone["options"][key] != value:
+            raise BackboneMismatchError(
+                f"model file {str(path)!r}: its embedder has {key}={value!r}, its metadata "
+                f"{backbone['options'][key]!r}"
+            )
+    return embedder

@@ -1,11 +1,10 @@
-"""The model file: fitted estimators that load without running arbitrary code.
+"""The model file: fitted estimators that load without running code chosen by the file.
 
 A model file is a zip archive with two members:
 
 - ``estimators.skops``: a dict of named estimators, written with
-  :func:`skops.io.dumps`. skops rebuilds objects from a description of their
-  state and refuses any type it is not told to trust, so, unlike pickle,
-  loading a file cannot run code chosen by whoever wrote it.
+  :func:`skops.io.dumps`: a zip archive of ``schema.json`` (a tree of nodes,
+  each describing one object) and one ``.npy`` member per array.
 - ``meta.json``: the format version, the skagegender version that wrote the
   file, the backbone the estimators were fitted on (name, sha256 of its
   weights, options), the names of the estimators, the sha256 of
@@ -13,23 +12,53 @@ A model file is a zip archive with two members:
 
 The checksums catch corrupted or hand-edited files. They are not a
 signature: someone who rewrites a file can recompute them. Safety against
-malicious files comes from skops's type check, which
-:func:`load_model_file` always applies.
+malicious files comes from :func:`load_model_file`, which does not hand the
+payload to :func:`skops.io.loads` but reads the node tree itself:
+
+- Only the node kinds that fitted heads need are allowed: dicts, lists,
+  tuples, JSON values, numpy arrays (read with pickles refused), types used as
+  dict key types, random states, default dicts, and objects rebuilt from
+  their attribute dict (``cls.__new__`` plus ``__setstate__``). Kinds that call
+  a function or a constructor with arguments from the file (skops's
+  ``ConstructorFromReduceNode``, ``ReduceNode``, ``FunctionNode``,
+  ``MethodNode``, ``PartialNode``, ...) are refused, and so is any node whose
+  class is not the plain container its kind builds (a ``ListNode`` naming
+  another class would call that class with the list).
+- Objects are only rebuilt for trusted classes: the public scikit-learn
+  estimators, :data:`DEFAULT_TRUSTED_TYPES`, classes defined under
+  :data:`TRUSTED_MODULE_PREFIXES`, and those passed as ``trusted``.
+- The whole tree is checked, and every array's header checked against its
+  data, before any object is built.
+- Sizes are capped (see :data:`MAX_MODEL_BYTES`): the file, the declared
+  *and* the actual decompressed size of every member of both zip archives,
+  the zip directories, the schema, and the total size of the arrays built.
+- Special files (FIFOs, devices), encrypted members, compression methods other
+  than stored and deflated, and member names given twice are refused.
+
+Every failure is a :class:`ModelFileError` that names the file and the reason.
 """
 
+import functools
 import hashlib
 import importlib
 import inspect
+import io
 import json
+import math
 import os
 import re
+import stat
+import struct
 import tempfile
 import zipfile
+import zlib
+from collections import OrderedDict, defaultdict
 from pathlib import Path
 
 __all__ = [
     "DEFAULT_TRUSTED_TYPES",
     "FORMAT_VERSION",
+    "MAX_MODEL_BYTES",
     "TRUSTED_MODULE_PREFIXES",
     "BackboneMismatchError",
     "ModelFileError",
@@ -40,34 +69,56 @@ __all__ = [
 #: Version of the model file layout written by :func:`save_model_file`.
 FORMAT_VERSION = 1
 
-#: Types trusted on top of skops's own defaults (which already cover the
-#: public scikit-learn estimators, numpy and builtins): the private helper
-#: objects that fitted MLPs, calibrated classifiers and histogram gradient
-#: boosting hold, the Bunch (a dict) of a fitted VotingRegressor's
-#: ``named_estimators_``, and LightGBM's estimators. Extend per call with
+#: Default cap, in bytes, of what :func:`load_model_file` reads: the model file
+#: itself, the decompressed ``estimators.skops`` and the members inside it
+#: (together), and the arrays built from them (together). 128 MiB: the shipped
+#: model file is 1.6 MB, and a model with large LightGBM or MLP heads stays
+#: far below. Pass ``max_bytes`` to load a larger file you trust.
+MAX_MODEL_BYTES = 128 << 20
+
+#: Classes trusted on top of the public scikit-learn estimators: the private
+#: helper objects that fitted MLPs and calibrated classifiers hold, the dict
+#: types of a fitted VotingRegressor's ``named_estimators_``, LightGBM's
+#: estimators, and the embedder stored with an :class:`AgeGenderModel` (which
+#: :meth:`AgeGenderModel.load` does not use as stored: it rebuilds a fresh one
+#: from the checked settings). Extend per call with
 #: ``load_model_file(..., trusted=[...])``.
 DEFAULT_TRUSTED_TYPES = (
     "collections.OrderedDict",
     "lightgbm.basic.Booster",
     "lightgbm.sklearn.LGBMClassifier",
     "lightgbm.sklearn.LGBMRegressor",
+    "skagegender.embedding._embedder.ArcFaceEmbedder",
     "sklearn.calibration._CalibratedClassifier",
     "sklearn.calibration._SigmoidCalibration",
-    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
     "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
     "sklearn.neural_network._stochastic_optimizers.SGDOptimizer",
     "sklearn.utils._bunch.Bunch",
 )
 
-#: Classes *defined* in these subpackages of skagegender are trusted too.
-#: Only classes qualify, and only those whose ``__module__`` is the module
-#: named in the file, so a name that resolves to something a module merely
-#: imports (a function, ``os``, ...) is still refused.
-TRUSTED_MODULE_PREFIXES = ("skagegender.embedding.", "skagegender.heads.", "skagegender.model.")
+#: Classes *defined* in these subpackages of skagegender are trusted too (the
+#: heads). Only classes qualify, and only those whose ``__module__`` is the
+#: module named in the file, so a name that resolves to something a module
+#: merely imports (a function, ``os``, ...) is still refused. The embedding
+#: subpackage is not listed: its backbones load networks from disk or the
+#: network when used.
+TRUSTED_MODULE_PREFIXES = ("skagegender.heads.",)
 
 _META = "meta.json"
 _PAYLOAD = "estimators.skops"
+_SCHEMA = "schema.json"
 _MAX_META_BYTES = 1 << 20
+# schema.json of the shipped model is 135 kB; its tree is 22 JSON levels deep
+# (about 11 nodes).
+_MAX_SCHEMA_BYTES = 16 << 20
+_MAX_DEPTH = 100
+# The zip directory is read whole by zipfile before any member: 1 MiB holds
+# over 10,000 entries (the shipped payload has 51).
+_MAX_ZIP_DIRECTORY = 1 << 20
+_MAX_MEMBERS = 10_000
+_CHUNK = 1 << 20
+# skops protocols whose node semantics this loader implements.
+_SKOPS_PROTOCOLS = (2,)
 _WRITTEN_KEYS = ("format_version", "skagegender_version", "estimator_names", "payload_sha256")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _BACKBONE_KEYS = ("name", "sha256", "options")
@@ -76,9 +127,10 @@ _BACKBONE_KEYS = ("name", "sha256", "options")
 class ModelFileError(ValueError):
     """A model file is not a valid, untampered skagegender model file.
 
-    Raised by :func:`load_model_file` for a file that is not a model file,
-    was written by a newer format, fails a checksum, or holds a type that is
-    not trusted.
+    Raised by :func:`load_model_file` (and :meth:`AgeGenderModel.load`) for a
+    file that is not a model file, is damaged or too large, was written by a
+    newer format, fails a checksum, or holds a node kind or type that is not
+    allowed. The message names the file and the reason.
     """
 
 
@@ -88,6 +140,10 @@ class BackboneMismatchError(ModelFileError):
     Its estimators would take the features of that other backbone and return
     meaningless ages and genders, so :func:`load_model_file` refuses it.
     """
+
+
+class _Refused(Exception):
+    """Why a model file is refused; load_model_file adds the file's name."""
 
 
 def _sha256(data):
@@ -216,28 +272,32 @@ def save_model_file(path, estimators, meta):
     return path
 
 
-def load_model_file(path, *, trusted=None, expected_backbone=None):
+def load_model_file(path, *, trusted=None, expected_backbone=None, max_bytes=MAX_MODEL_BYTES):
     """Read a model file written by :func:`save_model_file`, checking it first.
 
-    Before any estimator is built, the file must be a model file of a known
-    format version, both checksums must match, the backbone must match
-    ``expected_backbone`` and every type in the estimators must be trusted:
-    in skops's defaults, in :data:`DEFAULT_TRUSTED_TYPES`, in ``trusted``,
-    or a class defined under :data:`TRUSTED_MODULE_PREFIXES`.
+    Before any estimator is built, the file must be a regular file and a zip
+    archive within the size caps, be a model file of a known format version,
+    match both checksums and ``expected_backbone``, and its whole node tree
+    must pass the checks described in this module's docstring: allowed node
+    kinds only, and objects only of trusted classes (in
+    :data:`DEFAULT_TRUSTED_TYPES`, the public scikit-learn estimators,
+    ``trusted``, or a class defined under :data:`TRUSTED_MODULE_PREFIXES`).
 
     Parameters
     ----------
     path : str or path-like
         The model file.
     trusted : sequence of str, default=None
-        Extra fully qualified type names to trust, as
-        :func:`skops.io.get_untrusted_types` spells them (e.g.
-        ``"sklearn.neighbors._kd_tree.KDTree"``). Only list types whose code
-        you trust.
+        Extra fully qualified class names to trust (e.g.
+        ``"sklearn.neighbors._kd_tree.KDTree"``), as the refusal message spells
+        them. Only list classes whose code you trust.
     expected_backbone : dict, default=None
         Any of the keys ``"name"``, ``"sha256"``, ``"options"``; each given
         one must equal the file's ``meta["backbone"]`` entry. None skips the
         check.
+    max_bytes : int, default=MAX_MODEL_BYTES
+        Cap of the file's size, of the decompressed payload and the members
+        inside it (together), and of the arrays built from it (together).
 
     Returns
     -------
@@ -254,8 +314,9 @@ def load_model_file(path, *, trusted=None, expected_backbone=None):
     BackboneMismatchError
         If the file's backbone differs from ``expected_backbone``.
     ModelFileError
-        If the file is not a model file, has an unknown format version, fails
-        a checksum, or holds an untrusted type (the message lists them).
+        If the file is not a regular file or not a model file, is damaged or
+        over a size cap, has an unknown format version, fails a checksum, or
+        holds a node kind or an untrusted type (the message lists them).
 
     See Also
     --------
@@ -276,48 +337,26 @@ def load_model_file(path, *, trusted=None, expected_backbone=None):
     ...     print(exc)  # doctest: +ELLIPSIS
     model file ... was fitted on backbone name 'sface', expected 'arcface_r50'...
     """
-    import skops.io
-
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no model file at {str(path)!r}")
     try:
-        with zipfile.ZipFile(path) as archive:
-            infos = {info.filename: info for info in archive.infolist()}
+        data = _read_regular_file(path, max_bytes)
+        with _open_zip(data, "the file") as archive:
+            infos = _zip_members(archive, "the file")
             if set(infos) != {_META, _PAYLOAD}:
-                raise ModelFileError(
-                    f"{str(path)!r} is not a skagegender model file: expected exactly the "
-                    f"members {[_META, _PAYLOAD]}, found {sorted(infos)}"
+                raise _Refused(
+                    f"is not a skagegender model file: expected exactly the members "
+                    f"{[_META, _PAYLOAD]}, found {sorted(infos)}"
                 )
-            if infos[_META].file_size > _MAX_META_BYTES:
-                raise ModelFileError(f"{str(path)!r}: {_META} is implausibly large")
-            meta_bytes = archive.read(_META)
-            payload = archive.read(_PAYLOAD)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as exc:
-        raise ModelFileError(
-            f"{str(path)!r} is not a skagegender model file, or is damaged ({exc})"
-        ) from None
-
-    meta = _read_meta(path, meta_bytes, payload)
-    if expected_backbone is not None:
-        _compare_backbone(path, meta["backbone"], expected_backbone)
-
-    allowed = set(DEFAULT_TRUSTED_TYPES) | set(trusted or ())
-    try:
-        found = skops.io.get_untrusted_types(data=payload)
-    except Exception as exc:
-        raise ModelFileError(f"{str(path)!r}: cannot read {_PAYLOAD} ({exc!r})") from None
-    refused = [name for name in found if name not in allowed and not _is_own_class(name)]
-    if refused:
-        raise ModelFileError(
-            f"{str(path)!r} holds types that are not trusted: {refused}. Loading them could "
-            "run code from the file's author. If you trust that code, pass "
-            "load_model_file(..., trusted=[...]) with these names."
-        )
-    try:
-        estimators = skops.io.loads(payload, trusted=list(found))
-    except Exception as exc:
-        raise ModelFileError(f"{str(path)!r}: cannot rebuild the estimators ({exc!r})") from None
+            meta_bytes = _read_member(archive, infos[_META], _MAX_META_BYTES, "the file")
+            payload = _read_member(archive, infos[_PAYLOAD], max_bytes, "the file")
+        del data
+        meta = _read_meta(meta_bytes, payload)
+        if expected_backbone is not None:
+            _compare_backbone(path, meta["backbone"], expected_backbone)
+        tree = _PayloadTree(payload, trusted=trusted, max_bytes=max_bytes)
+        estimators = tree.build()
+    except _Refused as exc:
+        raise ModelFileError(f"{str(path)!r}: {exc}") from None
     if not isinstance(estimators, dict) or sorted(estimators) != meta["estimator_names"]:
         raise ModelFileError(
             f"{str(path)!r}: the estimators do not match meta['estimator_names'] "
@@ -326,43 +365,551 @@ def load_model_file(path, *, trusted=None, expected_backbone=None):
     return estimators, meta
 
 
-def _read_meta(path, meta_bytes, payload):
+# -- reading the archives --------------------------------------------------------
+
+
+def _read_regular_file(path, max_bytes):
+    """The bytes of ``path``, a regular file of at most ``max_bytes`` bytes."""
+    try:
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused below.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no model file at {str(path)!r}") from None
+    except OSError as exc:
+        raise _Refused(f"cannot be opened ({exc.strerror})") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise _Refused("is not a regular file (a folder, device, FIFO or socket)")
+        if info.st_size > max_bytes:
+            raise _Refused(
+                f"is {info.st_size:,} bytes, over the model file cap of {max_bytes:,} bytes "
+                "(load_model_file(..., max_bytes=...) raises it for a file you trust)"
+            )
+        with os.fdopen(fd, "rb", closefd=False) as file:
+            data = file.read(max_bytes + 1)
+    finally:
+        os.close(fd)
+    if len(data) > max_bytes:
+        raise _Refused(f"grew over the model file cap of {max_bytes:,} bytes while read")
+    return data
+
+
+def _open_zip(data, where):
+    """A ZipFile over ``data``, after checking that its directory is small.
+
+    zipfile reads the whole central directory when it opens an archive, so its
+    size is read from the end record first (the way zipfile finds it).
+    """
+    end = b"PK\x05\x06"
+    at = len(data) - 22
+    if not (at >= 0 and data[at:at + 4] == end and data[-2:] == b"\x00\x00"):
+        tail_start = max(0, len(data) - 22 - 0xFFFF)
+        at = data.rfind(end, tail_start)
+    if at < 0 or len(data) - at < 22:
+        raise _Refused(f"{where} is not a skagegender model file, or is damaged (not a zip)")
+    entries, directory_size = struct.unpack("<HL", data[at + 10:at + 16])
+    if at >= 20 and data[at - 20:at - 16] == b"PK\x06\x07":
+        raise _Refused(f"{where} is a zip64 archive; model files never need one")
+    if directory_size > _MAX_ZIP_DIRECTORY or entries > _MAX_MEMBERS:
+        raise _Refused(
+            f"{where} declares a zip directory of {entries:,} entries and "
+            f"{directory_size:,} bytes, over the caps of {_MAX_MEMBERS:,} and "
+            f"{_MAX_ZIP_DIRECTORY:,}"
+        )
+    try:
+        return zipfile.ZipFile(io.BytesIO(data))
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError, OSError,
+            NotImplementedError, RuntimeError) as exc:
+        raise _Refused(f"{where} is not a skagegender model file, or is damaged ({exc})") from None
+
+
+def _zip_members(archive, where):
+    """The members of ``archive`` by name, each readable without surprises."""
+    infos = archive.infolist()
+    if len(infos) > _MAX_MEMBERS:
+        raise _Refused(f"{where} has {len(infos):,} members, over the cap of {_MAX_MEMBERS:,}")
+    by_name = {}
+    for info in infos:
+        if info.filename in by_name:
+            raise _Refused(f"{where} holds the member {info.filename!r} twice")
+        if info.flag_bits & 0x1:
+            raise _Refused(f"{where}: member {info.filename!r} is encrypted")
+        if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+            raise _Refused(
+                f"{where}: member {info.filename!r} uses compression method "
+                f"{info.compress_type}; model files use stored or deflated members"
+            )
+        by_name[info.filename] = info
+    return by_name
+
+
+def _read_member(archive, info, limit, where):
+    """A member's bytes, refused if its declared or actual size exceeds ``limit``."""
+    if info.file_size > limit:
+        raise _Refused(
+            f"{where}: member {info.filename!r} declares {info.file_size:,} bytes "
+            f"decompressed, over the cap of {limit:,}"
+        )
+    chunks, total = [], 0
+    try:
+        with archive.open(info) as member:
+            while chunk := member.read(_CHUNK):
+                total += len(chunk)
+                if total > limit:  # zipfile stops at the declared size; never trust that alone
+                    raise _Refused(
+                        f"{where}: member {info.filename!r} decompresses to over {limit:,} bytes"
+                    )
+                chunks.append(chunk)
+    except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, OSError,
+            NotImplementedError, RuntimeError) as exc:
+        raise _Refused(
+            f"{where}: member {info.filename!r} is damaged ({type(exc).__name__}: {exc})"
+        ) from None
+    if total != info.file_size:
+        raise _Refused(
+            f"{where}: member {info.filename!r} holds {total:,} bytes, not the "
+            f"{info.file_size:,} it declares"
+        )
+    return b"".join(chunks)
+
+
+# -- the payload's node tree ------------------------------------------------------
+
+_UNBUILT = object()
+
+
+class _Node:
+    """One checked node of a skops schema; ``build`` makes its object once."""
+
+    __slots__ = ("kind", "cls", "value", "children", "checking", "built")
+
+    def __init__(self, kind):
+        self.kind = kind
+        self.cls = self.value = None
+        self.children = ()
+        self.checking = True
+        self.built = _UNBUILT
+
+
+@functools.cache
+def _scalar_types():
+    """Types a TypeNode may name (returned, never called), by skops's spelling."""
+    import numpy as np
+
+    types = {f"builtins.{t.__name__}": t
+             for t in (str, int, float, bool, complex, list, tuple, dict)}
+    types["collections.OrderedDict"] = OrderedDict
+    types.update({f"numpy.{t.__name__}": t for t in set(np.sctypeDict.values())
+                  if issubclass(t, (np.number, np.bool_, np.str_, np.bytes_))})
+    return types
+
+
+@functools.cache
+def _numpy_scalar_types():
+    import numpy as np
+
+    return {name: t for name, t in _scalar_types().items() if issubclass(t, np.generic)}
+
+
+def _key_types():
+    """Types a dict's key_types may name: each is called on a key string."""
+    import numpy as np
+
+    return {name: t for name, t in _scalar_types().items()
+            if t in (str, int, float, bool) or issubclass(t, (np.integer, np.floating, np.bool_))}
+
+
+_FACTORY_TYPES = ("builtins.dict", "builtins.list", "collections.OrderedDict")
+
+
+@functools.cache
+def _dict_classes():
+    from sklearn.utils import Bunch
+
+    return {"builtins.dict": dict, "collections.OrderedDict": OrderedDict,
+            "sklearn.utils._bunch.Bunch": Bunch}
+
+
+@functools.cache
+def _sklearn_estimator_names():
+    from sklearn.utils import all_estimators
+
+    return frozenset(f"{cls.__module__}.{cls.__name__}" for _, cls in all_estimators())
+
+
+def _resolve_class(name):
+    """The class ``name`` spells (module.Class), or None."""
+    module_name, _, qualname = name.rpartition(".")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError:
+        return None
+    obj = getattr(module, qualname, None)
+    return obj if inspect.isclass(obj) else None
+
+
+class _PayloadTree:
+    """The estimators of a skops payload, checked whole before anything is built.
+
+    Implements skops's protocol 2 for the allowed node kinds only, with its
+    sharing rule: a node whose ``__id__`` was seen before is that earlier node.
+    """
+
+    def __init__(self, payload, *, trusted, max_bytes):
+        self.trusted = frozenset(trusted or ())
+        self.max_bytes = max_bytes
+        self.memo = {}
+        self.untrusted = set()
+        self.array_nodes = []
+        self.classes = {}
+        with _open_zip(payload, _PAYLOAD) as archive:
+            self.infos = _zip_members(archive, _PAYLOAD)
+            if _SCHEMA not in self.infos:
+                raise _Refused(f"{_PAYLOAD} has no {_SCHEMA}")
+            budget = max_bytes
+            schema_bytes = _read_member(archive, self.infos[_SCHEMA],
+                                        min(_MAX_SCHEMA_BYTES, budget), _PAYLOAD)
+            budget -= len(schema_bytes)
+            try:
+                schema = json.loads(schema_bytes)
+            except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+                raise _Refused(f"{_PAYLOAD}: {_SCHEMA} is not valid JSON ({exc})") from None
+            del schema_bytes
+            if not isinstance(schema, dict):
+                raise _Refused(f"{_PAYLOAD}: {_SCHEMA} is not a JSON object")
+            protocol = schema.get("protocol")
+            if type(protocol) is not int or protocol not in _SKOPS_PROTOCOLS:
+                raise _Refused(
+                    f"{_PAYLOAD} uses skops protocol {protocol!r}; this skagegender reads "
+                    f"protocol {', '.join(map(str, _SKOPS_PROTOCOLS))}"
+                )
+            self.root = self._check(schema, 0)
+            if self.untrusted:
+                raise _Refused(
+                    f"holds types that are not trusted: {sorted(self.untrusted)}. Loading "
+                    "them could run code from the file's author. If you trust that code, "
+                    "pass load_model_file(..., trusted=[...]) with these names."
+                )
+            if self.root.kind != "DictNode":
+                raise _Refused(f"{_PAYLOAD} does not hold a dict of estimators")
+            self.arrays = self._read_arrays(archive, budget)
+
+    # checks: one method per allowed node kind ---------------------------------
+
+    def _check(self, state, depth):
+        if depth > _MAX_DEPTH:
+            raise _Refused(f"{_PAYLOAD}: the estimators are nested over {_MAX_DEPTH} levels deep")
+        if not isinstance(state, dict):
+            raise _Refused(f"{_PAYLOAD}: a node of {_SCHEMA} is not a JSON object")
+        node_id = state.get("__id__")
+        if node_id is not None and type(node_id) is not int:
+            raise _Refused(f"{_PAYLOAD}: a node has the id {node_id!r}, not an integer")
+        if node_id and node_id in self.memo:
+            node = self.memo[node_id]
+            if node.checking:
+                raise _Refused(f"{_PAYLOAD}: a node contains itself (id {node_id})")
+            return node
+        kind, module, name = (state.get(k) for k in ("__loader__", "__module__", "__class__"))
+        check = self._CHECKS.get(kind)
+        if check is None:
+            raise _Refused(
+                f"{_PAYLOAD} holds a node of kind {kind!r}, which model files may not use "
+                f"(allowed: {sorted(self._CHECKS)}); it could call code chosen by the file"
+            )
+        if not isinstance(module, str) or not isinstance(name, str):
+            raise _Refused(f"{_PAYLOAD}: a {kind} lacks its __module__ or __class__")
+        node = _Node(kind)
+        if node_id:
+            self.memo[node_id] = node
+        check(self, node, state, f"{module}.{name}", depth + 1)
+        node.checking = False
+        return node
+
+    def _expect(self, node, kind, where):
+        if node.kind != kind:
+            raise _Refused(f"{_PAYLOAD}: {where} must be a {kind}, not a {node.kind}")
+        return node
+
+    @staticmethod
+    def _only(name, allowed, kind):
+        if name not in allowed:
+            raise _Refused(
+                f"{_PAYLOAD}: a {kind} names the class {name!r}; it may only build "
+                f"{sorted(allowed)}"
+            )
+        return allowed[name]
+
+    def _check_json(self, node, state, name, depth):
+        content = state.get("content")
+        if not isinstance(content, str):
+            raise _Refused(f"{_PAYLOAD}: a JsonNode's content is not a JSON string")
+        try:
+            node.value = json.loads(content)
+        except (ValueError, RecursionError) as exc:
+            raise _Refused(f"{_PAYLOAD}: a JsonNode holds invalid JSON ({exc})") from None
+
+    def _check_sequence(self, node, state, name, depth):
+        # skops calls a ListNode's class with the list, and a TupleNode's when it
+        # is a namedtuple: only the builtins themselves are allowed.
+        builtin = list if node.kind == "ListNode" else tuple
+        self._only(name, {f"builtins.{builtin.__name__}": builtin}, node.kind)
+        content = state.get("content")
+        if not isinstance(content, list):
+            raise _Refused(f"{_PAYLOAD}: a {node.kind}'s content is not a list")
+        node.children = [self._check(item, depth) for item in content]
+
+    def _check_dict(self, node, state, name, depth):
+        node.cls = self._only(name, _dict_classes(), "DictNode")
+        content = state.get("content")
+        if not isinstance(content, dict):
+            raise _Refused(f"{_PAYLOAD}: a DictNode's content is not an object")
+        key_types = self._expect(self._check(state.get("key_types"), depth), "ListNode",
+                                 "a dict's key_types")
+        allowed = _key_types()
+        types = []
+        for item in key_types.children:
+            if item.kind != "TypeNode" or item.value not in allowed.values():
+                raise _Refused(
+                    f"{_PAYLOAD}: a dict's key type must be one of {sorted(allowed)}"
+                )
+            types.append(item.value)
+        if len(types) != len(content):
+            raise _Refused(f"{_PAYLOAD}: a dict has {len(content)} keys but {len(types)} key types")
+        node.children = [(key_type, key, self._check(value, depth))
+                         for key_type, (key, value) in zip(types, content.items())]
+
+    def _check_type(self, node, state, name, depth):
+        node.value = self._only(name, _scalar_types(), "TypeNode")
+
+    def _check_array(self, node, state, name, depth):
+        import numpy as np
+
+        node.cls = self._only(name, {"numpy.ndarray": np.ndarray, **_numpy_scalar_types()},
+                              "NdArrayNode")
+        kind = state.get("type")
+        if kind == "numpy":
+            member = state.get("file")
+            if not isinstance(member, str) or member not in self.infos or member == _SCHEMA:
+                raise _Refused(f"{_PAYLOAD}: an array names the missing member {member!r}")
+            node.value = member
+            self.array_nodes.append(node)
+        elif kind == "json":
+            content = state.get("content")
+            if not isinstance(content, list):
+                raise _Refused(f"{_PAYLOAD}: an object array's content is not a list")
+            shape = self._expect(self._check(state.get("shape"), depth), "TupleNode",
+                                 "an object array's shape")
+            if not all(d.kind == "JsonNode" and type(d.value) is int and d.value >= 0
+                       for d in shape.children):
+                raise _Refused(f"{_PAYLOAD}: an object array's shape is not a tuple of sizes")
+            node.value = shape
+            node.children = [self._check(item, depth) for item in content]
+        else:
+            raise _Refused(f"{_PAYLOAD}: an array has the unknown type {kind!r}")
+
+    def _check_random_state(self, node, state, name, depth):
+        import numpy as np
+
+        node.cls = self._only(name, {"numpy.random.mtrand.RandomState": np.random.RandomState},
+                              "RandomStateNode")
+        node.children = [self._expect(self._check(state.get("content"), depth), "DictNode",
+                                      "a random state's content")]
+
+    def _check_defaultdict(self, node, state, name, depth):
+        self._only(name, {"collections.defaultdict": defaultdict}, "DefaultDictNode")
+        content = state.get("content")
+        if not isinstance(content, dict):
+            raise _Refused(f"{_PAYLOAD}: a DefaultDictNode's content is not an object")
+        main = self._expect(self._check(content.get("main"), depth), "DictNode",
+                            "a defaultdict's items")
+        factory = self._check(content.get("default_factory"), depth)
+        factories = [_scalar_types()[name] for name in _FACTORY_TYPES]
+        if not ((factory.kind == "TypeNode" and factory.value in factories)
+                or (factory.kind == "JsonNode" and factory.value is None)):
+            raise _Refused(f"{_PAYLOAD}: a defaultdict's factory must be one of {_FACTORY_TYPES}")
+        node.children = [main, factory]
+
+    def _check_object(self, node, state, name, depth):
+        node.cls = self._trusted_class(name)
+        if node.cls is None:
+            self.untrusted.add(name)
+        content = state.get("content")
+        if content is not None:
+            attrs = self._check(content, depth)
+            if attrs.kind == "JsonNode" and attrs.value is None:
+                return
+            self._expect(attrs, "DictNode", f"the attributes of a {name}")
+            if attrs.cls is not dict or any(key_type is not str
+                                            for key_type, _, _ in attrs.children):
+                raise _Refused(f"{_PAYLOAD}: the attributes of a {name} are not a dict of str")
+            node.children = [attrs]
+
+    _CHECKS = {
+        "DictNode": _check_dict,
+        "ListNode": _check_sequence,
+        "TupleNode": _check_sequence,
+        "JsonNode": _check_json,
+        "TypeNode": _check_type,
+        "NdArrayNode": _check_array,
+        "RandomStateNode": _check_random_state,
+        "DefaultDictNode": _check_defaultdict,
+        "ObjectNode": _check_object,
+    }
+
+    def _trusted_class(self, name):
+        if name not in self.classes:
+            trusted = (name in self.trusted or name in DEFAULT_TRUSTED_TYPES
+                       or name in _sklearn_estimator_names() or _is_own_class(name))
+            self.classes[name] = _resolve_class(name) if trusted else None
+        return self.classes[name]
+
+    # arrays ---------------------------------------------------------------------
+
+    def _read_arrays(self, archive, budget):
+        """The .npy members the tree uses, each header checked against its data."""
+        data, total = {}, 0
+        for node in self.array_nodes:
+            member = node.value
+            if member not in data:
+                data[member] = _read_member(archive, self.infos[member], budget, _PAYLOAD)
+                budget -= len(data[member])
+            total += _npy_nbytes(data[member], member)
+            if total > self.max_bytes:  # shared members are built once per node
+                raise _Refused(
+                    f"{_PAYLOAD}: its arrays take over {self.max_bytes:,} bytes once built"
+                )
+        return data
+
+    # building -------------------------------------------------------------------
+
+    def build(self):
+        """The estimators; only the checked tree's classes and values are used."""
+        try:
+            return self._build(self.root)
+        except _Refused:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any failure means a damaged file
+            raise _Refused(
+                f"cannot rebuild the estimators ({type(exc).__name__}: {exc})"
+            ) from None
+
+    def _build(self, node):
+        if node.built is not _UNBUILT:
+            return node.built
+        kind = node.kind
+        if kind in ("JsonNode", "TypeNode"):
+            obj = node.value
+        elif kind == "ListNode":
+            obj = [self._build(child) for child in node.children]
+        elif kind == "TupleNode":
+            obj = tuple(self._build(child) for child in node.children)
+        elif kind == "DictNode":
+            obj = node.cls()
+            for key_type, key, value in node.children:
+                obj[key_type(key)] = self._build(value)
+        elif kind == "NdArrayNode":
+            obj = self._build_array(node)
+        elif kind == "RandomStateNode":
+            obj = node.cls()
+            obj.set_state(self._build(node.children[0]))
+        elif kind == "DefaultDictNode":
+            main, factory = node.children
+            obj = defaultdict(self._build(factory))
+            obj.update(self._build(main))
+        else:  # ObjectNode: no constructor runs, only __setstate__ or a dict update
+            obj = node.cls.__new__(node.cls)
+            if node.children:
+                attrs = self._build(node.children[0])
+                if hasattr(obj, "__setstate__"):
+                    obj.__setstate__(attrs)
+                else:
+                    obj.__dict__.update(attrs)
+        node.built = obj
+        return obj
+
+    def _build_array(self, node):
+        import numpy as np
+
+        if isinstance(node.value, str):
+            array = np.load(io.BytesIO(self.arrays[node.value]), allow_pickle=False)
+            return array if node.cls is np.ndarray else node.cls(array)
+        shape = self._build(node.value)
+        items = [self._build(child) for child in node.children]
+        if len(shape) == 1:
+            array = np.empty(len(items), dtype=object)
+            for i, item in enumerate(items):
+                array[i] = item
+            return array
+        return np.array(items, dtype=object)
+
+
+def _npy_nbytes(data, member):
+    """Bytes of the array in .npy ``data``, after checking its header against its length."""
+    import numpy as np
+
+    fp = io.BytesIO(data)
+    try:
+        version = np.lib.format.read_magic(fp)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(fp)
+        elif version == (2, 0):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(fp)
+        else:
+            raise ValueError(f"unsupported .npy version {version}")
+    except (ValueError, SyntaxError, TypeError, EOFError) as exc:
+        raise _Refused(f"{_PAYLOAD}: array {member!r} has a damaged header ({exc})") from None
+    if (dtype.hasobject or dtype.names is not None or dtype.subdtype is not None
+            or dtype.kind not in "biufcSU"):
+        raise _Refused(f"{_PAYLOAD}: array {member!r} has the unsupported dtype {dtype}")
+    nbytes = math.prod(shape) * dtype.itemsize
+    if fp.tell() + nbytes != len(data):
+        raise _Refused(
+            f"{_PAYLOAD}: array {member!r} declares shape {shape} of {dtype} "
+            f"({nbytes:,} bytes) but holds {len(data) - fp.tell():,} bytes"
+        )
+    return nbytes
+
+
+def _read_meta(meta_bytes, payload):
     """Parse and check meta.json against itself and the payload."""
     try:
         meta = json.loads(meta_bytes)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ModelFileError(f"{str(path)!r}: {_META} is not valid JSON ({exc})") from None
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise _Refused(f"{_META} is not valid JSON ({exc})") from None
     if not isinstance(meta, dict) or not all(k in meta for k in (*_WRITTEN_KEYS, "meta_sha256")):
-        raise ModelFileError(f"{str(path)!r}: {_META} lacks the keys of a model file")
+        raise _Refused(f"{_META} lacks the keys of a model file")
     version = meta["format_version"]
-    if not isinstance(version, int) or version < 1:
-        raise ModelFileError(f"{str(path)!r}: invalid format_version {version!r}")
+    if type(version) is not int or version < 1:
+        raise _Refused(f"invalid format_version {version!r}")
     if version > FORMAT_VERSION:
-        raise ModelFileError(
-            f"{str(path)!r} uses model file format {version}, written by skagegender "
-            f"{meta.get('skagegender_version')}; this skagegender reads up to format "
+        raise _Refused(
+            f"uses model file format {version}, written by skagegender "
+            f"{meta.get('skagegender_version')!r}; this skagegender reads up to format "
             f"{FORMAT_VERSION}. Upgrade skagegender to load it."
         )
     stored = meta.pop("meta_sha256")
     try:
         actual = _sha256(_canonical(meta))
-    except (TypeError, ValueError):  # pragma: no cover - json.loads output always dumps
+    except (TypeError, ValueError):  # NaN or infinity: json.loads accepts them
         actual = None
     if actual != stored:
-        raise ModelFileError(
-            f"{str(path)!r}: {_META} does not match its checksum; the file was changed "
-            "after it was written"
+        raise _Refused(
+            f"{_META} does not match its checksum; the file was changed after it was written"
         )
     meta["meta_sha256"] = stored
     if _sha256(payload) != meta["payload_sha256"]:
-        raise ModelFileError(
-            f"{str(path)!r}: {_PAYLOAD} does not match the checksum in {_META}; the file "
-            "was changed or damaged after it was written"
+        raise _Refused(
+            f"{_PAYLOAD} does not match the checksum in {_META}; the file was changed or "
+            "damaged after it was written"
         )
+    names = meta["estimator_names"]
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise _Refused(f"meta['estimator_names'] is not a list of names: {names!r}")
     try:
         _check_backbone(meta.get("backbone"))
     except ValueError as exc:
-        raise ModelFileError(f"{str(path)!r}: {exc}") from None
+        raise _Refused(str(exc)) from None
     return meta
 
 
