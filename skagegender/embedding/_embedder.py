@@ -161,8 +161,10 @@ class ArcFaceEmbedder(TransformerMixin, BaseEstimator):
         Images already stored for this backbone and face policy are not
         recomputed; each finished chunk of ``batch_size`` images is committed at
         once, so an interrupted run resumes where it stopped. Paths are keyed by
-        absolute path, size and modification time, other inputs by content. See
-        ``docs/scaling.md``.
+        absolute path, device, inode, size, modification and change time, other
+        inputs by content; access failures (permission, I/O) are never stored. A
+        damaged cache file is moved aside and rebuilt with a warning; a foreign
+        file raises ``CacheError``. See ``docs/scaling.md``.
 
     Attributes
     ----------
