@@ -7,6 +7,7 @@ Optuna is imported when a search is fitted, not when this module is imported, so
 import contextlib
 import copy
 import importlib.util
+import json
 import time
 import traceback
 import warnings
@@ -42,7 +43,16 @@ _ATTR_FIT_TIME = "split_fit_time"
 _ATTR_SCORE_TIME = "split_score_time"
 _ATTR_ERRORS = "fit_errors"
 
+# Study user attribute holding what the study searches (see HeadSearchCV._study_record):
+# a stored study is continued only by a search of the same estimator, scorer, direction
+# and search space.
+_ATTR_SEARCH = "skagegender_search"
+
 _OPTUNA_HINT = "HeadSearchCV needs optuna: pip install optuna (or skagegender[optuna])"
+
+
+class StudyError(ValueError):
+    """The storage cannot be opened, or the stored study belongs to another search."""
 
 
 def _import_optuna():
@@ -84,6 +94,116 @@ def _sample_params(search_space, trial):
             )
         return params
     return {name: _suggest(trial, name, dist) for name, dist in search_space.items()}
+
+
+def _describe(obj):
+    """A description of a scorer or search space that is the same in every process."""
+    text = repr(obj)
+    if " at 0x" in text or text.startswith("<"):  # default reprs carry a memory address
+        name = getattr(obj, "__qualname__", None) or type(obj).__qualname__
+        module = getattr(obj, "__module__", None) or type(obj).__module__
+        return f"{module}.{name}"
+    return text
+
+
+def _trial_seed(seed, number):
+    """Seed of the sampler for trial ``number`` of a search seeded with ``seed``."""
+    return int(np.random.SeedSequence([seed, number]).generate_state(1)[0])
+
+
+class _TrialSeededSampler:
+    """TPE whose randomness is seeded afresh for each trial from (seed, trial number).
+
+    One random sequence per run (``TPESampler(seed=seed)``) replays the points of the
+    first trials when a stored study is resumed, and two processes sharing a study propose
+    the same points. The storage numbers a study's trials uniquely, so seeding each trial
+    from its number keeps a fresh seeded search reproducible while resumed and parallel
+    runs draw new points. TPE keeps no other state between trials: it reads the finished
+    trials from the study each time.
+    """
+
+    def __init__(self, seed):
+        self.seed = seed
+        self._sampler = None
+
+    def before_trial(self, study, trial):
+        optuna = _import_optuna()
+        self._sampler = optuna.samplers.TPESampler(seed=_trial_seed(self.seed, trial.number))
+        self._sampler.before_trial(study, trial)
+
+    def infer_relative_search_space(self, study, trial):
+        return self._sampler.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study, trial, search_space):
+        return self._sampler.sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        return self._sampler.sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(self, study, trial, state, values):
+        self._sampler.after_trial(study, trial, state, values)
+
+    def reseed_rng(self):
+        """Nothing to do: each trial's randomness is fixed by its number."""
+
+
+def _open_storage(optuna, url):
+    """An RDBStorage with heartbeat for ``url``; StudyError if it cannot be opened."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        shown = make_url(url).render_as_string(hide_password=True)
+    except Exception:  # unparseable: nothing of it is echoed (it may hold a password)
+        raise StudyError(
+            "the storage URL cannot be parsed; give a database URL such as "
+            "'sqlite:///tune.db' or 'postgresql://user:password@host/db'"
+        ) from None
+    try:
+        return optuna.storages.RDBStorage(
+            url, heartbeat_interval=_HEARTBEAT_INTERVAL, grace_period=_GRACE_PERIOD
+        )
+    except Exception as exc:
+        reason = str(exc).split("\n")[0].split(" (Background on this error")[0]
+        hint = (" (does its folder exist, and is it a writable SQLite file?)"
+                if shown.startswith("sqlite") else "")
+        raise StudyError(f"cannot open the storage {shown!r}: {reason}{hint}") from exc
+
+
+def _check_study(study, record):
+    """Refuse ``study`` unless it maximizes and was created by a search like ``record``.
+
+    A study without a record gets ``record`` if it holds no trial yet.
+    """
+    optuna = _import_optuna()
+    name = study.study_name
+    remedy = "give another study_name (--study-name) or storage"
+    if study.directions != [optuna.study.StudyDirection.MAXIMIZE]:
+        directions = ", ".join(d.name.lower() for d in study.directions)
+        raise StudyError(
+            f"the stored study {name!r} has direction {directions}; HeadSearchCV maximizes "
+            f"its score (higher is better), so its best trial would be the worst: {remedy}"
+        )
+    stored = study.user_attrs.get(_ATTR_SEARCH)
+    if stored is None:
+        n_trials = len(study.get_trials(deepcopy=False))
+        if n_trials:
+            raise StudyError(
+                f"the stored study {name!r} holds {n_trials} trials of unknown origin (it "
+                f"has no {_ATTR_SEARCH!r} record of what it searches): {remedy}"
+            )
+        study.set_user_attr(_ATTR_SEARCH, record)
+        stored = study.user_attrs.get(_ATTR_SEARCH)  # a worker starting at once may differ
+    if stored != record:
+        if isinstance(stored, dict):
+            changes = "; ".join(f"{key}: stored {stored.get(key)!r}, now {record.get(key)!r}"
+                                for key in sorted(set(stored) | set(record))
+                                if stored.get(key) != record.get(key))
+        else:
+            changes = f"its record is {stored!r}"
+        raise StudyError(
+            f"the stored study {name!r} belongs to another search ({changes}); its trials "
+            f"cannot be continued or compared with this one: {remedy}"
+        )
 
 
 def _search_estimator_has(attr):
@@ -223,8 +343,10 @@ class HeadSearchCV(MetaEstimatorMixin, BaseEstimator):
         on all splits as in GridSearchCV.
 
     sampler : optuna.samplers.BaseSampler or None, default=None
-        Proposes the trials. None uses ``TPESampler(seed=random_state)``. A copy is used
-        at each :meth:`fit`, so fitting twice gives the same trials.
+        Proposes the trials. None uses TPE (:class:`optuna.samplers.TPESampler`) seeded
+        per trial from ``random_state`` and the trial's number (see ``random_state``). A
+        given sampler is copied at each :meth:`fit` and used as it is: a seeded one
+        replays its first points when a stored study is resumed or shared.
 
     storage : str, optuna.storages.BaseStorage or None, default=None
         Where the study lives. None keeps it in memory for this fit only. A database URL
@@ -239,7 +361,16 @@ class HeadSearchCV(MetaEstimatorMixin, BaseEstimator):
         at the start and end of :meth:`fit` and before each trial). Pass an
         ``RDBStorage`` built with your own ``heartbeat_interval``/``grace_period`` to
         change that; with a storage without heartbeat such trials stay RUNNING (they do
-        not count towards ``n_trials``).
+        not count towards ``n_trials``). A URL that cannot be parsed or a database that
+        cannot be opened raises a ``ValueError`` naming the problem (the password is not
+        shown).
+
+        The study records what it searches in its user attribute
+        ``"skagegender_search"``: the estimator's class, the scorer, the direction
+        (maximize) and the search space. A stored study is continued only by a search
+        with the same record; any other study of that name (another estimator or target,
+        scorer or space, a study that minimizes, or one with trials but no record) raises a
+        ``ValueError`` before any trial runs.
 
     study_name : str or None, default=None
         Name of the study in ``storage``. Needed to resume; None lets Optuna generate one.
@@ -253,9 +384,12 @@ class HeadSearchCV(MetaEstimatorMixin, BaseEstimator):
         (``best_estimator_``), enabling ``predict`` and the other delegated methods.
 
     random_state : int, RandomState instance or None, default=None
-        Seeds the default TPE sampler: a seeded search of a deterministic estimator
-        proposes the same trials and finds the same ``best_params_`` every time. Ignored
-        when ``sampler`` is given. Seed the estimator itself too if it is random.
+        Seeds the default TPE sampler: a fresh seeded search of a deterministic estimator
+        proposes the same trials and finds the same ``best_params_`` every time. Each
+        trial's randomness comes from this seed and the trial's number in the study, so a
+        resumed study and several processes sharing one study draw new points instead of
+        replaying the first ones. Ignored when ``sampler`` is given. Seed the estimator
+        itself too if it is random.
 
     n_jobs : int or None, default=1
         Number of processes (joblib) fitting the splits of one trial in parallel. Trials
@@ -450,28 +584,51 @@ class HeadSearchCV(MetaEstimatorMixin, BaseEstimator):
             return one_class_off_scorer
         return check_scoring(self.estimator)
 
-    def _create_study(self, optuna):
+    def _study_record(self, scorer):
+        """What this search is, as stored in (and checked against) the study."""
+        final = _final_estimator(self.estimator)
+        estimator = type(self.estimator).__name__
+        if final is not self.estimator:
+            estimator += f" ending in {type(final).__name__}"
+        if isinstance(self.search_space, dict):
+            space = {name: repr(dist) for name, dist in sorted(self.search_space.items())}
+        else:
+            space = _describe(self.search_space)
+        record = {"estimator": estimator, "scorer": _describe(scorer),
+                  "direction": "maximize", "search_space": space}
+        return json.loads(json.dumps(record))  # as the storage gives it back
+
+    def _create_study(self, optuna, record):
         storage = self.storage
         if isinstance(storage, str):
-            storage = optuna.storages.RDBStorage(
-                storage, heartbeat_interval=_HEARTBEAT_INTERVAL, grace_period=_GRACE_PERIOD
-            )
+            storage = _open_storage(optuna, storage)
         if self.sampler is not None:
             sampler = copy.deepcopy(self.sampler)
+        elif self.random_state is None:
+            sampler = optuna.samplers.TPESampler()
         else:
             seed = self.random_state
-            if seed is not None and not isinstance(seed, Integral):
+            if not isinstance(seed, Integral):
                 seed = int(check_random_state(seed).randint(np.iinfo(np.int32).max))
-            sampler = optuna.samplers.TPESampler(seed=seed)
+            sampler = _TrialSeededSampler(seed)
         pruner = optuna.pruners.NopPruner() if self.pruner is None else copy.deepcopy(self.pruner)
-        return optuna.create_study(
-            storage=storage,
-            sampler=sampler,
-            pruner=pruner,
-            study_name=self.study_name,
-            direction="maximize",
-            load_if_exists=self.load_if_exists,
-        )
+        try:
+            study = optuna.create_study(
+                storage=storage,
+                sampler=sampler,
+                pruner=pruner,
+                study_name=self.study_name,
+                direction="maximize",
+                load_if_exists=self.load_if_exists,
+            )
+        except optuna.exceptions.DuplicatedStudyError:
+            raise
+        except Exception as exc:
+            if isinstance(self.storage, str):  # the database is not usable as a storage
+                raise StudyError(f"cannot create or load the study in the storage: {exc}") from exc
+            raise
+        _check_study(study, record)
+        return study
 
     def _params_of(self, frozen_trial):
         """Estimator parameters of a stored trial, replayed through the search space."""
@@ -566,7 +723,7 @@ class HeadSearchCV(MetaEstimatorMixin, BaseEstimator):
 
         with _optuna_verbosity(optuna, self.verbose), warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-            study = self._create_study(optuna)
+            study = self._create_study(optuna, self._study_record(scorer))
             optuna.storages.fail_stale_trials(study)
             counted = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
             n_done = len(study.get_trials(deepcopy=False, states=counted))

@@ -5,8 +5,15 @@
 wires them in.
 """
 
+import argparse
 import json
+import math
+import os
+import stat
+import struct
 import sys
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -14,9 +21,43 @@ import numpy as np
 _USAGE_ERROR = 2
 _INTERRUPTED = 130
 
+# Feature files are read within this many MiB (the arrays used, as declared in their
+# headers, and the file itself): --max-features-mb changes it.
+_MAX_FEATURES_MB = 2048
+# A feature file has a handful of arrays; more members than this is not one.
+_MAX_MEMBERS = 256
+
+_EXIT_CODES = (
+    "exit codes:\n"
+    "  0    success\n"
+    "  1    the search failed (e.g. the fits of every trial failed); the reason\n"
+    "       is on stderr\n"
+    "  2    usage or input error (e.g. a bad --features file, storage URL or a\n"
+    "       stored study of another search)\n"
+    "  130  interrupted (Ctrl-C); the finished trials are kept in the storage"
+)
+
 
 class _TuneError(Exception):
     """A problem with the command's inputs: reported on stderr, exit status 2."""
+
+
+def _positive(kind, minimum=None):
+    """An argparse type: a ``kind`` number above 0, or at least ``minimum``."""
+
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        ok = value > 0 if minimum is None else value >= minimum  # NaN is neither
+        if not ok or not math.isfinite(value):
+            bound = "above 0" if minimum is None else f"at least {minimum}"
+            raise argparse.ArgumentTypeError(f"must be a finite number {bound}, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
 
 
 def add_tune_arguments(parser):
@@ -33,35 +74,51 @@ def add_tune_arguments(parser):
         The same parser.
     """
     parser.add_argument("--dataset", help="dataset name (see skagegender.model.DATASETS); "
-                        "needed unless --features is given")
-    parser.add_argument("--root", help="folder of the dataset; needed unless --features is given")
+                        "needed unless --features is given (default: none)")
+    parser.add_argument("--root", help="folder of the dataset; needed unless --features is "
+                        "given (default: none)")
     parser.add_argument("--target", required=True, choices=["age", "gender"],
-                        help="which head to tune")
-    parser.add_argument("--n-trials", type=int, default=50,
+                        help="which head to tune (required)")
+    parser.add_argument("--n-trials", type=_positive(int), default=50,
                         help="finished trials wanted in the study, counting those already "
                         "stored: rerunning an interrupted command only runs the missing ones "
-                        "(default: 50)")
+                        "(default: %(default)s)")
     parser.add_argument("--storage", required=True,
-                        help="Optuna storage URL, e.g. sqlite:///tune.db; a server database "
-                        "(postgresql://...) lets several machines work on one study")
-    parser.add_argument("--study-name", help="default: DATASET-TARGET (or FEATURES-TARGET "
-                        "with --features, FEATURES being the file name without .npz)")
-    parser.add_argument("--timeout", type=float, help="stop starting trials after this many "
-                        "seconds")
-    parser.add_argument("--features", help="precomputed features, an .npz file with arrays X, "
-                        "age, gender and optionally groups (subject ids); skips embedding")
-    parser.add_argument("--cache", help="embedding cache folder (a second run re-uses it)")
-    parser.add_argument("--limit", type=int, help="embed a seeded random subset of this many "
-                        "images")
-    parser.add_argument("--cv", type=int, default=5,
+                        help="Optuna storage URL (required), e.g. sqlite:///tune.db; a server "
+                        "database (postgresql://...) lets several machines work on one study. "
+                        "A stored study is continued only by the same target, scoring and "
+                        "search space")
+    parser.add_argument("--study-name", help="name of the study in the storage (default: "
+                        "DATASET-TARGET, or FEATURES-TARGET with --features, FEATURES being "
+                        "the file name without .npz)")
+    parser.add_argument("--timeout", type=_positive(float), help="stop starting trials "
+                        "after this many seconds (default: no limit)")
+    parser.add_argument("--features", help="precomputed features instead of embedding a "
+                        "dataset: an .npz file (np.savez) with arrays X (n x d numbers), age "
+                        "(n numbers, NaN when unknown), gender (n strings, '' when unknown) "
+                        "and optionally groups (n strings or integers, e.g. subject ids). "
+                        "Arrays of Python objects (pickles) are refused (default: none, embed "
+                        "--dataset)")
+    parser.add_argument("--max-features-mb", type=_positive(float), default=_MAX_FEATURES_MB,
+                        help="largest --features file, and largest total size of the arrays "
+                        "read from it, in MiB (default: %(default)s)")
+    parser.add_argument("--cache", help="embedding cache folder; a second run re-uses it "
+                        "(default: no cache)")
+    parser.add_argument("--limit", type=_positive(int), help="embed a seeded random subset of "
+                        "this many images (default: all)")
+    parser.add_argument("--cv", type=_positive(int, 2), default=5,
                         help="number of folds where the dataset protocol does not fix it "
-                        "(default: 5)")
-    parser.add_argument("--scoring", help="scorer name (default: one-class-off accuracy for "
-                        "age, accuracy for gender)")
+                        "(default: %(default)s)")
+    parser.add_argument("--scoring", help="scorer name, higher is better (default: "
+                        "one-class-off accuracy for age, accuracy for gender)")
     parser.add_argument("--random-state", type=int, default=0,
-                        help="seed of the sampler and of the folds (default: 0)")
+                        help="seed of the sampler and of the folds; each trial's seed also "
+                        "depends on its number, so a resumed study or a second worker draws "
+                        "new points (default: %(default)s)")
     parser.add_argument("--json", action="store_true",
-                        help="print the result as JSON (nothing else on stdout)")
+                        help="print the result as one JSON object, nothing else on stdout "
+                        "(default: plain text)")
+    parser.epilog = _EXIT_CODES  # tune's own meaning of 1 and 2
     return parser
 
 
@@ -91,35 +148,176 @@ def _labeled(target, age, gender):
     return y, known
 
 
+# What each feature-file array must be: number of dimensions, allowed dtype kinds
+# (b bool, i/u integers, f floats, U strings) and the words for error messages.
+_COLUMNS = {
+    "X": (2, "biuf", "a 2-D array of numbers (samples x features)"),
+    "age": (1, "biuf", "a 1-D array of numbers (NaN when unknown)"),
+    "gender": (1, "biufU", "a 1-D array of strings ('' when unknown) or numbers"),
+    "groups": (1, "biufU", "a 1-D array of strings or integers"),
+}
+
+
+def _declared_members(fh, size):
+    """Number of members the zip's end record declares, read before zipfile lists them.
+
+    zipfile builds an object per member when it opens an archive, so a small file
+    declaring millions of members is refused before that. None if there is no end record
+    (not a zip; zipfile says so).
+    """
+    tail = min(size, 22 + 0xFFFF)  # the end record (22 bytes) and its comment
+    fh.seek(size - tail)
+    data = fh.read(tail)
+    at = data.rfind(b"PK\x05\x06")
+    if at < 0 or len(data) - at < 22:
+        return None
+    return struct.unpack("<H", data[at + 10: at + 12])[0]  # 0xFFFF: a zip64 count
+
+
+def _array_header(archive, item):
+    """Shape and dtype declared in the .npy header of ``item``, without its data."""
+    with archive.open(item) as member:
+        version = np.lib.format.read_magic(member)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(member)
+        elif version == (2, 0):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(member)
+        else:
+            raise ValueError(f".npy format version {version} is not read here")
+    return shape, dtype
+
+
+# Everything reading a damaged or odd member can raise: zipfile (BadZipFile: bad CRC;
+# RuntimeError: encrypted; NotImplementedError: compression method), zlib (corrupt
+# deflate), numpy (ValueError, SyntaxError, TypeError: bad header; ValueError: truncated
+# data), the file system.
+_READ_ERRORS = (zipfile.BadZipFile, zlib.error, RuntimeError, NotImplementedError, ValueError,
+                SyntaxError, TypeError, EOFError, OSError, struct.error)
+
+
+def _read_features(path, required, optional, max_bytes):
+    """The arrays ``required`` and ``optional`` (when present) of the .npz at ``path``.
+
+    The file is hostile until checked: only a regular file of at most ``max_bytes`` is
+    opened, pickles are refused, and every array's header (shape, dtype) is checked
+    against :data:`_COLUMNS`, the other arrays' length and ``max_bytes`` in total before
+    any array data is read. Members other than the wanted ones are never read.
+    """
+    where = f"--features {path}"
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO cannot block
+    except OSError as exc:
+        raise _TuneError(f"{where}: cannot open it: {exc.strerror}") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise _TuneError(f"{where}: not a regular file")
+    with os.fdopen(fd, "rb") as fh:
+        if info.st_size > max_bytes:
+            raise _TuneError(f"{where}: {info.st_size / 2**20:.0f} MiB, over the "
+                             f"{max_bytes / 2**20:.0f} MiB limit (--max-features-mb)")
+        magic = fh.read(6)
+        if magic.startswith(b"\x80"):
+            raise _TuneError(f"{where}: the file is a pickle; feature files are read without "
+                             "unpickling (save plain arrays with np.savez)")
+        if magic == b"\x93NUMPY":
+            raise _TuneError(f"{where}: a single .npy array, not an .npz file of named "
+                             "arrays (np.savez(path, X=..., age=..., gender=...))")
+        n_members = _declared_members(fh, info.st_size)
+        if n_members is not None and n_members > _MAX_MEMBERS:
+            raise _TuneError(f"{where}: declares {n_members} members; a feature file has a "
+                             f"few arrays (at most {_MAX_MEMBERS} are accepted)")
+        fh.seek(0)
+        try:
+            archive = zipfile.ZipFile(fh)
+        except _READ_ERRORS as exc:
+            raise _TuneError(f"{where}: not an .npz file ({exc})") from None
+        with archive:
+            return _read_members(archive, where, required, optional, max_bytes)
+
+
+def _read_members(archive, where, required, optional, max_bytes):
+    members = {}
+    for item in archive.infolist():
+        name = item.filename.removesuffix(".npy")
+        if name in required or name in optional:
+            if name in members:
+                raise _TuneError(f"{where}: holds the array {name!r} twice")
+            members[name] = item
+    missing = [name for name in required if name not in members]
+    if missing:
+        names = sorted(item.filename.removesuffix(".npy") for item in archive.infolist())
+        hint = ("; it looks like `skagegender embed` output, which has no labels: save X, "
+                "age and gender with np.savez" if "embeddings" in names else "")
+        raise _TuneError(f"{where}: lacks the array(s) {missing}; it has {names}{hint}")
+
+    shapes, total = {}, 0
+    for name, item in members.items():
+        try:
+            shape, dtype = _array_header(archive, item)
+        except _READ_ERRORS as exc:
+            raise _TuneError(f"{where}: the array {name!r} cannot be read ({exc})") from None
+        ndim, kinds, wanted = _COLUMNS[name]
+        if dtype.hasobject:
+            raise _TuneError(
+                f"{where}: the array {name!r} holds Python objects, which only unpickling "
+                "could read, and feature files are never unpickled; store it as "
+                f"{wanted} (e.g. np.asarray(values, dtype=str) for labels)"
+            )
+        if len(shape) != ndim or dtype.kind not in kinds:
+            raise _TuneError(f"{where}: the array {name!r} must be {wanted}; it is "
+                             f"{len(shape)}-D of dtype {dtype}")
+        shapes[name] = shape
+        total += math.prod(shape) * dtype.itemsize
+        if total > max_bytes:
+            raise _TuneError(f"{where}: its arrays declare more than the "
+                             f"{max_bytes / 2**20:.0f} MiB limit (--max-features-mb)")
+    n_samples, n_features = shapes["X"]
+    if n_samples == 0 or n_features == 0:
+        raise _TuneError(f"{where}: X is empty (shape {shapes['X']})")
+    for name, shape in shapes.items():
+        if shape[0] != n_samples:
+            raise _TuneError(f"{where}: {name} has {shape[0]} entries but X has "
+                             f"{n_samples} rows; every array needs one entry per sample")
+
+    arrays = {}
+    for name, item in members.items():
+        try:
+            with archive.open(item) as member:
+                arrays[name] = np.lib.format.read_array(member, allow_pickle=False)
+        except _READ_ERRORS as exc:
+            raise _TuneError(f"{where}: the array {name!r} cannot be read ({exc})") from None
+    return arrays
+
+
 def _from_features(args):
     path = Path(args.features)
-    if not path.is_file():
-        raise _TuneError(f"--features file not found: {path}")
-    with np.load(path, allow_pickle=True) as data:
-        missing = [k for k in ("X", args.target) if k not in data.files]
-        if missing:
-            raise _TuneError(f"{path} lacks the array(s) {missing}; it has {data.files}")
-        X = np.asarray(data["X"], dtype=float)
-        y, keep = _labeled(args.target, data["age"] if args.target == "age" else None,
-                           data["gender"] if args.target == "gender" else None)
-        groups = data["groups"] if "groups" in data.files else None
+    arrays = _read_features(path, ("X", args.target), ("groups",),
+                            int(args.max_features_mb * 2**20))
+    X = np.asarray(arrays["X"], dtype=float)
+    y, keep = _labeled(args.target, arrays.get("age"), arrays.get("gender"))
     keep &= np.all(np.isfinite(X), axis=1)
     X, y = X[keep], y[keep]
+    if len(y) < args.cv:
+        raise _TuneError(f"--features {path}: {len(y)} samples have both features and "
+                         f"the {args.target} label, fewer than --cv {args.cv}")
+    groups = arrays.get("groups")
     from sklearn.model_selection import GroupKFold, KFold, StratifiedKFold
 
     if groups is not None:
-        groups = np.asarray(groups)[keep]
+        groups = groups[keep]
+        if len(np.unique(groups)) < args.cv:
+            raise _TuneError(f"--features {path}: {len(np.unique(groups))} distinct groups "
+                             f"among the usable samples, fewer than --cv {args.cv}")
         cv = GroupKFold(args.cv, shuffle=True, random_state=args.random_state)
     elif args.target == "gender":
         cv = StratifiedKFold(args.cv, shuffle=True, random_state=args.random_state)
     else:
         cv = KFold(args.cv, shuffle=True, random_state=args.random_state)
-    return X, y, groups, cv, f"{path.stem}-{args.target}"
+    return X, y, groups, cv
 
 
 def _from_dataset(args):
-    if not args.dataset or not args.root:
-        raise _TuneError("give --dataset and --root (or precomputed --features)")
     try:
         from skagegender.model import embed_dataset
     except ImportError as exc:
@@ -141,7 +339,28 @@ def _from_dataset(args):
     split_data = Bunch(name=data.get("name", args.dataset), fold=subset(data.get("fold")),
                        subject=subset(data.get("subject")))
     cv, groups = dataset_cv(split_data, args.cv, random_state=args.random_state)
-    return X[keep], y[keep], groups, cv, f"{args.dataset}-{args.target}"
+    return X[keep], y[keep], groups, cv
+
+
+def _default_study_name(args):
+    if args.features:
+        return f"{Path(args.features).stem}-{args.target}"
+    if not args.dataset or not args.root:
+        raise _TuneError("give --dataset and --root (or precomputed --features)")
+    return f"{args.dataset}-{args.target}"
+
+
+def _open_study_early(search):
+    """Open the study of ``search`` now: a bad storage, or a stored study of another
+    search, is reported before any feature is loaded or embedded."""
+    import warnings
+
+    from ._search import _import_optuna, _optuna_verbosity
+
+    optuna = _import_optuna()
+    with _optuna_verbosity(optuna, 0), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+        search._create_study(optuna, search._study_record(search._get_scorer()))
 
 
 def run_tune(args):
@@ -152,6 +371,12 @@ def run_tune(args):
     Samples without a face (non-finite features) or without the target label are left
     out. The study is kept in ``args.storage``, so rerunning the same command after an
     interruption continues it up to ``args.n_trials`` finished trials.
+
+    The feature file is read without unpickling: arrays of Python objects are refused,
+    and each wanted array's header is checked (dimensions, dtype, one entry per row of
+    ``X``, ``args.max_features_mb`` MiB for the file and for the arrays together) before
+    its data is read. A stored study made for another target, scorer or search space, or
+    one that minimizes, is refused before any trial runs.
 
     Parameters
     ----------
@@ -167,34 +392,34 @@ def run_tune(args):
     Returns
     -------
     status : int
-        0 on success, 2 for bad inputs, 130 when interrupted (the finished trials are
-        kept in the storage).
+        0 on success, 2 for bad inputs (feature file, storage, study), 130 when
+        interrupted (the finished trials are kept in the storage). A search whose trials
+        all fail raises ``ValueError`` (``skagegender.cli`` exits with 1).
     """
-    from ._search import HeadSearchCV
+    from ._search import HeadSearchCV, StudyError
 
     try:
-        if args.features:
-            X, y, groups, cv, default_name = _from_features(args)
-        else:
-            X, y, groups, cv, default_name = _from_dataset(args)
-        if len(y) == 0:
-            raise _TuneError(f"no sample has both features and a {args.target} label")
-        estimator = _make_estimator(args.target)
         search = HeadSearchCV(
-            estimator,
+            _make_estimator(args.target),
             _make_search_space(args.target),
             scoring=args.scoring,
-            cv=cv,
             n_trials=args.n_trials,
             timeout=args.timeout,
             storage=args.storage,
-            study_name=args.study_name or default_name,
+            study_name=args.study_name or _default_study_name(args),
             refit=False,
             random_state=args.random_state,
             verbose=1,
         )
-        search.fit(X, y, groups=groups)
-    except _TuneError as exc:
+        _open_study_early(search)
+        if args.features:
+            X, y, groups, cv = _from_features(args)
+        else:
+            X, y, groups, cv = _from_dataset(args)
+        if len(y) == 0:
+            raise _TuneError(f"no sample has both features and a {args.target} label")
+        search.set_params(cv=cv).fit(X, y, groups=groups)
+    except (_TuneError, StudyError) as exc:
         print(f"skagegender tune: error: {exc}", file=sys.stderr)
         return _USAGE_ERROR
     except KeyboardInterrupt:
