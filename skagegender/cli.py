@@ -67,12 +67,19 @@ def _expand(paths):
     return items, skipped
 
 
-def _report_skipped(command, skipped):
+def _inputs(command, paths):
+    """:func:`_expand` ``paths``, reporting skipped suffixes on stderr; None if nothing to do."""
+    items, skipped = _expand(paths)
     if skipped:
         n = sum(skipped.values())
-        print(f"skagegender {command}: skipped {n} file{'s' if n != 1 else ''} with unsupported "
-              f"suffixes: {', '.join(sorted(skipped))} (read: {' '.join(sorted(IMAGE_SUFFIXES))})",
-              file=sys.stderr)
+        _error(command, f"skipped {n} file{'s' if n != 1 else ''} with unsupported suffixes: "
+                        f"{', '.join(sorted(skipped))} (read: {' '.join(sorted(IMAGE_SUFFIXES))})")
+    if any(error != EMPTY_FOLDER for _, error in items):
+        return items
+    for path, error in items:
+        _error(command, f"{path}: {error}")
+    _error(command, "nothing to do: no image files in the given paths")
+    return None
 
 
 def _printable(text):
@@ -346,12 +353,8 @@ def _plain_lines(path, records):
 
 
 def cmd_predict(args):
-    items, skipped = _expand(args.paths)
-    _report_skipped("predict", skipped)
-    if all(error == EMPTY_FOLDER for _, error in items):
-        for path, error in items:
-            _error("predict", f"{path}: {error}")
-        _error("predict", "nothing to do: no image files in the given paths")
+    items = _inputs("predict", args.paths)
+    if items is None:
         return EXIT_USAGE
     if args.annotate:
         try:
@@ -366,21 +369,22 @@ def cmd_predict(args):
     show = sys.stderr.isatty() and not sys.stdout.isatty() and len(items) > 1
     stream = _predict_stream(model, items, targets, n_jobs=args.n_jobs, cache=cache)
     try:
-        for path, faces, error in _progress(stream, len(items), "predict", show):
-            done += 1
+        for index, (path, faces, error) in enumerate(
+                _progress(stream, len(items), "predict", show)):
             failed += error is not None
             record = {"path": path, "faces": faces, "error": error}
             if args.annotate and error is None:
-                record["annotated"] = targets[done - 1]
-            if args.json:
-                records.append(record)
-            elif args.jsonl:
-                _write(sys.stdout, _json(record) + "\n")
-            elif error is not None:
-                _write(sys.stdout, _plain_lines(path, faces) if faces else "")
-                _error("predict", f"{path}: {error}")
-            else:
-                _write(sys.stdout, _plain_lines(path, faces))
+                record["annotated"] = targets[index]
+            with _no_interrupt():  # a result is written and counted, or neither
+                if args.json:
+                    records.append(record)
+                elif args.jsonl:
+                    _write(sys.stdout, _json(record) + "\n")
+                else:
+                    _write(sys.stdout, _plain_lines(path, faces) if faces or not error else "")
+                    if error is not None:
+                        _error("predict", f"{path}: {error}")
+                done += 1
     except KeyboardInterrupt:
         if args.json:
             _write(sys.stdout, _json(records) + "\n")
@@ -401,12 +405,8 @@ def cmd_embed(args):
 
     from .embedding import ArcFaceEmbedder
 
-    items, skipped = _expand(args.paths)
-    _report_skipped("embed", skipped)
-    if all(error == EMPTY_FOLDER for _, error in items):
-        for path, error in items:
-            _error("embed", f"{path}: {error}")
-        _error("embed", "nothing to do: no image files in the given paths")
+    items = _inputs("embed", args.paths)
+    if items is None:
         return EXIT_USAGE
     embedder = ArcFaceEmbedder(args.backbone, layers=args.layers, flip_augment=args.flip,
                                n_jobs=args.n_jobs)
@@ -628,13 +628,14 @@ _PER_INPUT_CODES = (
     "success; an image in which no face is found is a success\n"
     "       (reported with no faces)",
     "some inputs could not be read; the others are still reported",
-    "usage error, or nothing to do (e.g. only empty folders)",
+    "usage error (e.g. a model file that is missing or rejected), or\n"
+    "       nothing to do (e.g. only empty folders)",
 )
 _COMMAND_CODES = (
     "success",
-    "the command failed (e.g. a model file is rejected); the reason\n"
-    "       is on stderr",
-    "usage error (e.g. a missing option or dataset folder)",
+    "the command failed; the reason is on stderr",
+    "usage error (e.g. a missing dataset folder, a model file that is\n"
+    "       missing or rejected)",
 )
 
 
@@ -654,47 +655,60 @@ def build_parser():
                               description=description or summary[0].upper() + summary[1:],
                               epilog=_exit_codes(*codes))
 
-    model_help = ("model file written by 'skagegender train' (default: the shipped pretrained "
-                  "model)")
     suffixes = " ".join(sorted(IMAGE_SUFFIXES))
-    paths_help = (f"image files or folders; folders are searched recursively for {suffixes} "
-                  "files (others are counted and reported on stderr); a file named here is "
-                  "always tried")
+    shared = {
+        "paths": {"nargs": "+", "help": f"image files or folders; folders are searched "
+                  f"recursively for {suffixes} files (others are counted and reported on "
+                  "stderr); a file named here is always tried"},
+        "--model": {"help": "model file written by 'skagegender train' (default: the shipped "
+                    "pretrained model)"},
+        "--dataset": {"required": True, "choices": DATASETS,
+                      "help": "the dataset's format (required)"},
+        "--root": {"required": True, "help": "the dataset's folder (required)"},
+        "--flip": {"action": "store_true", "help": "average each face's features with its "
+                   "mirror image, 2x the cost (default: off)"},
+        "--cache": {"metavar": "DIR", "help": "embedding cache folder; a rerun re-uses finished "
+                    "images (default: no cache)"},
+        "--n-jobs": {"type": _positive_or_all, "default": None, "metavar": "N",
+                     "help": "worker processes, -1 for all cores (default: one process)"},
+        "--limit": {"type": int, "help": "use a seeded random subset of this many images "
+                    "(default: all)"},
+        "--json": {"action": "store_true", "help": "print the summary as JSON on stdout "
+                   "(default: off, one text line)"},
+    }
+
+    def add(p, name, **changes):
+        p.add_argument(name, **{**shared[name], **changes})
 
     p = command("predict", "age and gender of every face in images", _PER_INPUT_CODES,
                 "Age and gender of every face in images. Faces are numbered left to right by "
                 "the centre of their box (ties top to bottom), in the output and in --annotate "
                 "pictures. Results are written as soon as each input is done, in input order; "
                 "in plain mode unreadable inputs are reported on stderr.")
-    p.add_argument("paths", nargs="+", help=paths_help)
-    p.add_argument("--model", help=model_help)
+    add(p, "paths")
+    add(p, "--model")
     form = p.add_mutually_exclusive_group()
     form.add_argument("--jsonl", action="store_true",
                       help="write one JSON object {path, faces, error} per input, one line each, "
                       "as soon as that input is done (after Ctrl-C the finished lines stay) "
                       "(default: off, plain text lines)")
-    form.add_argument("--json", action="store_true",
-                      help="write one JSON array of those objects when all inputs are done; for "
-                      "small calls (default: off, plain text lines)")
+    add(form, "--json", help="write one JSON array of those objects when all inputs are done; "
+        "for small calls (default: off, plain text lines)")
     p.add_argument("--annotate", metavar="DIR",
                    help="write into DIR a copy of each photo with every face's box and label "
                    "'number: age gender', same size and format as the photo (same-named photos "
                    "get -2, -3 ... suffixes) (default: no copies)")
-    p.add_argument("--n-jobs", type=_positive_or_all, default=None, metavar="N",
-                   help=f"worker processes, -1 for all cores; inputs go to the workers "
-                   f"{PREDICT_CHUNK} at a time and results still come in input order "
-                   "(default: one process)")
-    p.add_argument("--cache", metavar="DIR",
-                   help="embedding cache folder: the faces of every finished image are kept "
-                   "there, so a rerun (e.g. after Ctrl-C) only computes the others (default: no "
-                   "cache)")
+    add(p, "--n-jobs", help=f"worker processes, -1 for all cores; inputs go to the workers "
+        f"{PREDICT_CHUNK} at a time and results still come in input order (default: one process)")
+    add(p, "--cache", help="embedding cache folder: the faces of every finished image are kept "
+        "there, so a rerun (e.g. after Ctrl-C) only computes the others (default: no cache)")
     p.set_defaults(func=cmd_predict)
 
     p = command("embed", "face features of images to an .npz file", _PER_INPUT_CODES,
                 "Face features of images to an .npz file: one row per input (NaN where no face "
                 "was embedded). Inputs that could not be read or have no face are named on "
                 "stderr with the reason.")
-    p.add_argument("paths", nargs="+", help=paths_help)
+    add(p, "paths")
     p.add_argument("--out", required=True,
                    help="output .npz with columns embeddings, paths, found and errors (numbers "
                    "and strings only: np.load(..., allow_pickle=False) reads it) (required)")
@@ -704,43 +718,26 @@ def build_parser():
     p.add_argument("--layers", default=None,
                    help="extra feature blocks: 'age-gender', 'age-gender-dlib' or "
                    "'age-gender-finetuned' (sface only) (default: the identity embedding only)")
-    p.add_argument("--flip", action="store_true",
-                   help="average each face's features with its mirror image, 2x the cost "
-                   "(default: off)")
-    p.add_argument("--cache", metavar="DIR",
-                   help="embedding cache folder; a rerun re-uses finished images (default: no "
-                   "cache)")
-    p.add_argument("--n-jobs", type=_positive_or_all, default=None, metavar="N",
-                   help="worker processes, -1 for all cores (default: one process)")
-    p.add_argument("--json", action="store_true",
-                   help="print the summary as JSON on stdout (default: off, one text line)")
+    for name in ("--flip", "--cache", "--n-jobs", "--json"):
+        add(p, name)
     p.set_defaults(func=cmd_embed)
 
     p = command("evaluate", "score a model on a labeled dataset", _COMMAND_CODES,
                 "Score a model on a labeled dataset: MAE, one-class-off, CS@5 and gender "
                 "accuracy, overall and per age group (and gender, race). Images whose face is "
                 "not found count as errors (the median training age, gender wrong).")
-    p.add_argument("--dataset", required=True, choices=DATASETS,
-                   help="the dataset's format (required)")
-    p.add_argument("--root", required=True, help="the dataset's folder (required)")
-    p.add_argument("--model", help=model_help)
-    p.add_argument("--limit", type=int,
-                   help="evaluate a seeded random subset of this many images (default: all)")
-    p.add_argument("--cache", metavar="DIR",
-                   help="embedding cache folder; a rerun re-uses finished images (default: no "
-                   "cache)")
-    p.add_argument("--json", action="store_true",
-                   help="print the scores as JSON on stdout, with the model (name or path and "
-                   "sha256) and skagegender version, floats to 4 decimals (default: off, a table)")
+    for name in ("--dataset", "--root", "--model", "--limit", "--cache"):
+        add(p, name)
+    add(p, "--json", help="print the scores as JSON on stdout, with the model (name or path and "
+        "sha256) and skagegender version, floats to 4 decimals (default: off, a table)")
     p.set_defaults(func=cmd_evaluate)
 
     heads = ["mlp", "lightgbm", "ordinal"]
     p = command("train", "fit age and gender heads and save a model file", _COMMAND_CODES,
                 "Fit age and gender heads on a labeled dataset and save a model file. Warns on "
                 f"stderr when fewer than {FEW_FACES} faces are found: such a model is poor.")
-    p.add_argument("--dataset", required=True, choices=DATASETS,
-                   help="the dataset's format (required)")
-    p.add_argument("--root", required=True, help="the dataset's folder (required)")
+    add(p, "--dataset")
+    add(p, "--root")
     p.add_argument("--out", required=True, help="model file to write (required)")
     p.add_argument("--age-head", default="mlp", choices=heads,
                    help="the age head's family (default: %(default)s)")
@@ -749,18 +746,8 @@ def build_parser():
     p.add_argument("--layers", default="age-gender",
                    help="feature blocks: 'age-gender', 'age-gender-dlib', 'age-gender-finetuned' "
                    "or 'none' for the identity embedding only (default: %(default)s)")
-    p.add_argument("--flip", action="store_true",
-                   help="average each face's features with its mirror image, 2x the cost "
-                   "(default: off)")
-    p.add_argument("--cache", metavar="DIR",
-                   help="embedding cache folder; a rerun re-uses finished images (default: no "
-                   "cache)")
-    p.add_argument("--limit", type=int,
-                   help="train on a seeded random subset of this many images (default: all)")
-    p.add_argument("--n-jobs", type=_positive_or_all, default=None, metavar="N",
-                   help="worker processes for embedding, -1 for all cores (default: one process)")
-    p.add_argument("--json", action="store_true",
-                   help="print the summary as JSON on stdout (default: off, one text line)")
+    for name in ("--flip", "--cache", "--limit", "--n-jobs", "--json"):
+        add(p, name)
     p.set_defaults(func=cmd_train)
 
     p = command("tune", "Optuna search over heads (needs skagegender[optuna])", _COMMAND_CODES)
@@ -779,8 +766,11 @@ def main(argv=None):
         _error(args.command, "interrupted")
         return EXIT_INTERRUPTED
     except (FileNotFoundError, ValueError, ImportError) as exc:
+        from .model import ModelFileError
+
         _error(args.command, f"error: {exc}")
-        return EXIT_USAGE if isinstance(exc, FileNotFoundError) else EXIT_SOME_FAILED
+        usage = isinstance(exc, (FileNotFoundError, ModelFileError))
+        return EXIT_USAGE if usage else EXIT_SOME_FAILED
 
 
 if __name__ == "__main__":

@@ -31,6 +31,14 @@ def test_version_and_usage_errors(capsys):
     assert info.value.code == 2
 
 
+def test_a_rejected_model_file_is_a_usage_error(portrait, tmp_path, capsys):
+    garbage = tmp_path / "garbage.skag"
+    garbage.write_bytes(b"PK\x03\x04 not a model file")
+    code, out, err = _run(capsys, ["predict", "--model", str(garbage), portrait])
+    assert code == 2 and out == ""
+    assert str(garbage) in err and "Traceback" not in err
+
+
 def test_console_script_is_installed():
     exe = shutil.which("skagegender")
     if exe is None:

@@ -5,6 +5,7 @@ and insightface's group photo ``t1.jpg`` (6 faces).
 """
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -64,11 +65,14 @@ def test_plain_mode_streams_results_and_sends_errors_to_stderr(group_photo, tmp_
         (folder / name).write_bytes(b"\0" * 64)
     bad = tmp_path / "bad\nname.jpg"  # a newline in a file name must not forge a line
     bad.write_bytes(b"not a jpeg")
+    latin1 = tmp_path / os.fsdecode(b"caf\xe9.png")  # not UTF-8: printed as \xe9
+    latin1.write_bytes(b"not a png")
     icon = tmp_path / "named.ico"  # named explicitly: tried, refused by the loader
     Image.new("RGB", (64, 64), "red").save(icon)
     empty = tmp_path / "empty"
     empty.mkdir()
-    code, out, err = _run(capsys, ["predict", str(bad), str(folder), str(icon), str(empty)])
+    code, out, err = _run(capsys, ["predict", str(bad), str(folder), str(icon), str(empty),
+                                   str(latin1)])
     assert code == 1  # some inputs failed, the others are reported
     lines = out.splitlines()
     assert len(lines) == 6 and all(line.startswith(f"{folder / 'group.png'} face ")
@@ -78,7 +82,8 @@ def test_plain_mode_streams_results_and_sends_errors_to_stderr(group_photo, tmp_
     assert f"{tmp_path}/bad\\nname.jpg: not a recognised image" in err
     assert f"{icon}: unsupported format" in err
     assert f"{empty}: no image files in this folder" in err
-    assert len(err.splitlines()) == 4
+    assert f"{tmp_path}/caf\\xe9.png: not a recognised image" in err
+    assert len(err.splitlines()) == 5
 
 
 def test_json_records_every_named_path_and_only_empty_folders_is_exit_2(tmp_path, capsys):
