@@ -234,11 +234,18 @@ def test_malformed_feature_files_get_a_clear_message_and_exit_2(tmp_path, capsys
     assert summaries and all(summary.n_trials == 0 for summary in summaries)
 
 
-def test_a_plain_feature_file_is_tuned(tmp_path, capsys):
+@pytest.mark.parametrize("coding", ["strings", "numbers"])
+def test_a_plain_feature_file_is_tuned(tmp_path, capsys, coding):
     import json
 
     columns = _columns()
-    columns["gender"][:3] = ""  # unknown genders are left out
+    if coding == "strings":
+        columns["gender"][:3] = ""  # unknown genders are left out
+    else:
+        columns["gender"] = (columns["gender"] == "female").astype(float)
+        columns["gender"][:3] = np.nan
+        columns["X"] = columns["X"].astype(np.float32)
+        columns["groups"] = np.array([f"p{i // 2}" for i in range(40)])
     features = _write(tmp_path / "F.npz", **columns)
     code, out, err = _tune(capsys, features, f"sqlite:///{tmp_path / 't.db'}",
                            target="gender")

@@ -143,7 +143,13 @@ def _labeled(target, age, gender):
     if target == "age":
         y = np.asarray(age, dtype=float)
         return y, np.isfinite(y)
-    y = np.asarray(gender, dtype=object)
+    if gender is None:
+        raise _TuneError("the data has no gender labels")
+    y = np.asarray(gender)
+    if y.dtype.kind == "f":  # numeric codes, NaN when unknown
+        return y, np.isfinite(y)
+    if y.dtype.kind != "O":  # strings ('' when unknown), integers, booleans
+        return y, y != "" if y.dtype.kind == "U" else np.ones(len(y), dtype=bool)
     known = np.array([v is not None and v == v and v != "" for v in y], dtype=bool)
     return y, known
 
