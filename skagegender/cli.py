@@ -765,6 +765,9 @@ def main(argv=None):
     except KeyboardInterrupt:
         _error(args.command, "interrupted")
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # the reader left (e.g. `| head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_SOME_FAILED
     except (FileNotFoundError, ValueError, ImportError) as exc:
         from .model import ModelFileError
 
