@@ -3,13 +3,14 @@
 :class:`AgeGenderModel` joins an embedder and two heads; :func:`embed_dataset`
 embeds a dataset for training and evaluation; :func:`save_model_file` /
 :func:`load_model_file` write and read model files that load without running
-arbitrary code.
+code chosen by the file, within size caps (:data:`MAX_MODEL_BYTES`).
 """
 
 from ._age_gender import AgeGenderModel
 from ._datasets import DATASETS, embed_dataset, load_dataset
 from ._persistence import (
     DEFAULT_TRUSTED_TYPES,
+    MAX_MODEL_BYTES,
     BackboneMismatchError,
     ModelFileError,
     load_model_file,
@@ -21,6 +22,7 @@ __all__ = [
     "BackboneMismatchError",
     "DATASETS",
     "DEFAULT_TRUSTED_TYPES",
+    "MAX_MODEL_BYTES",
     "ModelFileError",
     "embed_dataset",
     "load_dataset",

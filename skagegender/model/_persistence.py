@@ -512,6 +512,7 @@ def _numpy_scalar_types():
     return {name: t for name, t in _scalar_types().items() if issubclass(t, np.generic)}
 
 
+@functools.cache
 def _key_types():
     """Types a dict's key_types may name: each is called on a key string."""
     import numpy as np
@@ -531,11 +532,29 @@ def _dict_classes():
             "sklearn.utils._bunch.Bunch": Bunch}
 
 
-@functools.cache
-def _sklearn_estimator_names():
-    from sklearn.utils import all_estimators
+# Modules that sklearn.utils.all_estimators skips.
+_SKLEARN_SKIPPED = frozenset({"conftest", "estimator_checks", "experimental", "externals",
+                              "setup", "tests"})
 
-    return frozenset(f"{cls.__module__}.{cls.__name__}" for _, cls in all_estimators())
+
+def _is_sklearn_estimator(name):
+    """Whether ``name`` is one of sklearn's public estimators (what skops trusts).
+
+    The same classes as ``sklearn.utils.all_estimators()``, checked one at a time:
+    listing them all imports every sklearn module (seconds and 270 MB).
+    """
+    module_name, _, class_name = name.rpartition(".")
+    parts = module_name.split(".")
+    if parts[0] != "sklearn" or class_name.startswith("_") or _SKLEARN_SKIPPED & set(parts):
+        return False
+    from sklearn.base import BaseEstimator
+
+    cls = _resolve_class(name)
+    if (cls is None or cls is BaseEstimator or cls.__module__ != module_name
+            or not issubclass(cls, BaseEstimator) or inspect.isabstract(cls)):
+        return False
+    public = next((i for i, part in enumerate(parts) if part.startswith("_")), len(parts))
+    return getattr(importlib.import_module(".".join(parts[:public])), class_name, None) is cls
 
 
 def _resolve_class(name):
@@ -760,7 +779,7 @@ class _PayloadTree:
     def _trusted_class(self, name):
         if name not in self.classes:
             trusted = (name in self.trusted or name in DEFAULT_TRUSTED_TYPES
-                       or name in _sklearn_estimator_names() or _is_own_class(name))
+                       or _is_sklearn_estimator(name) or _is_own_class(name))
             self.classes[name] = _resolve_class(name) if trusted else None
         return self.classes[name]
 
@@ -932,10 +951,6 @@ def _is_own_class(type_name):
     """Whether ``type_name`` names a class defined under TRUSTED_MODULE_PREFIXES."""
     if not type_name.startswith(TRUSTED_MODULE_PREFIXES):
         return False
+    cls = _resolve_class(type_name)
     module_name, _, qualname = type_name.rpartition(".")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError:
-        return False
-    obj = getattr(module, qualname, None)
-    return inspect.isclass(obj) and obj.__module__ == module_name and obj.__qualname__ == qualname
+    return cls is not None and cls.__module__ == module_name and cls.__qualname__ == qualname

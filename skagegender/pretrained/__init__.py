@@ -23,8 +23,11 @@ def load(embedder=None):
     Parameters
     ----------
     embedder : ArcFaceEmbedder or None
-        Override embedder options that do not change features (``n_jobs``,
-        ``batch_size``, ``providers``, ``cache`` ...); the backbone must match.
+        Run the heads behind this embedder; its backbone and feature options
+        must match the shipped model's. None rebuilds the stored embedder with
+        the default machine settings (``n_jobs``, ``batch_size``, ``providers``,
+        ``cache`` ...; see :meth:`AgeGenderModel.load`); change them afterwards
+        with ``model.embedder_.set_params(...)``.
 
     Returns
     -------
