@@ -110,12 +110,11 @@ def test_a_pickle_file_is_refused_and_never_unpickled(tmp_path, capsys):
     assert code == 2 and "is a pickle" in err
 
 
-def _npz_with_header(path, name, shape, descr="<f8", data=b"\0" * 64, deflate=False):
+def _npz_with_header(path, name, shape, descr="<f8", data=b"\0" * 64):
     """An .npz whose member ``name`` declares ``shape`` but holds only ``data``."""
     header = {"descr": descr, "fortran_order": False, "shape": shape}
-    compression = zipfile.ZIP_DEFLATED if deflate else zipfile.ZIP_STORED
-    with zipfile.ZipFile(path, "w", compression) as archive:
-        with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+    with zipfile.ZipFile(path, "w") as archive:
+        with archive.open(f"{name}.npy", "w") as member:
             np.lib.format.write_array_header_1_0(member, header)
             member.write(data)
         for column, value in _columns().items():
@@ -420,6 +419,12 @@ def test_a_bad_storage_is_reported_before_a_dataset_is_embedded(tmp_path, capsys
                  "--target", "age", "--storage", f"sqlite:///{tmp_path}/no/such/t.db"])
     err = capsys.readouterr().err
     assert code == 2 and "cannot open the storage" in err and "nowhere" not in err
+
+
+def test_no_data_is_a_usage_error_with_a_study_name_too(tmp_path, capsys):
+    code = main(["tune", "--target", "age", "--study-name", "s",
+                 "--storage", f"sqlite:///{tmp_path / 't.db'}"])
+    assert code == 2 and "give --dataset and --root" in capsys.readouterr().err
 
 
 # -- issue 16 item 4: help ----------------------------------------------------------

@@ -405,6 +405,7 @@ def run_tune(args):
     from ._search import HeadSearchCV, StudyError
 
     try:
+        default_name = _default_study_name(args)  # also checks that there is data
         search = HeadSearchCV(
             _make_estimator(args.target),
             _make_search_space(args.target),
@@ -412,7 +413,7 @@ def run_tune(args):
             n_trials=args.n_trials,
             timeout=args.timeout,
             storage=args.storage,
-            study_name=args.study_name or _default_study_name(args),
+            study_name=args.study_name or default_name,
             refit=False,
             random_state=args.random_state,
             verbose=1,
