@@ -538,3 +538,105 @@ def test_shipped_model_loads_and_rebuilds_its_embedder():
     model = AgeGenderModel.load(MODEL_FILE)
     assert model.embedder_.get_params()["layers"] == "age-gender-finetuned"
     assert model.backbone_["name"] == "sface" and model.n_features_in_ == 2361
+
+
+# -- LightGBM heads: LightGBM's C++ code parses and walks the model text ------------
+
+ABORTING_TREES = (  # a tree without leaf_value, in the threaded parser (tree_sizes given)
+    "tree\nversion=v4\nnum_class=1\nnum_tree_per_iteration=1\nlabel_index=0\n"
+    "max_feature_idx=0\nobjective=regression\nfeature_names=a\nfeature_infos=none\n"
+    "tree_sizes=60\n\nTree=0\nnum_leaves=2000000000\nnum_cat=0\nsplit_feature=0\n"
+    "shrinkage=1\n\n\nend of trees\n"
+)
+
+
+@pytest.fixture
+def lightgbm_file(tmp_path):
+    """A real model file with a LightGBM age head, and a way to rewrite its trees."""
+    lightgbm = pytest.importorskip("lightgbm")
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 4))
+    head = lightgbm.LGBMRegressor(n_estimators=3, num_leaves=4, verbose=-1)
+    head.fit(X, X[:, 0] + rng.normal(size=200))
+    path = save_model_file(tmp_path / "lgbm.skag", {"age": head}, {"backbone": {
+        "name": "sface", "sha256": "0" * 64, "options": {}}})
+    with zipfile.ZipFile(path) as archive:
+        meta = json.loads(archive.read("meta.json"))
+        payload = archive.read("estimators.skops")
+    with zipfile.ZipFile(io.BytesIO(payload)) as inner:
+        members = {info.filename: inner.read(info) for info in inner.infolist()}
+
+    def booster_state(schema):
+        nodes = [schema]
+        while nodes:
+            node = nodes.pop()
+            if isinstance(node, dict):
+                if node.get("__class__") == "Booster":
+                    return node["content"]["content"]
+                nodes.extend(node.values())
+            elif isinstance(node, list):
+                nodes.extend(node)
+
+    def rewrite(edit):
+        schema = _schema(members)
+        edit(booster_state(schema), schema)
+        return _write(path, meta, members, schema=schema)
+
+    return path, head, X, rewrite
+
+
+def _model_text(text):
+    def edit(state, schema):
+        state["_handle"] = _json(text)
+    return edit
+
+
+def test_lightgbm_text_that_aborts_the_process_is_refused(lightgbm_file):
+    import subprocess
+    import sys
+
+    path, _, _, rewrite = lightgbm_file
+    rewrite(_model_text(ABORTING_TREES))
+    # the recipe is live: LightGBM alone ends the process (SIGABRT)
+    direct = subprocess.run(
+        [sys.executable, "-c", "from lightgbm.basic import Booster; "
+         f"Booster.__new__(Booster).__setstate__({{'_handle': {ABORTING_TREES!r}}})"],
+        capture_output=True, timeout=60)
+    assert direct.returncode < 0
+    # the loader refuses it, in a child process so that a failure cannot end this one
+    loaded = subprocess.run(
+        [sys.executable, "-c", "from skagegender.model import load_model_file\n"
+         "try:\n    load_model_file(__import__('sys').argv[1])\n"
+         "except ValueError as exc:\n    print(type(exc).__name__, exc)", str(path)],
+        capture_output=True, text=True, timeout=120)
+    assert loaded.returncode == 0, loaded.stderr
+    assert loaded.stdout.startswith("ModelFileError") and str(path) in loaded.stdout
+    assert "tree 0 lacks leaf_value" in loaded.stdout
+
+
+@pytest.mark.parametrize("old, new, match", [
+    (r"left_child=(\S+) (\S+) \S+", r"left_child=\1 \2 -9", "out of range"),  # out of bounds
+    (r"left_child=(\S+) (\S+) \S+", r"left_child=\1 \2 1", "reached twice"),  # loops
+    (r"split_feature=\d+", "split_feature=7", "feature out of range"),
+    (r"num_leaves=\d+", "num_leaves=2000000000", "leaf_value has 4 values, not 2000000000"),
+])
+def test_lightgbm_trees_are_checked(lightgbm_file, old, new, match):
+    import re
+
+    path, head, X, rewrite = lightgbm_file
+    text, count = re.subn(old, new, head.booster_.model_to_string(), count=1)
+    assert count == 1
+    rewrite(_model_text(text))
+    _refused(path, match)
+
+
+def test_lightgbm_head_loads_and_predicts_alike(lightgbm_file):
+    path, head, X, rewrite = lightgbm_file
+
+    def threads(state, schema):  # settings about the machine: not from a file
+        state["params"]["content"]["num_threads"] = _json(100_000)
+        schema["content"]["age"]["content"]["content"]["n_jobs"] = _json(100_000)
+    rewrite(threads)
+    age = load_model_file(path)[0]["age"]
+    np.testing.assert_array_equal(age.predict(X), head.predict(X))
+    assert age.n_jobs is None and age.booster_.params["num_threads"] is None

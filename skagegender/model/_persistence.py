@@ -28,7 +28,11 @@ payload to :func:`skops.io.loads` but reads the node tree itself:
   estimators, :data:`DEFAULT_TRUSTED_TYPES`, classes defined under
   :data:`TRUSTED_MODULE_PREFIXES`, and those passed as ``trusted``.
 - The whole tree is checked, and every array's header checked against its
-  data, before any object is built.
+  data, before any object is built. A LightGBM booster's model text is
+  checked tree by tree (LightGBM's C++ code trusts it; see
+  ``_check_booster_state``).
+- Thread and process counts (``n_jobs``, LightGBM's ``num_threads``) are not
+  taken from the file: rebuilt estimators get the default, None.
 - Sizes are capped (see :data:`MAX_MODEL_BYTES`): the file, the declared
   *and* the actual decompressed size of every member of both zip archives,
   the zip directories, the schema, and the total size of the arrays built.
@@ -763,6 +767,8 @@ class _PayloadTree:
                                             for key_type, _, _ in attrs.children):
                 raise _Refused(f"{_PAYLOAD}: the attributes of a {name} are not a dict of str")
             node.children = [attrs]
+            if name == "lightgbm.basic.Booster":
+                _check_booster_state(attrs)
 
     _CHECKS = {
         "DictNode": _check_dict,
@@ -840,6 +846,9 @@ class _PayloadTree:
             obj = node.cls.__new__(node.cls)
             if node.children:
                 attrs = self._build(node.children[0])
+                _drop_thread_settings(attrs)
+                for holder in ("params", "_other_params"):  # LightGBM's parameter dicts
+                    _drop_thread_settings(attrs.get(holder))
                 if hasattr(obj, "__setstate__"):
                     obj.__setstate__(attrs)
                 else:
@@ -861,6 +870,105 @@ class _PayloadTree:
                 array[i] = item
             return array
         return np.array(items, dtype=object)
+
+
+# How many threads or processes an estimator runs is the machine's business, not
+# the file's: rebuilt objects get the default (None: one job in scikit-learn,
+# LightGBM's own default).
+_THREAD_SETTINGS = ("n_jobs", "num_threads", "num_thread", "nthread", "nthreads")
+
+
+def _drop_thread_settings(params):
+    if isinstance(params, dict):
+        for name in _THREAD_SETTINGS:
+            if name in params:
+                params[name] = None
+
+
+def _check_booster_state(attrs):
+    """Check the model text of a LightGBM Booster's state, before LightGBM parses it.
+
+    LightGBM's C++ code parses the text and predicts without bounds checks: a
+    child index out of range reads out of bounds, a cycle among nodes never
+    ends, and a parse error inside its threaded parser (used when the text
+    lists ``tree_sizes``) aborts the process. So every tree is checked here, and
+    the ``tree_sizes`` line is dropped: LightGBM then parses the trees one after
+    another, with the same result, and raises on an error.
+    """
+    entries = {key: value for _, key, value in attrs.children}
+    if "handle" in entries:
+        raise _Refused(f"{_PAYLOAD}: a LightGBM Booster's state has a 'handle' entry")
+    text = entries.get("_handle")
+    if text is None or (text.kind == "JsonNode" and text.value is None):
+        return
+    if text.kind != "JsonNode" or not isinstance(text.value, str):
+        raise _Refused(f"{_PAYLOAD}: a LightGBM Booster's model is not a text")
+    try:
+        text.value = _checked_lightgbm_model(text.value)
+    except (ValueError, IndexError) as exc:
+        raise _Refused(f"{_PAYLOAD}: a LightGBM Booster's model is refused ({exc})") from None
+
+
+def _checked_lightgbm_model(text):
+    """``text`` without its tree_sizes line, once every tree in it is well formed."""
+    head, _, rest = text.partition("\nTree=")
+    header = dict(line.split("=", 1) for line in head.splitlines() if "=" in line)
+    if not {"max_feature_idx", "num_tree_per_iteration"} <= set(header):
+        raise ValueError("the header lacks max_feature_idx or num_tree_per_iteration")
+    n_features = int(header["max_feature_idx"]) + 1
+    if n_features < 1 or int(header["num_tree_per_iteration"]) < 1:
+        raise ValueError("the header counts no features or no trees per iteration")
+    trees = ("Tree=" + rest).partition("\nend of trees")[0].split("\nTree=") if rest else []
+    for number, block in enumerate(trees):
+        fields = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+        _check_lightgbm_tree(fields, n_features, number)
+    return "".join(line for line in text.splitlines(keepends=True)
+                   if not line.startswith("tree_sizes="))
+
+
+def _check_lightgbm_tree(fields, n_features, number):
+    def values(key, count, kind=int):
+        if key not in fields:
+            raise ValueError(f"tree {number} lacks {key}")
+        items = fields[key].split() if count else []
+        if len(items) != count:
+            raise ValueError(f"tree {number}: {key} has {len(items)} values, not {count}")
+        return [kind(v) for v in items]
+
+    (leaves,), n_cat = values("num_leaves", 1), int(fields.get("num_cat", 0))
+    if leaves < 1 or n_cat < 0 or fields.get("is_linear", "0") != "0":
+        raise ValueError(f"tree {number}: num_leaves {leaves}, num_cat {n_cat} or a linear tree")
+    values("leaf_value", leaves, float)
+    if leaves == 1:
+        return
+    splits = leaves - 1
+    if not all(0 <= f < n_features for f in values("split_feature", splits)):
+        raise ValueError(f"tree {number}: a split on a feature out of range")
+    values("threshold", splits, float)
+    decisions = values("decision_type", splits)
+    children = values("left_child", splits) + values("right_child", splits)
+    # a tree: from the root, every other node and every leaf is reached exactly once
+    seen, todo = set(), [0]
+    while todo:
+        node = todo.pop()
+        for child in (children[node], children[node + splits]):
+            key = child if child >= 0 else splits + ~child
+            if not (0 < child < splits or 0 <= ~child < leaves) or key in seen:
+                raise ValueError(f"tree {number}: child {child} out of range or reached twice")
+            seen.add(key)
+            if child > 0:
+                todo.append(child)
+    if len(seen) != splits - 1 + leaves:
+        raise ValueError(f"tree {number}: some nodes are not reached from the root")
+    if n_cat or any(d & 1 for d in decisions):
+        bounds = values("cat_boundaries", n_cat + 1)
+        if bounds[0] != 0 or any(a > b for a, b in zip(bounds, bounds[1:])):
+            raise ValueError(f"tree {number}: cat_boundaries out of order")
+        values("cat_threshold", bounds[-1])
+        thresholds = fields["threshold"].split()
+        for d, t in zip(decisions, thresholds):
+            if d & 1 and not 0 <= int(float(t)) < n_cat:
+                raise ValueError(f"tree {number}: a categorical split out of range")
 
 
 def _npy_nbytes(data, member):
