@@ -16,6 +16,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 import unicodedata
 from collections import Counter
@@ -105,15 +106,23 @@ def _printable(text):
 
 @contextmanager
 def _no_interrupt():
-    """Hold SIGINT back while a result is written, so that Ctrl-C never cuts a line."""
-    if not hasattr(signal, "pthread_sigmask"):
+    """Defer Ctrl-C until the block is done, so that a result is never cut or left uncounted.
+
+    A SIGINT arriving inside the block is held and re-raised (as the previous
+    handler would) when the block ends. Blocking the signal with a mask is not
+    enough: it may be delivered to another thread (onnxruntime's, joblib's).
+    """
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    caught = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        signal.signal(signal.SIGINT, previous)
+        if caught and callable(previous):
+            previous(signal.SIGINT, None)
 
 
 def _write(stream, text):
