@@ -971,19 +971,30 @@ def _check_lightgbm_tree(fields, n_features, number):
                 raise ValueError(f"tree {number}: a categorical split out of range")
 
 
-def _npy_nbytes(data, member):
-    """Bytes of the array in .npy ``data``, after checking its header against its length."""
+def npy_header(fp):
+    """Shape and dtype declared by the .npy header at the start of file object ``fp``.
+
+    Reads the header only (numpy caps it at 10,000 bytes), never the data, and
+    never unpickles. Raises ValueError (or SyntaxError, TypeError, EOFError)
+    for a damaged header.
+    """
     import numpy as np
 
+    version = np.lib.format.read_magic(fp)
+    if version == (1, 0):
+        shape, _, dtype = np.lib.format.read_array_header_1_0(fp)
+    elif version == (2, 0):
+        shape, _, dtype = np.lib.format.read_array_header_2_0(fp)
+    else:
+        raise ValueError(f".npy format version {version} is not read here")
+    return shape, dtype
+
+
+def _npy_nbytes(data, member):
+    """Bytes of the array in .npy ``data``, after checking its header against its length."""
     fp = io.BytesIO(data)
     try:
-        version = np.lib.format.read_magic(fp)
-        if version == (1, 0):
-            shape, _, dtype = np.lib.format.read_array_header_1_0(fp)
-        elif version == (2, 0):
-            shape, _, dtype = np.lib.format.read_array_header_2_0(fp)
-        else:
-            raise ValueError(f"unsupported .npy version {version}")
+        shape, dtype = npy_header(fp)
     except (ValueError, SyntaxError, TypeError, EOFError) as exc:
         raise _Refused(f"{_PAYLOAD}: array {member!r} has a damaged header ({exc})") from None
     if (dtype.hasobject or dtype.names is not None or dtype.subdtype is not None
