@@ -26,7 +26,8 @@ payload to :func:`skops.io.loads` but reads the node tree itself:
   another class would call that class with the list).
 - Objects are only rebuilt for trusted classes: the public scikit-learn
   estimators, :data:`DEFAULT_TRUSTED_TYPES`, classes defined under
-  :data:`TRUSTED_MODULE_PREFIXES`, and those passed as ``trusted``.
+  :data:`TRUSTED_MODULE_PREFIXES`, and those passed as ``trusted``; and their
+  attributes may not be named like one of their methods.
 - The whole tree is checked, and every array's header checked against its
   data, before any object is built. A LightGBM booster's model text is
   checked tree by tree (LightGBM's C++ code trusts it; see
@@ -561,6 +562,10 @@ def _is_sklearn_estimator(name):
     return getattr(importlib.import_module(".".join(parts[:public])), class_name, None) is cls
 
 
+def _is_method(attr):
+    return callable(attr) or isinstance(attr, classmethod)
+
+
 def _resolve_class(name):
     """The class ``name`` spells (module.Class), or None."""
     module_name, _, qualname = name.rpartition(".")
@@ -767,6 +772,12 @@ class _PayloadTree:
                                             for key_type, _, _ in attrs.children):
                 raise _Refused(f"{_PAYLOAD}: the attributes of a {name} are not a dict of str")
             node.children = [attrs]
+            # an attribute named like a method would replace it on the instance
+            shadowed = [key for _, key, _ in attrs.children if node.cls is not None
+                        and _is_method(inspect.getattr_static(node.cls, key, None))]
+            if shadowed:
+                raise _Refused(f"{_PAYLOAD}: the attributes {shadowed} of a {name} would "
+                               "replace its methods")
             if name == "lightgbm.basic.Booster":
                 _check_booster_state(attrs)
 
