@@ -236,3 +236,14 @@ def test_failed_write_keeps_the_old_file(model_path, fitted, monkeypatch):
         save_model_file(model_path, {"age": fitted[1]}, {"backbone": BACKBONE})
     assert model_path.read_bytes() == before
     assert os.listdir(model_path.parent) == ["model.skag"]
+
+
+def test_save_refuses_what_load_would_refuse(tmp_path):
+    """Tree ensembles are written by skops with a node kind that calls code (TreeNode)."""
+    from sklearn.ensemble import RandomForestRegressor
+
+    X = np.random.default_rng(0).random((40, 3))
+    forest = RandomForestRegressor(n_estimators=2, random_state=0).fit(X, X[:, 0])
+    with pytest.raises(ValueError, match="cannot be written.*'TreeNode'"):
+        save_model_file(tmp_path / "m.skag", {"age": forest}, {"backbone": BACKBONE})
+    assert os.listdir(tmp_path) == []

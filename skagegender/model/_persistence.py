@@ -211,8 +211,11 @@ def save_model_file(path, estimators, meta):
     Raises
     ------
     ValueError
-        If ``estimators`` is not a non-empty dict with str keys, or ``meta``
-        lacks a valid ``backbone`` or is not JSON-serialisable.
+        If ``estimators`` is not a non-empty dict with str keys, holds objects
+        that :func:`load_model_file` would refuse whatever it trusts (skops
+        writes them with node kinds that call code, e.g. the trees of
+        scikit-learn's tree ensembles), or ``meta`` lacks a valid ``backbone``
+        or is not JSON-serialisable.
 
     See Also
     --------
@@ -245,6 +248,12 @@ def save_model_file(path, estimators, meta):
     _check_backbone(meta["backbone"])
 
     payload = skops.io.dumps(dict(estimators))
+    try:  # a file that load_model_file would refuse is not written
+        _PayloadTree(payload, trusted=None, max_bytes=len(payload), check_types=False)
+    except _Refused as exc:
+        raise ValueError(
+            f"these estimators cannot be written to a model file that loads safely: {exc}"
+        ) from None
     meta = {k: v for k, v in meta.items() if k != "meta_sha256"}
     meta.update(
         format_version=FORMAT_VERSION,
@@ -584,7 +593,7 @@ class _PayloadTree:
     sharing rule: a node whose ``__id__`` was seen before is that earlier node.
     """
 
-    def __init__(self, payload, *, trusted, max_bytes):
+    def __init__(self, payload, *, trusted, max_bytes, check_types=True):
         self.trusted = frozenset(trusted or ())
         self.max_bytes = max_bytes
         self.memo = {}
@@ -613,7 +622,7 @@ class _PayloadTree:
                     f"protocol {', '.join(map(str, _SKOPS_PROTOCOLS))}"
                 )
             self.root = self._check(schema, 0)
-            if self.untrusted:
+            if self.untrusted and check_types:
                 raise _Refused(
                     f"holds types that are not trusted: {sorted(self.untrusted)}. Loading "
                     "them could run code from the file's author. If you trust that code, "
