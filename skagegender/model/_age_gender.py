@@ -380,7 +380,7 @@ def _checked_heads(path, estimators, meta):
     age, gender = estimators["age"], estimators.get("gender")
     if not hasattr(age, "predict"):
         raise refuse(f"its age head is a {type(age).__name__}, which cannot predict")
-    if gender is not None and not (hasattr(gender, "predict_proba") and hasattr(gender, "classes_")):
+    if gender is not None and not all(hasattr(gender, a) for a in ("predict_proba", "classes_")):
         raise refuse(f"its gender head is a {type(gender).__name__}, not a fitted classifier")
     for name, head in (("age", age), ("gender", gender)):
         fitted_on = getattr(head, "n_features_in_", n_features)

@@ -712,7 +712,9 @@ class _PayloadTree:
                 )
             types.append(item.value)
         if len(types) != len(content):
-            raise _Refused(f"{_PAYLOAD}: a dict has {len(content)} keys but {len(types)} key types")
+            raise _Refused(
+                f"{_PAYLOAD}: a dict has {len(content)} keys but {len(types)} key types"
+            )
         node.children = [(key_type, key, self._check(value, depth))
                          for key_type, (key, value) in zip(types, content.items())]
 
