@@ -60,6 +60,8 @@ import zlib
 from collections import OrderedDict, defaultdict
 from pathlib import Path
 
+from .._utils import npy_header
+
 __all__ = [
     "DEFAULT_TRUSTED_TYPES",
     "FORMAT_VERSION",
@@ -991,25 +993,6 @@ def _check_lightgbm_tree(fields, n_features, number):
         for d, t in zip(decisions, thresholds):
             if d & 1 and not 0 <= int(float(t)) < n_cat:
                 raise ValueError(f"tree {number}: a categorical split out of range")
-
-
-def npy_header(fp):
-    """Shape and dtype declared by the .npy header at the start of file object ``fp``.
-
-    Reads the header only (numpy caps it at 10,000 bytes), never the data, and
-    never unpickles. Raises ValueError (or SyntaxError, TypeError, EOFError)
-    for a damaged header.
-    """
-    import numpy as np
-
-    version = np.lib.format.read_magic(fp)
-    if version == (1, 0):
-        shape, _, dtype = np.lib.format.read_array_header_1_0(fp)
-    elif version == (2, 0):
-        shape, _, dtype = np.lib.format.read_array_header_2_0(fp)
-    else:
-        raise ValueError(f".npy format version {version} is not read here")
-    return shape, dtype
 
 
 def _npy_nbytes(data, member):

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .._utils import npy_header
+
 _USAGE_ERROR = 2
 _INTERRUPTED = 130
 
@@ -183,14 +185,7 @@ def _declared_members(fh, size):
 def _array_header(archive, item):
     """Shape and dtype declared in the .npy header of ``item``, without its data."""
     with archive.open(item) as member:
-        version = np.lib.format.read_magic(member)
-        if version == (1, 0):
-            shape, _, dtype = np.lib.format.read_array_header_1_0(member)
-        elif version == (2, 0):
-            shape, _, dtype = np.lib.format.read_array_header_2_0(member)
-        else:
-            raise ValueError(f".npy format version {version} is not read here")
-    return shape, dtype
+        return npy_header(member)
 
 
 # Everything reading a damaged or odd member can raise: zipfile (BadZipFile: bad CRC;
