@@ -89,17 +89,19 @@ def test_utkface_names(tmp_path):
         "26_1_2_20170116174525125.jpg.chip.jpg",  # female, Asian
         "61_1_20170109142408075.jpg.chip.jpg",  # no race field
         "55_0_0_20170116232725357jpg.chip.jpg",  # no dot before jpg
+        "24_0_1_20170116220224657 .jpg.chip.jpg",  # a space before the extension
         "7_2_0_20170109.jpg.chip.jpg",  # gender 2: malformed
         "abc_0_0_20170109.jpg.chip.jpg",  # malformed
         "README.txt",  # not an image: ignored
     )
     data = load_utkface(tmp_path)
     names = [Path(p).name for p in data.paths]
-    assert names == sorted(names) and len(names) == 3
+    assert names == sorted(names) and len(names) == 4
     labels = dict(zip(names, zip(data.age, data.gender, data.race)))
     assert labels["26_1_2_20170116174525125.jpg.chip.jpg"] == (26.0, "female", "Asian")
     assert labels["61_1_20170109142408075.jpg.chip.jpg"] == (61.0, "female", None)
     assert labels["55_0_0_20170116232725357jpg.chip.jpg"] == (55.0, "male", "White")
+    assert labels["24_0_1_20170116220224657 .jpg.chip.jpg"] == (24.0, "male", "Black")
     assert data.n_dropped == 2 and data.dropped == {"malformed_name": 2}
 
 

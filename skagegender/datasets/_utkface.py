@@ -8,9 +8,10 @@ from ._base import DatasetLayoutError, _check_root, _fill_doc, _make_bunch
 UTKFACE_RACES = ("White", "Black", "Asian", "Indian", "Others")
 
 # [age]_[gender]_[race]_[date&time].jpg.chip.jpg; the race field is missing
-# from a few official names and one official name lacks the dot before "jpg".
+# from a few official names, one official name lacks the dot before "jpg" and
+# one has a space before it ("24_0_1_20170116220224657 .jpg.chip.jpg").
 _NAME = re.compile(
-    r"^(?P<age>\d{1,3})_(?P<gender>[01])_(?:(?P<race>[0-4])_)?(?P<date>\d+)\.?jpg\.chip\.jpg$",
+    r"^(?P<age>\d{1,3})_(?P<gender>[01])_(?:(?P<race>[0-4])_)?(?P<date>\d+) ?\.?jpg\.chip\.jpg$",
     re.IGNORECASE,
 )
 _LAYOUT = (
