@@ -231,10 +231,8 @@ def _final_estimator(estimator):
 
 
 def _is_age_regressor(estimator):
-    try:
-        from skagegender.heads import AgeRegressor
-    except ImportError:
-        return False
+    from ..heads import AgeRegressor
+
     return isinstance(_final_estimator(estimator), AgeRegressor)
 
 
@@ -567,20 +565,12 @@ class HeadSearchCV(MetaEstimatorMixin, BaseEstimator):
         if callable(self.scoring):
             return self.scoring
         if isinstance(self.scoring, str):
-            try:
-                from skagegender.metrics import get_scorer
-            except ImportError:
-                from sklearn.metrics import get_scorer
+            from ..metrics import get_scorer
+
             return get_scorer(self.scoring)
         if _is_age_regressor(self.estimator):
-            try:
-                from skagegender.metrics import one_class_off_scorer
-            except ImportError as exc:
-                raise ImportError(
-                    "scoring=None with an AgeRegressor means "
-                    "skagegender.metrics.one_class_off_scorer, which cannot be imported; "
-                    "pass scoring explicitly (e.g. 'neg_mean_absolute_error')"
-                ) from exc
+            from ..metrics import one_class_off_scorer
+
             return one_class_off_scorer
         return check_scoring(self.estimator)
 

@@ -125,12 +125,8 @@ def add_tune_arguments(parser):
 
 
 def _make_estimator(target):
-    try:
-        from skagegender.heads import AgeRegressor, GenderClassifier
-    except ImportError as exc:
-        raise _TuneError(
-            f"skagegender.heads does not provide AgeRegressor/GenderClassifier ({exc})"
-        ) from exc
+    from ..heads import AgeRegressor, GenderClassifier
+
     return AgeRegressor() if target == "age" else GenderClassifier()
 
 
@@ -319,14 +315,9 @@ def _from_features(args):
 
 
 def _from_dataset(args):
-    try:
-        from skagegender.model import embed_dataset
-    except ImportError as exc:
-        raise _TuneError(
-            f"embedding a dataset needs skagegender.model.embed_dataset ({exc}); "
-            "pass precomputed --features instead"
-        ) from exc
     from sklearn.utils import Bunch
+
+    from ..model import embed_dataset
 
     from ._splits import dataset_cv
 
