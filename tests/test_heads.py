@@ -244,3 +244,36 @@ def test_expected_age_regressor_reads_its_block():
                              ("probs", ExpectedAgeRegressor(start=3, class_ages=[10, 20, 60]))],
                             weights=[0.5, 0.5]).fit(X, y)
     np.testing.assert_allclose(blend.predict(X), (45 + np.array([10, 60, 15, 38])) / 2)
+
+
+@pytest.mark.parametrize("n", [12, 60, 600])
+def test_default_heads_fit_small_and_medium_data_without_warnings(n):
+    # a fixed batch of 256 and a fixed 30-epoch budget made every small fit warn
+    # ("batch_size ... larger than sample size", ConvergenceWarning); now early stopping
+    # on a held-out split of at least 10 rows converges inside the budget at any size
+    X, age, gender = _faces(n=n + 200, n_features=64, seed=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        age_est = AgeRegressor(random_state=0).fit(X[:n], age[:n])
+        gender_est = GenderClassifier(random_state=0).fit(X[:n], gender[:n])
+    for est in (age_est, gender_est):
+        mlp = est.head_.named_steps["model"]
+        assert mlp.early_stopping and mlp.n_iter_ < mlp.max_iter
+        assert np.ceil(mlp.validation_fraction * n) >= min(10, n / 2)
+        assert mlp.batch_size <= n
+    if n >= 60:  # and they learn: the mean age is off by ~21 years, a coin by 50 %
+        assert np.abs(age_est.predict(X[n:]) - age[n:]).mean() < 8
+        assert gender_est.score(X[n:], gender[n:]) > 0.9
+
+
+def test_mlp_factories_size_early_stopping_and_batches_to_the_data():
+    for factory in (make_age_head, make_gender_head):
+        unknown = factory("mlp").named_steps["model"]
+        assert (unknown.batch_size, unknown.validation_fraction) == ("auto", 0.05)
+        large = factory("mlp", n_samples=20_000).named_steps["model"]
+        assert (large.batch_size, large.validation_fraction) == (200, 0.05)
+        small = factory("mlp", n_samples=60).named_steps["model"]
+        assert small.batch_size == 6 and small.validation_fraction * 60 == pytest.approx(10)
+        assert factory("mlp", n_samples=10).named_steps["model"].validation_fraction == 0.5
+        # explicit parameters still win over the sized defaults
+        assert factory("mlp", n_samples=60, batch_size=32).named_steps["model"].batch_size == 32

@@ -22,9 +22,12 @@ pytest.importorskip("lightgbm")
 
 # Small-data parameters per family. The checks' regression targets are standardised
 # (negative, |y| < 3), so AgeRegressor runs with age_range=None (no clipping); the MLP
-# needs a larger learning rate to fit 200 samples within a few hundred tiny epochs.
-# Seeds go into the head itself: the checks seed only a top-level random_state.
-SMALL_MLP = dict(hidden_layer_sizes=(16,), max_iter=300, learning_rate_init=0.01, random_state=0)
+# needs a larger learning rate to fit 200 samples within a few hundred tiny epochs, on
+# every row (a head built without n_samples holds out 5 % for early stopping, too few
+# of the checks' 10 rows). Seeds go into the head itself: the checks seed only a
+# top-level random_state. The family defaults run too, as a user gets them.
+SMALL_MLP = dict(hidden_layer_sizes=(16,), max_iter=300, learning_rate_init=0.01,
+                 early_stopping=False, random_state=0)
 SMALL_LGBM = dict(
     n_estimators=50, learning_rate=0.1, min_child_samples=5, n_jobs=1, random_state=0
 )
@@ -34,7 +37,9 @@ ESTIMATORS = [
     AgeRegressor(make_age_head("lightgbm", **SMALL_LGBM), age_range=None),
     AgeRegressor(make_age_head("ordinal", max_iter=50), age_range=None),
     AgeRegressor(make_age_head("ordinal", max_iter=50), age_range=None, interval_cv=3),
-    GenderClassifier(make_gender_head("mlp", early_stopping=False, **SMALL_MLP)),
+    AgeRegressor(age_range=None, random_state=0),
+    GenderClassifier(make_gender_head("mlp", **SMALL_MLP)),
+    GenderClassifier(random_state=0),
     GenderClassifier(make_gender_head("lightgbm", **SMALL_LGBM)),
     GenderClassifier("ordinal"),
     GenderClassifier("ordinal", calibration="isotonic"),

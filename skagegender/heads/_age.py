@@ -1,6 +1,7 @@
 """Age estimation from face feature vectors."""
 
 import numbers
+from functools import partial
 
 import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin, _fit_context, clone, is_classifier
@@ -141,7 +142,8 @@ class AgeRegressor(RegressorMixin, BaseEstimator):
                 raise ValueError(
                     f"age_range must be (low, high) with low < high; got {self.age_range}."
                 )
-        self.head_ = resolve_head(self.head, make_age_head, self.random_state)
+        self.head_ = resolve_head(
+            self.head, partial(make_age_head, n_samples=len(X)), self.random_state)
         if _is_distribution_head(self.head_):
             targets = _round_age(self._clip(y))
             self.ages_ = np.arange(

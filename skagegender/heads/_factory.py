@@ -34,7 +34,47 @@ def _check_family(family, families, factory):
         raise ValueError(f"{factory}: unknown head family {family!r}; expected one of {families}.")
 
 
-def make_age_head(family="mlp", *, random_state=None, **params):
+def _validation_fraction(n_samples):
+    """Share of the training rows that the MLP families hold out for early stopping.
+
+    5 %, but at least 10 rows (and at most half), so that a small fit still gets a
+    validation split that holds every class and measures something.
+    """
+    if n_samples is None:
+        return 0.05
+    return min(0.5, max(0.05, 10 / n_samples))
+
+
+def _batch_size(n_samples):
+    """200 rows (scikit-learn's ``"auto"``), but at least 10 steps per epoch on small fits.
+
+    Early stopping waits a number of epochs: with one batch per epoch, a fit of 200 rows
+    would stop after a handful of optimizer steps, before it has learned anything.
+    """
+    if n_samples is None:
+        return "auto"
+    return int(min(200, max(1, n_samples // 10)))
+
+
+def _mlp_params(n_samples):
+    """What both MLP families share: stop on a held-out split, batches that fit any size.
+
+    A fixed batch of 256 made scikit-learn warn on every fit of fewer rows. Training
+    stops when the held-out score has not improved by ``tol`` for 5 epochs, and keeps
+    the best epoch's weights, so small and large fits converge well inside ``max_iter``
+    instead of stopping at a fixed 30 epochs with a ``ConvergenceWarning``.
+    """
+    return dict(
+        batch_size=_batch_size(n_samples),
+        early_stopping=True,
+        validation_fraction=_validation_fraction(n_samples),
+        n_iter_no_change=5,
+        tol=1e-3,
+        max_iter=200,
+    )
+
+
+def make_age_head(family="mlp", *, random_state=None, n_samples=None, **params):
     """Build the default unfitted age estimator of a head family.
 
     Parameters
@@ -51,6 +91,9 @@ def make_age_head(family="mlp", *, random_state=None, **params):
         - ``"ordinal"``: :class:`OrdinalLogisticRegression` over integer ages.
     random_state : int, RandomState instance or None, default=None
         Seed of the model step, where it has one.
+    n_samples : int or None, default=None
+        Number of training rows, when known (:class:`AgeRegressor` passes it). The
+        ``"mlp"`` family's early stopping then holds out at least 10 of them.
     **params
         Overrides of the model step's parameters (``alpha=1e-3``,
         ``n_estimators=100``).
@@ -74,11 +117,9 @@ def make_age_head(family="mlp", *, random_state=None, **params):
         model = MLPRegressor(
             hidden_layer_sizes=(256,),
             alpha=1e-2,
-            batch_size=256,
-            learning_rate_init=1e-3,
-            max_iter=30,
-            n_iter_no_change=5,
+            learning_rate_init=2e-3,
             random_state=random_state,
+            **_mlp_params(n_samples),
         )
         steps = [("scale", StandardScaler()), ("model", model)]
     elif family == "lightgbm":
@@ -99,7 +140,7 @@ def make_age_head(family="mlp", *, random_state=None, **params):
     return head
 
 
-def make_gender_head(family="mlp", *, random_state=None, **params):
+def make_gender_head(family="mlp", *, random_state=None, n_samples=None, **params):
     """Build the default unfitted gender estimator of a head family.
 
     Parameters
@@ -112,6 +153,10 @@ def make_gender_head(family="mlp", *, random_state=None, **params):
           standardisation then :class:`~sklearn.linear_model.LogisticRegression`.
     random_state : int, RandomState instance or None, default=None
         Seed of the model step, where it has one.
+    n_samples : int or None, default=None
+        Number of training rows, when known (:class:`GenderClassifier` passes it). The
+        ``"mlp"`` family's early stopping then holds out at least 10 of them, so that
+        even a fit of 10 rows gets a split that holds every class.
     **params
         Overrides of the model step's parameters.
 
@@ -131,10 +176,8 @@ def make_gender_head(family="mlp", *, random_state=None, **params):
         model = MLPClassifier(
             hidden_layer_sizes=(128,),
             alpha=1e-2,
-            batch_size=256,
-            max_iter=30,
-            early_stopping=True,
             random_state=random_state,
+            **_mlp_params(n_samples),
         )
         steps = [("scale", StandardScaler()), ("model", model)]
     elif family == "lightgbm":

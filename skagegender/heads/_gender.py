@@ -1,5 +1,7 @@
 """Gender classification from face feature vectors."""
 
+from functools import partial
+
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context, is_classifier
 from sklearn.calibration import CalibratedClassifierCV
@@ -124,7 +126,8 @@ class GenderClassifier(ClassifierMixin, BaseEstimator):
                 f"GenderClassifier needs at least 2 classes in y; got 1 class: "
                 f"{self.classes_[0]!r}."
             )
-        head = resolve_head(self.head, make_gender_head, self.random_state)
+        head = resolve_head(
+            self.head, partial(make_gender_head, n_samples=len(X)), self.random_state)
         if not is_classifier(head):
             raise ValueError(f"GenderClassifier: head must be a classifier; got {head!r}.")
         if self.calibration is not None:
