@@ -38,6 +38,10 @@ class PackagedModel:
     relpath: str
     sha256: str
     licence: str
+    #: onnxruntime graph optimisation level: "all" (with the NCHWc layout
+    #: transform) or "extended" (without it; the dlib age network runs 2x faster
+    #: so on this AVX2 CPU, see benchmarks/results/throughput.md).
+    optimization: str = "all"
 
     def path(self):
         """Absolute path of the file, found through the package's import spec."""
@@ -236,7 +240,8 @@ def verified_path(asset):
 
 def packaged_session(asset, *, providers=None, n_threads=1):
     """An onnxruntime session of a packaged ONNX file, its sha256 checked first."""
-    return make_session(verified_path(asset), providers=providers, n_threads=n_threads)
+    return make_session(verified_path(asset), providers=providers, n_threads=n_threads,
+                        optimization=asset.optimization)
 
 
 def converted_model(asset, *, symbolic_dims, pooled_layers=(), raw_layers=()):
@@ -310,10 +315,11 @@ def _recorded_sha256(checksum):
         return None
 
 
-def make_session(path, *, providers=None, n_threads=1):
+def make_session(path, *, providers=None, n_threads=1, optimization="all"):
     """An onnxruntime InferenceSession with our defaults.
 
-    ``providers=None`` means CPU. Asking for providers that the installed
+    ``optimization`` is the graph optimisation level, "all" or "extended"
+    (everything but the NCHWc layout transform). ``providers=None`` means CPU. Asking for providers that the installed
     onnxruntime lacks (e.g. CUDA without onnxruntime-gpu) falls back to CPU with a
     warning, rather than failing.
     """
@@ -323,7 +329,10 @@ def make_session(path, *, providers=None, n_threads=1):
     options.intra_op_num_threads = int(n_threads)
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.graph_optimization_level = {
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    }[optimization]
     options.log_severity_level = 3
     wanted = list(providers) if providers else ["CPUExecutionProvider"]
     available = set(ort.get_available_providers())

@@ -59,21 +59,23 @@ def resolve_layers(layers):
 
 
 def get_backbone(model, *, layers=(), flip_augment=False, providers=None, n_threads=1,
-                 min_score=0.6, det_max_side=1024):
+                 min_score=0.6, det_max_side=1024, identity=True):
     """The backbone for these options, built once per process."""
     key = (model if isinstance(model, str) else os.fspath(model), tuple(layers),
            bool(flip_augment), tuple(providers or ()), int(n_threads), float(min_score),
-           int(det_max_side))
+           int(det_max_side), bool(identity))
     with _cache_lock:
         backbone = _cache.get(key)
         if backbone is None:
             if model == "sface":
                 backbone = SFaceBackbone(layers=layers, flip_augment=flip_augment,
                                          providers=providers, n_threads=n_threads,
-                                         min_score=min_score, det_max_side=det_max_side)
+                                         min_score=min_score, det_max_side=det_max_side,
+                                         identity=identity)
             else:
-                if layers:
-                    raise ValueError("layers= is only available for the 'sface' backbone")
+                if layers or not identity:
+                    raise ValueError("layers= and identity=False are only available for the "
+                                     "'sface' backbone")
                 backbone = InsightFaceBackbone(model, flip_augment=flip_augment,
                                                providers=providers, n_threads=n_threads,
                                                min_score=min_score,
@@ -95,13 +97,17 @@ def _l2(rows):
 class _Backbone:
     """What every backbone shares: face cutting, mirror averaging, output layout.
 
-    Subclasses set ``dim`` and implement ``_forward(crops, *chips) -> [identity,
-    *extras]``: the identity embedding (L2-normalised here) and any extra feature
-    blocks. ``chip_nets`` lists the chip networks whose chips :meth:`cut` adds;
-    ``finetuned_nets`` the fine-tuned networks run on SFace activations.
+    Subclasses set ``dim`` and implement ``_forward(*inputs) -> [identity,
+    *extras]``: the identity embedding (L2-normalised here; absent when
+    ``identity`` is False) and any extra feature blocks. ``chip_nets`` lists the
+    chip networks whose chips :meth:`cut` adds; ``finetuned_nets`` the fine-tuned
+    networks run on SFace activations; ``needs_crop`` is False when no network
+    reads the aligned 112 x 112 crop (then :meth:`cut` skips it).
     """
 
     flip_augment = False
+    identity = True
+    needs_crop = True
     chip_nets = ()
     finetuned_nets = ()
 
@@ -111,10 +117,11 @@ class _Backbone:
         Returns
         -------
         inputs : tuple of ndarray
-            The aligned 112 x 112 crop, then one chip per chip network.
+            The aligned 112 x 112 crop (when ``needs_crop``), then one chip per
+            chip network.
         """
-        return (align_face(image, landmarks),
-                *(cut_chip(image, landmarks, net.size) for net in self.chip_nets))
+        crop = (align_face(image, landmarks),) if self.needs_crop else ()
+        return (*crop, *(cut_chip(image, landmarks, net.size) for net in self.chip_nets))
 
     def embed(self, faces):
         """Features of a list of :meth:`cut` outputs -> (n, dim) float32."""
@@ -124,24 +131,33 @@ class _Backbone:
         inputs = [np.stack([face[k] for face in faces]) for k in range(len(faces[0]))]
         if self.flip_augment:
             inputs = [np.concatenate([x, x[:, :, ::-1]]) for x in inputs]
-        identity, *extras = self._forward(*inputs)
-        identity = _l2(identity)
+        blocks = self._forward(*inputs)
+        if self.identity:
+            blocks[0] = _l2(blocks[0])
         if self.flip_augment:
-            identity = (identity[:n] + identity[n:]) / 2
-            extras = [(e[:n] + e[n:]) / 2 for e in extras]
-        return np.concatenate([_l2(identity), *extras], axis=1).astype(np.float32)
+            blocks = [(b[:n] + b[n:]) / 2 for b in blocks]
+        if self.identity:
+            blocks[0] = _l2(blocks[0])
+        return np.concatenate(blocks, axis=1).astype(np.float32)
 
 
 class SFaceBackbone(_Backbone):
-    """YuNet detector + SFace recognizer (the offline default)."""
+    """YuNet detector + SFace recognizer (the offline default).
+
+    With ``identity=False`` the identity embedding (``fc1``) is left out; when no
+    layer reads SFace either (only chip networks), SFace is not run at all.
+    (onnxruntime runs the whole SFace graph whichever outputs are fetched: 36 ms
+    per face for ``conv_8_relu`` alone, as for ``fc1``.)
+    """
 
     name = "sface"
     licence = "YuNet: MIT; SFace: Apache-2.0"
 
     def __init__(self, *, layers=(), flip_augment=False, providers=None, n_threads=1,
-                 min_score=0.6, det_max_side=1024):
+                 min_score=0.6, det_max_side=1024, identity=True):
         self.layers = tuple(layers)
         self.flip_augment = flip_augment
+        self.identity = bool(identity)
         self.detect = _yunet(providers, n_threads, min_score, det_max_side)
         extra = {**CHIP_NETS, **FINETUNED_NETS}
         pooled = tuple(layer for layer in self.layers if layer not in extra)
@@ -149,21 +165,30 @@ class SFaceBackbone(_Backbone):
         self.finetuned_nets = tuple(FINETUNED_NETS[layer] for layer in self.layers
                                     if layer in FINETUNED_NETS)
         raw = tuple(dict.fromkeys(net.input_layer for net in self.finetuned_nets))
-        path = converted_model(SFACE, symbolic_dims={0: "batch"}, pooled_layers=pooled,
-                               raw_layers=raw)
-        self.session = make_session(path, providers=providers, n_threads=n_threads)
+        self._outputs = (["fc1"] if self.identity else []) + [f"{layer}__gap" for layer in pooled]
+        self._outputs += list(raw)
+        self.needs_crop = bool(self._outputs)
+        self.session, probe = None, []
+        if self.needs_crop:
+            path = converted_model(SFACE, symbolic_dims={0: "batch"}, pooled_layers=pooled,
+                                   raw_layers=raw)
+            self.session = make_session(path, providers=providers, n_threads=n_threads)
+            probe = self.session.run(self._outputs,
+                                     {"data": np.zeros((1, 3, 112, 112), np.float32)})
         self._chip_sessions = [packaged_session(net.asset, providers=providers,
                                                 n_threads=n_threads) for net in self.chip_nets]
         self._finetuned_sessions = [packaged_session(net.asset, providers=providers,
                                                      n_threads=n_threads)
                                     for net in self.finetuned_nets]
-        self._outputs = ["fc1"] + [f"{layer}__gap" for layer in pooled] + list(raw)
-        probe = self.session.run(self._outputs, {"data": np.zeros((1, 3, 112, 112), np.float32)})
-        widths = dict(zip(pooled, (p.shape[1] for p in probe[1:])))
-        self.dim = int(probe[0].shape[1] + sum(widths.values())
+        shapes = dict(zip(self._outputs, (p.shape[1] for p in probe)))
+        widths = {layer: shapes[f"{layer}__gap"] for layer in pooled}
+        fc1 = shapes.get("fc1", 0)
+        if not self._outputs and not self.chip_nets:
+            raise ValueError("identity=False needs at least one feature layer (layers=...)")
+        self.dim = int(fc1 + sum(widths.values())
                        + sum(net.dim for net in self.chip_nets + self.finetuned_nets))
         self.weights_sha256 = SFACE.sha256
-        self.feature_names = [f"fc1_{i}" for i in range(probe[0].shape[1])]
+        self.feature_names = [f"fc1_{i}" for i in range(fc1)]
         for layer in self.layers:
             if layer in extra:
                 self.feature_names += list(extra[layer].feature_names)
@@ -174,11 +199,14 @@ class SFaceBackbone(_Backbone):
         if self.finetuned_nets:
             self.licence += "; fine-tuned SFace layer: trained on UTKFace, non-commercial"
 
-    def _forward(self, crops, *chips):
-        # SFace wants RGB, raw 0..255, NCHW.
-        blob = np.ascontiguousarray(crops[..., ::-1].transpose(0, 3, 1, 2), dtype=np.float32)
-        results = dict(zip(self._outputs, self.session.run(self._outputs, {"data": blob})))
-        outputs = [results["fc1"]]
+    def _forward(self, *inputs):
+        results, chips = {}, inputs
+        if self.needs_crop:
+            crops, *chips = inputs
+            # SFace wants RGB, raw 0..255, NCHW.
+            blob = np.ascontiguousarray(crops[..., ::-1].transpose(0, 3, 1, 2), dtype=np.float32)
+            results = dict(zip(self._outputs, self.session.run(self._outputs, {"data": blob})))
+        outputs = [results["fc1"]] if self.identity else []
         nets = iter(zip(self._chip_sessions, chips))
         finetuned = iter(self._finetuned_sessions)
         for layer in self.layers:

@@ -59,6 +59,7 @@ DLIB_AGE = ChipNet(
         relpath="models/age-v1.onnx",
         sha256="4f9f0075200bd8ea6cd65ae6e6893cf820c513169382c08e82e533158358ed1c",
         licence="CC0-1.0",
+        optimization="extended",  # 4.3 ms per face instead of 8.5 with "all", one core
     ),
     size=64,
     feature_names=tuple(f"dlib_age_p{k}" for k in range(81)),

@@ -107,6 +107,12 @@ class ArcFaceEmbedder(TransformerMixin, BaseEstimator):
         feature set.
     flip_augment : bool, default=False
         Average each face's features with those of its mirror image (2 passes).
+    identity : bool, default=True
+        ``"sface"`` only: False leaves out the 128-d identity embedding
+        (``fc1``), so only the ``layers`` blocks are computed: SFace is not run
+        at all when they are only chip networks (``layers=("dlib_age",
+        "dlib_gender")``: about 6 ms per face instead of 45; the shipped
+        ``"fast"`` model).
     detect : {"auto", True, False}, default="auto"
         False: every image is an already aligned face crop (resized to 112 x 112).
         "auto": images of exactly 112 x 112 pixels are taken as aligned crops,
@@ -190,6 +196,7 @@ class ArcFaceEmbedder(TransformerMixin, BaseEstimator):
         "model": [str, os.PathLike],
         "layers": [None, str, tuple, list],
         "flip_augment": ["boolean"],
+        "identity": ["boolean"],
         "detect": [StrOptions({"auto"}), "boolean"],
         "face_selection": [StrOptions({"largest", "center", "highest_score"})],
         "min_score": [Interval(numbers.Real, 0, 1, closed="both")],
@@ -213,6 +220,7 @@ class ArcFaceEmbedder(TransformerMixin, BaseEstimator):
         *,
         layers=None,
         flip_augment=False,
+        identity=True,
         detect="auto",
         face_selection="largest",
         min_score=0.6,
@@ -232,6 +240,7 @@ class ArcFaceEmbedder(TransformerMixin, BaseEstimator):
         self.model = model
         self.layers = layers
         self.flip_augment = flip_augment
+        self.identity = identity
         self.detect = detect
         self.face_selection = face_selection
         self.min_score = min_score
@@ -268,6 +277,7 @@ class ArcFaceEmbedder(TransformerMixin, BaseEstimator):
             n_threads=self.n_threads,
             min_score=self.min_score,
             det_max_side=self.det_max_side,
+            identity=self.identity,
         )
 
     @_fit_context(prefer_skip_nested_validation=True)
@@ -304,6 +314,8 @@ class ArcFaceEmbedder(TransformerMixin, BaseEstimator):
             "flip_augment": bool(self.flip_augment),
             "embedding_dim": int(backbone.dim),
         }
+        if not self.identity:  # only when set, so files and caches made before still match
+            info["identity"] = False
         if backbone.chip_nets:
             info["chip_nets_sha256"] = {net.name: net.asset.sha256 for net in backbone.chip_nets}
         if backbone.finetuned_nets:
