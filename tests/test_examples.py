@@ -12,12 +12,14 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "train_and_evaluate.py"
 
-# Runs the example as `python examples/train_and_evaluate.py ...` would, with
-# matplotlib made unimportable (None in sys.modules makes `import matplotlib` raise).
+# Runs the example as `python examples/train_and_evaluate.py ...` would (the script's
+# folder first on sys.path), with matplotlib made unimportable (None in sys.modules
+# makes `import matplotlib` raise).
 WITHOUT_MATPLOTLIB = (
-    "import runpy, sys\n"
+    "import os, runpy, sys\n"
     "sys.modules['matplotlib'] = None\n"
-    "sys.argv = [sys.argv[1], *sys.argv[2:]]\n"
+    "sys.argv = sys.argv[1:]\n"
+    "sys.path[0] = os.path.dirname(sys.argv[0])\n"
     "runpy.run_path(sys.argv[0], run_name='__main__')\n"
 )
 
