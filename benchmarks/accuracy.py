@@ -15,14 +15,23 @@
   one (trained on all UTKFace); its age is then cross-dataset under either protocol.
 - Every image counts: a missed face is predicted the training median age and counted
   as a gender error.
+- Uncertainty (issue 17): inside each fold, a seeded 11 % of the training images are
+  held out for calibration (their fine-tuned columns come from a second layer trained
+  without them; the heads never see them) and the recipe's calibrators
+  (``calibrate_heads``) are fitted on them, their degraded copies and the training
+  FG-NET subjects. Reported per domain (UTKFace fold, degraded copies of the fold's
+  images, FG-NET subjects): coverage and mean width of the 80 % age interval overall
+  and per age group, gender ECE overall and per age group.
 
 Prints and writes ``benchmarks/results/accuracy[-TAG].{json,md}``: MAE, one-class-off
 (5-year classes), CS@5 and gender accuracy, overall, per age group, gender and race,
-plus seconds per image end to end on one core.
+interval coverage and gender calibration per domain, plus seconds per image end to
+end on one core.
 
 Needs torch (for the per-fold fine-tuning): ``pip install torch``.
 
     python benchmarks/accuracy.py --cache .emb-cache --maps .maps-cache  # the shipped recipe
+    python benchmarks/accuracy.py --calibration-study   # uncertainty on the calibration rows only
     python benchmarks/accuracy.py --cache .emb-cache --no-degraded --tag no-degraded
 """
 
@@ -50,11 +59,16 @@ from train_pretrained import embed_all  # noqa: E402
 
 from skagegender.metrics import (  # noqa: E402
     age_error_report,
+    calibration_report,
     cumulative_score,
+    interval_report,
     one_class_off_score,
 )
 from skagegender.pretrained._recipe import (  # noqa: E402
+    FGNET_CALIBRATION_WEIGHT,
     FINETUNED_AGE_START,
+    N_CALIBRATION,
+    calibrate_heads,
     degraded_sources,
     make_heads,
     training_set,
@@ -84,18 +98,79 @@ def fold_features(utk, features, maps, train):
     return out
 
 
-def _fit_predict(X, age, gender, X_test, want_gender=True):
+def calibration_split(train, seed):
+    """(rest, held-out) of ``train``: a seeded share of N_CALIBRATION / 18,978 held out."""
+    rng = np.random.default_rng(seed)
+    held = np.sort(rng.choice(train, size=int(round(len(train) * N_CALIBRATION / 18978)),
+                              replace=False))
+    return np.setdiff1d(train, held), held
+
+
+def calibration_set(utk, utk_x, degraded, maps, rest, held):
+    """Held-out calibration rows: UTKFace ``held`` (+ degraded copies) with fine-tuned
+    columns from a layer trained on ``rest`` only; FG-NET rows join in :func:`with_fgnet`."""
+    if degraded is None:
+        (x,) = fold_features(utk, [utk_x], maps, rest)
+        parts_x, parts_src = [x[held]], [held]
+    else:
+        x, dx = fold_features(utk, [utk_x, degraded[1]], maps, rest)
+        keep = np.isin(degraded[0], held)
+        parts_x, parts_src = [x[held], dx[keep]], [held, degraded[0][keep]]
+    src = np.concatenate(parts_src)
+    return (np.concatenate(parts_x), np.asarray(utk.age, float)[src],
+            np.asarray(utk.gender, dtype=object)[src])
+
+
+def with_fgnet(calibration, fg_x, fg_age, fg_rows):
+    """``calibration`` rows plus FG-NET rows ``fg_rows`` (x FGNET_CALIBRATION_WEIGHT)."""
+    X, age, gender = calibration
+    fg_rows = np.repeat(np.asarray(fg_rows, int), FGNET_CALIBRATION_WEIGHT)
+    return (np.concatenate([X, fg_x[fg_rows]]),
+            np.concatenate([age, np.asarray(fg_age, float)[fg_rows]]),
+            np.concatenate([gender, np.full(len(fg_rows), None, dtype=object)]))
+
+
+def _fit_predict(X, age, gender, tests, calibration, want_gender=True):
+    """Fit the recipe's heads, calibrate them, predict each feature block of ``tests``.
+
+    Returns one (age, interval (n, 2), gender label, P(predicted label)) per block.
+    """
     age_head, gender_head = make_heads()
     age_head = clone(age_head).fit(X, age)
-    found = ~np.isnan(X_test).any(axis=1)
-    pred = np.full(len(X_test), float(np.nanmedian(age)))
-    pred[found] = age_head.predict(X_test[found])
-    gpred = np.full(len(X_test), None, dtype=object)
     if want_gender:
         known = np.array([g is not None for g in gender])
         gender_head = clone(gender_head).fit(X[known], gender[known].astype(str))
-        gpred[found] = gender_head.predict(X_test[found])
-    return pred, gpred
+    else:
+        gender_head = None
+    age_head, gender_head = calibrate_heads(age_head, gender_head, *calibration)
+    out = []
+    for X_test in tests:
+        found = ~np.isnan(X_test).any(axis=1)
+        pred = np.full(len(X_test), float(np.nanmedian(age)))
+        pred[found] = age_head.predict(X_test[found])
+        interval = np.full((len(X_test), 2), np.nan)
+        interval[found] = age_head.predict_interval(X_test[found], coverage=0.8)
+        gpred = np.full(len(X_test), None, dtype=object)
+        gprob = np.full(len(X_test), np.nan)
+        if gender_head is not None and found.any():
+            proba = gender_head.predict_proba(X_test[found])
+            gpred[found] = gender_head.classes_[proba.argmax(axis=1)]
+            gprob[found] = proba.max(axis=1)
+        out.append((pred, interval, gpred, gprob))
+    return out
+
+
+def uncertainty(age_true, interval, gender_true=None, gender_pred=None, gender_prob=None):
+    """Interval coverage/width and gender calibration (ECE) overall and per age group."""
+    out = {"interval": interval_report(age_true, interval)}
+    if gender_true is not None:
+        known = np.array([g is not None for g in gender_true])
+        # P(the predicted label) as a one-column probability of "correct"; a missed face
+        # (no prediction) is left out of the ECE
+        correct = (gender_pred == gender_true)[known].astype(int)
+        out["gender"] = calibration_report(correct, gender_prob[known],
+                                           age=np.asarray(age_true)[known], labels=[0, 1])
+    return out
 
 
 def summarise(age_true, age_pred, gender_true=None, gender_pred=None, race=None):
@@ -138,11 +213,36 @@ def seconds_per_image(paths):
     return (time.perf_counter() - start) / len(paths)
 
 
+DOMAINS = ("utkface_cv", "utkface_degraded", "fgnet")
+
+
+def uncertainty_markdown(result):
+    """Markdown lines: the 80 % interval and the gender probability, per domain."""
+    lines = ["", "## Uncertainty: 80 % age interval", "",
+             "| domain | group | n | coverage | mean width (years) |", "|---|---|---|---|---|"]
+    for name in DOMAINS:
+        u = (result.get(name) or {}).get("uncertainty")
+        if u is None:
+            continue
+        for row in u["interval"] + u.get("interval_by_subject", []):
+            lines.append(f"| {name} | {row['group']} | {row['n']} | {row['coverage']:.1%} | "
+                         f"{row['mean_width']:.1f} |")
+    lines += ["", "## Uncertainty: gender probability (printed P of the printed gender)", "",
+              "| domain | age group | n | accuracy | mean confidence | ECE |",
+              "|---|---|---|---|---|---|"]
+    for name in DOMAINS:
+        u = (result.get(name) or {}).get("uncertainty") or {}
+        for row in u.get("gender", []):
+            lines.append(f"| {name} | {row['group']} | {row['n']} | {row['accuracy']:.1%} | "
+                         f"{row['mean_confidence']:.1%} | {row['ece']:.3f} |")
+    return lines
+
+
 def markdown(result):
     lines = [f"# Accuracy ({result['tag']})", "", result["protocol"], "",
              "| set | n | MAE | one-class-off | CS@5 | gender |", "|---|---|---|---|---|---|"]
-    for name in ("utkface_cv", "fgnet"):
-        r = result[name]
+    for name in DOMAINS:
+        r = result.get(name)
         if r is None:
             continue
         g = r.get("gender_accuracy")
@@ -161,10 +261,98 @@ def markdown(result):
         lines += ["", "## utkface_cv gender accuracy per age group", "",
                   "| age group | gender accuracy |", "|---|---|"]
         lines += [f"| {label} | {acc:.1%} |" for label, acc in by_age.items()]
+    lines += uncertainty_markdown(result)
     if result.get("seconds_per_image") is not None:
         lines += ["", f"End to end, one core: {result['seconds_per_image'] * 1000:.0f} ms "
                       "per image (shipped model, `predict_faces`)."]
     return "\n".join(lines) + "\n"
+
+
+def calibration_study(args):
+    """Interval coverage and gender ECE on the shipped recipe's calibration rows, held out.
+
+    The rows of ``train_pretrained.calibration_rows`` (2,100 UTKFace images whose
+    fine-tuned columns come from a layer trained on the other 16,878, degraded copies of
+    630, FG-NET): 5-fold cross-fitting over the UTKFace images (a degraded copy goes with
+    its original), FG-NET leave-one-subject-out. Age: the recipe's calibration
+    (``calibrate_heads``) fitted on the other folds / subjects. Gender: the recipe's MLP
+    in an ``AgeAwareCalibratedClassifier(cv=4)`` fitted on the other folds (the features
+    of all its rows held out from the layer), against the same MLP uncalibrated. Needs
+    only the calibration images' embeddings and the maps.
+    """
+    from train_pretrained import calibration_rows
+
+    from skagegender.embedding._finetuned import FINETUNED_AGE_CLASSES
+    from skagegender.heads import AgeAwareCalibratedClassifier
+    from skagegender.model._datasets import load_dataset
+
+    X, age, gender, domain, source = calibration_rows(args.data, args.cache, args.maps,
+                                                      args.n_jobs, fgnet_weight=1)
+    subjects = np.asarray(load_dataset("fgnet", Path(args.data) / "FGNET").subject)
+    is_fg = domain == "fgnet"
+    fold = np.full(len(X), -1)
+    utk_images = np.unique(source[~is_fg])
+    for k, (_, test) in enumerate(KFold(5, shuffle=True, random_state=0).split(utk_images)):
+        fold[~is_fg & np.isin(source, utk_images[test])] = k
+    group = np.where(is_fg, subjects[np.where(is_fg, source, 0)], fold.astype(str))
+    found = np.isfinite(X).all(axis=1)
+    age_head = clone(make_heads()[0]).fit(X[found], age[found])
+    interval = np.full((len(X), 2), np.nan)
+    proba = {"raw": np.full(len(X), np.nan), "calibrated": np.full(len(X), np.nan)}
+    right = {"raw": np.zeros(len(X), int), "calibrated": np.zeros(len(X), int)}
+    start = time.perf_counter()
+    for g in np.unique(group):
+        test, cal = found & (group == g), found & (group != g)
+        # FG-NET rows count FGNET_CALIBRATION_WEIGHT times among the calibration rows
+        cal_rows = np.concatenate([np.flatnonzero(cal & ~is_fg), np.repeat(
+            np.flatnonzero(cal & is_fg), FGNET_CALIBRATION_WEIGHT)])
+        calibrated, _ = calibrate_heads(age_head, None, X[cal_rows], age[cal_rows],
+                                        gender[cal_rows])
+        interval[test] = calibrated.predict_interval(X[test], coverage=0.8)
+        if g in subjects:
+            continue
+        train = cal & ~is_fg
+        calibrated = AgeAwareCalibratedClassifier(
+            clone(make_heads()[1]), age_start=FINETUNED_AGE_START,
+            age_classes=FINETUNED_AGE_CLASSES, cv=4, random_state=0,
+        ).fit(X[train], gender[train].astype(str))
+        # the same MLP (fitted on the same rows) without the calibration
+        for name, model in (("raw", calibrated.estimator_), ("calibrated", calibrated)):
+            p = model.predict_proba(X[test])
+            proba[name][test] = p.max(axis=1)
+            right[name][test] = model.classes_[p.argmax(axis=1)] == gender[test]
+        print(f"fold {g}: {time.perf_counter() - start:.0f} s", flush=True)
+    result = {"tag": "calibration-study", "protocol": calibration_study.__doc__.split("\n\n")[0]
+              + " " + " ".join(calibration_study.__doc__.split("\n\n")[1].split())}
+    for name in ("utkface", "degraded", "fgnet"):
+        rows = domain == name
+        u = {"interval": interval_report(age[rows], interval[rows])}
+        if name == "fgnet":
+            u["interval_by_subject"] = interval_report(
+                age[rows], interval[rows], groups={"subject": subjects[source[rows]]})[
+                -len(np.unique(subjects)):]
+        else:
+            for kind in ("raw", "calibrated"):
+                u["gender" if kind == "calibrated" else "gender_uncalibrated"] = \
+                    calibration_report(right[kind][rows], proba[kind][rows],
+                                       age=age[rows], labels=[0, 1])
+        result[{"utkface": "utkface_cv", "degraded": "utkface_degraded"}.get(name, name)] = {
+            "n": int(rows.sum()), "uncertainty": u}
+    out = ROOT / "benchmarks" / "results"
+    (out / "uncertainty.json").write_text(json.dumps(result, indent=2, default=float))
+    lines = [f"# Uncertainty ({result['tag']})", "", result["protocol"], "",
+             "Command: `python benchmarks/accuracy.py --calibration-study`"]
+    lines += uncertainty_markdown(result)
+    lines += ["", "## The same MLP, uncalibrated", "",
+              "| domain | age group | n | accuracy | mean confidence | ECE |",
+              "|---|---|---|---|---|---|"]
+    for name in ("utkface_cv", "utkface_degraded"):
+        for row in result[name]["uncertainty"]["gender_uncalibrated"]:
+            lines.append(f"| {name} | {row['group']} | {row['n']} | {row['accuracy']:.1%} | "
+                         f"{row['mean_confidence']:.1%} | {row['ece']:.3f} |")
+    text = "\n".join(lines) + "\n"
+    (out / "uncertainty.md").write_text(text)
+    print(text)
 
 
 def main():
@@ -179,53 +367,88 @@ def main():
     parser.add_argument("--no-fgnet", action="store_true")
     parser.add_argument("--fgnet-only", action="store_true",
                         help="skip the UTKFace folds (for quick FG-NET lever runs)")
+    parser.add_argument("--calibration-study", action="store_true",
+                        help="only the uncertainty study on the calibration rows "
+                             "(writes benchmarks/results/uncertainty.{json,md})")
     parser.add_argument("--tag", default="shipped-recipe")
     parser.add_argument("--timing-images", type=int, default=50)
     args = parser.parse_args()
+    if args.calibration_study:
+        return calibration_study(args)
 
     utk, utk_x, fg, fg_x, degraded = embed_all(args.data, args.cache, args.n_jobs)
     degraded = None if args.no_degraded else degraded
     use_fg = not args.no_fgnet
     age, gender = np.asarray(utk.age, float), np.asarray(utk.gender, dtype=object)
-    if not args.fgnet_only:
-        import torch
+    fg_age = np.asarray(fg.age, float)
+    import torch
 
-        torch.set_num_threads(args.n_jobs)
-        maps = [frozen_maps("utkface", list(utk.paths), args.maps, n_jobs=args.n_jobs)]
-        if degraded is not None:
-            items = [(str(utk.paths[i]), int(seed)) for i, seed in zip(*degraded_sources(
-                len(utk.paths)))]
-            maps.append(frozen_maps("utkface_degraded", items, args.maps, n_jobs=args.n_jobs))
+    torch.set_num_threads(args.n_jobs)
+    maps = [frozen_maps("utkface", list(utk.paths), args.maps, n_jobs=args.n_jobs)]
+    if degraded is not None:
+        items = [(str(utk.paths[i]), int(seed)) for i, seed in zip(*degraded_sources(
+            len(utk.paths)))]
+        maps.append(frozen_maps("utkface_degraded", items, args.maps, n_jobs=args.n_jobs))
 
     start = time.perf_counter()
-    pred = np.zeros(len(age))
-    gpred = np.full(len(age), None, dtype=object)
+    n_deg = 0 if degraded is None else len(degraded[0])
+    pred, interval = np.zeros(len(age)), np.full((len(age), 2), np.nan)
+    gpred, gprob = np.full(len(age), None, dtype=object), np.full(len(age), np.nan)
+    dpred, dinterval = np.full(n_deg, np.nan), np.full((n_deg, 2), np.nan)
+    dgpred, dgprob = np.full(n_deg, None, dtype=object), np.full(n_deg, np.nan)
     folds = [] if args.fgnet_only else KFold(5, shuffle=True, random_state=0).split(utk_x)
+    all_fg = np.arange(len(fg_age)) if use_fg else np.zeros(0, int)
     for k, (train, test) in enumerate(folds):
+        rest, held = calibration_split(train, seed=k)
         if degraded is None:
             (fold_x,) = fold_features(utk, [utk_x], maps, train)
             fold_degraded = None
         else:
             fold_x, fold_deg_x = fold_features(utk, [utk_x, degraded[1]], maps, train)
             fold_degraded = (degraded[0], fold_deg_x)
+        calibration = with_fgnet(calibration_set(utk, utk_x, degraded, maps, rest, held),
+                                 fg_x, fg_age, all_fg)
         X, y, g = training_set(utk, fold_x, fold_degraded, fg if use_fg else None, fg_x,
-                               utk_rows=train)
-        pred[test], gpred[test] = _fit_predict(X, y, g, fold_x[test])
+                               utk_rows=rest)
+        tests = [fold_x[test]]
+        if degraded is not None:
+            deg_test = np.flatnonzero(np.isin(degraded[0], test))
+            tests.append(fold_deg_x[deg_test])
+        results = _fit_predict(X, y, g, tests, calibration)
+        pred[test], interval[test], gpred[test], gprob[test] = results[0]
+        if degraded is not None:
+            dpred[deg_test], dinterval[deg_test], dgpred[deg_test], dgprob[deg_test] = results[1]
         print(f"fold {k}: MAE {np.abs(pred[test] - age[test]).mean():.3f} "
               f"({time.perf_counter() - start:.0f} s)", flush=True)
-    utk_result = None if args.fgnet_only else summarise(age, pred, gender, gpred, utk.race)
+    utk_result = deg_result = None
+    if not args.fgnet_only:
+        utk_result = summarise(age, pred, gender, gpred, utk.race)
+        utk_result["uncertainty"] = uncertainty(age, interval, gender, gpred, gprob)
+        if degraded is not None:
+            dage, dgender = age[degraded[0]], gender[degraded[0]]
+            deg_result = summarise(dage, dpred, dgender, dgpred)
+            deg_result["uncertainty"] = uncertainty(dage, dinterval, dgender, dgpred, dgprob)
 
-    fg_age = np.asarray(fg.age, float)
-    fg_pred = np.zeros(len(fg_age))
+    fg_pred, fg_interval = np.zeros(len(fg_age)), np.full((len(fg_age), 2), np.nan)
     subjects = np.asarray(fg.subject)
+    # FG-NET folds: the calibration images of the shipped recipe are held out from the
+    # heads, and their columns come from a layer trained without them
+    rest, held = calibration_split(np.arange(len(age)), seed=len(age))
     if use_fg:
-        for train, test in GroupKFold(n_splits=5).split(fg_x, groups=subjects):
-            X, y, g = training_set(utk, utk_x, degraded, fg, fg_x, fgnet_rows=train)
-            fg_pred[test], _ = _fit_predict(X, y, g, fg_x[test], want_gender=False)
+        fg_folds = list(GroupKFold(n_splits=5).split(fg_x, groups=subjects))
     else:
-        X, y, g = training_set(utk, utk_x, degraded)
-        fg_pred, _ = _fit_predict(X, y, g, fg_x, want_gender=False)
+        fg_folds = [(np.zeros(0, int), np.arange(len(fg_age)))]
+    utk_calibration = calibration_set(utk, utk_x, degraded, maps, rest, held)
+    for train, test in fg_folds:
+        calibration = with_fgnet(utk_calibration, fg_x, fg_age, train)
+        X, y, g = training_set(utk, utk_x, degraded, fg if use_fg else None, fg_x,
+                               utk_rows=rest, fgnet_rows=train)
+        ((fg_pred[test], fg_interval[test], _, _),) = _fit_predict(
+            X, y, g, [fg_x[test]], calibration, want_gender=False)
     fg_result = summarise(fg_age, fg_pred)
+    fg_result["uncertainty"] = uncertainty(fg_age, fg_interval)
+    fg_result["uncertainty"]["interval_by_subject"] = interval_report(
+        fg_age, fg_interval, groups={"subject": subjects})[-len(np.unique(subjects)):]
     print(f"heads: {time.perf_counter() - start:.0f} s", flush=True)
 
     result = {
@@ -235,9 +458,14 @@ def main():
                      "fine-tuned SFace layer is re-trained per fold. FG-NET: "
                      + ("subject-disjoint 5-fold (GroupKFold) over the 10 subjects in shared/data."
                         if use_fg else "cross-dataset (no FG-NET in training).")
-                     + f" Degraded copies: {'no' if degraded is None else len(degraded[0])}."
-                     " Missed faces count (median age, gender wrong)."),
+                     + f" Degraded copies: {'no' if degraded is None else len(degraded[0])}"
+                     " (the degraded domain: copies of each fold's validation images)."
+                     " Missed faces count (median age, gender wrong). Calibration: "
+                     f"{N_CALIBRATION / 18978:.0%} of each fold's training images held out "
+                     "from the heads, their fine-tuned columns from a layer trained without "
+                     "them."),
         "utkface_cv": utk_result,
+        "utkface_degraded": deg_result,
         "fgnet": fg_result,
         "seconds_per_image": None if args.fgnet_only else seconds_per_image(
             list(utk.paths[:args.timing_images])),

@@ -66,3 +66,27 @@ def test_recipe_blend_reads_the_probability_columns():
     assert blend.named_estimators["dlib"].start == DLIB_AGE_START
     assert blend.named_estimators["sface_finetuned"].start == FINETUNED_AGE_START
     assert load().backbone_["layers"][-3:] == ["dlib_age", "dlib_gender", "sface_finetuned"]
+
+
+def test_shipped_uncertainty_is_calibrated_and_follows_the_face(fgnet_pair):
+    """FG-NET 001A02 (a two-year-old boy) and 002A29 (a 29-year-old woman)."""
+    from skagegender.heads import AgeAwareCalibratedClassifier, ConformalAgeRegressor
+
+    model = load()
+    assert isinstance(model.age_head_, ConformalAgeRegressor)
+    assert isinstance(model.gender_head_, AgeAwareCalibratedClassifier)
+    assert "held-out" in model.meta_["calibrated_on"]
+    X = model.embedder_.transform(fgnet_pair)
+    narrow, default, wide = (model.age_head_.predict_interval(X, coverage=c)
+                             for c in (0.5, 0.8, 0.95))
+    assert (wide[:, 0] <= default[:, 0]).all() and (default[:, 0] <= narrow[:, 0]).all()
+    assert (narrow[:, 1] <= default[:, 1]).all() and (default[:, 1] <= wide[:, 1]).all()
+    width = default[:, 1] - default[:, 0]
+    assert width[0] < width[1]  # a toddler's age is known to within fewer years
+    assert default[0, 0] <= 2 <= default[0, 1] and default[1, 0] <= 29 <= default[1, 1]
+    details = model.predict_details(X)
+    np.testing.assert_allclose(details["age_interval"], default)
+    # a child's gender is hard: the calibration takes confidence away from the MLP's
+    raw = model.gender_head_.estimator_.predict_proba(X).max(axis=1)
+    assert details["gender_probability"][0] < raw[0]
+    assert details["gender"].tolist() == ["male", "female"]

@@ -50,3 +50,93 @@ def expected_failed_checks(estimator):
 @parametrize_with_checks(ESTIMATORS, expected_failed_checks=expected_failed_checks)
 def test_sklearn_contract(estimator, check):
     check(estimator)
+
+
+# ---------------------------------------------------------------------------
+# the promise on real faces
+
+
+@pytest.fixture(scope="module")
+def real_rows(shared_data, tmp_path_factory):
+    """Shipped-model features of 480 seeded UTKFace images and the 127 FG-NET images."""
+    from skagegender.model import embed_dataset
+    from skagegender.pretrained._recipe import make_embedder
+
+    cache = tmp_path_factory.mktemp("emb")
+    embedder = make_embedder(cache=str(cache))
+    utk_x, utk = embed_dataset("utkface", shared_data / "UTKFace", embedder=embedder,
+                               cache=cache, limit=480, progress=False)
+    fg_x, fg = embed_dataset("fgnet", shared_data / "FGNET", embedder=embedder, cache=cache,
+                             progress=False)
+    found = np.isfinite(utk_x[:, 0])
+    return (utk_x[found], np.asarray(utk.age, float)[found],
+            np.asarray(utk.gender, dtype=object)[found].astype(str),
+            fg_x[np.isfinite(fg_x[:, 0])], np.asarray(fg.age, float)[np.isfinite(fg_x[:, 0])])
+
+
+def _blend():
+    from skagegender.pretrained._recipe import make_heads
+
+    return make_heads()[0].head
+
+
+@pytest.mark.slow
+def test_interval_keeps_its_coverage_on_faces_it_was_not_calibrated_on(real_rows):
+    X, age, _, fg_x, fg_age = real_rows
+    rng = np.random.default_rng(0)
+    order = rng.permutation(len(X))
+    cal, test = order[: len(X) // 2], order[len(X) // 2:]
+    model = ConformalAgeRegressor(_blend(), spread_floor=2.0, cv=None).fit(X[cal], age[cal])
+    for coverage in (0.5, 0.8, 0.9):
+        got = interval_coverage(age[test], model.predict_interval(X[test], coverage=coverage))
+        # ~230 held-out faces: the binomial standard deviation is <= 3.3 points
+        assert abs(got - coverage) < 0.1, (coverage, got)
+    # adaptive: a predicted child gets a narrower interval than a predicted 40+ adult
+    interval = model.predict_interval(X[test])
+    width, point = interval[:, 1] - interval[:, 0], model.predict(X[test])
+    assert width[point < 13].mean() < 0.6 * width[point >= 40].mean()
+    report = interval_report(age[test], interval)
+    assert report[0]["coverage"] == interval_coverage(age[test], interval)
+
+
+@pytest.mark.slow
+def test_calibration_on_unseen_subjects_widens_where_the_domain_is_harder(real_rows):
+    """FG-NET scans: calibrated on UTKFace rows alone the interval under-covers them;
+    adding other FG-NET subjects to the calibration rows brings coverage up."""
+    X, age, _, fg_x, fg_age = real_rows
+    utk_only = ConformalAgeRegressor(_blend(), spread_floor=2.0, cv=None).fit(X, age)
+    half = np.arange(len(fg_x)) < len(fg_x) // 2  # subjects 001-005 vs 006-010 (sorted)
+    mixed = ConformalAgeRegressor(_blend(), spread_floor=2.0, cv=None).fit(
+        np.vstack([X, fg_x[half]]), np.concatenate([age, fg_age[half]]))
+    before = interval_coverage(fg_age[~half], utk_only.predict_interval(fg_x[~half]))
+    after = interval_coverage(fg_age[~half], mixed.predict_interval(fg_x[~half]))
+    assert after >= before
+
+
+@pytest.mark.slow
+def test_age_aware_calibration_lowers_gender_ece_on_held_out_faces(real_rows):
+    from skagegender.embedding._finetuned import FINETUNED_AGE_CLASSES
+    from skagegender.heads import GenderClassifier, make_gender_head
+    from skagegender.metrics import expected_calibration_error
+    from skagegender.pretrained._recipe import FINETUNED_AGE_START
+
+    X, age, gender, _, _ = real_rows
+    order = np.random.default_rng(1).permutation(len(X))
+    train, test = order[:300], order[300:]
+    head = GenderClassifier(make_gender_head("mlp", early_stopping=False, max_iter=200),
+                            random_state=0)
+    raw = clone_fit(head, X[train], gender[train])
+    calibrated = AgeAwareCalibratedClassifier(
+        head, age_start=FINETUNED_AGE_START, age_classes=FINETUNED_AGE_CLASSES, cv=3,
+        random_state=0).fit(X[train], gender[train])
+    before = expected_calibration_error(gender[test], raw.predict_proba(X[test]))
+    after = expected_calibration_error(gender[test], calibrated.predict_proba(X[test]))
+    assert after < before
+    rows = calibration_report(gender[test], calibrated.predict_proba(X[test]), age=age[test])
+    assert rows[0]["ece"] == pytest.approx(after)
+
+
+def clone_fit(estimator, X, y):
+    from sklearn.base import clone
+
+    return clone(estimator).fit(X, y)
