@@ -41,6 +41,12 @@ def _cross_fit(estimator, X, y, cv, random_state, predict, splitter=KFold):
     return clone(estimator).fit(X, y), out
 
 
+def _checked(estimator, X):
+    """``X`` validated for prediction by a fitted ``estimator`` (NaN rows allowed)."""
+    check_is_fitted(estimator)
+    return validate_data(estimator, X, reset=False, ensure_all_finite="allow-nan")
+
+
 def _unwrap(estimator):
     """The fitted estimator under FrozenEstimator / AgeRegressor wrappers."""
     while True:
@@ -242,8 +248,7 @@ class ConformalAgeRegressor(RegressorMixin, BaseEstimator):
         -------
         age : ndarray of shape (n_samples,)
         """
-        check_is_fitted(self)
-        X = validate_data(self, X, reset=False, ensure_all_finite="allow-nan")
+        X = _checked(self, X)
         return predict_present_rows(
             lambda rows: self._point_and_spread(self.estimator_, rows)[0], X)
 
@@ -285,7 +290,7 @@ class ConformalAgeRegressor(RegressorMixin, BaseEstimator):
             that contain NaN.
         """
         quantiles = self.score_quantiles(coverage)
-        X = validate_data(self, X, reset=False, ensure_all_finite="allow-nan")
+        X = _checked(self, X)
 
         def interval(rows):
             point, spread = self._point_and_spread(self.estimator_, rows)
@@ -455,8 +460,7 @@ class AgeAwareCalibratedClassifier(ClassifierMixin, BaseEstimator):
         proba : ndarray of shape (n_samples, 2)
             Columns follow ``classes_``.
         """
-        check_is_fitted(self)
-        X = validate_data(self, X, reset=False, ensure_all_finite="allow-nan")
+        X = _checked(self, X)
         return predict_present_rows(self._proba, X, tail_shape=(2,))
 
     def predict(self, X):
@@ -470,8 +474,7 @@ class AgeAwareCalibratedClassifier(ClassifierMixin, BaseEstimator):
         -------
         y : ndarray of shape (n_samples,)
         """
-        check_is_fitted(self)
-        X = validate_data(self, X, reset=False, ensure_all_finite="allow-nan")
+        X = _checked(self, X)
         return predict_present_rows(
             lambda rows: self.classes_[self._proba(rows).argmax(axis=1)], X,
             dtype=self.classes_.dtype)
