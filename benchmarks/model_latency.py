@@ -3,8 +3,9 @@
     python benchmarks/model_latency.py                 # 60 seeded UTKFace images
 
 Pins itself to one core (``os.sched_setaffinity``) with one onnxruntime thread and
-times, after a warm-up: ``predict_faces`` one image at a time (every face, age
-interval, gender), ``predict`` on the whole list (batched), and the embedder
+times, after a warm-up, for the shipped ``default`` and ``fast`` models:
+``predict_faces`` one image at a time (every face, age interval, gender),
+``predict`` on the whole list (batched); and the embedder
 alone with the ``"age-gender"``, ``"age-gender-dlib"`` and ``"age-gender-finetuned"``
 feature sets (the differences are the dlib chip networks and the fine-tuned layer). Each number is the best of ``--repeats``.
 Writes ``benchmarks/results/model_latency.{json,md}``.
@@ -47,16 +48,15 @@ def main():
     paths = sorted(str(p) for p in Path(args.data).glob("*.jpg"))
     random.Random(0).shuffle(paths)
     paths = paths[:args.n_images]
-    model = load()
-    model.predict_faces(paths[0])
-    result = {
-        "n_images": len(paths),
-        "load_average": os.getloadavg()[0],
-        "predict_faces_ms": 1000 * best_of(
-            args.repeats, lambda: [model.predict_faces(p) for p in paths], len(paths)),
-        "predict_batched_ms": 1000 * best_of(
-            args.repeats, lambda: model.predict(paths), len(paths)),
-    }
+    result = {"n_images": len(paths), "load_average": os.getloadavg()[0]}
+    for name in ("default", "fast"):
+        model = load(name)
+        model.predict_faces(paths[0])
+        prefix = "" if name == "default" else "fast_"
+        result[f"{prefix}predict_faces_ms"] = 1000 * best_of(
+            args.repeats, lambda m=model: [m.predict_faces(p) for p in paths], len(paths))
+        result[f"{prefix}predict_batched_ms"] = 1000 * best_of(
+            args.repeats, lambda m=model: m.predict(paths), len(paths))
     for layers in ("age-gender", "age-gender-dlib", "age-gender-finetuned"):
         embedder = ArcFaceEmbedder(layers=layers)
         embedder.transform(paths[:2])

