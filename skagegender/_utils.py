@@ -1,4 +1,7 @@
-"""Private helpers free to every subpackage (they import nothing of skagegender)."""
+"""Private helpers free to every subpackage (they import nothing of skagegender).
+
+numpy is imported inside each function: ``import skagegender`` stays light.
+"""
 
 
 def npy_header(fp):
@@ -27,3 +30,51 @@ def npy_header(fp):
     else:
         raise ValueError(f".npy format version {version} is not read here")
     return shape, dtype
+
+
+def round_age(ages):
+    """Nearest whole year of each age, halves rounded up (4.5 -> 5); NaN stays NaN.
+
+    Parameters
+    ----------
+    ages : array-like of shape (n_samples,)
+
+    Returns
+    -------
+    rounded : ndarray of shape (n_samples,), float
+    """
+    import numpy as np
+
+    return np.floor(np.asarray(ages, dtype=float) + 0.5)
+
+
+def known_labels(labels):
+    """Mask of the labels that are given: not None, NaN or the empty string.
+
+    Parameters
+    ----------
+    labels : array-like of shape (n_samples,)
+        Labels of any dtype: strings with ``""`` or None for unknown, numbers with
+        NaN for unknown, integers and booleans (always known).
+
+    Returns
+    -------
+    known : ndarray of shape (n_samples,), bool
+
+    Examples
+    --------
+    >>> from skagegender._utils import known_labels
+    >>> known_labels(["female", None, "", float("nan"), "male"]).tolist()
+    [True, False, False, False, True]
+    """
+    import numpy as np
+
+    labels = np.asarray(labels)
+    if labels.dtype.kind in "fc":
+        return ~np.isnan(labels)
+    if labels.dtype.kind in "US":
+        return labels != labels.dtype.type()
+    if labels.dtype.kind != "O":
+        return np.ones(labels.shape, dtype=bool)
+    return np.array([v is not None and v == v and not (isinstance(v, (str, bytes)) and not v)
+                     for v in labels], dtype=bool)

@@ -277,3 +277,53 @@ def test_mlp_factories_size_early_stopping_and_batches_to_the_data():
         assert factory("mlp", n_samples=10).named_steps["model"].validation_fraction == 0.5
         # explicit parameters still win over the sized defaults
         assert factory("mlp", n_samples=60, batch_size=32).named_steps["model"].batch_size == 32
+
+
+def test_one_registry_of_head_families_feeds_factories_search_and_cli(monkeypatch):
+    from optuna.trial import FixedTrial
+    from sklearn.linear_model import LogisticRegression
+
+    from skagegender.cli import build_parser
+    from skagegender.heads import HEAD_FAMILIES, HeadFamily, available_head_families
+    from skagegender.model_selection import default_head_space
+
+    from skagegender.model import DATASETS
+
+    def train_accepts(family):
+        argv = ["train", "--dataset", next(iter(DATASETS)), "--root", "r", "--out", "m.skag"]
+        try:
+            args = build_parser().parse_args(argv + ["--age-head", family,
+                                                     "--gender-head", family])
+        except SystemExit:
+            return False
+        return args.age_head == args.gender_head == family
+
+    assert all(train_accepts(family) for family in HEAD_FAMILIES)
+    assert not train_accepts("ridge")
+    assert default_head_space("age").families == available_head_families()
+    # a family added to the registry alone is built, searched and offered by the CLI
+    ridge = HeadFamily(
+        "ridge",
+        age_steps=lambda random_state, n_samples: [("model", Ridge())],
+        gender_steps=lambda random_state, n_samples: [("model", LogisticRegression())],
+        age_space=lambda trial, name: {"alpha": trial.suggest_float(f"{name}alpha", 0.1, 10)},
+        gender_space=lambda trial, name: {"C": trial.suggest_float(f"{name}C", 0.1, 10)},
+    )
+    monkeypatch.setitem(HEAD_FAMILIES, "ridge", ridge)
+    assert make_age_head("ridge", alpha=2.0).get_params()["model__alpha"] == 2.0
+    assert isinstance(make_gender_head("ridge")[-1], LogisticRegression)
+    assert train_accepts("ridge")
+    space = default_head_space("age", prefix="age__")
+    assert space.families[-1] == "ridge"
+    head = space(FixedTrial({"age__head": "ridge", "age__ridge__alpha": 3.0}))["age__head"]
+    assert isinstance(head[-1], Ridge) and head[-1].alpha == 3.0
+
+
+def test_every_family_builds_both_heads_ending_in_a_model_step():
+    from skagegender.heads import HEAD_FAMILIES, available_head_families
+
+    for name in available_head_families():
+        for task in ("age", "gender"):
+            head = HEAD_FAMILIES[name].make(task, random_state=0, n_samples=100)
+            assert head.steps[-1][0] == "model"
+    assert set(available_head_families()) <= set(HEAD_FAMILIES)

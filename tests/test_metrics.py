@@ -149,3 +149,21 @@ def test_scorer_by_name_in_cross_val_score():
     X, age = _age_data()
     scores = cross_val_score(Ridge(), X, age, scoring=get_scorer("one_class_off"), cv=3)
     assert scores.shape == (3,) and scores.min() > 0.5
+
+
+def test_round_age_and_known_labels_are_the_one_convention():
+    from skagegender._utils import known_labels, round_age
+    from skagegender.heads import AgeRegressor
+
+    assert round_age([4.5, 4.49, 85.5, -0.5]).tolist() == [5.0, 4.0, 86.0, 0.0]
+    assert np.isnan(round_age([np.nan]))[0]
+    # the ordinal head learns the ages the metrics' classes are cut from: 4.5 -> 5
+    X = np.arange(40, dtype=float).reshape(-1, 1)
+    y = np.where(X[:, 0] < 20, 4.5, 9.5)
+    head = AgeRegressor("ordinal").fit(X, y).head_
+    assert head.classes_.tolist() == [5, 10]
+    assert known_labels(["f", None, "", np.nan, "m"]).tolist() == [True, False, False, False,
+                                                                   True]
+    assert known_labels(np.array(["f", ""])).tolist() == [True, False]
+    assert known_labels(np.array([1.0, np.nan])).tolist() == [True, False]
+    assert known_labels(np.array([0, 1])).tolist() == [True, True]

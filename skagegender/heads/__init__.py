@@ -11,8 +11,9 @@
   predicted age group (Platt scaling on held-out probabilities).
 - :class:`OrdinalLogisticRegression`: all-threshold / immediate-threshold ordinal
   logistic regression, usable alone.
-- :func:`make_age_head`, :func:`make_gender_head`: the default estimator of each head
-  family (``"mlp"``, ``"lightgbm"``, ``"ordinal"``).
+- :data:`HEAD_FAMILIES`: the head families (``"mlp"``, ``"lightgbm"``, ``"ordinal"``),
+  each with its default estimators and search space;
+  :func:`make_age_head`, :func:`make_gender_head` build a family's default estimator.
 
 Importing this module does not import lightgbm; the ``"lightgbm"`` family imports it
 when built.
@@ -21,17 +22,26 @@ when built.
 from ._age import AgeRegressor
 from ._calibration import AgeAwareCalibratedClassifier, ConformalAgeRegressor
 from ._expected import ExpectedAgeRegressor
-from ._factory import make_age_head, make_gender_head
+from ._factory import (
+    HEAD_FAMILIES,
+    HeadFamily,
+    available_head_families,
+    make_age_head,
+    make_gender_head,
+)
 from ._gender import GenderClassifier
 from ._ordinal import OrdinalLogisticRegression
 
 __all__ = [
+    "HEAD_FAMILIES",
     "AgeAwareCalibratedClassifier",
     "AgeRegressor",
     "ConformalAgeRegressor",
     "ExpectedAgeRegressor",
     "GenderClassifier",
+    "HeadFamily",
     "OrdinalLogisticRegression",
+    "available_head_families",
     "make_age_head",
     "make_gender_head",
 ]

@@ -8,19 +8,15 @@ from sklearn.base import BaseEstimator, RegressorMixin, _fit_context, clone, is_
 from sklearn.model_selection import KFold, cross_val_predict
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.metaestimators import available_if
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import validate_data
 
-from ._base import drop_missing_rows, predict_present_rows, resolve_head
-from ._factory import AGE_HEADS, make_age_head
+from .._utils import round_age
+from ._base import drop_missing_rows, predict_present_rows, resolve_head, validate_for_predict
+from ._factory import HEAD_FAMILIES, make_age_head
 
 __all__ = ["AgeRegressor"]
 
 _DISTRIBUTION_FAMILIES = ("ordinal",)
-
-
-def _round_age(y):
-    """Nearest integer age, halves rounded up."""
-    return np.floor(np.asarray(y, dtype=float) + 0.5)
 
 
 def _is_distribution_head(head):
@@ -101,7 +97,7 @@ class AgeRegressor(RegressorMixin, BaseEstimator):
     """
 
     _parameter_constraints = {
-        "head": [StrOptions(set(AGE_HEADS)), HasMethods(["fit", "predict"])],
+        "head": [StrOptions(set(HEAD_FAMILIES)), HasMethods(["fit", "predict"])],
         "age_range": [tuple, None],
         "interval_cv": [Interval(numbers.Integral, 2, None, closed="left"), None],
         "random_state": ["random_state"],
@@ -145,7 +141,7 @@ class AgeRegressor(RegressorMixin, BaseEstimator):
         self.head_ = resolve_head(
             self.head, partial(make_age_head, n_samples=len(X)), self.random_state)
         if _is_distribution_head(self.head_):
-            targets = _round_age(self._clip(y))
+            targets = round_age(self._clip(y))
             self.ages_ = np.arange(
                 *(
                     (np.ceil(self.age_range[0]), np.floor(self.age_range[1]) + 1)
@@ -174,10 +170,6 @@ class AgeRegressor(RegressorMixin, BaseEstimator):
         out[:, columns] = proba
         return out
 
-    def _validate_for_predict(self, X):
-        check_is_fitted(self)
-        return validate_data(self, X, reset=False, ensure_all_finite="allow-nan")
-
     def predict(self, X):
         """Predict ages in years, clipped to ``age_range``.
 
@@ -190,7 +182,7 @@ class AgeRegressor(RegressorMixin, BaseEstimator):
         age : ndarray of shape (n_samples,)
             NaN for rows of ``X`` that contain NaN.
         """
-        X = self._validate_for_predict(X)
+        X = validate_for_predict(self, X)
         return predict_present_rows(self._predict, X)
 
     def _predict(self, X):
@@ -212,7 +204,7 @@ class AgeRegressor(RegressorMixin, BaseEstimator):
             Columns follow ``ages_``; rows sum to 1, ages never seen in training get 0.
             NaN rows for rows of ``X`` that contain NaN.
         """
-        X = self._validate_for_predict(X)
+        X = validate_for_predict(self, X)
         return predict_present_rows(self._distribution, X, tail_shape=(len(self.ages_),))
 
     @available_if(
@@ -240,7 +232,7 @@ class AgeRegressor(RegressorMixin, BaseEstimator):
         """
         if not 0 < coverage < 1:
             raise ValueError(f"coverage must be in (0, 1); got {coverage}.")
-        X = self._validate_for_predict(X)
+        X = validate_for_predict(self, X)
         quantiles = np.array([(1 - coverage) / 2, (1 + coverage) / 2])
 
         def interval(X):

@@ -1,9 +1,10 @@
-"""Helpers shared by the head estimators: missing faces and head resolution."""
+"""Helpers shared by the head estimators: missing faces, predict-time checks, heads."""
 
 import warnings
 
 import numpy as np
 from sklearn.base import clone
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 
 def drop_missing_rows(estimator, X, *arrays):
@@ -78,6 +79,26 @@ def predict_present_rows(func, X, tail_shape=(), dtype=float):
     out = np.full((len(X), *present.shape[1:]), np.nan, dtype=out_dtype)
     out[~missing] = present
     return out
+
+
+def validate_for_predict(estimator, X, **params):
+    """Check that ``estimator`` is fitted, then validate ``X`` against its fit.
+
+    Parameters
+    ----------
+    estimator : fitted estimator
+    X : array-like of shape (n_samples, n_features)
+    **params
+        Passed to :func:`~sklearn.utils.validation.validate_data`; rows containing
+        NaN are allowed unless ``ensure_all_finite`` says otherwise.
+
+    Returns
+    -------
+    X : ndarray of shape (n_samples, n_features)
+    """
+    check_is_fitted(estimator)
+    params.setdefault("ensure_all_finite", "allow-nan")
+    return validate_data(estimator, X, reset=False, **params)
 
 
 def resolve_head(head, factory, random_state):

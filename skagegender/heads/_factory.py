@@ -1,9 +1,18 @@
-"""Default estimators for each head family.
+"""The head families: each one's default estimators and default search space.
 
-Every factory returns a :class:`~sklearn.pipeline.Pipeline` whose final step is named
-``"model"``, so a family's hyperparameters are always reached as ``model__<param>``
-(``head__model__alpha`` from :class:`AgeRegressor`).
+:data:`HEAD_FAMILIES` is the one registry of families; :func:`make_age_head`,
+:func:`make_gender_head`, :class:`AgeRegressor`'s and :class:`GenderClassifier`'s
+``head`` names, :func:`skagegender.model_selection.default_head_space` and the
+``skagegender train`` options all read it.
+
+Every family's estimator is a :class:`~sklearn.pipeline.Pipeline` whose final step is
+named ``"model"``, so a family's hyperparameters are always reached as
+``model__<param>`` (``head__model__alpha`` from :class:`AgeRegressor`).
 """
+
+import importlib.util
+from dataclasses import dataclass
+from typing import Callable, Optional
 
 from sklearn.linear_model import LogisticRegression
 from sklearn.neural_network import MLPClassifier, MLPRegressor
@@ -12,10 +21,8 @@ from sklearn.preprocessing import StandardScaler
 
 from ._ordinal import OrdinalLogisticRegression
 
-__all__ = ["AGE_HEADS", "GENDER_HEADS", "make_age_head", "make_gender_head"]
-
-AGE_HEADS = ("mlp", "lightgbm", "ordinal")
-GENDER_HEADS = ("mlp", "lightgbm", "ordinal")
+__all__ = ["HEAD_FAMILIES", "HeadFamily", "available_head_families", "make_age_head",
+           "make_gender_head"]
 
 
 def _import_lightgbm():
@@ -27,11 +34,6 @@ def _import_lightgbm():
             "pip install skagegender[lightgbm]"
         ) from exc
     return lightgbm
-
-
-def _check_family(family, families, factory):
-    if family not in families:
-        raise ValueError(f"{factory}: unknown head family {family!r}; expected one of {families}.")
 
 
 def _validation_fraction(n_samples):
@@ -74,12 +76,162 @@ def _mlp_params(n_samples):
     )
 
 
+# -- default estimators: (random_state, n_samples) -> pipeline steps ------------------
+
+def _mlp_steps(model_class, hidden, **extra):
+    def steps(random_state, n_samples):
+        model = model_class(hidden_layer_sizes=(hidden,), alpha=1e-2, random_state=random_state,
+                            **extra, **_mlp_params(n_samples))
+        return [("scale", StandardScaler()), ("model", model)]
+
+    return steps
+
+
+def _lightgbm_steps(kind, n_estimators):
+    def steps(random_state, n_samples):
+        model = getattr(_import_lightgbm(), kind)(
+            n_estimators=n_estimators,
+            learning_rate=0.05,
+            num_leaves=31,
+            colsample_bytree=0.3,
+            random_state=random_state,
+            verbose=-1,
+        )
+        return [("model", model)]
+
+    return steps
+
+
+def _ordinal_age_steps(random_state, n_samples):
+    return [("model", OrdinalLogisticRegression(alpha=10.0))]
+
+
+def _logistic_gender_steps(random_state, n_samples):
+    # with two classes an ordinal model is a logistic regression
+    return [("scale", StandardScaler()), ("model", LogisticRegression(C=0.05, max_iter=1000))]
+
+
+# -- default search spaces: (trial, name) -> model-step parameters --------------------
+# ``name`` prefixes every Optuna parameter with the family ("mlp__alpha",
+# "ordinal__alpha"), so the sampler never mixes one family's alpha with another's.
+
+def _mlp_space(trial, name):
+    width = trial.suggest_categorical(f"{name}width", [64, 128, 256, 512])
+    depth = trial.suggest_int(f"{name}depth", 1, 2)
+    return {
+        "hidden_layer_sizes": (width,) * depth,
+        "alpha": trial.suggest_float(f"{name}alpha", 1e-5, 1.0, log=True),
+        "learning_rate_init": trial.suggest_float(f"{name}learning_rate_init", 1e-4, 1e-2,
+                                                  log=True),
+    }
+
+
+def _lightgbm_space(trial, name):
+    ints = [("n_estimators", 50, 600), ("num_leaves", 7, 63), ("min_child_samples", 5, 50)]
+    floats = [("learning_rate", 0.01, 0.3, True), ("colsample_bytree", 0.1, 1.0, False),
+              ("reg_lambda", 1e-8, 10.0, True)]
+    params = {k: trial.suggest_int(f"{name}{k}", lo, hi, log=True) for k, lo, hi in ints}
+    params.update({k: trial.suggest_float(f"{name}{k}", lo, hi, log=log)
+                   for k, lo, hi, log in floats})
+    return params
+
+
+def _ordinal_age_space(trial, name):
+    return {"alpha": trial.suggest_float(f"{name}alpha", 1e-2, 1e3, log=True)}
+
+
+def _logistic_gender_space(trial, name):
+    return {"C": trial.suggest_float(f"{name}C", 1e-3, 10.0, log=True)}
+
+
+@dataclass(frozen=True)
+class HeadFamily:
+    """A head family: its default age and gender estimators and its search spaces.
+
+    Parameters
+    ----------
+    name : str
+        The family's name, as given to ``head=`` and ``--age-head``.
+    age_steps, gender_steps : callable
+        ``steps(random_state, n_samples) -> list of (name, estimator)``: the default
+        pipeline, ending in a step named ``"model"``.
+    age_space, gender_space : callable
+        ``space(trial, name) -> dict``: the ``"model"`` step's parameters asked of an
+        Optuna ``trial``, each Optuna parameter named ``name + <parameter>``.
+    requires : str or None, default=None
+        The optional package the family needs (``"lightgbm"``), imported when built.
+    """
+
+    name: str
+    age_steps: Callable
+    gender_steps: Callable
+    age_space: Callable
+    gender_space: Callable
+    requires: Optional[str] = None
+
+    def is_available(self):
+        """Whether the package the family needs is installed (without importing it)."""
+        return self.requires is None or importlib.util.find_spec(self.requires) is not None
+
+    def make(self, task, *, random_state=None, n_samples=None, **params):
+        """The default unfitted estimator for ``task`` (``"age"`` or ``"gender"``).
+
+        ``params`` override the ``"model"`` step's parameters.
+        """
+        steps = getattr(self, f"{task}_steps")(random_state, n_samples)
+        head = Pipeline(steps)
+        head.set_params(**{f"model__{key}": value for key, value in params.items()})
+        return head
+
+    def suggest(self, task, trial, *, prefix="", random_state=None):
+        """The estimator for ``task`` with the hyperparameters ``trial`` suggests.
+
+        Optuna parameters are named ``prefix + family + "__" + parameter``.
+        """
+        params = getattr(self, f"{task}_space")(trial, f"{prefix}{self.name}__")
+        return self.make(task, random_state=random_state, **params)
+
+
+#: The head families by name, in the order they are offered.
+HEAD_FAMILIES = {
+    family.name: family
+    for family in (
+        HeadFamily("mlp", _mlp_steps(MLPRegressor, 256, learning_rate_init=2e-3),
+                   _mlp_steps(MLPClassifier, 128), _mlp_space, _mlp_space),
+        HeadFamily("lightgbm", _lightgbm_steps("LGBMRegressor", 300),
+                   _lightgbm_steps("LGBMClassifier", 200), _lightgbm_space, _lightgbm_space,
+                   requires="lightgbm"),
+        HeadFamily("ordinal", _ordinal_age_steps, _logistic_gender_steps, _ordinal_age_space,
+                   _logistic_gender_space),
+    )
+}
+
+
+def available_head_families():
+    """Names of the families whose optional package is installed, in registry order.
+
+    Returns
+    -------
+    families : tuple of str
+    """
+    return tuple(name for name, family in HEAD_FAMILIES.items() if family.is_available())
+
+
+def _family(family, factory):
+    if family not in HEAD_FAMILIES:
+        raise ValueError(f"{factory}: unknown head family {family!r}; expected one of "
+                         f"{tuple(HEAD_FAMILIES)}.")
+    return HEAD_FAMILIES[family]
+
+
 def make_age_head(family="mlp", *, random_state=None, n_samples=None, **params):
     """Build the default unfitted age estimator of a head family.
 
     Parameters
     ----------
     family : {"mlp", "lightgbm", "ordinal"}, default="mlp"
+        A key of :data:`HEAD_FAMILIES`:
+
         - ``"mlp"``: standardisation then an
           :class:`~sklearn.neural_network.MLPRegressor`. A label-distribution
           ``MLPClassifier`` (softmax over integer ages) with the same size and epochs
@@ -112,32 +264,8 @@ def make_age_head(family="mlp", *, random_state=None, n_samples=None, **params):
     >>> head.get_params()["model__alpha"]
     0.001
     """
-    _check_family(family, AGE_HEADS, "make_age_head")
-    if family == "mlp":
-        model = MLPRegressor(
-            hidden_layer_sizes=(256,),
-            alpha=1e-2,
-            learning_rate_init=2e-3,
-            random_state=random_state,
-            **_mlp_params(n_samples),
-        )
-        steps = [("scale", StandardScaler()), ("model", model)]
-    elif family == "lightgbm":
-        lightgbm = _import_lightgbm()
-        model = lightgbm.LGBMRegressor(
-            n_estimators=300,
-            learning_rate=0.05,
-            num_leaves=31,
-            colsample_bytree=0.3,
-            random_state=random_state,
-            verbose=-1,
-        )
-        steps = [("model", model)]
-    else:
-        steps = [("model", OrdinalLogisticRegression(alpha=10.0))]
-    head = Pipeline(steps)
-    head.set_params(**{f"model__{key}": value for key, value in params.items()})
-    return head
+    return _family(family, "make_age_head").make(
+        "age", random_state=random_state, n_samples=n_samples, **params)
 
 
 def make_gender_head(family="mlp", *, random_state=None, n_samples=None, **params):
@@ -146,6 +274,8 @@ def make_gender_head(family="mlp", *, random_state=None, n_samples=None, **param
     Parameters
     ----------
     family : {"mlp", "lightgbm", "ordinal"}, default="mlp"
+        A key of :data:`HEAD_FAMILIES`:
+
         - ``"mlp"``: standardisation then an :class:`~sklearn.neural_network.MLPClassifier`.
         - ``"lightgbm"``: a ``lightgbm.LGBMClassifier`` (needs
           ``pip install skagegender[lightgbm]``).
@@ -171,29 +301,5 @@ def make_gender_head(family="mlp", *, random_state=None, n_samples=None, **param
     >>> make_gender_head("ordinal", C=0.1).get_params()["model__C"]
     0.1
     """
-    _check_family(family, GENDER_HEADS, "make_gender_head")
-    if family == "mlp":
-        model = MLPClassifier(
-            hidden_layer_sizes=(128,),
-            alpha=1e-2,
-            random_state=random_state,
-            **_mlp_params(n_samples),
-        )
-        steps = [("scale", StandardScaler()), ("model", model)]
-    elif family == "lightgbm":
-        lightgbm = _import_lightgbm()
-        model = lightgbm.LGBMClassifier(
-            n_estimators=200,
-            learning_rate=0.05,
-            num_leaves=31,
-            colsample_bytree=0.3,
-            random_state=random_state,
-            verbose=-1,
-        )
-        steps = [("model", model)]
-    else:
-        model = LogisticRegression(C=0.05, max_iter=1000)
-        steps = [("scale", StandardScaler()), ("model", model)]
-    head = Pipeline(steps)
-    head.set_params(**{f"model__{key}": value for key, value in params.items()})
-    return head
+    return _family(family, "make_gender_head").make(
+        "gender", random_state=random_state, n_samples=n_samples, **params)

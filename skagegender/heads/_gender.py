@@ -8,10 +8,10 @@ from sklearn.calibration import CalibratedClassifierCV
 from sklearn.utils._param_validation import HasMethods, StrOptions
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import validate_data
 
-from ._base import drop_missing_rows, predict_present_rows, resolve_head
-from ._factory import GENDER_HEADS, make_gender_head
+from ._base import drop_missing_rows, predict_present_rows, resolve_head, validate_for_predict
+from ._factory import HEAD_FAMILIES, make_gender_head
 
 __all__ = ["GenderClassifier"]
 
@@ -87,7 +87,7 @@ class GenderClassifier(ClassifierMixin, BaseEstimator):
     """
 
     _parameter_constraints = {
-        "head": [StrOptions(set(GENDER_HEADS)), HasMethods(["fit", "predict"])],
+        "head": [StrOptions(set(HEAD_FAMILIES)), HasMethods(["fit", "predict"])],
         "calibration": [StrOptions({"sigmoid", "isotonic"}), None],
         "random_state": ["random_state"],
     }
@@ -135,10 +135,6 @@ class GenderClassifier(ClassifierMixin, BaseEstimator):
         self.head_ = head.fit(X, y_encoded)
         return self
 
-    def _validate_for_predict(self, X):
-        check_is_fitted(self)
-        return validate_data(self, X, reset=False, ensure_all_finite="allow-nan")
-
     def _proba(self, X):
         # the head saw indices 0..K-1, but a CV fold may have lacked some of them
         proba = np.zeros((X.shape[0], len(self.classes_)))
@@ -157,7 +153,7 @@ class GenderClassifier(ClassifierMixin, BaseEstimator):
         y : ndarray of shape (n_samples,)
             Labels from ``classes_``; ``np.nan`` for rows of ``X`` that contain NaN.
         """
-        X = self._validate_for_predict(X)
+        X = validate_for_predict(self, X)
         return predict_present_rows(
             lambda X: self.classes_[np.asarray(self.head_.predict(X), dtype=int)],
             X,
@@ -177,5 +173,5 @@ class GenderClassifier(ClassifierMixin, BaseEstimator):
         proba : ndarray of shape (n_samples, n_classes)
             Columns follow ``classes_``; NaN rows for rows of ``X`` that contain NaN.
         """
-        X = self._validate_for_predict(X)
+        X = validate_for_predict(self, X)
         return predict_present_rows(self._proba, X, tail_shape=(len(self.classes_),))

@@ -25,11 +25,9 @@ from scipy.special import expit, log_expit
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import (
-    _check_sample_weight,
-    check_is_fitted,
-    validate_data,
-)
+from sklearn.utils.validation import _check_sample_weight, validate_data
+
+from ._base import validate_for_predict
 
 __all__ = [
     "OrdinalLogisticRegression",
@@ -387,8 +385,7 @@ class OrdinalLogisticRegression(ClassifierMixin, BaseEstimator):
         proba : ndarray of shape (n_samples, n_classes)
             Columns follow ``classes_``.
         """
-        check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=np.float64)
+        X = validate_for_predict(self, X, ensure_all_finite=True, dtype=np.float64)
         return threshold_predict_proba(X, self.coef_, self.thresholds_)
 
     def predict(self, X):
@@ -403,6 +400,5 @@ class OrdinalLogisticRegression(ClassifierMixin, BaseEstimator):
         y : ndarray of shape (n_samples,)
             Labels from ``classes_``.
         """
-        check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=np.float64)
+        X = validate_for_predict(self, X, ensure_all_finite=True, dtype=np.float64)
         return self.classes_[threshold_predict(X, self.coef_, self.thresholds_)]

@@ -4,6 +4,8 @@ import numpy as np
 from sklearn.metrics import mean_absolute_error
 from sklearn.utils import check_consistent_length
 
+from .._utils import round_age
+
 __all__ = [
     "ADIENCE_EDGES",
     "FIVE_YEAR_EDGES",
@@ -75,8 +77,7 @@ def age_classes(ages, *, bins=None):
     [0, 1, 3, 4, 5, 7]
     """
     ages = np.asarray(ages, dtype=float)
-    rounded = np.floor(ages + 0.5)
-    classes = np.maximum(np.searchsorted(_edges(bins), rounded, side="right") - 1, 0)
+    classes = np.maximum(np.searchsorted(_edges(bins), round_age(ages), side="right") - 1, 0)
     return np.where(np.isnan(ages), -10, classes)
 
 
@@ -87,6 +88,13 @@ def _validate(y_true, y_pred, sample_weight):
     if np.isnan(y_true).any():
         raise ValueError("y_true contains NaN.")
     return y_true, y_pred
+
+
+def _class_score(y_true, y_pred, bins, sample_weight, max_distance):
+    """Fraction of predicted age classes at most ``max_distance`` classes from the truth."""
+    y_true, y_pred = _validate(y_true, y_pred, sample_weight)
+    distance = np.abs(age_classes(y_pred, bins=bins) - age_classes(y_true, bins=bins))
+    return float(np.average(distance <= max_distance, weights=sample_weight))
 
 
 def one_class_off_score(y_true, y_pred, *, bins=None, sample_weight=None):
@@ -117,9 +125,7 @@ def one_class_off_score(y_true, y_pred, *, bins=None, sample_weight=None):
     >>> one_class_off_score([22, 22, 22, 22], [17, 26.4, 31, 90])
     0.5
     """
-    y_true, y_pred = _validate(y_true, y_pred, sample_weight)
-    hit = np.abs(age_classes(y_pred, bins=bins) - age_classes(y_true, bins=bins)) <= 1
-    return float(np.average(hit, weights=sample_weight))
+    return _class_score(y_true, y_pred, bins, sample_weight, max_distance=1)
 
 
 def exact_class_score(y_true, y_pred, *, bins=None, sample_weight=None):
@@ -145,9 +151,7 @@ def exact_class_score(y_true, y_pred, *, bins=None, sample_weight=None):
     >>> exact_class_score([22, 22], [24.4, 24.5])
     0.5
     """
-    y_true, y_pred = _validate(y_true, y_pred, sample_weight)
-    hit = age_classes(y_pred, bins=bins) == age_classes(y_true, bins=bins)
-    return float(np.average(hit, weights=sample_weight))
+    return _class_score(y_true, y_pred, bins, sample_weight, max_distance=0)
 
 
 def cumulative_score(y_true, y_pred, *, threshold=5, sample_weight=None):
@@ -234,7 +238,7 @@ def age_error_report(y_true, y_pred, *, groups=None):
     """
     y_true, y_pred = _validate(y_true, y_pred, None)
     records = [_report_row("all", "all", y_true, y_pred)]
-    rounded = np.floor(y_true + 0.5)
+    rounded = round_age(y_true)
     for label, low, high in _REPORT_AGE_GROUPS:
         mask = (rounded >= low) & (rounded <= high)
         if mask.any():

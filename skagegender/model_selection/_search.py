@@ -6,7 +6,6 @@ Optuna is imported when a search is fitted, not when this module is imported, so
 
 import contextlib
 import copy
-import importlib.util
 import json
 import time
 import traceback
@@ -281,6 +280,94 @@ def _fit_and_score(estimator, X, y, scorer, train, test, fit_params, return_trai
         result.setdefault("fit_time", time.perf_counter() - start)
         result["error"] = traceback.format_exc()
     return result
+
+
+def _finished_states(optuna):
+    """The trial states that count towards ``n_trials`` and appear in ``cv_results_``."""
+    return (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+
+
+def _warn_fit_errors(fit_errors, n_fits, error_score):
+    """Warn, as GridSearchCV does, that some of the ``n_fits`` fits of this call failed."""
+    warnings.warn(
+        f"\n{len(fit_errors)} fits failed out of a total of {n_fits}.\n"
+        f"The score on these splits was set to {error_score}; a trial with a NaN "
+        "score ends FAIL and is left out of cv_results_. You can debug the errors "
+        f"by setting error_score='raise'.\n\n{_summarize_errors(fit_errors)}",
+        FitFailedWarning,
+    )
+
+
+class _TrialObjective:
+    """The Optuna objective of one :meth:`HeadSearchCV.fit`: the mean score over the splits.
+
+    Each trial fits and scores a clone of the estimator with the sampled parameters on
+    every split, ``n_jobs`` splits at a time; after each batch it reports the running mean
+    so that the pruner may stop the trial. The per-split results are stored in the trial's
+    user attributes. ``n_fits`` and ``fit_errors`` count over all the trials of this call.
+    """
+
+    def __init__(self, search, X, y, splits, scorer, fit_params):
+        self.search = search
+        self.X, self.y = X, y
+        self.splits = splits
+        self.scorer = scorer
+        self.fit_params = fit_params
+        self.batch = max(1, min(len(splits), effective_n_jobs(search.n_jobs)))
+        self.parallel = Parallel(n_jobs=search.n_jobs)
+        self.n_fits = 0
+        self.fit_errors = []
+
+    def __call__(self, trial):
+        optuna = _import_optuna()
+        search = self.search
+        n_splits = len(self.splits)
+        params = _sample_params(search.search_space, trial)
+        base = clone(search.estimator).set_params(**clone(params, safe=False))
+        results = {attr: [np.nan] * n_splits
+                   for attr in (_ATTR_TEST, _ATTR_TRAIN, _ATTR_FIT_TIME, _ATTR_SCORE_TIME)}
+        errors = []
+        for start in range(0, n_splits, self.batch):
+            indices = range(start, min(start + self.batch, n_splits))
+            self._fit_batch(base, indices, results, errors)
+            for i in indices:
+                running = np.mean(results[_ATTR_TEST][: i + 1])
+                if np.isfinite(running):
+                    trial.report(float(running), step=i)
+            if indices[-1] < n_splits - 1 and trial.should_prune():
+                self._record(trial, results, errors)
+                raise optuna.TrialPruned()
+        self._record(trial, results, errors)
+        return float(np.mean(results[_ATTR_TEST]))
+
+    def _fit_batch(self, base, indices, results, errors):
+        """Fit and score clones of ``base`` on the splits ``indices``, in parallel."""
+        search = self.search
+        outcomes = self.parallel(
+            delayed(_fit_and_score)(
+                clone(base), self.X, self.y, self.scorer, *self.splits[i], self.fit_params,
+                search.return_train_score, search.error_score,
+            )
+            for i in indices
+        )
+        self.n_fits += len(indices)
+        for i, outcome in zip(indices, outcomes):
+            results[_ATTR_TEST][i] = outcome["test"]
+            results[_ATTR_TRAIN][i] = outcome["train"]
+            results[_ATTR_FIT_TIME][i] = outcome["fit_time"]
+            results[_ATTR_SCORE_TIME][i] = outcome["score_time"]
+            if outcome["error"] is not None:
+                errors.append(outcome["error"])
+                self.fit_errors.append(outcome["error"])
+
+    def _record(self, trial, results, errors):
+        """Store the trial's per-split results: once per trial, each is a database write."""
+        for attr in (_ATTR_TEST, _ATTR_FIT_TIME, _ATTR_SCORE_TIME):
+            trial.set_user_attr(attr, results[attr])
+        if self.search.return_train_score:
+            trial.set_user_attr(_ATTR_TRAIN, results[_ATTR_TRAIN])
+        if errors:
+            trial.set_user_attr(_ATTR_ERRORS, errors)
 
 
 class HeadSearchCV(MetaEstimatorMixin, BaseEstimator):
@@ -650,6 +737,29 @@ class HeadSearchCV(MetaEstimatorMixin, BaseEstimator):
             The fitted search.
         """
         optuna = _import_optuna()
+        self._check_search_params(optuna)
+        X, y, groups = indexable(X, y, groups)
+        cv = check_cv(self.cv, y, classifier=is_classifier(self.estimator))
+        splits = list(cv.split(X, y, groups))
+        scorer = self._get_scorer()
+        objective = _TrialObjective(self, X, y, splits, scorer, fit_params)
+        study = self._run_study(optuna, objective, self._study_record(scorer))
+
+        self.study_ = study
+        self.n_splits_ = len(splits)
+        self.scorer_ = scorer
+        trials = study.get_trials(deepcopy=False, states=_finished_states(optuna))
+        if not any(t.state == optuna.trial.TrialState.COMPLETE for t in trials):
+            self._raise_all_failed(study)
+        if objective.fit_errors:
+            _warn_fit_errors(objective.fit_errors, objective.n_fits, self.error_score)
+        self._set_best(study, trials)
+        if self.refit:
+            self._refit(X, y, fit_params)
+        return self
+
+    def _check_search_params(self, optuna):
+        """What ``_parameter_constraints`` cannot say: the search ends, the space is Optuna's."""
         if self.n_trials is None and self.timeout is None:
             raise ValueError("n_trials and timeout cannot both be None: the search would not end")
         if isinstance(self.search_space, dict):
@@ -660,62 +770,13 @@ class HeadSearchCV(MetaEstimatorMixin, BaseEstimator):
                         "use a callable search_space for anything else"
                     )
 
-        X, y, groups = indexable(X, y, groups)
-        cv = check_cv(self.cv, y, classifier=is_classifier(self.estimator))
-        splits = list(cv.split(X, y, groups))
-        n_splits = len(splits)
-        scorer = self._get_scorer()
-        batch = max(1, min(n_splits, effective_n_jobs(self.n_jobs)))
-        parallel = Parallel(n_jobs=self.n_jobs)
-        error_score = self.error_score
-        n_fits, fit_errors = [0], []
-
-        def objective(trial):
-            params = _sample_params(self.search_space, trial)
-            base = clone(self.estimator).set_params(**clone(params, safe=False))
-            test, train = [np.nan] * n_splits, [np.nan] * n_splits
-            fit_times, score_times, errors = [np.nan] * n_splits, [np.nan] * n_splits, []
-
-            def record():  # once per trial: each attribute is a database write
-                trial.set_user_attr(_ATTR_TEST, test)
-                trial.set_user_attr(_ATTR_FIT_TIME, fit_times)
-                trial.set_user_attr(_ATTR_SCORE_TIME, score_times)
-                if self.return_train_score:
-                    trial.set_user_attr(_ATTR_TRAIN, train)
-                if errors:
-                    trial.set_user_attr(_ATTR_ERRORS, errors)
-
-            for start in range(0, n_splits, batch):
-                indices = range(start, min(start + batch, n_splits))
-                results = parallel(
-                    delayed(_fit_and_score)(
-                        clone(base), X, y, scorer, *splits[i], fit_params,
-                        self.return_train_score, error_score,
-                    )
-                    for i in indices
-                )
-                n_fits[0] += len(indices)
-                for i, result in zip(indices, results):
-                    test[i], train[i] = result["test"], result["train"]
-                    fit_times[i], score_times[i] = result["fit_time"], result["score_time"]
-                    if result["error"] is not None:
-                        errors.append(result["error"])
-                        fit_errors.append(result["error"])
-                for i in indices:
-                    running = np.mean(test[: i + 1])
-                    if np.isfinite(running):
-                        trial.report(float(running), step=i)
-                if indices[-1] < n_splits - 1 and trial.should_prune():
-                    record()
-                    raise optuna.TrialPruned()
-            record()
-            return float(np.mean(test))
-
+    def _run_study(self, optuna, objective, record):
+        """Create or resume the study and run the trials it still lacks; returns the study."""
         with _optuna_verbosity(optuna, self.verbose), warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-            study = self._create_study(optuna, self._study_record(scorer))
+            study = self._create_study(optuna, record)
             optuna.storages.fail_stale_trials(study)
-            counted = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+            counted = _finished_states(optuna)
             n_done = len(study.get_trials(deepcopy=False, states=counted))
             if self.n_trials is None:
                 study.optimize(objective, timeout=self.timeout)
@@ -727,41 +788,30 @@ class HeadSearchCV(MetaEstimatorMixin, BaseEstimator):
                     callbacks=[optuna.study.MaxTrialsCallback(self.n_trials, states=counted)],
                 )
             optuna.storages.fail_stale_trials(study)
+        return study
 
-        self.study_ = study
-        self.n_splits_ = n_splits
-        self.scorer_ = scorer
-        trials = study.get_trials(deepcopy=False, states=counted)
-        if not any(t.state == optuna.trial.TrialState.COMPLETE for t in trials):
-            self._raise_all_failed(study)
-        if fit_errors:
-            warnings.warn(
-                f"\n{len(fit_errors)} fits failed out of a total of {n_fits[0]}.\n"
-                f"The score on these splits was set to {error_score}; a trial with a NaN "
-                "score ends FAIL and is left out of cv_results_. You can debug the errors "
-                f"by setting error_score='raise'.\n\n{_summarize_errors(fit_errors)}",
-                FitFailedWarning,
-            )
+    def _set_best(self, study, trials):
+        """``n_trials_``, ``cv_results_`` and the ``best_*`` attributes from the finished trials."""
         self.n_trials_ = len(trials)
-        self.cv_results_ = self._format_results(trials, n_splits)
+        self.cv_results_ = self._format_results(trials, self.n_splits_)
         best = study.best_trial
         self.best_index_ = next(i for i, t in enumerate(trials) if t.number == best.number)
         self.best_params_ = self.cv_results_["params"][self.best_index_]
         self.best_score_ = float(best.value)
 
-        if self.refit:
-            self.best_estimator_ = clone(self.estimator).set_params(
-                **clone(self.best_params_, safe=False)
-            )
-            start = time.perf_counter()
-            if y is None:
-                self.best_estimator_.fit(X, **fit_params)
-            else:
-                self.best_estimator_.fit(X, y, **fit_params)
-            self.refit_time_ = time.perf_counter() - start
-            if hasattr(self.best_estimator_, "feature_names_in_"):
-                self.feature_names_in_ = self.best_estimator_.feature_names_in_
-        return self
+    def _refit(self, X, y, fit_params):
+        """Fit ``best_estimator_`` with ``best_params_`` on all the data."""
+        self.best_estimator_ = clone(self.estimator).set_params(
+            **clone(self.best_params_, safe=False)
+        )
+        start = time.perf_counter()
+        if y is None:
+            self.best_estimator_.fit(X, **fit_params)
+        else:
+            self.best_estimator_.fit(X, y, **fit_params)
+        self.refit_time_ = time.perf_counter() - start
+        if hasattr(self.best_estimator_, "feature_names_in_"):
+            self.feature_names_in_ = self.best_estimator_.feature_names_in_
 
     def _raise_all_failed(self, study):
         details = _summarize_errors(
@@ -961,45 +1011,13 @@ class _DefaultHeadSpace:
             f"families={list(self.families)!r}, random_state={self.random_state!r})"
         )
 
-    def hyperparameters(self, trial, family):
-        """The family's model-step parameters, suggested by ``trial``.
-
-        Trial parameter names carry the family (``"mlp__alpha"``, ``"ordinal__alpha"``),
-        so the sampler never mixes one family's alpha with another's.
-        """
-        name = f"{self.prefix}{family}__"
-        if family == "mlp":
-            width = trial.suggest_categorical(f"{name}width", [64, 128, 256, 512])
-            depth = trial.suggest_int(f"{name}depth", 1, 2)
-            return {
-                "hidden_layer_sizes": (width,) * depth,
-                "alpha": trial.suggest_float(f"{name}alpha", 1e-5, 1.0, log=True),
-                "learning_rate_init": trial.suggest_float(
-                    f"{name}learning_rate_init", 1e-4, 1e-2, log=True
-                ),
-            }
-        if family == "lightgbm":
-            ints = [("n_estimators", 50, 600), ("num_leaves", 7, 63), ("min_child_samples", 5, 50)]
-            floats = [("learning_rate", 0.01, 0.3, True), ("colsample_bytree", 0.1, 1.0, False),
-                      ("reg_lambda", 1e-8, 10.0, True)]
-            params = {k: trial.suggest_int(f"{name}{k}", lo, hi, log=True) for k, lo, hi in ints}
-            params.update({k: trial.suggest_float(f"{name}{k}", lo, hi, log=log)
-                           for k, lo, hi, log in floats})
-            return params
-        if self.task == "age":  # OrdinalLogisticRegression
-            return {"alpha": trial.suggest_float(f"{name}alpha", 1e-2, 1e3, log=True)}
-        # With two classes the ordinal family is a LogisticRegression.
-        return {"C": trial.suggest_float(f"{name}C", 1e-3, 10.0, log=True)}
-
     def __call__(self, trial):
-        from skagegender.heads import make_age_head, make_gender_head
+        from ..heads import HEAD_FAMILIES
 
-        factory = make_age_head if self.task == "age" else make_gender_head
         family = trial.suggest_categorical(f"{self.prefix}head", list(self.families))
-        params = self.hyperparameters(trial, family)
-        return {
-            f"{self.prefix}head": factory(family, random_state=self.random_state, **params)
-        }
+        head = HEAD_FAMILIES[family].suggest(
+            self.task, trial, prefix=self.prefix, random_state=self.random_state)
+        return {f"{self.prefix}head": head}
 
 
 def default_head_space(task="age", *, prefix="", families=None, random_state=None):
@@ -1056,12 +1074,11 @@ def default_head_space(task="age", *, prefix="", families=None, random_state=Non
     >>> params["head"].get_params()["model__alpha"]
     0.1
     """
+    from ..heads import available_head_families
+
     if task not in ("age", "gender"):
         raise ValueError(f"task must be 'age' or 'gender', got {task!r}")
-    available = ["mlp"]
-    if importlib.util.find_spec("lightgbm") is not None:
-        available.append("lightgbm")
-    available.append("ordinal")
+    available = list(available_head_families())
     if families is None:
         families = available
     else:
