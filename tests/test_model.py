@@ -4,6 +4,7 @@ import zipfile
 
 import numpy as np
 import pytest
+from sklearn.linear_model import Ridge
 
 from skagegender.embedding import ArcFaceEmbedder
 from skagegender.heads import AgeRegressor, GenderClassifier
@@ -117,3 +118,48 @@ def test_embed_dataset_progress_and_cache(shared_data, tmp_path, capsys):
     assert capsys.readouterr().err == ""
     assert list(same.paths) == list(data.paths)
     np.testing.assert_array_equal(again, X)
+
+
+class _IntervalHead(AgeRegressor):
+    """An age head whose intervals fail the way ``error`` says."""
+
+    def __init__(self, head="ordinal", *, error=ValueError):
+        super().__init__(head)
+        self.error = error
+
+    def predict_interval(self, X, coverage=0.8):
+        raise self.error("interval failed")
+
+
+def _features(n=60, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 4))
+    return X, np.clip(40 + 10 * X[:, 0], 1, 90), np.where(X[:, 1] > 0, "male", "female")
+
+
+def test_model_validates_its_parameters_and_drops_unknown_genders():
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    X, age, gender = _features()
+    with pytest.raises(InvalidParameterError, match="age_head"):
+        AgeGenderModel(ArcFaceEmbedder(), age_head="mlp").fit_features(X, age)
+    with pytest.raises(InvalidParameterError, match="gender_head"):
+        AgeGenderModel(ArcFaceEmbedder(), gender_head=Ridge()).fit_features(X, age, gender)
+    gender = gender.astype(object)
+    gender[:3] = [None, "", np.nan]  # three ways of "unknown"
+    model = AgeGenderModel(ArcFaceEmbedder(), age_head=AgeRegressor("ordinal"),
+                           gender_head=GenderClassifier("ordinal"))
+    model.fit_features(X, age, gender)
+    assert model.gender_head_.classes_.tolist() == ["female", "male"]
+
+
+def test_an_interval_error_is_raised_not_hidden():
+    X, age, _ = _features()
+    broken = AgeGenderModel(ArcFaceEmbedder(), age_head=_IntervalHead(error=ValueError))
+    broken.fit_features(X, age)
+    with pytest.raises(ValueError, match="interval failed"):
+        broken.predict_details(X[:2])
+    # a head that says it has no interval gives NaN intervals, not an error
+    none = AgeGenderModel(ArcFaceEmbedder(), age_head=_IntervalHead(error=NotImplementedError))
+    details = none.fit_features(X, age).predict_details(X[:2])
+    assert np.isnan(details["age_interval"]).all() and np.isfinite(details["age"]).all()

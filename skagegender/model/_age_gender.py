@@ -1,8 +1,11 @@
 """AgeGenderModel: photos in, age and gender of every face out."""
 
 import numpy as np
-from sklearn.base import BaseEstimator, clone
+from sklearn.base import BaseEstimator, _fit_context, clone
+from sklearn.utils._param_validation import HasMethods
 from sklearn.utils.validation import check_is_fitted
+
+from .._utils import known_labels
 
 from ._persistence import (
     BackboneMismatchError,
@@ -104,6 +107,12 @@ class AgeGenderModel(BaseEstimator):
     31.4
     """
 
+    _parameter_constraints = {
+        "embedder": [HasMethods(["transform", "backbone_info"]), None],
+        "age_head": [HasMethods(["fit", "predict"]), None],
+        "gender_head": [HasMethods(["fit", "predict_proba"]), None],
+    }
+
     def __init__(self, embedder=None, *, age_head=None, gender_head=None):
         self.embedder = embedder
         self.age_head = age_head
@@ -112,6 +121,7 @@ class AgeGenderModel(BaseEstimator):
     def _embedder(self):
         return self.embedder if self.embedder is not None else _default_embedder()
 
+    @_fit_context(prefer_skip_nested_validation=False)  # the heads validate their own
     def fit(self, X, age, gender=None):
         """Embed images X and fit the heads.
 
@@ -127,6 +137,7 @@ class AgeGenderModel(BaseEstimator):
         """
         return self.fit_features(self._embedder().transform(X), age, gender)
 
+    @_fit_context(prefer_skip_nested_validation=False)
     def fit_features(self, features, age, gender=None):
         """Fit the heads on precomputed features (rows of NaN are dropped by the heads).
 
@@ -151,7 +162,7 @@ class AgeGenderModel(BaseEstimator):
         self.gender_head_ = None
         if gender is not None:
             gender = np.asarray(gender, dtype=object)
-            known = np.array([g is not None and g == g for g in gender])
+            known = known_labels(gender)
             head = self.gender_head if self.gender_head is not None else _default_gender()
             self.gender_head_ = clone(head).fit(features[known], gender[known].astype(str))
         self.n_features_in_ = features.shape[1]
@@ -172,8 +183,8 @@ class AgeGenderModel(BaseEstimator):
             if hasattr(self.age_head_, "predict_interval"):
                 try:
                     intervals[found] = self.age_head_.predict_interval(rows, coverage=0.8)
-                except (AttributeError, NotImplementedError, ValueError):
-                    pass
+                except (AttributeError, NotImplementedError):
+                    pass  # this head gives no interval; any other error is a real one
             if self.gender_head_ is not None:
                 proba = self.gender_head_.predict_proba(rows)
                 best = proba.argmax(axis=1)

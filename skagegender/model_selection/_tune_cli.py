@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._utils import npy_header
+from .._utils import known_labels, npy_header
 
 _USAGE_ERROR = 2
 _INTERRUPTED = 130
@@ -144,12 +144,7 @@ def _labeled(target, age, gender):
     if gender is None:
         raise _TuneError("the data has no gender labels")
     y = np.asarray(gender)
-    if y.dtype.kind == "f":  # numeric codes, NaN when unknown
-        return y, np.isfinite(y)
-    if y.dtype.kind != "O":  # strings ('' when unknown), integers, booleans
-        return y, y != "" if y.dtype.kind == "U" else np.ones(len(y), dtype=bool)
-    known = np.array([v is not None and v == v and v != "" for v in y], dtype=bool)
-    return y, known
+    return y, known_labels(y)
 
 
 # What each feature-file array must be: number of dimensions, allowed dtype kinds
