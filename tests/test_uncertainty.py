@@ -82,35 +82,39 @@ def _blend():
 
 @pytest.mark.slow
 def test_interval_keeps_its_coverage_on_faces_it_was_not_calibrated_on(real_rows):
+    from skagegender.pretrained._recipe import AGE_INTERVAL_EDGES
+
     X, age, _, fg_x, fg_age = real_rows
     rng = np.random.default_rng(0)
     order = rng.permutation(len(X))
     cal, test = order[: len(X) // 2], order[len(X) // 2:]
-    model = ConformalAgeRegressor(_blend(), spread_floor=2.0, cv=None).fit(X[cal], age[cal])
+    # one pool of scores: split conformal's guarantee, coverage in [c, c + 1/(n+1)] on average
+    pooled = ConformalAgeRegressor(_blend(), spread_floor=2.0, age_edges=(), cv=None)
+    pooled.fit(X[cal], age[cal])
     for coverage in (0.5, 0.8, 0.9):
-        got = interval_coverage(age[test], model.predict_interval(X[test], coverage=coverage))
-        # ~230 held-out faces: the binomial standard deviation is <= 3.3 points
-        assert abs(got - coverage) < 0.1, (coverage, got)
+        got = interval_coverage(age[test], pooled.predict_interval(X[test], coverage=coverage))
+        # ~240 held-out faces: the binomial standard deviation is <= 3.3 points
+        assert abs(got - coverage) < 0.08, (coverage, got)
+    # the shipped groups: each group's finite-sample correction errs on the wide side
+    grouped = ConformalAgeRegressor(_blend(), spread_floor=2.0, age_edges=AGE_INTERVAL_EDGES,
+                                    cv=None).fit(X[cal], age[cal])
+    interval = grouped.predict_interval(X[test])
+    assert 0.72 <= interval_coverage(age[test], interval) <= 0.95
     # adaptive: a predicted child gets a narrower interval than a predicted 40+ adult
-    interval = model.predict_interval(X[test])
-    width, point = interval[:, 1] - interval[:, 0], model.predict(X[test])
+    width, point = interval[:, 1] - interval[:, 0], grouped.predict(X[test])
     assert width[point < 13].mean() < 0.6 * width[point >= 40].mean()
     report = interval_report(age[test], interval)
     assert report[0]["coverage"] == interval_coverage(age[test], interval)
 
 
 @pytest.mark.slow
-def test_calibration_on_unseen_subjects_widens_where_the_domain_is_harder(real_rows):
-    """FG-NET scans: calibrated on UTKFace rows alone the interval under-covers them;
-    adding other FG-NET subjects to the calibration rows brings coverage up."""
+def test_unseen_fgnet_subjects_are_covered(real_rows):
+    """Calibrated on UTKFace rows and FG-NET subjects 001-005, scored on 006-010."""
     X, age, _, fg_x, fg_age = real_rows
-    utk_only = ConformalAgeRegressor(_blend(), spread_floor=2.0, cv=None).fit(X, age)
-    half = np.arange(len(fg_x)) < len(fg_x) // 2  # subjects 001-005 vs 006-010 (sorted)
-    mixed = ConformalAgeRegressor(_blend(), spread_floor=2.0, cv=None).fit(
-        np.vstack([X, fg_x[half]]), np.concatenate([age, fg_age[half]]))
-    before = interval_coverage(fg_age[~half], utk_only.predict_interval(fg_x[~half]))
-    after = interval_coverage(fg_age[~half], mixed.predict_interval(fg_x[~half]))
-    assert after >= before
+    first = np.arange(len(fg_x)) < len(fg_x) // 2  # images are sorted by subject
+    model = ConformalAgeRegressor(_blend(), spread_floor=2.0, cv=None).fit(
+        np.vstack([X, fg_x[first]]), np.concatenate([age, fg_age[first]]))
+    assert interval_coverage(fg_age[~first], model.predict_interval(fg_x[~first])) >= 0.7
 
 
 @pytest.mark.slow
