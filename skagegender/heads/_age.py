@@ -11,7 +11,13 @@ from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import validate_data
 
 from .._utils import round_age
-from ._base import drop_missing_rows, predict_present_rows, resolve_head, validate_for_predict
+from ._base import (
+    MissingRowsMixin,
+    drop_missing_rows,
+    predict_present_rows,
+    resolve_head,
+    validate_for_predict,
+)
 from ._factory import HEAD_FAMILIES, make_age_head
 
 __all__ = ["AgeRegressor"]
@@ -25,7 +31,7 @@ def _is_distribution_head(head):
     return is_classifier(head) and hasattr(head, "predict_proba")
 
 
-class AgeRegressor(RegressorMixin, BaseEstimator):
+class AgeRegressor(MissingRowsMixin, RegressorMixin, BaseEstimator):
     """Age in years from face feature vectors.
 
     ``head`` picks the model. A family name is a shorthand, resolved at fit time to
@@ -108,11 +114,6 @@ class AgeRegressor(RegressorMixin, BaseEstimator):
         self.age_range = age_range
         self.interval_cv = interval_cv
         self.random_state = random_state
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.allow_nan = True
-        return tags
 
     @_fit_context(prefer_skip_nested_validation=False)
     def fit(self, X, y):

@@ -7,6 +7,19 @@ from sklearn.base import clone
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 
+class MissingRowsMixin:
+    """For heads that take rows of NaN (no face found upstream): the ``allow_nan`` tag.
+
+    Such a head drops them in ``fit`` (:func:`drop_missing_rows`) and gives NaN outputs
+    for them (:func:`predict_present_rows`). Put it left of ``BaseEstimator``.
+    """
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True
+        return tags
+
+
 def drop_missing_rows(estimator, X, *arrays):
     """Drop training rows whose features contain NaN, with a warning that counts them.
 

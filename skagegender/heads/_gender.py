@@ -10,7 +10,13 @@ from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import validate_data
 
-from ._base import drop_missing_rows, predict_present_rows, resolve_head, validate_for_predict
+from ._base import (
+    MissingRowsMixin,
+    drop_missing_rows,
+    predict_present_rows,
+    resolve_head,
+    validate_for_predict,
+)
 from ._factory import HEAD_FAMILIES, make_gender_head
 
 __all__ = ["GenderClassifier"]
@@ -25,7 +31,7 @@ def _has_proba(estimator):
     )
 
 
-class GenderClassifier(ClassifierMixin, BaseEstimator):
+class GenderClassifier(MissingRowsMixin, ClassifierMixin, BaseEstimator):
     """Gender from face feature vectors, with optional probability calibration.
 
     ``head`` picks the model, as in :class:`AgeRegressor`: a family name is resolved at
@@ -96,11 +102,6 @@ class GenderClassifier(ClassifierMixin, BaseEstimator):
         self.head = head
         self.calibration = calibration
         self.random_state = random_state
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.allow_nan = True
-        return tags
 
     @_fit_context(prefer_skip_nested_validation=False)
     def fit(self, X, y):

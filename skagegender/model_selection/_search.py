@@ -223,6 +223,32 @@ def _search_estimator_has(attr):
     return check
 
 
+def _delegate_to_best(method, summary, returns):
+    """A method of the search that calls ``method`` of ``best_estimator_`` on ``X``.
+
+    It exists only when the best estimator (before fit: the estimator) has ``method``.
+    """
+
+    def delegated(self, X):
+        check_is_fitted(self)
+        return getattr(self.best_estimator_, method)(X)
+
+    delegated.__name__ = delegated.__qualname__ = method
+    delegated.__doc__ = f"""{summary}
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Samples.
+
+        Returns
+        -------
+        {returns}
+            ``best_estimator_.{method}(X)``.
+        """
+    return available_if(_search_estimator_has(method))(delegated)
+
+
 def _final_estimator(estimator):
     while hasattr(estimator, "steps"):
         estimator = estimator.steps[-1][1]
@@ -870,90 +896,21 @@ class HeadSearchCV(MetaEstimatorMixin, BaseEstimator):
                 results["rank_test_score"] = ranks
         return results
 
-    @available_if(_search_estimator_has("predict"))
-    def predict(self, X):
-        """Predict with the best estimator.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Samples.
-
-        Returns
-        -------
-        y_pred : ndarray of shape (n_samples,)
-            ``best_estimator_.predict(X)``.
-        """
-        check_is_fitted(self)
-        return self.best_estimator_.predict(X)
-
-    @available_if(_search_estimator_has("predict_proba"))
-    def predict_proba(self, X):
-        """Class probabilities from the best estimator.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Samples.
-
-        Returns
-        -------
-        proba : ndarray of shape (n_samples, n_classes)
-            ``best_estimator_.predict_proba(X)``.
-        """
-        check_is_fitted(self)
-        return self.best_estimator_.predict_proba(X)
-
-    @available_if(_search_estimator_has("predict_log_proba"))
-    def predict_log_proba(self, X):
-        """Log class probabilities from the best estimator.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Samples.
-
-        Returns
-        -------
-        log_proba : ndarray of shape (n_samples, n_classes)
-            ``best_estimator_.predict_log_proba(X)``.
-        """
-        check_is_fitted(self)
-        return self.best_estimator_.predict_log_proba(X)
-
-    @available_if(_search_estimator_has("decision_function"))
-    def decision_function(self, X):
-        """Decision function of the best estimator.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Samples.
-
-        Returns
-        -------
-        scores : ndarray of shape (n_samples,) or (n_samples, n_classes)
-            ``best_estimator_.decision_function(X)``.
-        """
-        check_is_fitted(self)
-        return self.best_estimator_.decision_function(X)
-
-    @available_if(_search_estimator_has("transform"))
-    def transform(self, X):
-        """Transform with the best estimator.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Samples.
-
-        Returns
-        -------
-        Xt : ndarray of shape (n_samples, n_output_features)
-            ``best_estimator_.transform(X)``.
-        """
-        check_is_fitted(self)
-        return self.best_estimator_.transform(X)
+    predict = _delegate_to_best(
+        "predict", "Predict with the best estimator.",
+        "y_pred : ndarray of shape (n_samples,)")
+    predict_proba = _delegate_to_best(
+        "predict_proba", "Class probabilities from the best estimator.",
+        "proba : ndarray of shape (n_samples, n_classes)")
+    predict_log_proba = _delegate_to_best(
+        "predict_log_proba", "Log class probabilities from the best estimator.",
+        "log_proba : ndarray of shape (n_samples, n_classes)")
+    decision_function = _delegate_to_best(
+        "decision_function", "Decision function of the best estimator.",
+        "scores : ndarray of shape (n_samples,) or (n_samples, n_classes)")
+    transform = _delegate_to_best(
+        "transform", "Transform with the best estimator.",
+        "Xt : ndarray of shape (n_samples, n_output_features)")
 
     @available_if(_search_estimator_has("score"))
     def score(self, X, y=None):
