@@ -114,6 +114,13 @@ def _logistic_gender_steps(random_state, n_samples):
 # -- default search spaces: (trial, name) -> model-step parameters --------------------
 # ``name`` prefixes every Optuna parameter with the family ("mlp__alpha",
 # "ordinal__alpha"), so the sampler never mixes one family's alpha with another's.
+# "mlp": hidden layer width (64-512) and depth (1-2), alpha (L2, 1e-5-1, log),
+#   learning_rate_init (1e-4-1e-2, log).
+# "lightgbm": n_estimators (50-600), num_leaves (7-63), min_child_samples (5-50),
+#   learning_rate (0.01-0.3), colsample_bytree (0.1-1), reg_lambda (1e-8-10); log scales
+#   except colsample_bytree.
+# "ordinal": alpha (1e-2-1e3, log) of OrdinalLogisticRegression for age; C (1e-3-10,
+#   log) of the logistic regression it is for two genders.
 
 def _mlp_space(trial, name):
     width = trial.suggest_categorical(f"{name}width", [64, 128, 256, 512])
@@ -160,6 +167,14 @@ class HeadFamily:
         Optuna ``trial``, each Optuna parameter named ``name + <parameter>``.
     requires : str or None, default=None
         The optional package the family needs (``"lightgbm"``), imported when built.
+
+    Examples
+    --------
+    >>> from skagegender.heads import HEAD_FAMILIES
+    >>> list(HEAD_FAMILIES)
+    ['mlp', 'lightgbm', 'ordinal']
+    >>> HEAD_FAMILIES["ordinal"].make("gender", C=0.5)[-1]
+    LogisticRegression(C=0.5, max_iter=1000)
     """
 
     name: str

@@ -985,17 +985,9 @@ def default_head_space(task="age", *, prefix="", families=None, random_state=Non
     :class:`~skagegender.heads.GenderClassifier`: each trial picks a family and its key
     hyperparameters and sets ``head`` to the family's default estimator
     (:func:`~skagegender.heads.make_age_head` / :func:`~skagegender.heads.make_gender_head`)
-    with those hyperparameters on its ``model`` step:
-
-    - ``"mlp"``: hidden layer width (64-512) and depth (1-2), ``alpha`` (L2, 1e-5-1,
-      log), ``learning_rate_init`` (1e-4-1e-2, log);
-    - ``"lightgbm"`` (offered only when lightgbm is installed): ``n_estimators``
-      (50-600), ``num_leaves`` (7-63), ``min_child_samples`` (5-50), ``learning_rate``
-      (0.01-0.3), ``colsample_bytree`` (0.1-1), ``reg_lambda`` (1e-8-10), log scales
-      except ``colsample_bytree``;
-    - ``"ordinal"``: ``alpha`` (1e-2-1e3, log) of
-      :class:`~skagegender.heads.OrdinalLogisticRegression` for age; ``C`` (1e-3-10,
-      log) of the logistic regression it is for two genders.
+    with those hyperparameters on its ``model`` step. The families, their estimators and
+    their spaces are those of :data:`skagegender.heads.HEAD_FAMILIES`
+    (``"lightgbm"`` is offered only when lightgbm is installed).
 
     Optuna's own parameter names are the family name and the hyperparameters prefixed
     by their family (``{"head": "mlp", "mlp__alpha": 0.01, ...}``, in
