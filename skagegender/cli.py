@@ -180,7 +180,18 @@ def _positive_or_all(text):
 
 # -- predict -------------------------------------------------------------------
 
-def _predict_chunk(model, paths, targets):
+def _coverage(text):
+    """argparse type of --coverage: a number strictly between 0 and 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be a number strictly between 0 and 1, got {text!r}")
+    return value
+
+
+def _predict_chunk(model, paths, targets, coverage):
     """Predict (and draw) a few inputs: per input ``(faces, records, error)``.
 
     Module level so that joblib can send it to worker processes.
@@ -194,7 +205,7 @@ def _predict_chunk(model, paths, targets):
         except ImageLoadError as exc:
             out.append((None, [], exc.reason))
             continue
-        records = model.predict_faces(path, faces=faces)
+        records = model.predict_faces(path, faces=faces, coverage=coverage)
         error = _annotate(model, path, records, target) if target else None
         out.append((faces, records, error))
     return out
@@ -249,7 +260,7 @@ class _FaceCache:
         self.store.close()
 
 
-def _predict_stream(model, items, targets, *, n_jobs, cache):
+def _predict_stream(model, items, targets, *, n_jobs, cache, coverage):
     """Yield ``(path, records, error)`` per item, in input order, as each is done."""
     from joblib import Parallel, delayed
 
@@ -264,15 +275,16 @@ def _predict_stream(model, items, targets, *, n_jobs, cache):
     chunks = [todo[k:k + size] for k in range(0, len(todo), size)]
     tasks = (([items[i][0] for i in chunk], [targets[i] for i in chunk]) for chunk in chunks)
     if size == 1:
-        parts = (_predict_chunk(model, paths, chunk_targets) for paths, chunk_targets in tasks)
+        parts = (_predict_chunk(model, paths, chunk_targets, coverage)
+                 for paths, chunk_targets in tasks)
     else:
-        parts = parallel(delayed(_predict_chunk)(model, *task) for task in tasks)
+        parts = parallel(delayed(_predict_chunk)(model, *task, coverage) for task in tasks)
     results = (result for part in parts for result in part)
     for i, (path, error) in enumerate(items):
         if error is not None:
             yield path, [], error
         elif keys[i] in cached:
-            records = model.predict_faces(path, faces=cached[keys[i]])
+            records = model.predict_faces(path, faces=cached[keys[i]], coverage=coverage)
             yield path, records, _annotate(model, path, records, targets[i]) if targets[i] else None
         else:
             faces, records, error = next(results)
@@ -386,7 +398,8 @@ def cmd_predict(args):
     targets = _annotation_targets(items, args.annotate)
     records, failed, done = [], 0, 0
     show = sys.stderr.isatty() and not sys.stdout.isatty() and len(items) > 1
-    stream = _predict_stream(model, items, targets, n_jobs=args.n_jobs, cache=cache)
+    stream = _predict_stream(model, items, targets, n_jobs=args.n_jobs, cache=cache,
+                             coverage=args.coverage)
     try:
         for index, (path, faces, error) in enumerate(
                 _progress(stream, len(items), "predict", show)):
@@ -729,6 +742,9 @@ def build_parser():
         f"{PREDICT_CHUNK} at a time and results still come in input order (default: one process)")
     add(p, "--cache", help="embedding cache folder: the faces of every finished image are kept "
         "there, so a rerun (e.g. after Ctrl-C) only computes the others (default: no cache)")
+    p.add_argument("--coverage", type=_coverage, default=0.8,
+                   help="probability that the printed age interval holds the true age, "
+                   "between 0 and 1 (default: %(default)s)")
     p.set_defaults(func=cmd_predict)
 
     p = command("embed", "face features of images to an .npz file", _PER_INPUT_CODES,

@@ -90,3 +90,21 @@ def test_shipped_uncertainty_is_calibrated_and_follows_the_face(fgnet_pair):
     raw = model.gender_head_.estimator_.predict_proba(X).max(axis=1)
     assert details["gender_probability"][0] < raw[0]
     assert details["gender"].tolist() == ["male", "female"]
+
+
+def test_coverage_reaches_predict_faces_and_the_cli(fgnet_pair, capsys):
+    model = load()
+    narrow, wide = (model.predict_faces(fgnet_pair[1], coverage=c)[0]["age_interval"]
+                    for c in (0.5, 0.95))
+    assert wide[0] < narrow[0] and narrow[1] < wide[1]
+    for bad in (0, 1, 1.5, -0.2, True, "0.8"):
+        with pytest.raises(ValueError, match="coverage"):
+            model.predict_faces("no-such-file.jpg", coverage=bad)  # refused before reading
+        with pytest.raises(ValueError, match="coverage"):
+            model.predict_details(np.zeros((1, model.n_features_in_)), coverage=bad)
+    assert main(["predict", "--json", "--coverage", "0.95", str(fgnet_pair[1])]) == 0
+    record = json.loads(capsys.readouterr().out)[0]
+    assert record["faces"][0]["age_interval"] == pytest.approx(wide, abs=0.11)
+    with pytest.raises(SystemExit) as exc:
+        main(["predict", "--coverage", "1", str(fgnet_pair[1])])
+    assert exc.value.code == 2

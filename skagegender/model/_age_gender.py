@@ -1,5 +1,7 @@
 """AgeGenderModel: photos in, age and gender of every face out."""
 
+import numbers
+
 import numpy as np
 from sklearn.base import BaseEstimator, _fit_context, clone
 from sklearn.utils._param_validation import HasMethods
@@ -27,6 +29,11 @@ GUARD_SETTINGS = ("max_pixels", "det_max_side", "max_bytes", "max_faces")
 # Every other setting (cache, n_jobs, providers, n_threads, batch_size, on_missing,
 # color, and any added later) is about the machine or the caller: a loaded model
 # gets its default, and the caller sets it after loading.
+
+
+def _check_coverage(coverage):
+    if isinstance(coverage, bool) or not (isinstance(coverage, numbers.Real) and 0 < coverage < 1):
+        raise ValueError(f"coverage must be a number strictly between 0 and 1, got {coverage!r}")
 
 
 def _default_embedder():
@@ -170,7 +177,8 @@ class AgeGenderModel(BaseEstimator):
 
     # -- prediction ----------------------------------------------------------
 
-    def _age_and_gender(self, features):
+    def _age_and_gender(self, features, coverage=0.8):
+        _check_coverage(coverage)
         n = len(features)
         found = ~np.isnan(features).any(axis=1)
         ages = np.full(n, np.nan)
@@ -182,7 +190,7 @@ class AgeGenderModel(BaseEstimator):
             ages[found] = self.age_head_.predict(rows)
             if hasattr(self.age_head_, "predict_interval"):
                 try:
-                    intervals[found] = self.age_head_.predict_interval(rows, coverage=0.8)
+                    intervals[found] = self.age_head_.predict_interval(rows, coverage=coverage)
                 except (AttributeError, NotImplementedError):
                     pass  # this head gives no interval; any other error is a real one
             if self.gender_head_ is not None:
@@ -207,17 +215,19 @@ class AgeGenderModel(BaseEstimator):
         ages[~found] = self.fallback_age_
         return ages
 
-    def predict_details(self, features):
+    def predict_details(self, features, *, coverage=0.8):
         """Everything the heads say about precomputed feature rows.
 
         Parameters
         ----------
         features : ndarray of shape (n_images, n_features); NaN rows = no face
+        coverage : float in (0, 1), default=0.8
+            Probability that the age interval holds the true age.
 
         Returns
         -------
         details : dict of arrays
-            ``age`` (NaN where no face), ``age_interval`` (n, 2; 80% coverage,
+            ``age`` (NaN where no face), ``age_interval`` (n, 2; ``coverage``,
             NaN where the head gives none), ``gender`` (None where unknown),
             ``gender_probability``, ``found``.
         """
@@ -228,11 +238,11 @@ class AgeGenderModel(BaseEstimator):
                 f"features have {features.shape[-1]} columns, but this model's heads were "
                 f"fitted on {self.n_features_in_} (backbone {self.backbone_['name']})"
             )
-        ages, intervals, genders, probability, found = self._age_and_gender(features)
+        ages, intervals, genders, probability, found = self._age_and_gender(features, coverage)
         return {"age": ages, "age_interval": intervals, "gender": genders,
                 "gender_probability": probability, "found": found}
 
-    def predict_faces(self, image, *, faces=None):
+    def predict_faces(self, image, *, faces=None, coverage=0.8):
         """Age and gender of **every** face in one image.
 
         Faces come in a stable reading order: left to right by the x of their box
@@ -250,6 +260,9 @@ class AgeGenderModel(BaseEstimator):
             embedder, as :meth:`ArcFaceEmbedder.detect_faces` returns them (for
             example read back from an embedding cache). None detects them in
             ``image``.
+        coverage : float in (0, 1), default=0.8
+            Probability that ``age_interval`` holds the true age (the shipped
+            model's interval is calibrated for any coverage; see its model card).
 
         Returns
         -------
@@ -264,13 +277,14 @@ class AgeGenderModel(BaseEstimator):
             When the image cannot be read.
         """
         check_is_fitted(self, "age_head_")
+        _check_coverage(coverage)  # before any detection work
         if faces is None:
             faces = self.embedder_.detect_faces(image)
         if not faces:
             return []
         faces = sorted(faces, key=lambda f: ((float(f.box[0]) + float(f.box[2])) / 2,
                                              (float(f.box[1]) + float(f.box[3])) / 2))
-        details = self.predict_details(np.stack([f.embedding for f in faces]))
+        details = self.predict_details(np.stack([f.embedding for f in faces]), coverage=coverage)
         records = []
         for i, face in enumerate(faces):
             interval = details["age_interval"][i]
