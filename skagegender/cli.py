@@ -478,12 +478,16 @@ def evaluate_model(model, features, data):
     """Scores of a fitted AgeGenderModel on embedded dataset rows.
 
     Images without a found face are predicted ``model.fallback_age_`` (the median
-    training age) and counted as gender errors: they stay in every metric.
+    training age) and counted as gender errors: they stay in every metric. The
+    80 % age interval's coverage and mean width, and the expected calibration
+    error of the gender probability (``gender_ece``, on the faces found), are
+    reported overall and per age group.
     """
     import numpy as np
 
-    from .metrics import age_error_report, cumulative_score, mean_absolute_error
-    from .metrics import one_class_off_score
+    from .metrics import (age_error_report, age_group_labels, calibration_report,
+                          cumulative_score, interval_report, mean_absolute_error,
+                          one_class_off_score)
 
     details = model.predict_details(features)
     age_true = np.asarray(data.age, dtype=float)
@@ -515,30 +519,31 @@ def evaluate_model(model, features, data):
             continue
         per_group.setdefault(kind, {})[str(row["group"])] = {
             key: row[key] for key in ("n", "mae", "one_class_off", "cs5") if key in row}
-    if out["gender_accuracy"] is not None:
+    for row in interval_report(age_true[labeled], details["age_interval"][labeled]):
+        target = out if row["group_type"] == "all" else per_group["age"][row["group"]]
+        target["interval_coverage"] = row["coverage"]
+        target["interval_width"] = row["mean_width"]
+    if out["gender_accuracy"] is not None and model.gender_head_ is not None:
         # gender accuracy within the same age groups (by true age) and races
-        sets = {"age": _age_groups(age_true)}
+        sets = {"age": age_group_labels(age_true)}
         if data.get("race") is not None:
             sets["race"] = np.array([str(r) for r in data.race])
         for kind, labels in sets.items():
             for group, row in per_group.get(kind, {}).items():
                 mask = known & (labels == group)
                 row["gender_accuracy"] = float(hit[mask].mean()) if mask.any() else None
+        rows = known & labeled
+        classes = [str(c) for c in model.gender_head_.classes_]  # two, sorted
+        probability = np.asarray(details["gender_probability"], dtype=float)
+        second = np.array([g is not None and str(g) == classes[1] for g in details["gender"]])
+        p_second = np.where(second, probability, 1 - probability)
+        truth = np.array([str(g) for g in gender[rows]])
+        for row in calibration_report(truth, np.column_stack((1 - p_second, p_second))[rows],
+                                      age=age_true[rows], labels=classes):
+            target = out if row["group_type"] == "all" else per_group["age"][row["group"]]
+            target["gender_ece"] = row["ece"]
     out["per_group"] = per_group
     return out
-
-
-def _age_groups(age):
-    """The age group label (as in age_error_report) of each true age; "" when unknown."""
-    import numpy as np
-
-    from .metrics._age import _REPORT_AGE_GROUPS
-
-    rounded = np.floor(np.asarray(age, dtype=float) + 0.5)
-    labels = np.full(len(rounded), "", dtype=object)
-    for label, low, high in _REPORT_AGE_GROUPS:
-        labels[(rounded >= low) & (rounded <= high)] = label
-    return labels
 
 
 def _rounded(obj, digits=4):
@@ -593,13 +598,24 @@ def cmd_evaluate(args):
     print(f"MAE {result['mae']:.2f}  one-class-off {result['one_class_off']:.1%}  "
           f"CS@5 {result['cs5']:.1%}  gender "
           + ("n/a" if gacc is None else f"{gacc:.1%}"))
-    print(f"{'group':<22}{'n':>7}{'MAE':>8}{'1CoA':>8}{'CS@5':>8}{'gender':>8}")
+    if result.get("interval_coverage") is not None:
+        print(f"80 % age interval: coverage {result['interval_coverage']:.1%}, mean width "
+              f"{result['interval_width']:.1f} years"
+              + ("" if result.get("gender_ece") is None
+                 else f"  gender ECE {result['gender_ece']:.3f}"))
+
+    def cell(value, form):
+        return f"{'':>8}" if value is None or value != value else f"{value:>8{form}}"
+
+    print(f"{'group':<22}{'n':>7}{'MAE':>8}{'1CoA':>8}{'CS@5':>8}{'gender':>8}"
+          f"{'cover':>8}{'width':>8}{'ECE':>8}")
     for kind, rows in result["per_group"].items():
         for group, row in rows.items():
-            gender = row.get("gender_accuracy")
             print(f"{kind + ' ' + group:<22}{row['n']:>7}{row['mae']:>8.2f}"
                   f"{row['one_class_off']:>8.1%}{row['cs5']:>8.1%}"
-                  + (f"{gender:>8.1%}" if gender is not None else f"{'':>8}"))
+                  + cell(row.get("gender_accuracy"), ".1%")
+                  + cell(row.get("interval_coverage"), ".1%")
+                  + cell(row.get("interval_width"), ".1f") + cell(row.get("gender_ece"), ".3f"))
     return 0
 
 

@@ -153,6 +153,15 @@ def test_evaluate_json_gender_accuracy_per_age_group_and_race(shared_data, capsy
         # the groups' accuracies weighted by their sizes give the overall one
         weighted = sum(row["n"] * row["gender_accuracy"] for row in rows) / 60
         assert weighted == pytest.approx(result["gender_accuracy"], abs=1e-3)
+    # the age interval's coverage and the gender ECE, overall and per age group
+    ages = result["per_group"]["age"].values()
+    weighted = sum(row["n"] * row["interval_coverage"] for row in ages) / 60
+    assert weighted == pytest.approx(result["interval_coverage"], abs=1e-3)
+    assert all(row["interval_width"] > 0 for row in ages)
+    children, adults = result["per_group"]["age"]["0-12"], result["per_group"]["age"]["20-39"]
+    assert children["interval_width"] < adults["interval_width"]  # the interval follows the face
+    assert 0 <= result["gender_ece"] < 0.1  # the shipped probability is calibrated
+    assert all(0 <= row["gender_ece"] <= 1 for row in ages)
 
 
 def test_predict_json_keeps_order_and_reports_failures(trained_model, group_photo, tmp_path,

@@ -8,7 +8,7 @@ Naming rule: ``*_score`` is higher-is-better, ``*_error`` is lower-is-better.
 - :func:`cumulative_score`: CS@k, the fraction within ``k`` years.
 - :func:`mean_absolute_error`: scikit-learn's, re-exported.
 - :func:`age_error_report`: MAE, one-class-off and CS@5 overall, per age group and per
-  any given group labels.
+  any given group labels; :func:`age_group_labels` names each age's group.
 - :func:`expected_calibration_error`: ECE of predicted probabilities;
   :func:`calibration_report`: accuracy, confidence and ECE overall and per age group.
 - :func:`interval_coverage`, :func:`interval_report`: coverage and mean width of age
@@ -24,6 +24,7 @@ from ._age import (
     FIVE_YEAR_EDGES,
     age_classes,
     age_error_report,
+    age_group_labels,
     cumulative_score,
     exact_class_score,
     one_class_off_score,
@@ -48,6 +49,7 @@ __all__ = [
     "SCORERS",
     "age_classes",
     "age_error_report",
+    "age_group_labels",
     "calibration_report",
     "cumulative_score",
     "cumulative_scorer",

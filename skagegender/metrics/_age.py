@@ -33,6 +33,34 @@ _REPORT_AGE_GROUPS = [("0-12", 0, 12), ("13-19", 13, 19), ("20-39", 20, 39),
                       ("40-59", 40, 59), ("60+", 60, np.inf)]
 
 
+def age_group_labels(ages):
+    """The report age group of each age: "0-12", "13-19", "20-39", "40-59" or "60+".
+
+    The groups of :func:`age_error_report`, :func:`interval_report` and
+    :func:`calibration_report`, after rounding ages to whole years; "" where the
+    age is unknown (NaN).
+
+    Parameters
+    ----------
+    ages : array-like of shape (n_samples,)
+
+    Returns
+    -------
+    labels : ndarray of shape (n_samples,), dtype object
+
+    Examples
+    --------
+    >>> from skagegender.metrics import age_group_labels
+    >>> age_group_labels([3, 12.5, 19.4, 45, float("nan")]).tolist()
+    ['0-12', '13-19', '13-19', '40-59', '']
+    """
+    rounded = round_age(ages)
+    labels = np.full(len(rounded), "", dtype=object)
+    for label, low, high in _REPORT_AGE_GROUPS:
+        labels[(rounded >= low) & (rounded <= high)] = label
+    return labels
+
+
 def _edges(bins):
     if bins is None:
         return FIVE_YEAR_EDGES
@@ -238,9 +266,9 @@ def age_error_report(y_true, y_pred, *, groups=None):
     """
     y_true, y_pred = _validate(y_true, y_pred, None)
     records = [_report_row("all", "all", y_true, y_pred)]
-    rounded = round_age(y_true)
-    for label, low, high in _REPORT_AGE_GROUPS:
-        mask = (rounded >= low) & (rounded <= high)
+    labels = age_group_labels(y_true)
+    for label, _, _ in _REPORT_AGE_GROUPS:
+        mask = labels == label
         if mask.any():
             records.append(_report_row("age_group", label, y_true[mask], y_pred[mask]))
     for name, labels in (groups or {}).items():

@@ -11,7 +11,7 @@
 import numpy as np
 from sklearn.utils import check_consistent_length
 
-from ._age import _REPORT_AGE_GROUPS
+from ._age import _REPORT_AGE_GROUPS, age_group_labels
 
 __all__ = [
     "calibration_report",
@@ -113,9 +113,9 @@ def _age_groups(age, groups):
     """(group_type, group, mask) triples: all, age groups of ``age``, then ``groups``."""
     age = np.asarray(age, dtype=float)
     yield "all", "all", np.ones(len(age), bool)
-    rounded = np.floor(age + 0.5)
-    for label, low, high in _REPORT_AGE_GROUPS:
-        mask = (rounded >= low) & (rounded <= high)
+    labels = age_group_labels(age)
+    for label, _, _ in _REPORT_AGE_GROUPS:
+        mask = labels == label
         if mask.any():
             yield "age_group", label, mask
     for name, labels in (groups or {}).items():
