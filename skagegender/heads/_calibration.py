@@ -17,7 +17,8 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ._base import drop_missing_rows, predict_present_rows
+from ._base import (MissingRowsMixin, drop_missing_rows, predict_present_rows,
+                    validate_for_predict)
 from ._expected import expected_age_moments
 
 __all__ = ["AgeAwareCalibratedClassifier", "ConformalAgeRegressor"]
@@ -39,12 +40,6 @@ def _cross_fit(estimator, X, y, cv, random_state, predict, splitter=KFold):
             out = np.zeros((len(X), *np.shape(part)[1:]))
         out[test] = part
     return clone(estimator).fit(X, y), out
-
-
-def _checked(estimator, X):
-    """``X`` validated for prediction by a fitted ``estimator`` (NaN rows allowed)."""
-    check_is_fitted(estimator)
-    return validate_data(estimator, X, reset=False, ensure_all_finite="allow-nan")
 
 
 def _unwrap(estimator):
@@ -97,7 +92,7 @@ def distribution_moments(estimator, X):
     raise TypeError(f"{type(inner).__name__} holds no age distribution.")
 
 
-class ConformalAgeRegressor(RegressorMixin, BaseEstimator):
+class ConformalAgeRegressor(MissingRowsMixin, RegressorMixin, BaseEstimator):
     """Age with conformal prediction intervals whose width follows each face.
 
     The score of a calibration face is its signed error divided by a *spread*,
@@ -192,11 +187,6 @@ class ConformalAgeRegressor(RegressorMixin, BaseEstimator):
         self.age_range = age_range
         self.random_state = random_state
 
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.allow_nan = True
-        return tags
-
     def _point_and_spread(self, estimator, X):
         point = self._clip(np.asarray(estimator.predict(X), dtype=float).reshape(len(X)))
         if self.spread == "constant":
@@ -248,7 +238,7 @@ class ConformalAgeRegressor(RegressorMixin, BaseEstimator):
         -------
         age : ndarray of shape (n_samples,)
         """
-        X = _checked(self, X)
+        X = validate_for_predict(self, X)
         return predict_present_rows(
             lambda rows: self._point_and_spread(self.estimator_, rows)[0], X)
 
@@ -290,7 +280,7 @@ class ConformalAgeRegressor(RegressorMixin, BaseEstimator):
             that contain NaN.
         """
         quantiles = self.score_quantiles(coverage)
-        X = _checked(self, X)
+        X = validate_for_predict(self, X)
 
         def interval(rows):
             point, spread = self._point_and_spread(self.estimator_, rows)
@@ -313,7 +303,7 @@ def _conformal_quantiles(scores, coverage):
             np.quantile(scores, high, method="higher"))
 
 
-class AgeAwareCalibratedClassifier(ClassifierMixin, BaseEstimator):
+class AgeAwareCalibratedClassifier(MissingRowsMixin, ClassifierMixin, BaseEstimator):
     """Binary classifier whose probabilities are recalibrated per predicted age group.
 
     A gender head is often right with different confidence at different ages (children
@@ -388,7 +378,6 @@ class AgeAwareCalibratedClassifier(ClassifierMixin, BaseEstimator):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.allow_nan = True
         tags.classifier_tags.multi_class = False
         return tags
 
@@ -460,7 +449,7 @@ class AgeAwareCalibratedClassifier(ClassifierMixin, BaseEstimator):
         proba : ndarray of shape (n_samples, 2)
             Columns follow ``classes_``.
         """
-        X = _checked(self, X)
+        X = validate_for_predict(self, X)
         return predict_present_rows(self._proba, X, tail_shape=(2,))
 
     def predict(self, X):
@@ -474,7 +463,7 @@ class AgeAwareCalibratedClassifier(ClassifierMixin, BaseEstimator):
         -------
         y : ndarray of shape (n_samples,)
         """
-        X = _checked(self, X)
+        X = validate_for_predict(self, X)
         return predict_present_rows(
             lambda rows: self.classes_[self._proba(rows).argmax(axis=1)], X,
             dtype=self.classes_.dtype)

@@ -66,7 +66,7 @@ class ExpectedAgeRegressor(RegressorMixin, BaseEstimator):
         "class_ages": ["array-like", None],
     }
 
-    def __init__(self, start=0, class_ages=None):
+    def __init__(self, *, start=0, class_ages=None):
         self.start = start
         self.class_ages = class_ages
 
