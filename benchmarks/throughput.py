@@ -261,6 +261,59 @@ def task_e2e(args):
     return result
 
 
+def task_ort_levels(args):
+    """ms per face of each network under onnxruntime's "all" and "extended" graph levels.
+
+    Real inputs (UTKFace faces), batch 8, one thread, CPU time, levels interleaved
+    and repeated; "all" adds the NCHWc layout transform to "extended".
+    """
+    import numpy as np
+
+    from skagegender.embedding import ArcFaceEmbedder, load_image
+    from skagegender.embedding._assets import (
+        SFACE, YUNET, converted_model, make_session, verified_path,
+    )
+    from skagegender.embedding._chipnets import DLIB_AGE, DLIB_GENDER, chip_blob, cut_chip
+    from skagegender.embedding._detection import YuNetDetector
+
+    _pin(1)
+    images = [load_image(p) for p in _utkface(args)[:64]]
+    backbone = ArcFaceEmbedder()._backbone()
+    pairs = [(i, f[0]) for i, f in ((i, backbone.detect(i)) for i in images) if f]
+    crops = np.stack([backbone.cut(i, f.landmarks)[0] for i, f in pairs])
+    sface_in = np.ascontiguousarray(crops[..., ::-1].transpose(0, 3, 1, 2), dtype=np.float32)
+    inputs = {
+        "sface": (converted_model(SFACE, symbolic_dims={0: "batch"}), "data", sface_in[:32]),
+        "dlib_age": (verified_path(DLIB_AGE.asset), "images",
+                     chip_blob(np.stack([cut_chip(i, f.landmarks, 64) for i, f in pairs]))),
+        "dlib_gender": (verified_path(DLIB_GENDER.asset), "images",
+                        chip_blob(np.stack([cut_chip(i, f.landmarks, 32) for i, f in pairs]))),
+    }
+    yunet = converted_model(YUNET, symbolic_dims={2: "height", 3: "width"})
+
+    def per_face(session, name, x):
+        session.run(None, {name: x[:8]})
+        start = time.process_time()
+        for j in range(0, len(x), 8):
+            session.run(None, {name: x[j : j + 8]})
+        return (time.process_time() - start) / len(x) * 1e3
+
+    out = {}
+    for _ in range(max(args.repeats, 2)):
+        for level in ("all", "extended"):
+            for net, (path, name, x) in inputs.items():
+                ms = per_face(make_session(path, optimization=level), name, x)
+                out.setdefault(f"{net}_{level}", []).append(ms)
+            detector = YuNetDetector(make_session(yunet, optimization=level))
+            detector(images[0])
+            start = time.process_time()
+            for image in images:
+                detector(image)
+            out.setdefault(f"yunet_{level}", []).append(
+                (time.process_time() - start) / len(images) * 1e3)
+    return {key: min(values) for key, values in out.items()}
+
+
 def task_startup(args):
     """Inside one fresh process: seconds to import, load a shipped model, predict one image."""
     cfg = json.loads(args.config)
@@ -370,7 +423,8 @@ def side_by_side(args, datasets):
     return {"runs": runs, "peer_python": python, "peer_skipped": skipped}
 
 
-TASKS = {"floor": task_floor, "stages": task_stages, "e2e": task_e2e, "startup": task_startup}
+TASKS = {"floor": task_floor, "stages": task_stages, "e2e": task_e2e, "startup": task_startup,
+         "ort_levels": task_ort_levels}
 
 
 def _spawn(args, task, config=None):
@@ -456,6 +510,7 @@ def main(argv=None):
     report["runs"] = []
     if not args.quick:
         report["floor"] = _spawn(args, "floor")
+        report["ort_levels"] = _spawn(args, "ort_levels")
         from skagegender.pretrained._fast_recipe import EMBEDDER_PARAMS as fast
 
         default = {"layers": "age-gender-finetuned"}
@@ -598,6 +653,16 @@ def markdown(report):
             f"{s['embed_ms_batch32']:.1f} ms = "
             f"{s['embed_ms_batch32'] / f['sface_floor_ms']:.1f}x the floor.",
         ]
+    if "ort_levels" in report:
+        o = report["ort_levels"]
+        lines += ["", "## onnxruntime graph optimisation level, per network", "",
+                  "ms per face (YuNet: per 200 x 200 image), batch 8, one core, CPU time, best "
+                  "of the interleaved repeats. \"all\" = \"extended\" + the NCHWc layout "
+                  "transform. Each network is run at its faster level (the dlib age network "
+                  "at \"extended\").", "",
+                  "| network | all | extended |", "|---|---|---|"]
+        for net in ("yunet", "sface", "dlib_age", "dlib_gender"):
+            lines.append(f"| {net} | {o[net + '_all']:.2f} | {o[net + '_extended']:.2f} |")
     if report["runs"]:
         lines += [
             "",
@@ -623,14 +688,18 @@ def markdown(report):
                     f"| {r['data']} | same, warm cache (second run) | "
                     f"{r['n_images'] / warm:.0f} | {warm / r['n_images'] * 1e3:.2f} | | | | |"
                 )
-        by_name = {r["name"]: r for r in report["runs"]}
+        by_name = {(r["data"], r["name"]): r for r in report["runs"]}
         for kind in ("default", "fast"):
-            one = by_name.get(f"{kind} features, 1 process")
-            two = by_name.get(f"{kind} features, n_jobs=2 on 2 cores")
+            one = by_name.get(("UTKFace", f"{kind} features, 1 process"))
+            two = by_name.get(("UTKFace", f"{kind} features, n_jobs=2 on 2 cores"))
             if one and two:
                 lines.append(f"\n{kind}: n_jobs=2 gives "
                              f"{one['seconds'] / two['seconds']:.2f}x the images/s of one "
-                             "process.")
+                             f"process (1-minute load average {two['load'].split()[0]} after "
+                             "the n_jobs=2 run: other jobs share these cores, so this ratio "
+                             "varies from run to run).")
+        if report.get("e2e_rerun_note"):
+            lines.append(f"\n({report['e2e_rerun_note']}.)")
     return "\n".join(lines) + "\n"
 
 

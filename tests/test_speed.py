@@ -129,3 +129,12 @@ def test_cli_evaluate_names_the_shipped_model(shared_data, capsys):
     assert result["model"] == {"name": "fast",
                                "sha256": hashlib.sha256(MODELS["fast"].read_bytes()).hexdigest()}
     assert result["n_images"] == 6
+
+
+def test_sessions_are_built_once_per_process(portrait):
+    first, second = load("fast"), load("fast")
+    backbone = first.embedder_._backbone()
+    sessions = [backbone.detect.session, *backbone._chip_sessions]
+    second.predict_faces(portrait)
+    again = second.embedder_._backbone()
+    assert again is backbone and [again.detect.session, *again._chip_sessions] == sessions
