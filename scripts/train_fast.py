@@ -29,7 +29,6 @@ dataset: so is the model trained here.
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -40,21 +39,11 @@ WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 def embed_all(data_root, cache, n_jobs):
     """Fast-model features of UTKFace, its degraded copies and FG-NET (cached)."""
-    from skagegender.model import embed_dataset
     from skagegender.pretrained._fast_recipe import make_embedder
-    from skagegender.pretrained._recipe import degraded_features
+    from skagegender.pretrained._recipe import embed_training_sets
 
     embedder = make_embedder(cache=str(cache), n_jobs=n_jobs)
-    start = time.perf_counter()
-    utk_x, utk = embed_dataset("utkface", Path(data_root) / "UTKFace", embedder=embedder,
-                               cache=cache)
-    print(f"UTKFace: {len(utk.paths)} images, {np.isfinite(utk_x[:, 0]).sum()} faces, "
-          f"{time.perf_counter() - start:.0f} s", flush=True)
-    fg_x, fg = embed_dataset("fgnet", Path(data_root) / "FGNET", embedder=embedder, cache=cache)
-    print(f"FG-NET: {len(fg.paths)} images, {np.isfinite(fg_x[:, 0]).sum()} faces", flush=True)
-    degraded = degraded_features(embedder, utk.paths)
-    print(f"degraded copies: {len(degraded[0])}, {time.perf_counter() - start:.0f} s", flush=True)
-    return utk, utk_x, fg, fg_x, degraded
+    return embed_training_sets(embedder, data_root, cache=cache)
 
 
 def fit_parts(X, age, gender, random_state=0):

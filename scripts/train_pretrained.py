@@ -33,7 +33,7 @@ from skagegender.pretrained._recipe import (
     N_CALIBRATION,
     _embed_quietly,
     calibrate_heads,
-    degraded_features,
+    embed_training_sets,
     make_embedder,
     make_heads,
     training_set,
@@ -48,16 +48,7 @@ REST_BLOCK = 1400
 def embed_all(data_root, cache, n_jobs):
     """Features of UTKFace, its degraded copies and FG-NET, through the cache."""
     embedder = make_embedder(cache=str(cache), n_jobs=n_jobs)
-    start = time.perf_counter()
-    utk_x, utk = embed_dataset("utkface", Path(data_root) / "UTKFace", embedder=embedder,
-                               cache=cache)
-    print(f"UTKFace: {len(utk.paths)} images, {np.isfinite(utk_x[:, 0]).sum()} faces, "
-          f"{time.perf_counter() - start:.0f} s", flush=True)
-    fg_x, fg = embed_dataset("fgnet", Path(data_root) / "FGNET", embedder=embedder, cache=cache)
-    print(f"FG-NET: {len(fg.paths)} images, {np.isfinite(fg_x[:, 0]).sum()} faces", flush=True)
-    degraded = degraded_features(embedder, utk.paths)
-    print(f"degraded copies: {len(degraded[0])}, {time.perf_counter() - start:.0f} s", flush=True)
-    return utk, utk_x, fg, fg_x, degraded
+    return embed_training_sets(embedder, data_root, cache=cache)
 
 
 def _uncalibrated(head):

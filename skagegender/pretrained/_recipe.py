@@ -172,6 +172,29 @@ def degraded_features(embedder, paths, *, n=N_DEGRADED, random_state=0):
     return source, np.concatenate(features)
 
 
+def embed_training_sets(embedder, data_root, *, cache):
+    """Features of UTKFace, its degraded copies and FG-NET under ``data_root``, cached.
+
+    Prints one progress line per set. Returns ``(utk, utk_features, fgnet,
+    fgnet_features, degraded)``, ``degraded`` as :func:`degraded_features` gives it.
+    """
+    import time
+    from pathlib import Path
+
+    from ..model import embed_dataset
+
+    start = time.perf_counter()
+    utk_x, utk = embed_dataset("utkface", Path(data_root) / "UTKFace", embedder=embedder,
+                               cache=cache)
+    print(f"UTKFace: {len(utk.paths)} images, {np.isfinite(utk_x[:, 0]).sum()} faces, "
+          f"{time.perf_counter() - start:.0f} s", flush=True)
+    fg_x, fg = embed_dataset("fgnet", Path(data_root) / "FGNET", embedder=embedder, cache=cache)
+    print(f"FG-NET: {len(fg.paths)} images, {np.isfinite(fg_x[:, 0]).sum()} faces", flush=True)
+    degraded = degraded_features(embedder, utk.paths)
+    print(f"degraded copies: {len(degraded[0])}, {time.perf_counter() - start:.0f} s", flush=True)
+    return utk, utk_x, fg, fg_x, degraded
+
+
 def training_set(utk, utk_features, degraded=None, fgnet=None, fgnet_features=None, *,
                  utk_rows=None, fgnet_rows=None):
     """Stack UTKFace rows, their degraded copies and weighted FG-NET rows.
