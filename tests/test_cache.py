@@ -45,6 +45,7 @@ def _rows(folder):
         return db.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0]
 
 
+@pytest.mark.slow
 def test_second_run_reads_everything_back(utkface_paths, tmp_path, count_computed):
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"not an image at all")
@@ -70,6 +71,7 @@ def test_second_run_reads_everything_back(utkface_paths, tmp_path, count_compute
     assert count_computed["images"] == 12
 
 
+@pytest.mark.slow
 def test_keys_follow_the_file_and_the_options(utkface_paths, tmp_path, count_computed):
     photo = tmp_path / "face.jpg"
     photo.write_bytes(open(utkface_paths[0], "rb").read())
@@ -134,6 +136,7 @@ _CHILD = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_without_loss_or_corruption(shared_data, tmp_path, count_computed):
     paths = sorted(str(p) for p in (shared_data / "UTKFace").glob("*.jpg"))[:60]
     cache = str(tmp_path / "cache")
@@ -233,6 +236,7 @@ _UNPRIVILEGED_CHILD = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_permission_denied_is_never_cached(utkface_paths, count_computed):
     # Root reads through chmod 000, so the child reads as user "nobody"; the folder
     # must be one that "nobody" can traverse (pytest's tmp_path is root-only).

@@ -17,6 +17,7 @@ def _dlib_blocks(X):
     return X[:, -83:-2], X[:, -2:]
 
 
+@pytest.mark.slow
 def test_age_gender_dlib_appends_both_networks(fgnet_pair):
     plain = ArcFaceEmbedder(layers="age-gender").fit_transform(fgnet_pair)
     embedder = ArcFaceEmbedder(layers="age-gender-dlib").fit()
@@ -43,6 +44,7 @@ def test_chip_nets_in_any_order_and_alone(fgnet_pair):
     np.testing.assert_allclose(both[:, 130:], reference[:, -83:-2], atol=1e-6)
 
 
+@pytest.mark.slow
 def test_aligned_crops_and_mirror_averaging(fgnet_pair):
     from skagegender.embedding import align_face
 

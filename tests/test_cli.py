@@ -39,6 +39,7 @@ def test_a_rejected_model_file_is_a_usage_error(portrait, tmp_path, capsys):
     assert str(garbage) in err and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_console_script_is_installed():
     exe = shutil.which("skagegender")
     if exe is None:
@@ -90,6 +91,7 @@ def trained_model(tmp_path_factory, shared_data):
     return out, cache, stderr.getvalue()
 
 
+@pytest.mark.slow
 def test_train_on_few_faces_warns(trained_model):
     *_, stderr = trained_model
     assert "warning: only 127 faces to learn from" in stderr
@@ -107,6 +109,7 @@ def _floats(obj):
             yield from _floats(value)
 
 
+@pytest.mark.slow
 def test_train_then_evaluate_json(trained_model, shared_data, capsys):
     model, cache, _ = trained_model
     capsys.readouterr()
@@ -164,6 +167,7 @@ def test_evaluate_json_gender_accuracy_per_age_group_and_race(shared_data, capsy
     assert all(0 <= row["gender_ece"] <= 1 for row in ages)
 
 
+@pytest.mark.slow
 def test_predict_json_keeps_order_and_reports_failures(trained_model, group_photo, tmp_path,
                                                        capsys):
     model, *_ = trained_model
@@ -219,6 +223,7 @@ def test_embed_writes_npz_and_names_failures(group_photo, tmp_path, capsys):
     assert "no such file" in str(columns["errors"][1]) and columns["errors"][0] == ""
 
 
+@pytest.mark.slow
 def test_module_entry_point():
     done = subprocess.run([sys.executable, "-m", "skagegender", "--version"],
                           capture_output=True, text=True)

@@ -57,6 +57,7 @@ def test_jsonl_streams_and_ctrl_c_keeps_the_finished_lines(utk40):
     assert f"{done} of {len(utk40)} inputs done" in err
 
 
+@pytest.mark.slow
 def test_plain_mode_streams_results_and_sends_errors_to_stderr(group_photo, tmp_path, capsys):
     folder = tmp_path / "folder"
     folder.mkdir()

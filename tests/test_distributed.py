@@ -20,6 +20,7 @@ def client():
     cluster.close()
 
 
+@pytest.mark.slow
 def test_dask_backend_matches_serial_run_in_order(utkface_paths, tmp_path, client):
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"garbage")
@@ -55,6 +56,7 @@ def _backbones_built_here():
     return len(_backbones._cache)
 
 
+@pytest.mark.slow
 def test_dask_backend_spreads_chunks_over_both_workers(utkface_paths, client):
     with joblib.parallel_config(backend="dask"):
         features = ArcFaceEmbedder(batch_size=2, n_jobs=-1).transform(utkface_paths[:16])

@@ -52,6 +52,7 @@ def test_sklearn_api_checks_that_apply_to_images(name):
     getattr(checks, name)(name, estimator)
 
 
+@pytest.mark.slow
 def test_import_is_light():
     code = (
         "import sys, skagegender, skagegender.embedding, skagegender.heads, "
@@ -79,6 +80,7 @@ def test_group_photo_gives_six_faces_with_sane_landmarks(group_photo):
     assert [f.score for f in faces] == sorted((f.score for f in faces), reverse=True)
 
 
+@pytest.mark.slow
 def test_same_face_at_two_scales_is_closer_than_two_people(group_photo):
     embedder = ArcFaceEmbedder()
     big = load_image(group_photo)
@@ -107,6 +109,7 @@ def test_utkface_embeds_and_is_deterministic(utkface_paths):
     np.testing.assert_array_equal(X_again, X[:40])
 
 
+@pytest.mark.slow
 def test_face_policies(group_photo):
     faces = ArcFaceEmbedder().detect_faces(group_photo)
     image = load_image(group_photo)
@@ -125,6 +128,7 @@ def test_face_policies(group_photo):
         ArcFaceEmbedder(min_face_size=10_000, on_missing="raise").transform([group_photo])
 
 
+@pytest.mark.slow
 def test_bad_items_do_not_lose_the_batch(tmp_path, portrait):
     good = load_image(portrait)
     corrupt = tmp_path / "corrupt.jpg"
@@ -176,6 +180,7 @@ def test_aligned_crops_skip_detection(portrait):
     np.testing.assert_allclose(embedder.transform(np.stack([crop, crop]))[1], row, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_age_gender_layers_and_flip(portrait):
     plain = ArcFaceEmbedder(layers="age-gender").fit([portrait])
     assert plain.embedding_dim_ == 2176
@@ -195,6 +200,7 @@ def test_age_gender_layers_and_flip(portrait):
         ArcFaceEmbedder(layers=("conv_99",)).fit()
 
 
+@pytest.mark.slow
 def test_pipeline_clone_pickle_and_grid_search(utkface_paths):
     paths = utkface_paths[:40]
     ages = np.array([float(p.rsplit("/", 1)[-1].split("_")[0]) for p in paths])

@@ -34,6 +34,7 @@ def _run(args, tmp_path, *, prelude=None):
     )
 
 
+@pytest.mark.slow
 def test_missing_matplotlib_stops_before_any_embedding(shared_data, tmp_path):
     proc = _run(["--limit", "40", "--out", str(tmp_path / "fig.png")], tmp_path,
                 prelude=WITHOUT_MATPLOTLIB)

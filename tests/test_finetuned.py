@@ -39,6 +39,7 @@ def test_finetuned_block_follows_the_dlib_blocks(fgnet_pair):
     assert "non-commercial" in embedder.backbone_["licence"]
 
 
+@pytest.mark.slow
 def test_finetuned_alone_on_aligned_crops_and_mirrored(fgnet_pair):
     reference = ArcFaceEmbedder(layers="age-gender-finetuned").fit_transform(fgnet_pair)
     alone = ArcFaceEmbedder(layers=("sface_finetuned",)).fit_transform(fgnet_pair)
@@ -85,6 +86,7 @@ def test_finetuned_file_is_checked():
         packaged_session(missing.asset)
 
 
+@pytest.mark.slow
 def test_training_script_exports_what_it_trained(tmp_path):
     """scripts/finetune_sface.py: the ONNX file gives the torch module's outputs."""
     pytest.importorskip("torch")

@@ -106,6 +106,7 @@ def test_missing_lightgbm_names_the_extra(monkeypatch):
         make_gender_head("lightgbm")
 
 
+@pytest.mark.slow
 def test_importing_heads_loads_no_lightgbm_or_optuna():
     code = (
         "import sys, skagegender.heads, skagegender.metrics; "

@@ -73,6 +73,7 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.slow
 def test_special_and_oversize_files_are_refused_before_reading(tmp_path):
     files = _hostile_files(tmp_path)
     # 1 GiB of address space: reading /dev/zero or the 3 GB file would fail.
@@ -147,6 +148,7 @@ print(json.dumps({
 """
 
 
+@pytest.mark.slow
 @pytest.mark.shared_data
 def test_bad_files_in_a_batch_get_their_own_error_records(tmp_path, utkface_paths):
     files = _hostile_files(tmp_path)
@@ -162,6 +164,7 @@ def test_bad_files_in_a_batch_get_their_own_error_records(tmp_path, utkface_path
     assert REASONS["fifo"] in out["detect"]
 
 
+@pytest.mark.slow
 def test_max_faces_keeps_the_highest_scores_and_chunks_do_not_change_features(group_photo):
     every = ArcFaceEmbedder(batch_size=8).detect_faces(group_photo)
     assert len(every) == 6

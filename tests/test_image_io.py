@@ -125,6 +125,7 @@ def test_missing_file_and_directory(tmp_path):
         load_image(tmp_path)
 
 
+@pytest.mark.slow
 def test_pixel_limit_refuses_before_decoding(tmp_path):
     # 8000 x 8000 = 64 Mpx in a ~10 kB file: a decompression bomb for the default limit.
     path = tmp_path / "bomb.png"

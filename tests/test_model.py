@@ -29,6 +29,7 @@ def fitted(utkface_paths):
     return model.fit(paths, age, gender), paths, age, gender
 
 
+@pytest.mark.slow
 def test_fit_predict_and_every_face(fitted, group_photo):
     model, paths, age, gender = fitted
     pred = model.predict(paths[:20])
@@ -47,6 +48,7 @@ def test_fit_predict_and_every_face(fitted, group_photo):
         assert len(face["landmarks"]) == 5
 
 
+@pytest.mark.slow
 def test_missing_faces_get_the_fallback_age(fitted):
     model, paths, _, _ = fitted
     blank = np.full((200, 200, 3), 90, np.uint8)
@@ -59,6 +61,7 @@ def test_missing_faces_get_the_fallback_age(fitted):
         model.predict_details(np.zeros((1, 2176), np.float32))
 
 
+@pytest.mark.slow
 def test_save_load_round_trip_and_refusals(fitted, tmp_path, portrait):
     model, _, _, _ = fitted
     path = model.save(tmp_path / "m.skag")
@@ -85,6 +88,7 @@ def test_save_load_round_trip_and_refusals(fitted, tmp_path, portrait):
         AgeGenderModel.load(tampered)
 
 
+@pytest.mark.slow
 def test_heads_learn_age_and_gender_from_real_embeddings(utkface_paths):
     """Held out: heads on real SFace features beat a constant on unseen faces."""
     from sklearn.metrics import accuracy_score
@@ -104,6 +108,7 @@ def test_heads_learn_age_and_gender_from_real_embeddings(utkface_paths):
         0.7, np.mean(gender[test] == majority))
 
 
+@pytest.mark.slow
 def test_embed_dataset_progress_and_cache(shared_data, tmp_path, capsys):
     from skagegender.model import embed_dataset
 

@@ -187,6 +187,7 @@ def _with_estimator(members, node):
     return schema
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("route", sorted(ROUTES))
 def test_skops_alone_calls_the_constructor_the_file_names(shipped, route):
     """The recipe is live: skops.io.loads builds the object through that call."""
@@ -594,6 +595,7 @@ def _model_text(text):
     return edit
 
 
+@pytest.mark.slow
 def test_lightgbm_text_that_aborts_the_process_is_refused(lightgbm_file):
     import subprocess
     import sys

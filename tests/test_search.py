@@ -310,6 +310,7 @@ def test_invalid_search_spaces(regression):
         HeadSearchCV(Ridge(), ALPHA, n_trials=None).fit(X, y)
 
 
+@pytest.mark.slow
 def test_storage_resume_counts_finished_trials(regression, tmp_path):
     X, y = regression
     url = f"sqlite:///{tmp_path / 'study.db'}"
@@ -362,6 +363,7 @@ if __name__ == "__main__":
 '''
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 def test_killed_search_resumes_without_losing_trials(tmp_path):
     script = tmp_path / "killable_search.py"
@@ -439,6 +441,7 @@ def test_default_head_space_replays_each_family():
     assert pickle.loads(pickle.dumps(space)).families == space.families
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 @pytest.mark.filterwarnings("ignore:Got `batch_size`:UserWarning")
 def test_search_across_head_families_of_an_age_regressor():
@@ -500,6 +503,7 @@ def _tune_args(argv):
     return parser.parse_args(argv)
 
 
+@pytest.mark.slow
 def test_run_tune_from_features_file(tmp_path, capsys, monkeypatch):
     features = tmp_path / "features.npz"
     _write_features(features)

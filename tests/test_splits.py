@@ -73,6 +73,7 @@ def test_subject_ids_give_shuffled_group_kfold():
                                                                         groups=groups)))
 
 
+@pytest.mark.slow
 @pytest.mark.shared_data
 def test_utkface_without_subjects_uses_shuffled_kfold(shared_data):
     data = load_utkface((shared_data / "UTKFace"))

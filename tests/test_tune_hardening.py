@@ -137,6 +137,7 @@ def test_a_huge_declared_array_is_refused_before_any_data_is_read(tmp_path, caps
     assert grown_kib < 100_000
 
 
+@pytest.mark.slow
 def test_the_size_cap_applies_to_real_compressed_arrays_and_to_the_file(tmp_path, capsys):
     columns = _columns(n=4000)
     columns["X"] = np.zeros((4000, 1000))  # 30.5 MiB of zeros, 31 kB deflated
@@ -221,6 +222,7 @@ def _cases(tmp_path):
     return cases
 
 
+@pytest.mark.slow
 def test_malformed_feature_files_get_a_clear_message_and_exit_2(tmp_path, capsys):
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     for features, target, message in _cases(tmp_path):
@@ -233,6 +235,7 @@ def test_malformed_feature_files_get_a_clear_message_and_exit_2(tmp_path, capsys
     assert summaries and all(summary.n_trials == 0 for summary in summaries)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("coding", ["strings", "numbers"])
 def test_a_plain_feature_file_is_tuned(tmp_path, capsys, coding):
     import json
@@ -271,6 +274,7 @@ def _trials(storage, name):
     return optuna.load_study(study_name=name, storage=storage).trials
 
 
+@pytest.mark.slow
 def test_a_study_of_the_other_target_is_refused_before_any_trial(tmp_path, capsys):
     import json
 
@@ -311,6 +315,7 @@ def test_a_minimizing_study_is_refused(tmp_path, capsys):
                      n_trials=1, storage=storage, study_name="F-age").fit(X, y)
 
 
+@pytest.mark.slow
 def test_a_foreign_study_with_trials_is_refused_an_empty_one_adopted(tmp_path):
     X, y = make_regression(n_samples=30, n_features=3, random_state=0)
     storage = f"sqlite:///{tmp_path / 't.db'}"
@@ -336,6 +341,7 @@ def _alphas(search):
     return [params["alpha"] for params in search.cv_results_["params"]]
 
 
+@pytest.mark.slow
 def test_a_resumed_seeded_study_draws_new_points(tmp_path):
     X, y = make_regression(n_samples=30, n_features=3, noise=1.0, random_state=0)
     storage = f"sqlite:///{tmp_path / 't.db'}"
