@@ -221,8 +221,8 @@ def load(root, cache, limit, seed):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", type=Path, default=DATA, help="UTKFace image folder")
-    parser.add_argument("--cache", type=Path, default=Path("/work/emb"),
-                        help="embedding cache folder")
+    parser.add_argument("--cache", type=Path, default=Path(".emb-cache"),
+                        help="embedding cache folder (default: .emb-cache, gitignored)")
     parser.add_argument("--limit", type=int, default=None, help="seeded subset of faces")
     parser.add_argument("--n-splits", type=int, default=5)
     parser.add_argument("--n-trials", type=int, default=20)

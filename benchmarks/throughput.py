@@ -420,7 +420,8 @@ def side_by_side(args, datasets):
                 runs[name][program].append(result)
                 print(json.dumps({"repeat": rep, "data": name, "program": program, **result}),
                       flush=True)
-    return {"runs": runs, "peer_python": python, "peer_skipped": skipped}
+    # the interpreter's name only: a full path would record this machine's layout
+    return {"runs": runs, "peer_python": python and Path(python).name, "peer_skipped": skipped}
 
 
 TASKS = {"floor": task_floor, "stages": task_stages, "e2e": task_e2e, "startup": task_startup,
