@@ -78,3 +78,55 @@ def known_labels(labels):
         return np.ones(labels.shape, dtype=bool)
     return np.array([v is not None and v == v and not (isinstance(v, (str, bytes)) and not v)
                      for v in labels], dtype=bool)
+
+
+class NotRegularFileError(OSError):
+    """A path names a folder, FIFO, device or socket, not a regular file.
+
+    Attributes
+    ----------
+    mode : int
+        The ``st_mode`` of what the path names (``stat.S_ISFIFO(mode)``, ...).
+    """
+
+    def __init__(self, path, mode):
+        super().__init__(f"{path}: not a regular file")
+        self.mode = mode
+
+
+def open_regular_file(path):
+    """Open ``path`` for binary reading only if it is a regular file, without blocking.
+
+    Opening a FIFO for reading waits for a writer and reading a device may never
+    end, so the file is opened with ``O_NONBLOCK`` and checked on the open
+    descriptor (the path cannot be swapped between the check and the read).
+
+    Parameters
+    ----------
+    path : str or path-like
+
+    Returns
+    -------
+    file : binary file object (close it, or use it in a ``with`` block)
+    info : os.stat_result of the open file, for its size
+
+    Raises
+    ------
+    NotRegularFileError
+        For a folder, FIFO, device or socket.
+    OSError
+        When it cannot be opened (missing, no permission, ...).
+    """
+    import os
+    import stat
+
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    fd = os.open(path, flags)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise NotRegularFileError(path, info.st_mode)
+    except BaseException:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "rb"), info

@@ -16,6 +16,8 @@ import stat
 
 import numpy as np
 
+from .._utils import NotRegularFileError, open_regular_file
+
 DEFAULT_MAX_PIXELS = 40_000_000
 #: Files larger than this many bytes are refused before they are read. 100 MB holds
 #: any compressed photo (a 100-megapixel camera JPEG is 20-50 MB); uncompressed BMP,
@@ -117,15 +119,13 @@ def _read_file(path, source, max_bytes):
     if info.st_size > max_bytes:
         raise ImageLoadError(source, f"the file has {info.st_size:,} bytes, over the limit "
                                      f"of {max_bytes:,} (max_bytes)")
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
     try:
-        fd = os.open(path, flags)
+        file, _ = open_regular_file(path)
+    except NotRegularFileError as exc:
+        raise _not_regular(exc.mode, source) from None
     except OSError as exc:
         raise _access_error(exc, source) from exc
-    with os.fdopen(fd, "rb") as file:
-        mode = os.fstat(file.fileno()).st_mode
-        if not stat.S_ISREG(mode):
-            raise _not_regular(mode, source)
+    with file:
         try:
             data = file.read(max_bytes + 1)
         except OSError as exc:

@@ -52,7 +52,6 @@ import json
 import math
 import os
 import re
-import stat
 import struct
 import tempfile
 import zipfile
@@ -60,7 +59,7 @@ import zlib
 from collections import OrderedDict, defaultdict
 from pathlib import Path
 
-from .._utils import npy_header
+from .._utils import NotRegularFileError, npy_header, open_regular_file
 
 __all__ = [
     "DEFAULT_TRUSTED_TYPES",
@@ -387,25 +386,20 @@ def load_model_file(path, *, trusted=None, expected_backbone=None, max_bytes=MAX
 def _read_regular_file(path, max_bytes):
     """The bytes of ``path``, a regular file of at most ``max_bytes`` bytes."""
     try:
-        # O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused below.
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        file, info = open_regular_file(path)
     except FileNotFoundError:
         raise FileNotFoundError(f"no model file at {str(path)!r}") from None
+    except NotRegularFileError:
+        raise _Refused("is not a regular file (a folder, device, FIFO or socket)") from None
     except OSError as exc:
         raise _Refused(f"cannot be opened ({exc.strerror})") from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise _Refused("is not a regular file (a folder, device, FIFO or socket)")
+    with file:
         if info.st_size > max_bytes:
             raise _Refused(
                 f"is {info.st_size:,} bytes, over the model file cap of {max_bytes:,} bytes "
                 "(load_model_file(..., max_bytes=...) raises it for a file you trust)"
             )
-        with os.fdopen(fd, "rb", closefd=False) as file:
-            data = file.read(max_bytes + 1)
-    finally:
-        os.close(fd)
+        data = file.read(max_bytes + 1)
     if len(data) > max_bytes:
         raise _Refused(f"grew over the model file cap of {max_bytes:,} bytes while read")
     return data

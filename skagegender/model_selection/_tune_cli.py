@@ -8,8 +8,6 @@ wires them in.
 import argparse
 import json
 import math
-import os
-import stat
 import struct
 import sys
 import zipfile
@@ -18,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._utils import known_labels, npy_header
+from .._utils import NotRegularFileError, known_labels, npy_header, open_regular_file
 
 _USAGE_ERROR = 2
 _INTERRUPTED = 130
@@ -197,14 +195,12 @@ def _read_features(path, required, optional, max_bytes):
     """
     where = f"--features {path}"
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO cannot block
+        fh, info = open_regular_file(path)
+    except NotRegularFileError:
+        raise _TuneError(f"{where}: not a regular file") from None
     except OSError as exc:
         raise _TuneError(f"{where}: cannot open it: {exc.strerror}") from None
-    info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode):
-        os.close(fd)
-        raise _TuneError(f"{where}: not a regular file")
-    with os.fdopen(fd, "rb") as fh:
+    with fh:
         if info.st_size > max_bytes:
             raise _TuneError(f"{where}: {info.st_size / 2**20:.0f} MiB, over the "
                              f"{max_bytes / 2**20:.0f} MiB limit (--max-features-mb)")
