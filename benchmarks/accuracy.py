@@ -284,7 +284,7 @@ def calibration_study(args):
 
     from skagegender.embedding._finetuned import FINETUNED_AGE_CLASSES
     from skagegender.heads import AgeAwareCalibratedClassifier
-    from skagegender.model._datasets import load_dataset
+    from skagegender.datasets import load_dataset
 
     X, age, gender, domain, source = calibration_rows(args.data, args.cache, args.maps,
                                                       args.n_jobs, fgnet_weight=1)

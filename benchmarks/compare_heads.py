@@ -51,7 +51,7 @@ from skagegender.metrics import (
     mean_absolute_error,
     one_class_off_score,
 )
-from skagegender.model import embed_dataset
+from skagegender.datasets import embed_dataset
 from skagegender.model_selection import HeadSearchCV, default_head_space
 from skagegender.pretrained._recipe import make_embedder
 

@@ -23,7 +23,8 @@ from sklearn.utils import Bunch
 from skagegender.cli import evaluate_model
 from skagegender.embedding import ArcFaceEmbedder
 from skagegender.heads import AgeRegressor, GenderClassifier
-from skagegender.model import AgeGenderModel, embed_dataset
+from skagegender.datasets import embed_dataset
+from skagegender.model import AgeGenderModel
 
 
 def _pyplot():

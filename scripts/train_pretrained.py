@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from skagegender import __version__
-from skagegender.model import AgeGenderModel, embed_dataset
+from skagegender.datasets import embed_dataset
+from skagegender.model import AgeGenderModel
 from skagegender.pretrained import MODEL_FILE
 from skagegender.pretrained._recipe import (
     FGNET_CALIBRATION_WEIGHT,
@@ -114,7 +115,7 @@ def calibration_rows(data_root, cache, maps_folder, n_jobs, n=N_CALIBRATION,
 
     from skagegender.datasets import degrade_photo
     from skagegender.embedding import load_image
-    from skagegender.model._datasets import load_dataset
+    from skagegender.datasets import load_dataset
 
     torch.set_num_threads(n_jobs)
     embedder = make_embedder(cache=str(cache), n_jobs=n_jobs)

@@ -217,17 +217,15 @@ class _FaceCache:
     ``predict`` needs all faces of a photo, where ``embed`` keeps one: its rows go
     to the same :class:`~skagegender.embedding.EmbeddingCache` file under their
     own backbone key (the embedder's key plus "every face"), face ``j`` of an
-    item under ``<item key>:<j>`` and a "no face found" marker after the last.
+    item under ``<item key>:<j>`` and a "no_face" outcome after the last.
     Unreadable inputs are not cached (they are quick to retry).
     """
 
     def __init__(self, folder, embedder):
         from .embedding import EmbeddingCache
-        from .embedding._cache import backbone_key
 
-        info = embedder.backbone_info()
-        key = backbone_key(info, {**embedder._cache_options(), "faces": "every"})
-        self.store = EmbeddingCache(folder, key, dim=info["embedding_dim"])
+        self.store = EmbeddingCache(folder, embedder.cache_key(faces="every"),
+                                    dim=embedder.backbone_info().embedding_dim)
 
     def get(self, keys):
         """Cached faces per key (a list, maybe empty), for the keys fully stored."""
@@ -240,8 +238,8 @@ class _FaceCache:
                 hit = stored.get(f"{k}:{j}")
                 if hit is None:
                     continue  # not (fully) cached
-                row, face, error = hit
-                if error is None:
+                row, face, outcome = hit
+                if outcome.ok:
                     faces[k].append(face)
                     still.append(k)
                 else:
@@ -252,8 +250,11 @@ class _FaceCache:
     def put(self, key, faces):
         if key is None:
             return
-        entries = [(f"{key}:{j}", face.embedding, face, None) for j, face in enumerate(faces)]
-        entries.append((f"{key}:{len(faces)}", None, None, "no face found"))
+        from .embedding import Outcome
+
+        entries = [(f"{key}:{j}", face.embedding, face, Outcome("ok"))
+                   for j, face in enumerate(faces)]
+        entries.append((f"{key}:{len(faces)}", None, None, Outcome("no_face", "no more faces")))
         self.store.put(entries)
 
     def close(self):
@@ -264,7 +265,7 @@ def _predict_stream(model, items, targets, *, n_jobs, cache, coverage):
     """Yield ``(path, records, error)`` per item, in input order, as each is done."""
     from joblib import Parallel, delayed
 
-    from .embedding._cache import item_key
+    from .embedding import item_key
 
     keys = [item_key(path) if error is None and cache is not None else None
             for path, error in items]
@@ -449,26 +450,28 @@ def cmd_embed(args):
     n, dim = len(items), result.features.shape[1]
     features = np.full((n, dim), np.nan, dtype=np.float32)
     errors = [error and f"{path}: {error}" for path, error in items]
+    failed = [error is not None for error in errors]  # unreadable: failed; no face: not
     rows = [i for i, (_, error) in enumerate(items) if error is None]
     features[rows] = result.features
-    for i, error in zip(rows, result.errors):
-        errors[i] = error
+    for i, outcome in zip(rows, result.outcomes):
+        errors[i] = outcome.error
+        failed[i] = outcome.kind == "load_error"
     found = np.array([e is None for e in errors], dtype=bool)
     paths = [path for path, _ in items]
     # Plain numeric and unicode columns only: the file loads with allow_pickle=False.
     np.savez_compressed(args.out, embeddings=features, paths=np.array(paths, dtype=str),
                         found=found, errors=np.array([e or "" for e in errors], dtype=str))
-    failed = [e for e in errors if e is not None and not e.endswith("no face found")]
+    failed = sum(failed)
     for message in errors:
         if message is not None:
             _error("embed", message)
     summary = {"out": args.out, "n_images": n, "n_faces_found": int(found.sum()),
-               "n_failed": len(failed), "embedding_dim": int(dim)}
+               "n_failed": failed, "embedding_dim": int(dim)}
     if args.json:
         _print_json(summary)
     else:
         print(f"{summary['n_faces_found']} of {n} images embedded ({dim} features), "
-              f"{len(failed)} could not be read -> {args.out}")
+              f"{failed} could not be read -> {args.out}")
     return EXIT_SOME_FAILED if failed else EXIT_OK
 
 
@@ -477,73 +480,28 @@ def cmd_embed(args):
 def evaluate_model(model, features, data):
     """Scores of a fitted AgeGenderModel on embedded dataset rows.
 
-    Images without a found face are predicted ``model.fallback_age_`` (the median
-    training age) and counted as gender errors: they stay in every metric. The
-    80 % age interval's coverage and mean width, and the expected calibration
-    error of the gender probability (``gender_ece``, on the faces found), are
-    reported overall and per age group.
+    :func:`skagegender.metrics.evaluation_report` of the model's predictions, with
+    ``n_images`` and ``n_faces_found``. Images without a found face are predicted
+    ``model.fallback_age_`` (the median training age) and no gender: they stay in
+    every age score and count as gender errors. The gender probability's calibration
+    is taken on the faces found. Groups: age (by true age), gender and race where the
+    dataset has them.
     """
     import numpy as np
 
-    from .metrics import (age_error_report, age_group_labels, calibration_report,
-                          cumulative_score, interval_report, mean_absolute_error,
-                          one_class_off_score)
+    from .metrics import evaluation_report
 
     details = model.predict_details(features)
-    age_true = np.asarray(data.age, dtype=float)
-    age_pred = np.where(details["found"], details["age"], model.fallback_age_)
-    labeled = ~np.isnan(age_true)
-    out = {
-        "n_images": int(len(features)),
-        "n_faces_found": int(details["found"].sum()),
-        "mae": float(mean_absolute_error(age_true[labeled], age_pred[labeled])),
-        "one_class_off": float(one_class_off_score(age_true[labeled], age_pred[labeled])),
-        "cs5": float(cumulative_score(age_true[labeled], age_pred[labeled], threshold=5)),
-        "gender_accuracy": None,
-    }
-    gender = np.asarray(data.gender, dtype=object) if data.get("gender") is not None else None
-    groups = {}
-    known = None if gender is None else known_labels(gender)
-    if known is not None and known.any():
-        hit = np.array([p is not None and str(p) == str(g)
-                        for p, g in zip(details["gender"], gender)])
-        out["gender_accuracy"] = float(hit[known].mean())
-        groups["gender"] = np.array([str(g) for g in gender])[labeled]
-    if data.get("race") is not None:
-        groups["race"] = np.array([str(r) for r in data.race])[labeled]
-    report = age_error_report(age_true[labeled], age_pred[labeled], groups=groups or None)
-    per_group = {}
-    for row in report:
-        kind = {"age_group": "age"}.get(row["group_type"], row["group_type"])
-        if kind == "all":
-            continue
-        per_group.setdefault(kind, {})[str(row["group"])] = {
-            key: row[key] for key in ("n", "mae", "one_class_off", "cs5") if key in row}
-    for row in interval_report(age_true[labeled], details["age_interval"][labeled]):
-        target = out if row["group_type"] == "all" else per_group["age"][row["group"]]
-        target["interval_coverage"] = row["coverage"]
-        target["interval_width"] = row["mean_width"]
-    if out["gender_accuracy"] is not None and model.gender_head_ is not None:
-        # gender accuracy within the same age groups (by true age) and races
-        sets = {"age": age_group_labels(age_true)}
-        if data.get("race") is not None:
-            sets["race"] = np.array([str(r) for r in data.race])
-        for kind, labels in sets.items():
-            for group, row in per_group.get(kind, {}).items():
-                mask = known & (labels == group)
-                row["gender_accuracy"] = float(hit[mask].mean()) if mask.any() else None
-        rows = known & labeled
-        classes = [str(c) for c in model.gender_head_.classes_]  # two, sorted
-        probability = np.asarray(details["gender_probability"], dtype=float)
-        second = np.array([g is not None and str(g) == classes[1] for g in details["gender"]])
-        p_second = np.where(second, probability, 1 - probability)
-        truth = np.array([str(g) for g in gender[rows]])
-        for row in calibration_report(truth, np.column_stack((1 - p_second, p_second))[rows],
-                                      age=age_true[rows], labels=classes):
-            target = out if row["group_type"] == "all" else per_group["age"][row["group"]]
-            target["gender_ece"] = row["ece"]
-    out["per_group"] = per_group
-    return out
+    found = details["found"]
+    gender = data.get("gender")
+    scored = gender is not None and model.gender_head_ is not None
+    report = evaluation_report(
+        data.age, np.where(found, details["age"], model.fallback_age_),
+        gender_true=gender, gender_pred=details["gender"] if gender is not None else None,
+        gender_proba=details["gender_probability"] if scored else None,
+        interval=details["age_interval"],
+        groups=None if data.get("race") is None else {"race": data.race})
+    return {"n_images": len(features), "n_faces_found": int(found.sum()), **report}
 
 
 def _rounded(obj, digits=4):
@@ -578,7 +536,7 @@ def _model_description(path):
 
 
 def cmd_evaluate(args):
-    from .model import embed_dataset
+    from .datasets import embed_dataset
 
     model = _load_model(args.model)
     start = time.perf_counter()
@@ -624,9 +582,10 @@ def cmd_evaluate(args):
 def cmd_train(args):
     import numpy as np
 
+    from .datasets import embed_dataset
     from .embedding import ArcFaceEmbedder
     from .heads import AgeRegressor, GenderClassifier
-    from .model import AgeGenderModel, embed_dataset
+    from .model import AgeGenderModel
 
     embedder = ArcFaceEmbedder(layers=None if args.layers == "none" else args.layers,
                                flip_augment=args.flip, n_jobs=args.n_jobs)
@@ -694,9 +653,9 @@ _COMMAND_CODES = (
 
 def build_parser():
     """The ``skagegender`` argument parser with its sub-commands."""
+    from ._tune_cli import add_tune_arguments, run_tune
+    from .datasets import DATASETS
     from .heads import HEAD_FAMILIES
-    from .model import DATASETS
-    from .model_selection._tune_cli import add_tune_arguments, run_tune
 
     parser = argparse.ArgumentParser(
         prog="skagegender", description="Age and gender estimation from face photos.",

@@ -61,8 +61,6 @@ def test_help_gives_every_option_a_sentence_its_default_and_the_exit_codes(comma
     if command in ("predict", "embed"):
         assert "no face is found is a success" in epilog
         assert "some inputs could not be read" in epilog and "empty folders" in epilog
-    if command == "tune":
-        return  # tune's options are declared by skagegender.model_selection._tune_cli
     # one block per option: its first line starts with "  -", its help follows
     blocks = []
     for line in options.splitlines():

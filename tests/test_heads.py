@@ -288,7 +288,7 @@ def test_one_registry_of_head_families_feeds_factories_search_and_cli(monkeypatc
     from skagegender.heads import HEAD_FAMILIES, HeadFamily, available_head_families
     from skagegender.model_selection import default_head_space
 
-    from skagegender.model import DATASETS
+    from skagegender.datasets import DATASETS
 
     def train_accepts(family):
         argv = ["train", "--dataset", next(iter(DATASETS)), "--root", "r", "--out", "m.skag"]

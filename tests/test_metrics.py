@@ -11,10 +11,12 @@ from skagegender.metrics import (
     age_error_report,
     cumulative_score,
     cumulative_scorer,
+    evaluation_report,
     exact_class_score,
     exact_class_scorer,
     expected_calibration_error,
     get_scorer,
+    interval_report,
     mean_absolute_error,
     one_class_off_score,
     one_class_off_scorer,
@@ -167,3 +169,109 @@ def test_round_age_and_known_labels_are_the_one_convention():
     assert known_labels(np.array(["f", ""])).tolist() == [True, False]
     assert known_labels(np.array([1.0, np.nan])).tolist() == [True, False]
     assert known_labels(np.array([0, 1])).tolist() == [True, True]
+
+
+def _predictions(seed=0, n=300):
+    """True and predicted ages and genders with every kind of gap the report must handle."""
+    rng = np.random.default_rng(seed)
+    age_true = rng.uniform(1, 90, n)
+    age_true[:10] = np.nan  # unknown true age
+    age_pred = age_true + rng.normal(0, 6, n)
+    age_pred[10:25] = np.nan  # no face found
+    gender_true = rng.choice(np.array(["female", "male"], dtype=object), n)
+    gender_true[25:40] = None  # unknown true gender
+    gender_true[40:45] = ""
+    right = rng.random(n) < 0.85
+    gender_pred = np.where(right, gender_true, np.where(gender_true == "male", "female", "male"))
+    gender_pred[10:25] = None  # no face, no gender either
+    proba = np.where(right, rng.uniform(0.7, 1, n), rng.uniform(0.5, 0.8, n))
+    proba[10:25] = np.nan
+    interval = np.column_stack((age_pred - 8, age_pred + 8))
+    race = rng.choice(np.array(["White", "Black", None], dtype=object), n)
+    return age_true, age_pred, gender_true, gender_pred, proba, interval, race
+
+
+def test_evaluation_report_is_the_component_reports_on_the_right_rows():
+    age_true, age_pred, gender_true, gender_pred, proba, interval, race = _predictions()
+    report = evaluation_report(age_true, age_pred, gender_true=gender_true,
+                               gender_pred=gender_pred, gender_proba=proba,
+                               interval=interval, groups={"race": race})
+    aged = ~np.isnan(age_true)
+    both = aged & ~np.isnan(age_pred)
+    assert (report["n"], report["n_age"], report["n_gender"], report["n_missing"]) == (
+        300, 290, 280, 15)
+    # age: over the rows with a true age; a missing prediction is out of the MAE and
+    # wrong in one-class-off and CS@5
+    assert report["mae"] == pytest.approx(mean_absolute_error(age_true[both], age_pred[both]))
+    assert report["one_class_off"] == pytest.approx(
+        one_class_off_score(age_true[aged], age_pred[aged]))
+    assert report["cs5"] == pytest.approx(np.mean(np.abs(age_true - age_pred)[aged] <= 5))
+    # gender: over the known true genders; a missing prediction is wrong
+    known = np.array([g not in (None, "") for g in gender_true])
+    hit = np.array([p is not None and p == g for p, g in zip(gender_pred, gender_true)])
+    assert report["gender_accuracy"] == pytest.approx(hit[known].mean())
+    assert report["gender_accuracy"] < hit[known & both].mean()  # the missed faces count
+    # the interval: interval_report's numbers on the rows with a true age
+    overall = interval_report(age_true[aged], interval[aged])[0]
+    assert report["interval_coverage"] == overall["coverage"] < 1
+    assert report["interval_width"] == pytest.approx(16)
+    # calibration of "the printed gender is right" at the printed probability, faces found
+    shown = known & ~np.isnan(proba)
+    assert report["gender_ece"] == pytest.approx(
+        expected_calibration_error(hit[shown].astype(int), proba[shown], labels=[0, 1]))
+    assert report["gender_confidence"] == pytest.approx(proba[shown].mean())
+
+    groups = report["per_group"]
+    assert list(groups) == ["age", "gender", "race"]
+    assert list(groups["age"]) == ["0-12", "13-19", "20-39", "40-59", "60+"]
+    assert sorted(groups["gender"]) == ["female", "male"]
+    assert sorted(groups["race"]) == ["Black", "White"]  # None is in no group
+    for name in ("age", "gender", "race"):
+        rows = groups[name].values()
+        # each grouping covers the rows it can label, and the overall scores are their
+        # size-weighted means
+        labeled = {"age": aged, "gender": known, "race": race != None}[name]
+        assert sum(row["n"] for row in rows) == labeled.sum()
+        if name == "age":
+            for key in ("one_class_off", "cs5", "interval_coverage"):
+                weighted = sum(row["n"] * row[key] for row in rows) / labeled.sum()
+                assert weighted == pytest.approx(report[key])
+    old = age_true >= 59.5
+    assert groups["age"]["60+"]["mae"] == pytest.approx(
+        mean_absolute_error(age_true[both & old], age_pred[both & old]))
+    black = race == "Black"
+    assert groups["race"]["Black"]["gender_accuracy"] == pytest.approx(hit[known & black].mean())
+    male = gender_true == "male"
+    assert groups["gender"]["male"]["n_missing"] == (male & aged & np.isnan(age_pred)).sum()
+
+
+def test_evaluation_report_without_gender_or_intervals_says_none():
+    age_true, age_pred, _, gender_pred, *_ = _predictions(1)
+    report = evaluation_report(age_true, age_pred)
+    for key in ("gender_accuracy", "interval_coverage", "interval_width", "gender_ece",
+                "gender_confidence"):
+        assert report[key] is None
+    assert list(report["per_group"]) == ["age"]
+    assert report["n_gender"] == 0
+    # no true gender known: nothing to score, even with predictions
+    unknown = np.full(len(age_true), None, dtype=object)
+    report = evaluation_report(age_true, age_pred, gender_true=unknown, gender_pred=gender_pred)
+    assert report["gender_accuracy"] is None and "gender" not in report["per_group"]
+    # a group with no true age has NaN age scores, not a crash
+    only_unknown = np.where(np.isnan(age_true), "x", None)
+    row = evaluation_report(age_true, age_pred, groups={"g": only_unknown})["per_group"]["g"]
+    assert row["x"]["n"] == 10 and row["x"]["n_age"] == 0 and np.isnan(row["x"]["mae"])
+
+
+def test_evaluation_report_refuses_inputs_it_cannot_score():
+    age_true, age_pred, gender_true, _, proba, interval, _ = _predictions(2)
+    with pytest.raises(ValueError, match="gender_true needs gender_pred"):
+        evaluation_report(age_true, age_pred, gender_true=gender_true)
+    with pytest.raises(ValueError, match="gender_proba needs gender_pred"):
+        evaluation_report(age_true, age_pred, gender_proba=proba)
+    with pytest.raises(ValueError, match="interval must have shape"):
+        evaluation_report(age_true, age_pred, interval=interval[:, :1])
+    with pytest.raises(ValueError, match="cannot be named 'age'"):
+        evaluation_report(age_true, age_pred, groups={"age": gender_true})
+    with pytest.raises(ValueError, match="inconsistent numbers of samples"):
+        evaluation_report(age_true, age_pred[:-1])

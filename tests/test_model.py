@@ -110,7 +110,7 @@ def test_heads_learn_age_and_gender_from_real_embeddings(utkface_paths):
 
 @pytest.mark.slow
 def test_embed_dataset_progress_and_cache(shared_data, tmp_path, capsys):
-    from skagegender.model import embed_dataset
+    from skagegender.datasets import embed_dataset
 
     root = shared_data / "FGNET"
     X, data = embed_dataset("fgnet", root, embedder=ArcFaceEmbedder(), cache=tmp_path,
@@ -164,7 +164,15 @@ def test_an_interval_error_is_raised_not_hidden():
     broken.fit_features(X, age)
     with pytest.raises(ValueError, match="interval failed"):
         broken.predict_details(X[:2])
-    # a head that says it has no interval gives NaN intervals, not an error
-    none = AgeGenderModel(ArcFaceEmbedder(), age_head=_IntervalHead(error=NotImplementedError))
-    details = none.fit_features(X, age).predict_details(X[:2])
+    # any error of a head that has intervals is a real one, whatever its type
+    odd = AgeGenderModel(ArcFaceEmbedder(), age_head=_IntervalHead(error=NotImplementedError))
+    with pytest.raises(NotImplementedError, match="interval failed"):
+        odd.fit_features(X, age).predict_details(X[:2])
+    # a head without intervals gives NaN intervals (None per face), not an error
+    none = AgeGenderModel(ArcFaceEmbedder(), age_head=Ridge())
+    assert not hasattr(none.fit_features(X, age).age_head_, "predict_interval")
+    details = none.predict_details(X[:2])
     assert np.isnan(details["age_interval"]).all() and np.isfinite(details["age"]).all()
+    with_interval = AgeGenderModel(ArcFaceEmbedder(), age_head=AgeRegressor("ordinal"))
+    details = with_interval.fit_features(X, age).predict_details(X[:2])
+    assert (details["age_interval"][:, 0] <= details["age_interval"][:, 1]).all()

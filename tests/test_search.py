@@ -14,7 +14,11 @@ import pytest
 
 optuna = pytest.importorskip("optuna")
 
-from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.distributions import (
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
 from optuna.trial import FixedTrial, TrialState
 from sklearn.base import BaseEstimator, RegressorMixin, clone
 from sklearn.datasets import make_classification, make_regression
@@ -30,8 +34,8 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 from threadpoolctl import threadpool_limits
 
 import skagegender.heads as skagegender_heads
+from skagegender._tune_cli import add_tune_arguments, run_tune
 from skagegender.model_selection import HeadSearchCV, default_head_space
-from skagegender.model_selection._tune_cli import add_tune_arguments, run_tune
 
 # Two shared cores: BLAS threads fighting over them make a 67x10 logistic fit 30x slower.
 pytestmark = pytest.mark.usefixtures("_one_blas_thread")
@@ -510,11 +514,11 @@ def test_run_tune_from_features_file(tmp_path, capsys, monkeypatch):
     storage = f"sqlite:///{tmp_path / 'tune.db'}"
     # A small MLP-only space keeps the test fast; the command's space is the default one.
     monkeypatch.setattr(
-        "skagegender.model_selection._tune_cli._make_search_space",
+        "skagegender._tune_cli._make_search_space",
         lambda target: _tiny_space,
     )
     monkeypatch.setattr(
-        "skagegender.model_selection._tune_cli._make_estimator", lambda target: _tiny_estimator()
+        "skagegender._tune_cli._make_estimator", lambda target: _tiny_estimator()
     )
     args = _tune_args(["--features", str(features), "--target", "age", "--n-trials", "3",
                        "--storage", storage, "--cv", "3", "--json"])
@@ -542,7 +546,7 @@ def test_run_tune_gender_with_the_real_head(tmp_path, capsys, monkeypatch):
     _write_features(features)
     # The ordinal family (a logistic regression for two genders) keeps the test fast.
     monkeypatch.setattr(
-        "skagegender.model_selection._tune_cli._make_search_space",
+        "skagegender._tune_cli._make_search_space",
         lambda target: default_head_space(target, families=["ordinal"]),
     )
     storage = f"sqlite:///{tmp_path / 'tune.db'}"
@@ -557,8 +561,9 @@ def test_run_tune_gender_with_the_real_head(tmp_path, capsys, monkeypatch):
 
 
 def test_run_tune_embeds_the_dataset_and_keeps_subjects_apart(tmp_path, capsys, monkeypatch):
-    import skagegender.model
     from sklearn.utils import Bunch
+
+    import skagegender.datasets
 
     rng = np.random.default_rng(0)
     subject = np.repeat([f"p{i}" for i in range(20)], 3).astype(object)
@@ -573,10 +578,10 @@ def test_run_tune_embeds_the_dataset_and_keeps_subjects_apart(tmp_path, capsys, 
         return X, Bunch(name=name, age=age, gender=np.full(60, None), subject=subject,
                         fold=None)
 
-    monkeypatch.setattr(skagegender.model, "embed_dataset", fake_embed_dataset)
-    monkeypatch.setattr("skagegender.model_selection._tune_cli._make_search_space",
+    monkeypatch.setattr(skagegender.datasets, "embed_dataset", fake_embed_dataset)
+    monkeypatch.setattr("skagegender._tune_cli._make_search_space",
                         lambda target: _tiny_space)
-    monkeypatch.setattr("skagegender.model_selection._tune_cli._make_estimator",
+    monkeypatch.setattr("skagegender._tune_cli._make_estimator",
                         lambda target: _tiny_estimator())
     seen_groups = []
     original_fit = HeadSearchCV.fit

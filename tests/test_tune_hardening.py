@@ -21,9 +21,9 @@ from sklearn.datasets import make_regression
 from sklearn.linear_model import Ridge
 from threadpoolctl import threadpool_limits
 
+from skagegender._tune_cli import add_tune_arguments
 from skagegender.cli import main
 from skagegender.model_selection import HeadSearchCV
-from skagegender.model_selection._tune_cli import add_tune_arguments
 
 
 @pytest.fixture(autouse=True)

@@ -60,7 +60,7 @@ def test_sklearn_contract(estimator, check):
 @pytest.fixture(scope="module")
 def real_rows(shared_data, tmp_path_factory):
     """Shipped-model features of 480 seeded UTKFace images and the 127 FG-NET images."""
-    from skagegender.model import embed_dataset
+    from skagegender.datasets import embed_dataset
     from skagegender.pretrained._recipe import make_embedder
 
     cache = tmp_path_factory.mktemp("emb")

@@ -9,6 +9,10 @@ and returns the same kind of :class:`sklearn.utils.Bunch`: absolute image
 entries of the release were left out, and why. A folder without the expected
 layout raises :class:`DatasetLayoutError`, whose message names that layout.
 
+The registry names them: :data:`DATASETS`, :func:`load_dataset` (a loader by
+name), :func:`subsample` (a seeded subset) and :func:`embed_dataset` (load and embed,
+for training, evaluation and tuning).
+
 Use :func:`skagegender.model_selection.dataset_cv` to split a loaded dataset
 so that no person is on both sides.
 """
@@ -19,18 +23,23 @@ from ._base import DatasetLayoutError
 from ._fgnet import load_fgnet
 from ._imdb_wiki import load_imdb_wiki
 from ._morph2 import MORPH2_COLUMNS, load_morph2
+from ._registry import DATASETS, embed_dataset, load_dataset, subsample
 from ._utkface import UTKFACE_RACES, load_utkface
 
 __all__ = [
     "ADIENCE_AGE_GROUPS",
-    "DatasetLayoutError",
+    "DATASETS",
     "MORPH2_COLUMNS",
     "UTKFACE_RACES",
+    "DatasetLayoutError",
     "adience_age_group",
     "degrade_photo",
+    "embed_dataset",
     "load_adience",
+    "load_dataset",
     "load_fgnet",
     "load_imdb_wiki",
     "load_morph2",
     "load_utkface",
+    "subsample",
 ]

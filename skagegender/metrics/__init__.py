@@ -13,6 +13,8 @@ Naming rule: ``*_score`` is higher-is-better, ``*_error`` is lower-is-better.
   :func:`calibration_report`: accuracy, confidence and ECE overall and per age group.
 - :func:`interval_coverage`, :func:`interval_report`: coverage and mean width of age
   intervals, overall and per age group.
+- :func:`evaluation_report`: every score above of age and gender predictions at once,
+  overall and per group (what ``skagegender evaluate`` prints).
 - Scorers :data:`one_class_off_scorer`, :data:`exact_class_scorer`,
   :data:`cumulative_scorer` and :func:`get_scorer` (our names, then scikit-learn's).
 """
@@ -35,6 +37,7 @@ from ._calibration import (
     interval_coverage,
     interval_report,
 )
+from ._evaluation import evaluation_report
 from ._scorer import (
     SCORERS,
     cumulative_scorer,
@@ -53,6 +56,7 @@ __all__ = [
     "calibration_report",
     "cumulative_score",
     "cumulative_scorer",
+    "evaluation_report",
     "exact_class_score",
     "exact_class_scorer",
     "expected_calibration_error",

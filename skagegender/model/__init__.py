@@ -1,13 +1,11 @@
 """The image-to-age-and-gender model and its safe file format.
 
-:class:`AgeGenderModel` joins an embedder and two heads; :func:`embed_dataset`
-embeds a dataset for training and evaluation; :func:`save_model_file` /
+:class:`AgeGenderModel` joins an embedder and two heads; :func:`save_model_file` /
 :func:`load_model_file` write and read model files that load without running
 code chosen by the file, within size caps (:data:`MAX_MODEL_BYTES`).
 """
 
 from ._age_gender import AgeGenderModel
-from ._datasets import DATASETS, embed_dataset, load_dataset
 from ._persistence import (
     DEFAULT_TRUSTED_TYPES,
     MAX_MODEL_BYTES,
@@ -20,12 +18,9 @@ from ._persistence import (
 __all__ = [
     "AgeGenderModel",
     "BackboneMismatchError",
-    "DATASETS",
     "DEFAULT_TRUSTED_TYPES",
     "MAX_MODEL_BYTES",
     "ModelFileError",
-    "embed_dataset",
-    "load_dataset",
     "load_model_file",
     "save_model_file",
 ]

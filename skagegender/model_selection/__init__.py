@@ -1,6 +1,6 @@
 """Model selection: subject-disjoint splits and head search."""
 
-from ._search import HeadSearchCV, default_head_space
+from ._search import HeadSearchCV, StudyError, default_head_space
 from ._splits import dataset_cv
 
-__all__ = ["HeadSearchCV", "dataset_cv", "default_head_space"]
+__all__ = ["HeadSearchCV", "StudyError", "dataset_cv", "default_head_space"]

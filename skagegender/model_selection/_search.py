@@ -26,7 +26,7 @@ from sklearn.utils.metaestimators import _safe_split, available_if
 from sklearn.utils.parallel import Parallel, delayed
 from sklearn.utils.validation import _num_samples, check_is_fitted, indexable
 
-__all__ = ["HeadSearchCV", "default_head_space"]
+__all__ = ["HeadSearchCV", "StudyError", "default_head_space"]
 
 # Heartbeat used when ``storage`` is given as a URL: a running trial writes a heartbeat
 # every _HEARTBEAT_INTERVAL seconds; a RUNNING trial whose heartbeat is older than
@@ -732,6 +732,31 @@ class HeadSearchCV(MetaEstimatorMixin, BaseEstimator):
             raise
         _check_study(study, record)
         return study
+
+    def open_study(self):
+        """Create or load the study in ``storage`` now and check that it is this search's.
+
+        :meth:`fit` does the same first. Calling it before costly work (loading or
+        embedding the data) reports early, and quietly otherwise, a storage that cannot
+        be opened or a stored study of another search. No trial is run.
+
+        Returns
+        -------
+        study : optuna.study.Study
+            The study named ``study_name`` in ``storage``.
+
+        Raises
+        ------
+        StudyError
+            If the storage cannot be opened, or the stored study belongs to another
+            search (see ``storage``).
+        """
+        self._validate_params()
+        optuna = _import_optuna()
+        self._check_search_params(optuna)
+        with _optuna_verbosity(optuna, 0), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+            return self._create_study(optuna, self._study_record(self._get_scorer()))
 
     def _params_of(self, frozen_trial):
         """Estimator parameters of a stored trial, replayed through the search space."""

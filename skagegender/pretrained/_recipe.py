@@ -181,7 +181,7 @@ def embed_training_sets(embedder, data_root, *, cache):
     import time
     from pathlib import Path
 
-    from ..model import embed_dataset
+    from ..datasets import embed_dataset
 
     start = time.perf_counter()
     utk_x, utk = embed_dataset("utkface", Path(data_root) / "UTKFace", embedder=embedder,

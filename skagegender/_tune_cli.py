@@ -1,8 +1,8 @@
 """The ``skagegender tune`` sub-command: search a head's family and hyperparameters.
 
+Part of the command-line layer: only :mod:`skagegender.cli` imports it.
 ``add_tune_arguments(parser)`` declares the options on an argparse (sub)parser and
-``run_tune(args)`` runs the search and returns the exit status; ``skagegender.cli``
-wires them in.
+``run_tune(args)`` runs the search and returns the exit status.
 """
 
 import argparse
@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .._utils import NotRegularFileError, known_labels, npy_header, open_regular_file
+from ._utils import NotRegularFileError, known_labels, npy_header, open_regular_file
+from .datasets import DATASETS
 
 _USAGE_ERROR = 2
 _INTERRUPTED = 130
@@ -73,8 +74,8 @@ def add_tune_arguments(parser):
     parser : argparse.ArgumentParser
         The same parser.
     """
-    parser.add_argument("--dataset", help="dataset name (see skagegender.model.DATASETS); "
-                        "needed unless --features is given (default: none)")
+    parser.add_argument("--dataset", choices=DATASETS,
+                        help="dataset name; needed unless --features is given (default: none)")
     parser.add_argument("--root", help="folder of the dataset; needed unless --features is "
                         "given (default: none)")
     parser.add_argument("--target", required=True, choices=["age", "gender"],
@@ -123,13 +124,13 @@ def add_tune_arguments(parser):
 
 
 def _make_estimator(target):
-    from ..heads import AgeRegressor, GenderClassifier
+    from .heads import AgeRegressor, GenderClassifier
 
     return AgeRegressor() if target == "age" else GenderClassifier()
 
 
 def _make_search_space(target):
-    from ._search import default_head_space
+    from .model_selection import default_head_space
 
     return default_head_space(target)
 
@@ -290,38 +291,39 @@ def _from_features(args):
         raise _TuneError(f"--features {path}: {len(y)} samples have both features and "
                          f"the {args.target} label, fewer than --cv {args.cv}")
     groups = arrays.get("groups")
-    from sklearn.model_selection import GroupKFold, KFold, StratifiedKFold
-
     if groups is not None:
         groups = groups[keep]
         if len(np.unique(groups)) < args.cv:
             raise _TuneError(f"--features {path}: {len(np.unique(groups))} distinct groups "
                              f"among the usable samples, fewer than --cv {args.cv}")
-        cv = GroupKFold(args.cv, shuffle=True, random_state=args.random_state)
-    elif args.target == "gender":
-        cv = StratifiedKFold(args.cv, shuffle=True, random_state=args.random_state)
-    else:
-        cv = KFold(args.cv, shuffle=True, random_state=args.random_state)
+    # the groups are the subjects: a dataset without a protocol of its own
+    cv, groups = _dataset_cv(None, None, groups, args)
     return X, y, groups, cv
 
 
-def _from_dataset(args):
+def _dataset_cv(name, fold, subject, args):
+    """:func:`~skagegender.model_selection.dataset_cv` of the usable samples."""
     from sklearn.utils import Bunch
 
-    from ..model import embed_dataset
+    from .model_selection import dataset_cv
 
-    from ._splits import dataset_cv
+    return dataset_cv(Bunch(name=name, fold=fold, subject=subject), args.cv,
+                      random_state=args.random_state)
 
-    X, data = embed_dataset(args.dataset, args.root, cache=args.cache, limit=args.limit)
+
+def _from_dataset(args):
+    from . import datasets
+
+    X, data = datasets.embed_dataset(args.dataset, args.root, cache=args.cache,
+                                     limit=args.limit)
     y, keep = _labeled(args.target, data.age, data.gender)
     keep &= np.all(np.isfinite(X), axis=1)
 
     def subset(value):
         return None if value is None else np.asarray(value)[keep]
 
-    split_data = Bunch(name=data.get("name", args.dataset), fold=subset(data.get("fold")),
-                       subject=subset(data.get("subject")))
-    cv, groups = dataset_cv(split_data, args.cv, random_state=args.random_state)
+    cv, groups = _dataset_cv(data.get("name", args.dataset), subset(data.get("fold")),
+                             subset(data.get("subject")), args)
     return X[keep], y[keep], groups, cv
 
 
@@ -331,19 +333,6 @@ def _default_study_name(args):
     if not args.dataset or not args.root:
         raise _TuneError("give --dataset and --root (or precomputed --features)")
     return f"{args.dataset}-{args.target}"
-
-
-def _open_study_early(search):
-    """Open the study of ``search`` now: a bad storage, or a stored study of another
-    search, is reported before any feature is loaded or embedded."""
-    import warnings
-
-    from ._search import _import_optuna, _optuna_verbosity
-
-    optuna = _import_optuna()
-    with _optuna_verbosity(optuna, 0), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-        search._create_study(optuna, search._study_record(search._get_scorer()))
 
 
 def run_tune(args):
@@ -379,7 +368,7 @@ def run_tune(args):
         interrupted (the finished trials are kept in the storage). A search whose trials
         all fail raises ``ValueError`` (``skagegender.cli`` exits with 1).
     """
-    from ._search import HeadSearchCV, StudyError
+    from .model_selection import HeadSearchCV, StudyError
 
     try:
         default_name = _default_study_name(args)  # also checks that there is data
@@ -395,7 +384,7 @@ def run_tune(args):
             random_state=args.random_state,
             verbose=1,
         )
-        _open_study_early(search)
+        search.open_study()  # a bad storage or another search's study: before any embedding
         if args.features:
             X, y, groups, cv = _from_features(args)
         else:
@@ -417,7 +406,7 @@ def run_tune(args):
         "features": args.features,
         "study_name": search.study_.study_name,
         "storage": args.storage,
-        "n_samples": int(len(y)),
+        "n_samples": len(y),
         "n_splits": search.n_splits_,
         "n_trials": search.n_trials_,
         "best_trial": search.study_.best_trial.number,
