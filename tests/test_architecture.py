@@ -1,0 +1,144 @@
+"""The package's layers: no module imports a layer above its own.
+
+Every module under ``skagegender/`` is parsed (not imported), and every import it makes
+(at the top or inside a function, absolute or relative) is checked against
+:data:`MAY_IMPORT`. The README's architecture section shows the same order.
+"""
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "skagegender"
+
+#: The layers, bottom up; each may import the layers listed for it and itself.
+LAYERS = ("embedding", "heads", "metrics", "datasets", "model_selection", "model",
+          "pretrained", "training", "cli")
+_BOTTOM = ("embedding", "heads", "metrics")  # independent of each other
+MAY_IMPORT = {
+    "embedding": set(),
+    "heads": set(),
+    "metrics": set(),
+    "datasets": {"embedding"},
+    **{layer: set(LAYERS[:i]) for i, layer in enumerate(LAYERS) if i > len(_BOTTOM)},
+}
+#: Modules of the top package that belong to a layer. ``_utils`` is free to all (and
+#: imports nothing of the package); so is the top ``__init__`` (``__version__``), which
+#: loads the subpackages lazily by name.
+TOP_MODULES = {"cli": "cli", "_tune_cli": "cli", "__main__": "cli", "_utils": "_utils",
+               "__init__": "__init__"}
+
+
+def _layer(dotted):
+    """The layer of the module ``skagegender.<...>`` named ``dotted``."""
+    parts = dotted.split(".")
+    assert parts[0] == "skagegender", dotted
+    if len(parts) == 1:
+        return "__init__"
+    name = parts[1]
+    if name in TOP_MODULES:
+        return TOP_MODULES[name]
+    if name in LAYERS:
+        return name
+    raise AssertionError(f"{dotted}: in no layer; add it to LAYERS (and to the README)")
+
+
+def _imported(module, source, is_package):
+    """The ``skagegender`` modules that ``source`` (of the module named ``module``) imports."""
+    package = module if is_package else module.rpartition(".")[0]
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield node.lineno, alias.name
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module
+            for alias in node.names:  # from . import datasets: the name is a module
+                where = ROOT.joinpath(*target.split("."), alias.name)
+                is_module = where.is_dir() or where.with_suffix(".py").is_file()
+                yield node.lineno, f"{target}.{alias.name}" if is_module else target
+
+
+def upward_imports(module, source, is_package=False):
+    """``(line, imported module)`` of each import of ``source`` that its layer may not make."""
+    own = _layer(module)
+    found = []
+    for line, target in _imported(module, source, is_package):
+        if target.split(".")[0] != "skagegender":
+            continue  # not the package
+        layer = _layer(target)
+        if own == "_utils":
+            found.append((line, target))  # free to all, so it imports nothing of them
+        elif layer in ("_utils", "__init__", own) or own in ("cli", "__init__"):
+            continue
+        elif layer not in MAY_IMPORT.get(own, ()):
+            found.append((line, target))
+    return found
+
+
+def _modules():
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        is_package = parts[-1] == "__init__"
+        name = ".".join(parts[:-1] if is_package else parts)
+        yield name, path, is_package
+
+
+def test_the_checker_catches_upward_imports():
+    # the ways a module may name another, each one layer too high
+    cases = {
+        ("skagegender.model_selection._search", "from ..model import AgeGenderModel"): 1,
+        ("skagegender.model_selection._search", "from .. import model"): 1,
+        ("skagegender.heads._age", "import skagegender.metrics"): 1,
+        ("skagegender.heads._age", "def f():\n    from skagegender.datasets import x"): 1,
+        ("skagegender.datasets._registry", "from ..heads import AgeRegressor"): 1,
+        ("skagegender.embedding._io", "from .._tune_cli import run_tune"): 1,
+        ("skagegender._utils", "from .embedding import load_image"): 1,
+        # and the ways that are fine
+        ("skagegender.datasets._registry", "from ..embedding import ArcFaceEmbedder"): 0,
+        ("skagegender.model._age_gender", ("from ..heads import AgeRegressor\n"
+                                           "from .._utils import round_age\nimport numpy")): 0,
+        ("skagegender.heads._age", "from ._base import resolve_head"): 0,
+        ("skagegender.model._persistence", "from .. import __version__"): 0,
+        ("skagegender._tune_cli", "from .model_selection import HeadSearchCV"): 0,
+    }
+    for (module, source), n_upward in cases.items():
+        assert len(upward_imports(module, source)) == n_upward, (module, source)
+    assert upward_imports("skagegender.model", "from ..pretrained import load",
+                          is_package=True) == [(1, "skagegender.pretrained")]
+    with pytest.raises(AssertionError, match="in no layer"):
+        upward_imports("skagegender.plugins", "import numpy", is_package=True)
+
+
+def test_no_module_imports_a_layer_above_its_own():
+    modules = list(_modules())
+    assert len(modules) > 40
+    layers = {_layer(name) for name, _, _ in modules}
+    assert {"embedding", "heads", "metrics", "datasets", "model_selection", "model",
+            "pretrained", "cli", "_utils"} <= layers
+    internal = [target for name, path, is_package in modules
+                for _, target in _imported(name, path.read_text(), is_package)
+                if target.startswith("skagegender")]
+    assert len(internal) > 100  # the parser sees the package's own imports
+    problems = [f"{path.relative_to(ROOT)}:{line} imports {target} "
+                f"({_layer(name)} may import {sorted(MAY_IMPORT.get(_layer(name), ())) or 'none'})"
+                for name, path, is_package in modules
+                for line, target in upward_imports(name, path.read_text(), is_package)]
+    assert not problems, "\n".join(problems)
+
+
+def test_the_readme_shows_the_same_layers():
+    text = (ROOT / "README.md").read_text()
+    section = text.split("\n## Architecture\n", 1)[1].split("\n## ", 1)[0]
+    block = section.split("```text\n", 1)[1].split("```", 1)[0]
+    layers = re.sub(r"\([^)]*\)", "", block.split("_utils")[0])  # without the remarks
+    named = re.findall(r"[a-z_]+", layers)
+    assert named == list(LAYERS)
+    assert "Known exceptions" not in section
