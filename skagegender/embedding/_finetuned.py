@@ -1,15 +1,12 @@
-"""SFace's embedding layer fine-tuned for age and gender (trained here, shipped here).
+"""SFace's embedding layer fine-tuned for age and gender, run on SFace's own maps.
 
 SFace keeps where each activation sits on the face up to ``conv_14_relu``
 (1024 x 7 x 7); only its embedding layer (batch norm, flatten, a 50,176 x 128
-linear map) mixes positions, and global pooling loses them. The network in
-``skagegender/pretrained/sface_finetuned.onnx`` is that embedding layer, started
-from SFace's weights and fine-tuned on the UTKFace images in ../shared/data with
-two new outputs: probabilities of the ages 0..100 and P(female). It reads the
-frozen ``conv_14_relu`` maps, so it adds one small matrix product (about 1 ms)
-to an SFace pass. ``scripts/finetune_sface.py`` trains and exports it (weights
-stored as float16, 12.9 MB); on a UTKFace validation fold it reaches MAE 4.3
-against 5.5 for an MLP on the pooled activations.
+linear map) mixes positions. The network in
+``skagegender/pretrained/sface_finetuned.onnx`` is that embedding layer with two
+new outputs, probabilities of the ages 0..100 and P(female). It reads the
+frozen ``conv_14_relu`` maps of the same SFace pass, so it adds one small matrix
+product to it. How it was trained and measured: ``skagegender/pretrained/MODEL_CARD.md``.
 
 Trained on research-only faces: non-commercial use, like the shipped model.
 """
@@ -23,12 +20,17 @@ from ._assets import PackagedModel
 
 @dataclass(frozen=True)
 class FineTunedNet:
-    """A network run on an SFace activation: its file, input and the features it gives."""
+    """A network run on an SFace activation: its file, input and the features it gives.
+
+    ``parts`` names the consecutive column blocks of its output, as
+    ``(block name, width)`` pairs (see :func:`~skagegender.embedding.feature_blocks`).
+    """
 
     name: str
     asset: PackagedModel
     input_layer: str
     feature_names: tuple
+    parts: tuple = ()
 
     @property
     def dim(self):
@@ -46,6 +48,7 @@ SFACE_FINETUNED = FineTunedNet(
     input_layer="conv_14_relu",
     feature_names=tuple(f"sface_finetuned_age_p{k}" for k in range(101))
     + ("sface_finetuned_female",),
+    parts=(("sface_finetuned_age", 101), ("sface_finetuned_female", 1)),
 )
 #: Fine-tuned networks by the name ``ArcFaceEmbedder(layers=...)`` accepts.
 FINETUNED_NETS = {net.name: net for net in (SFACE_FINETUNED,)}
