@@ -16,12 +16,11 @@ import warnings
 import numpy as np
 import pytest
 
-from skagegender.embedding import ArcFaceEmbedder, EmbeddingCache
+from skagegender.embedding import ArcFaceEmbedder, EmbeddingCache, Outcome
 from skagegender.embedding._cache import (
     FILENAME,
     CacheError,
     DamagedCacheWarning,
-    TransientMessage,
     item_key,
 )
 
@@ -55,11 +54,12 @@ def test_second_run_reads_everything_back(utkface_paths, tmp_path, count_compute
     first = embedder.embed(items)
     assert count_computed["images"] == 12
     assert first.found.sum() == 10 and first.errors[11].endswith("no face found")
+    assert [o.kind for o in first.outcomes[10:]] == ["load_error", "no_face"]
 
     second = embedder.embed(items)
     assert count_computed["images"] == 12  # nothing recomputed
     np.testing.assert_array_equal(first.features, second.features)
-    assert second.errors == first.errors
+    assert second.outcomes == first.outcomes  # kinds read back, not parsed from messages
     for i, (a, b) in enumerate(zip(first.faces[:10], second.faces[:10])):
         np.testing.assert_allclose(a.box, b.box, rtol=1e-6)
         np.testing.assert_allclose(a.landmarks, b.landmarks, rtol=1e-6)
@@ -265,15 +265,35 @@ def test_permission_denied_is_never_cached(utkface_paths, count_computed):
 
 def test_put_skips_transient_errors_and_non_finite_rows(tmp_path):
     nan_row = np.full(3, np.nan, np.float32)
+    ok = Outcome("ok")
+    corrupt = Outcome("load_error", "b.jpg: not a recognised image format")
+    # A message that reads like a missing face does not make a load error one.
+    odd = Outcome("load_error", "c.jpg: no face found")
     with EmbeddingCache(tmp_path, "bb", dim=3) as cache:
-        cache.put([("denied", None, None, TransientMessage("a.jpg: cannot read the file")),
-                   ("nan", nan_row, None, None),
-                   ("inf", np.array([1, np.inf, 0], np.float32), None, None),
-                   ("short", np.ones(2, np.float32), None, None),
-                   ("corrupt", None, None, "b.jpg: not a recognised image format"),
-                   ("ok", np.ones(3, np.float32), None, None)])
-        assert set(cache.get(["denied", "nan", "inf", "short", "corrupt", "ok"])) == {
-            "corrupt", "ok"}
+        cache.put([("denied", None, None,
+                    Outcome("load_error", "a.jpg: cannot read the file", transient=True)),
+                   ("nan", nan_row, None, ok),
+                   ("inf", np.array([1, np.inf, 0], np.float32), None, ok),
+                   ("short", np.ones(2, np.float32), None, ok),
+                   ("corrupt", None, None, corrupt),
+                   ("odd", None, None, odd),
+                   ("blank", None, None, Outcome.no_face("d.jpg")),
+                   ("ok", np.ones(3, np.float32), None, ok)])
+        stored = cache.get(["denied", "nan", "inf", "short", "corrupt", "odd", "blank", "ok"])
+    assert set(stored) == {"corrupt", "odd", "blank", "ok"}
+    assert stored["corrupt"] == (None, None, corrupt) and stored["odd"][2] == odd
+    assert stored["blank"][2] == Outcome("no_face", "d.jpg: no face found")
+    np.testing.assert_array_equal(stored["ok"][0], np.ones(3, np.float32))
+    assert stored["ok"][2].ok
+
+
+def test_cache_keys_of_earlier_versions_still_match():
+    """Caches written before the key was built from a BackboneSpec are still read."""
+    assert ArcFaceEmbedder().cache_key() == (
+        "2be20a31f159e7d5ffd80b37ef5870f1558ff9f77993cd339a4a499902b5f067")
+    assert ArcFaceEmbedder(layers="age-gender-finetuned").cache_key(faces="every") == (
+        "12ab423025928573173acf15610c761162c5f04aa6362c5a0450f113301508f1")
+    assert ArcFaceEmbedder(min_score=0.5).cache_key() != ArcFaceEmbedder().cache_key()
 
 
 # -- damaged and foreign cache files ------------------------------------------

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from skagegender.embedding import ArcFaceEmbedder, load_image
+from skagegender.embedding import ArcFaceEmbedder, feature_blocks, load_image
 from skagegender.embedding._assets import packaged_session
 from skagegender.embedding._chipnets import (
     DLIB_AGE,
@@ -13,8 +13,9 @@ from skagegender.embedding._chipnets import (
 )
 
 
-def _dlib_blocks(X):
-    return X[:, -83:-2], X[:, -2:]
+def _dlib_blocks(X, layers="age-gender-dlib"):
+    blocks = feature_blocks(layers)
+    return X[:, blocks["dlib_age"]], X[:, blocks["dlib_gender"]]
 
 
 @pytest.mark.slow
@@ -22,12 +23,16 @@ def test_age_gender_dlib_appends_both_networks(fgnet_pair):
     plain = ArcFaceEmbedder(layers="age-gender").fit_transform(fgnet_pair)
     embedder = ArcFaceEmbedder(layers="age-gender-dlib").fit()
     X = embedder.transform(fgnet_pair)
-    assert X.shape == (2, 2176 + 81 + 2) == (2, embedder.embedding_dim_)
+    blocks = embedder.feature_blocks_
+    assert blocks == feature_blocks("age-gender-dlib")
+    assert list(blocks)[-2:] == ["dlib_age", "dlib_gender"]
+    assert blocks["dlib_age"].stop - blocks["dlib_age"].start == 81
+    assert X.shape == (2, plain.shape[1] + 81 + 2) == (2, embedder.embedding_dim_)
     names = embedder.get_feature_names_out()
-    assert list(names[2176:2178]) == ["dlib_age_p0", "dlib_age_p1"]
-    assert list(names[-2:]) == ["dlib_gender_female", "dlib_gender_male"]
+    assert list(names[blocks["dlib_age"]][:2]) == ["dlib_age_p0", "dlib_age_p1"]
+    assert list(names[blocks["dlib_gender"]]) == ["dlib_gender_female", "dlib_gender_male"]
     # The SFace part is untouched by the extra blocks.
-    np.testing.assert_array_equal(X[:, :2176], plain)
+    np.testing.assert_array_equal(X[:, :blocks["dlib_age"].start], plain)
     age_p, gender_p = _dlib_blocks(X)
     np.testing.assert_allclose(age_p.sum(1), 1, atol=1e-4)
     np.testing.assert_allclose(gender_p.sum(1), 1, atol=1e-4)
@@ -37,11 +42,19 @@ def test_age_gender_dlib_appends_both_networks(fgnet_pair):
 
 
 def test_chip_nets_in_any_order_and_alone(fgnet_pair):
-    both = ArcFaceEmbedder(layers=("dlib_gender", "dlib_age")).fit_transform(fgnet_pair)
-    assert both.shape == (2, 128 + 2 + 81)
+    swapped = ("dlib_gender", "dlib_age")
+    both = ArcFaceEmbedder(layers=swapped).fit_transform(fgnet_pair)
+    assert feature_blocks(swapped) == {"fc1": slice(0, 128), "dlib_gender": slice(128, 130),
+                                       "dlib_age": slice(130, 211)}
+    assert both.shape == (2, 211)
     reference = ArcFaceEmbedder(layers="age-gender-dlib").fit_transform(fgnet_pair)
-    np.testing.assert_allclose(both[:, 128:130], reference[:, -2:], atol=1e-6)
-    np.testing.assert_allclose(both[:, 130:], reference[:, -83:-2], atol=1e-6)
+    for got, expected in zip(_dlib_blocks(both, swapped), _dlib_blocks(reference)):
+        np.testing.assert_allclose(got, expected, atol=1e-6)
+    alone = ("dlib_age", "dlib_gender")
+    X = ArcFaceEmbedder(layers=alone, identity=False).fit_transform(fgnet_pair)
+    assert feature_blocks(alone, identity=False) == {"dlib_age": slice(0, 81),
+                                                     "dlib_gender": slice(81, 83)}
+    np.testing.assert_allclose(X, np.hstack(_dlib_blocks(reference)), atol=1e-6)
 
 
 @pytest.mark.slow
@@ -57,9 +70,10 @@ def test_aligned_crops_and_mirror_averaging(fgnet_pair):
     # so the age opinion moves a little but stays close.
     assert abs((_dlib_blocks(from_crop)[0] - _dlib_blocks(faces[0].embedding[None])[0])
                @ DLIB_AGE_CLASSES)[0] < 6
+    single_shape = (2, ArcFaceEmbedder(layers="age-gender-dlib").fit().embedding_dim_)
     mirrored = ArcFaceEmbedder(layers="age-gender-dlib", flip_augment=True)
     X = mirrored.fit_transform(fgnet_pair)
-    assert X.shape == (2, 2259)
+    assert X.shape == single_shape
     np.testing.assert_allclose(_dlib_blocks(X)[0].sum(1), 1, atol=1e-4)
     # The chip networks saw the mirrored chips too.
     single = ArcFaceEmbedder(layers="age-gender-dlib").fit_transform(fgnet_pair)

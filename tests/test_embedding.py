@@ -183,7 +183,9 @@ def test_aligned_crops_skip_detection(portrait):
 @pytest.mark.slow
 def test_age_gender_layers_and_flip(portrait):
     plain = ArcFaceEmbedder(layers="age-gender").fit([portrait])
-    assert plain.embedding_dim_ == 2176
+    widths = {name: block.stop - block.start for name, block in plain.feature_blocks_.items()}
+    assert widths == {"fc1": 128, "conv_8_relu": 512, "conv_12_relu": 512, "conv_14_relu": 1024}
+    assert plain.embedding_dim_ == sum(widths.values())
     names = plain.get_feature_names_out()
     assert names[0] == "fc1_0" and names[-1] == "conv_14_relu_1023"
     row = plain.transform([portrait])[0]
@@ -231,7 +233,10 @@ def test_input_validation():
     with pytest.raises(ValueError, match="batch of images"):
         ArcFaceEmbedder().transform(np.zeros((3, 4)))
     with pytest.raises(ValueError, match="face_selection"):
-        ArcFaceEmbedder(face_selection="smallest").transform([np.zeros((112, 112, 3))])
+        ArcFaceEmbedder(face_selection="smallest").fit()
+    # unfitted (a stateless transformer): the face policy refuses it where it is used
+    with pytest.raises(ValueError, match="face_selection"):
+        ArcFaceEmbedder(face_selection="smallest").transform([np.zeros((200, 200, 3))])
 
 
 def test_unavailable_provider_falls_back_to_cpu(portrait):

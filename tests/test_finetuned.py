@@ -5,7 +5,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from skagegender.embedding import ArcFaceEmbedder, align_face, load_image
+from skagegender.embedding import ArcFaceEmbedder, align_face, feature_blocks, load_image
 from skagegender.embedding._assets import (
     SFACE,
     converted_model,
@@ -15,20 +15,29 @@ from skagegender.embedding._assets import (
 from skagegender.embedding._finetuned import FINETUNED_AGE_CLASSES, SFACE_FINETUNED
 
 
-def _age_and_female(X):
-    return X[:, -102:-1], X[:, -1]
+def _age_and_female(X, layers="age-gender-finetuned"):
+    blocks = feature_blocks(layers)
+    return X[:, blocks["sface_finetuned_age"]], X[:, blocks["sface_finetuned_female"]][:, 0]
 
 
 def test_finetuned_block_follows_the_dlib_blocks(fgnet_pair):
     dlib = ArcFaceEmbedder(layers="age-gender-dlib").fit_transform(fgnet_pair)
     embedder = ArcFaceEmbedder(layers="age-gender-finetuned").fit()
     X = embedder.transform(fgnet_pair)
-    assert X.shape == (2, 2259 + 102) == (2, embedder.embedding_dim_)
+    blocks = embedder.feature_blocks_
+    assert list(blocks) == ["fc1", "conv_8_relu", "conv_12_relu", "conv_14_relu", "dlib_age",
+                            "dlib_gender", "sface_finetuned", "sface_finetuned_age",
+                            "sface_finetuned_female"]
+    whole, age, female = (blocks[k] for k in ("sface_finetuned", "sface_finetuned_age",
+                                              "sface_finetuned_female"))
+    assert (whole.start, whole.stop) == (age.start, female.stop) and age.stop == female.start
+    assert (age.stop - age.start, female.stop - female.start) == (101, 1)
+    assert X.shape == (2, dlib.shape[1] + 102) == (2, embedder.embedding_dim_)
     names = list(embedder.get_feature_names_out())
-    assert names[2259:] == list(SFACE_FINETUNED.feature_names)
-    assert names[-1] == "sface_finetuned_female"
+    assert names[whole] == list(SFACE_FINETUNED.feature_names)
+    assert names[female] == ["sface_finetuned_female"]
     # The blocks before it are untouched.
-    np.testing.assert_array_equal(X[:, :2259], dlib)
+    np.testing.assert_array_equal(X[:, :whole.start], dlib)
     age_p, female = _age_and_female(X)
     np.testing.assert_allclose(age_p.sum(1), 1, atol=1e-4)
     expected_age = age_p @ FINETUNED_AGE_CLASSES
@@ -44,7 +53,9 @@ def test_finetuned_alone_on_aligned_crops_and_mirrored(fgnet_pair):
     reference = ArcFaceEmbedder(layers="age-gender-finetuned").fit_transform(fgnet_pair)
     alone = ArcFaceEmbedder(layers=("sface_finetuned",)).fit_transform(fgnet_pair)
     assert alone.shape == (2, 128 + 102)
-    np.testing.assert_allclose(alone[:, 128:], reference[:, -102:], atol=1e-6)
+    for got, expected in zip(_age_and_female(alone, ("sface_finetuned",)),
+                             _age_and_female(reference)):
+        np.testing.assert_allclose(got, expected, atol=1e-6)
 
     embedder = ArcFaceEmbedder(layers=("sface_finetuned",))
     face = embedder.detect_faces(fgnet_pair[1])[0]
@@ -54,11 +65,13 @@ def test_finetuned_alone_on_aligned_crops_and_mirrored(fgnet_pair):
 
     mirrored = ArcFaceEmbedder(layers=("sface_finetuned",), flip_augment=True)
     X = mirrored.fit_transform(fgnet_pair)
-    np.testing.assert_allclose(X[:, 128:-1].sum(1), 1, atol=1e-4)
+    (age_p, female), (age_alone, _) = (_age_and_female(x, ("sface_finetuned",))
+                                       for x in (X, alone))
+    np.testing.assert_allclose(age_p.sum(1), 1, atol=1e-4)
     # Averaging with the mirror image moves the expected age, but not far.
-    shift = (X[:, 128:-1] - alone[:, 128:-1]) @ FINETUNED_AGE_CLASSES
+    shift = (age_p - age_alone) @ FINETUNED_AGE_CLASSES
     assert np.all(np.abs(shift) < 5)
-    assert np.abs(X[:, 128:] - alone[:, 128:]).max() > 1e-3
+    assert np.abs(age_p - age_alone).max() > 1e-3
 
 
 def test_raw_layer_output_is_the_map_the_pooled_output_averages():

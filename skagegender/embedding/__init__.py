@@ -1,27 +1,46 @@
 """Images in, face features out.
 
 :class:`ArcFaceEmbedder` is the scikit-learn transformer; :func:`load_image` is the
-image reader every part of skagegender uses. Heavy dependencies (onnx,
-onnxruntime, insightface) load on first use, not on import.
+image reader every part of skagegender uses. :func:`feature_blocks` says where
+each named block sits in the features, :meth:`ArcFaceEmbedder.align` and
+:func:`sface_maps` give the aligned faces and SFace's activation maps (to train
+on them), :class:`Outcome` what happened to each image and :class:`BackboneSpec`
+which backbone made a row. Heavy dependencies (onnx, onnxruntime, insightface)
+load on first use, not on import.
 """
 
-from ._backbones import AGE_GENDER_LAYERS, LAYER_PRESETS
-from ._cache import EmbeddingCache
+from ._backbones import (
+    AGE_GENDER_LAYERS,
+    LAYER_PRESETS,
+    SFACE_MAP_LAYER,
+    feature_blocks,
+    sface_maps,
+)
+from ._cache import EmbeddingCache, item_key
+from ._chipnets import DLIB_AGE_CLASSES
 from ._detection import ARCFACE_TEMPLATE, Face, align_face
 from ._embedder import (
+    AlignedFaces,
     ArcFaceEmbedder,
     EmbeddingResult,
     MissingFacesWarning,
     NoFaceError,
 )
+from ._finetuned import FINETUNED_AGE_CLASSES
 from ._io import IMAGE_FORMATS, IMAGE_SUFFIXES, ImageLoadError, load_image
+from ._outcome import Outcome
+from ._spec import BackboneSpec
 
 __all__ = [
     "AGE_GENDER_LAYERS",
     "ARCFACE_TEMPLATE",
+    "AlignedFaces",
     "ArcFaceEmbedder",
+    "BackboneSpec",
+    "DLIB_AGE_CLASSES",
     "EmbeddingCache",
     "EmbeddingResult",
+    "FINETUNED_AGE_CLASSES",
     "Face",
     "IMAGE_FORMATS",
     "IMAGE_SUFFIXES",
@@ -29,6 +48,11 @@ __all__ = [
     "LAYER_PRESETS",
     "MissingFacesWarning",
     "NoFaceError",
+    "Outcome",
+    "SFACE_MAP_LAYER",
     "align_face",
+    "feature_blocks",
+    "item_key",
     "load_image",
+    "sface_maps",
 ]

@@ -7,11 +7,12 @@ interrupted run picks up where it stopped.
 Layout: ``<folder>/embeddings.sqlite``, one table keyed by ``(backbone_key,
 item_key)``, marked as ours by its SQLite ``application_id``:
 
-- ``backbone_key`` hashes everything that changes a row: :meth:`backbone_info`
-  (backbone name, weights sha256, layers, mirror averaging, width), the model
-  conversion version and the embedder's face policy (``detect``,
-  ``face_selection``, ``min_score``, ``min_face_size``, ``det_max_side``,
-  ``color``, ``max_pixels``). Several backbones share one folder safely.
+- ``backbone_key`` hashes everything that changes a row: the
+  :class:`BackboneSpec` (backbone name, weights sha256, layers, mirror
+  averaging, width), the model conversion version and the embedder's
+  :meth:`~ArcFaceEmbedder.cache_options` (``detect``, ``face_selection``,
+  ``min_score``, ``min_face_size``, ``det_max_side``, ``color``,
+  ``max_pixels``, ``max_bytes``). Several backbones share one folder safely.
 - ``item_key``: for a path, its absolute path, device, inode, size, modification
   time and change time (nanoseconds), so an edited, replaced or re-permissioned
   file is recomputed without reading it (``chmod`` and a rewrite that restores
@@ -20,10 +21,11 @@ item_key)``, marked as ours by its SQLite ``application_id``:
   paths whose files were copied too.
 
 A value is the float32 feature row plus the selected face (box, score,
-landmarks), or a marker: "no face found", or a load error. Outcomes that may
-change while the file does not are never stored: access failures (permission
-denied, I/O errors; :class:`TransientMessage`), paths that cannot be stat-ed, and
-feature rows that are not finite (a NaN row is not a found face).
+landmarks), or the :class:`Outcome` of an image without one (no face found, or
+a load error, with its message). Outcomes that may change while the file does
+not are never stored: access failures (permission denied, I/O errors;
+``Outcome.transient``), paths that cannot be stat-ed, and feature rows that are
+not finite (a NaN row is not a found face).
 
 Damage (a file that is not ours is never touched):
 
@@ -57,13 +59,17 @@ import warnings
 
 import numpy as np
 
+from ._outcome import OK, Outcome
+
 #: Bump when the stored layout or the meaning of a key changes.
 CACHE_FORMAT_VERSION = 2
 FILENAME = "embeddings.sqlite"
 #: SQLite ``application_id`` of our cache files ("SKAG").
 APPLICATION_ID = 0x534B4147
 
-OK, NO_FACE, LOAD_ERROR = 0, 1, 2
+# The stored status of each Outcome kind.
+_STATUS = {"ok": 0, "no_face": 1, "load_error": 2}
+_KIND = {status: kind for kind, status in _STATUS.items()}
 
 _SCHEMA = (
     "CREATE TABLE embeddings ("
@@ -85,16 +91,6 @@ class CacheError(ValueError):
 
 class DamagedCacheWarning(UserWarning):
     """A damaged cache file was set aside and rebuilt, or damaged rows were ignored."""
-
-
-class TransientMessage(str):
-    """An error message for an outcome that may change while the file does not.
-
-    Access failures (permission denied, I/O errors) are reported like any error,
-    but :meth:`EmbeddingCache.put` never stores them.
-    """
-
-    __slots__ = ()
 
 
 def item_key(image):
@@ -144,10 +140,10 @@ def backbone_key(info, options):
 
     Parameters
     ----------
-    info : dict
+    info : BackboneSpec
         :meth:`ArcFaceEmbedder.backbone_info`.
     options : dict
-        Face policy parameters (JSON-able values).
+        Face policy parameters (JSON-able values), :meth:`ArcFaceEmbedder.cache_options`.
     """
     from ._assets import _CONVERSION_VERSION
 
@@ -176,23 +172,24 @@ def _unpack_face(blob, embedding):
 
 
 def _decode(status, features, face, message, dim):
-    """A stored row as (row, face, error), or None when the row is damaged."""
-    if status == OK and not isinstance(status, bool):
+    """A stored row as (row, face, outcome), or None when the row is damaged."""
+    if status == _STATUS["ok"] and not isinstance(status, bool):
         if not isinstance(features, bytes) or len(features) != 4 * dim:
             return None
         row = np.frombuffer(features, dtype=np.float32).copy()
         if not np.isfinite(row).all():  # a NaN row is not a found face
             return None
         if face is None:
-            return row, None, None
+            return row, None, OK
         if not isinstance(face, bytes) or len(face) != _FACE.size:
             return None
         found = _unpack_face(face, row)
         if not (np.isfinite(found.box).all() and np.isfinite(found.landmarks).all()):
             return None
-        return row, found, None
-    if status in (NO_FACE, LOAD_ERROR) and isinstance(message, str) and message:
-        return None, None, message
+        return row, found, OK
+    kind = _KIND.get(status) if not isinstance(status, bool) else None
+    if kind in ("no_face", "load_error") and isinstance(message, str) and message:
+        return None, None, Outcome(kind, message)
     return None
 
 
@@ -227,8 +224,8 @@ class EmbeddingCache:
     >>> import tempfile, numpy as np
     >>> with tempfile.TemporaryDirectory() as d:
     ...     with EmbeddingCache(d, "bb", dim=2) as cache:
-    ...         cache.put([("k1", np.ones(2, np.float32), None, None)])
-    ...         row, face, error = cache.get(["k1", "k2"])["k1"]
+    ...         cache.put([("k1", np.ones(2, np.float32), None, Outcome("ok"))])
+    ...         row, face, outcome = cache.get(["k1", "k2"])["k1"]
     >>> row
     array([1., 1.], dtype=float32)
     """
@@ -376,9 +373,9 @@ class EmbeddingCache:
 
         Returns
         -------
-        found : dict of key -> (row or None, Face or None, error message or None)
+        found : dict of key -> (row or None, Face or None, Outcome)
             Only the keys that are stored intact; ``row`` is a float32 array of
-            shape (dim,) with finite values.
+            shape (dim,) with finite values when the outcome is "ok", else None.
         """
         wanted = sorted({k for k in keys if k is not None})
 
@@ -414,24 +411,25 @@ class EmbeddingCache:
 
         Parameters
         ----------
-        entries : iterable of (key, row, face, error)
-            ``row`` a float32 array of shape (dim,) when embedded (error None), else
-            None with ``error`` the message. Not stored: items with key None, a
-            :class:`TransientMessage` error, or a row that is not ``dim`` finite
+        entries : iterable of (key, row, face, outcome)
+            ``row`` a float32 array of shape (dim,) when the :class:`Outcome` is
+            "ok" (``face`` may be None), else ignored. Not stored: items with key
+            None, a transient outcome, or an "ok" row that is not ``dim`` finite
             values.
         """
         rows = []
-        for key, row, face, error in entries:
-            if key is None or isinstance(error, TransientMessage):
+        for key, row, face, outcome in entries:
+            if key is None or outcome.transient:
                 continue
-            if error is None:
+            if outcome.ok:
                 row = np.asarray(row, dtype=np.float32).ravel()
                 if row.shape != (self.dim,) or not np.isfinite(row).all():
                     continue
-                rows.append((self.backbone_key, key, OK, row.tobytes(), _pack_face(face), None))
+                rows.append((self.backbone_key, key, _STATUS["ok"], row.tobytes(),
+                             _pack_face(face), None))
             else:
-                status = NO_FACE if error.endswith("no face found") else LOAD_ERROR
-                rows.append((self.backbone_key, key, status, None, None, str(error)))
+                rows.append((self.backbone_key, key, _STATUS[outcome.kind], None, None,
+                             outcome.message))
         if not rows:
             return
 

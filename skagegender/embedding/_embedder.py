@@ -10,7 +10,8 @@ from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from ._backbones import get_backbone, resolve_layers
-from ._cache import EmbeddingCache, TransientMessage, backbone_key, item_key
+from ._cache import EmbeddingCache, backbone_key, item_key
+from ._detection import align_face
 from ._io import (
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_PIXELS,
@@ -18,6 +19,8 @@ from ._io import (
     describe_source,
     load_image,
 )
+from ._outcome import OK, Outcome
+from ._spec import BackboneSpec
 
 
 class NoFaceError(ValueError):
@@ -38,18 +41,49 @@ class EmbeddingResult:
         One row per image; all-NaN where no face was embedded.
     faces : list of Face or None
         The selected face of each image (box, score, landmarks, embedding), or None.
-    errors : list of str or None
-        Why an image has no row: the load error, or "no face found"; None when embedded.
+    outcomes : list of Outcome
+        What happened to each image: ``kind`` "ok", "no_face" or "load_error",
+        and a message naming the item.
     """
 
     features: np.ndarray
     faces: list
-    errors: list
+    outcomes: list
 
     @property
     def found(self):
         """Boolean mask of shape (n_images,): True where a face was embedded."""
-        return np.array([e is None for e in self.errors], dtype=bool)
+        return np.array([o.ok for o in self.outcomes], dtype=bool)
+
+    @property
+    def errors(self):
+        """Per image, the outcome's message, or None where a face was embedded."""
+        return [o.error for o in self.outcomes]
+
+
+@dataclass
+class AlignedFaces:
+    """What :meth:`ArcFaceEmbedder.align` found for a batch of images.
+
+    Attributes
+    ----------
+    crops : ndarray of shape (n_images, 112, 112, 3), uint8
+        The selected face of each image aligned on the ArcFace template, in the
+        embedder's ``color`` order (RGB by default); all zero where no face was found.
+    faces : list of Face or None
+        The selected face of each image (box, score, landmarks), or None.
+    outcomes : list of Outcome
+        What happened to each image (as in :class:`EmbeddingResult`).
+    """
+
+    crops: np.ndarray
+    faces: list
+    outcomes: list
+
+    @property
+    def found(self):
+        """Boolean mask of shape (n_images,): True where a face was aligned."""
+        return np.array([o.ok for o in self.outcomes], dtype=bool)
 
 
 def _as_image_list(X):
@@ -94,25 +128,22 @@ class ArcFaceEmbedder(TransformerMixin, BaseEstimator):
         order. An SFace activation name (``"conv_14_relu"``) adds its global
         average over space; ``"dlib_age"`` adds the 81 age-class probabilities of
         the CC0 dlib age network and ``"dlib_gender"`` the 2 probabilities of its
-        gender network, each run on its own small chip of the same face (about 3
-        ms per face in all; see ``skagegender.embedding._chipnets``);
+        gender network, each run on its own small chip of the same face;
         ``"sface_finetuned"`` adds the 101 age probabilities (ages 0..100) and
-        P(female) of SFace's embedding layer fine-tuned here on UTKFace (about
-        1 ms; see ``skagegender.embedding._finetuned``).
-        ``"age-gender"`` is ``("conv_8_relu", "conv_12_relu", "conv_14_relu")``
-        (2,176 features), which carries far more age information than the
-        identity embedding; ``"age-gender-dlib"`` adds ``"dlib_age"`` and
-        ``"dlib_gender"`` (2,259 features); ``"age-gender-finetuned"`` adds
-        ``"sface_finetuned"`` to that (2,361 features), the shipped model's
-        feature set.
+        P(female) of SFace's embedding layer fine-tuned for age and gender, run
+        on the same SFace pass. Presets: ``"age-gender"`` is ``("conv_8_relu",
+        "conv_12_relu", "conv_14_relu")``; ``"age-gender-dlib"`` adds
+        ``"dlib_age"`` and ``"dlib_gender"``; ``"age-gender-finetuned"`` adds
+        ``"sface_finetuned"`` to that, the shipped model's feature set. Where
+        each block sits in the output: :attr:`feature_blocks_` and
+        :func:`~skagegender.embedding.feature_blocks`.
     flip_augment : bool, default=False
         Average each face's features with those of its mirror image (2 passes).
     identity : bool, default=True
         ``"sface"`` only: False leaves out the 128-d identity embedding
         (``fc1``), so only the ``layers`` blocks are computed: SFace is not run
         at all when they are only chip networks (``layers=("dlib_age",
-        "dlib_gender")``: about 6 ms per face instead of 45; the shipped
-        ``"fast"`` model).
+        "dlib_gender")``, the shipped ``"fast"`` model).
     detect : {"auto", True, False}, default="auto"
         False: every image is an already aligned face crop (resized to 112 x 112).
         "auto": images of exactly 112 x 112 pixels are taken as aligned crops,
@@ -133,9 +164,7 @@ class ArcFaceEmbedder(TransformerMixin, BaseEstimator):
         Faces per recognition-network call (at most), and images per parallel
         task and cache commit. :meth:`detect_faces` runs an image's faces through
         the networks ``batch_size`` at a time, so memory stays bounded however
-        many faces an image holds. On CPUs, batches of 1 to 16 faces ran at the
-        same speed per face (32 was slower and took 2.4x the memory); on a GPU
-        use larger ones.
+        many faces an image holds. On a GPU use larger batches.
     n_jobs : int or None, default=None
         Parallel workers (joblib); None means 1 unless inside a
         :func:`joblib.parallel_config` context, e.g. ``backend="dask"``.
@@ -156,10 +185,9 @@ class ArcFaceEmbedder(TransformerMixin, BaseEstimator):
         The most faces :meth:`detect_faces` returns (and embeds) per image: when
         more pass the thresholds, the lowest-scoring ones are dropped. None keeps
         all of them: memory does not grow with the number of faces (they are
-        embedded ``batch_size`` at a time), only time and output do (a 5000 x
-        5000 photo of 625 faces: 0.65 GB peak, about a minute on a busy core).
-        :meth:`transform` and :meth:`embed` embed one face per image and ignore
-        it.
+        embedded ``batch_size`` at a time), only time and output do.
+        :meth:`transform`, :meth:`embed` and :meth:`align` take one face per
+        image and ignore it.
     det_max_side : int, default=1024
         Larger images are downscaled to this long side for detection only.
     cache : str, path or None, default=None
@@ -176,12 +204,18 @@ class ArcFaceEmbedder(TransformerMixin, BaseEstimator):
     ----------
     embedding_dim_ : int
         Number of output features.
-    backbone_ : dict
-        Backbone name, weights sha256, licence and options (for model files).
+    backbone_ : BackboneSpec
+        Backbone name, weights sha256, licence and options (for model files and
+        caches).
+    feature_blocks_ : dict of str -> slice
+        Where each named feature block sits in the output columns (``"fc1"``,
+        ``"conv_14_relu"``, ``"dlib_age"``, ``"sface_finetuned_age"``, ...; see
+        :func:`~skagegender.embedding.feature_blocks`).
 
     See Also
     --------
     load_image : the image reader used for every input.
+    feature_blocks : the output layout without fitting.
 
     Examples
     --------
@@ -282,7 +316,7 @@ class ArcFaceEmbedder(TransformerMixin, BaseEstimator):
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X=None, y=None):
-        """Load the backbone and record its output width; X and y are ignored.
+        """Load the backbone and record its output layout; X and y are ignored.
 
         Parameters
         ----------
@@ -296,32 +330,35 @@ class ArcFaceEmbedder(TransformerMixin, BaseEstimator):
         backbone = self._backbone()
         self.embedding_dim_ = backbone.dim
         self.backbone_ = self.backbone_info()
+        self.feature_blocks_ = dict(backbone.blocks)
         return self
 
     def backbone_info(self):
-        """Name, weights sha256, licence and feature options of the backbone.
+        """The backbone's identity: name, weights sha256, licence and feature options.
 
         Returns
         -------
-        info : dict
+        spec : BackboneSpec
+            Options: ``layers``, ``flip_augment``, ``embedding_dim``, and
+            ``identity`` (only when False), ``chip_nets_sha256``,
+            ``finetuned_sha256`` (only when those networks are used).
         """
         backbone = self._backbone()
-        info = {
-            "name": backbone.name,
-            "weights_sha256": backbone.weights_sha256,
-            "licence": backbone.licence,
+        options = {
             "layers": list(resolve_layers(self.layers)),
             "flip_augment": bool(self.flip_augment),
             "embedding_dim": int(backbone.dim),
         }
         if not self.identity:  # only when set, so files and caches made before still match
-            info["identity"] = False
+            options["identity"] = False
         if backbone.chip_nets:
-            info["chip_nets_sha256"] = {net.name: net.asset.sha256 for net in backbone.chip_nets}
+            options["chip_nets_sha256"] = {net.name: net.asset.sha256
+                                           for net in backbone.chip_nets}
         if backbone.finetuned_nets:
-            info["finetuned_sha256"] = {net.name: net.asset.sha256
-                                        for net in backbone.finetuned_nets}
-        return info
+            options["finetuned_sha256"] = {net.name: net.asset.sha256
+                                           for net in backbone.finetuned_nets}
+        return BackboneSpec(backbone.name, backbone.weights_sha256, options,
+                            licence=backbone.licence)
 
     def get_feature_names_out(self, input_features=None):
         """Names of the output features (``fc1_0`` ..., ``conv_14_relu_0`` ...).
@@ -340,13 +377,17 @@ class ArcFaceEmbedder(TransformerMixin, BaseEstimator):
         return self.detect == "auto" and image.shape[:2] == (112, 112)
 
     def _candidate_faces(self, image, backbone):
-        faces = [
+        return [
             f for f in backbone.detect(image)
             if f.score >= self.min_score and f.size >= self.min_face_size
         ]
-        return faces
 
     def _select(self, faces, image):
+        if self.face_selection not in ("largest", "center", "highest_score"):
+            raise ValueError(
+                f"face_selection must be 'largest', 'center' or 'highest_score', "
+                f"got {self.face_selection!r}"
+            )
         if not faces:
             return None
         if self.face_selection == "highest_score":
@@ -359,6 +400,23 @@ class ArcFaceEmbedder(TransformerMixin, BaseEstimator):
                 key=lambda f: np.hypot(*((f.box[:2] + f.box[2:]) / 2 - centre)),
             )
         return max(faces, key=lambda f: f.size)
+
+    def _face_of(self, image, backbone):
+        """Read one image and pick its face: ``(bgr, face, outcome)``.
+
+        ``bgr`` is the image to cut the face from (an aligned crop, resized to 112 x
+        112 when needed), ``face`` the selected face (None when there is none).
+        """
+        try:
+            bgr = self._load(image)
+        except ImageLoadError as exc:  # access failures are reported, never cached
+            return None, None, Outcome.load_error(exc)
+        if self._is_aligned(bgr):
+            return _as_crop(bgr), _crop_face(), OK
+        face = self._select(self._candidate_faces(bgr, backbone), bgr)
+        if face is None:
+            return bgr, None, Outcome.no_face(describe_source(image))
+        return bgr, face, OK
 
     def detect_faces(self, image):
         """Every face of one image, each with box, score, landmarks and embedding.
@@ -384,7 +442,7 @@ class ArcFaceEmbedder(TransformerMixin, BaseEstimator):
         backbone = self._backbone()
         bgr = self._load(image)
         if self._is_aligned(bgr):
-            bgr, faces = self._as_crop(bgr), [_crop_face()]
+            bgr, faces = _as_crop(bgr), [_crop_face()]
         else:
             faces = sorted(self._candidate_faces(bgr, backbone), key=lambda f: -f.score)
             if self.max_faces is not None:
@@ -400,48 +458,53 @@ class ArcFaceEmbedder(TransformerMixin, BaseEstimator):
         return load_image(image, color=self.color, max_pixels=self.max_pixels,
                           max_bytes=self.max_bytes)
 
-    @staticmethod
-    def _as_crop(bgr):
-        if bgr.shape[:2] == (112, 112):
-            return bgr
-        import cv2
-
-        return cv2.resize(bgr, (112, 112), interpolation=cv2.INTER_AREA)
-
     # -- batches -------------------------------------------------------------
 
     def _embed_chunk(self, images):
-        """Embed a list of images; returns (features, faces, errors)."""
+        """Embed a list of images; returns (features, faces, outcomes)."""
         backbone = self._backbone()
-        crops, slots, faces, errors = [], [], [None] * len(images), [None] * len(images)
+        inputs, slots, faces, outcomes = [], [], [], []
         for i, image in enumerate(images):
-            try:
-                bgr = self._load(image)
-            except ImageLoadError as exc:  # access failures are reported, never cached
-                errors[i] = TransientMessage(exc) if exc.transient else str(exc)
-                continue
-            if self._is_aligned(bgr):
-                faces[i] = _crop_face()
-                crops.append(backbone.cut(self._as_crop(bgr), faces[i].landmarks))
+            bgr, face, outcome = self._face_of(image, backbone)
+            faces.append(face)
+            outcomes.append(outcome)
+            if face is not None:
+                inputs.append(backbone.cut(bgr, face.landmarks))
                 slots.append(i)
-                continue
-            face = self._select(self._candidate_faces(bgr, backbone), bgr)
-            if face is None:
-                errors[i] = f"{describe_source(image)}: no face found"
-                continue
-            crops.append(backbone.cut(bgr, face.landmarks))
-            faces[i] = face
-            slots.append(i)
         features = np.full((len(images), backbone.dim), np.nan, dtype=np.float32)
-        if crops:
-            rows = backbone.embed(crops)
+        if inputs:
+            rows = backbone.embed(inputs)
             features[slots] = rows
             for i, row in zip(slots, rows):
                 faces[i].embedding = row
-        return features, faces, errors
+        return features, faces, outcomes
 
-    def _cache_options(self):
-        """The parameters besides the backbone that change a cached row."""
+    def _align_chunk(self, images):
+        """Align a list of images; returns (crops, faces, outcomes)."""
+        backbone = self._backbone()
+        crops = np.zeros((len(images), 112, 112, 3), np.uint8)
+        faces, outcomes = [], []
+        for i, image in enumerate(images):
+            bgr, face, outcome = self._face_of(image, backbone)
+            faces.append(face)
+            outcomes.append(outcome)
+            if face is not None:
+                crop = align_face(bgr, face.landmarks)
+                crops[i] = crop[..., ::-1] if self.color == "rgb" else crop
+        return crops, faces, outcomes
+
+    def cache_options(self):
+        """The settings besides the backbone that change a feature row.
+
+        An embedding cache keys rows by these and :meth:`backbone_info`
+        (see :meth:`cache_key`).
+
+        Returns
+        -------
+        options : dict
+            ``detect``, ``face_selection``, ``min_score``, ``min_face_size``,
+            ``det_max_side``, ``color``, ``max_pixels``, ``max_bytes``.
+        """
         return {
             "detect": str(self.detect),
             "face_selection": str(self.face_selection),
@@ -453,25 +516,40 @@ class ArcFaceEmbedder(TransformerMixin, BaseEstimator):
             "max_bytes": int(self.max_bytes),
         }
 
-    def _open_cache(self, dim):
-        key = backbone_key(self.backbone_info(), self._cache_options())
-        return EmbeddingCache(self.cache, key, dim=dim)
+    def cache_key(self, **extra):
+        """The key of this embedder's rows in an :class:`EmbeddingCache`.
 
-    def _run_chunks(self, images, chunks):
-        """Yield (indices, (features, faces, errors)) per chunk, as chunks finish."""
+        Parameters
+        ----------
+        **extra : JSON values
+            More settings that change what is stored (e.g. ``faces="every"``
+            for a cache of every face of an image rather than the selected one).
+
+        Returns
+        -------
+        key : str
+            Hex sha256 of :meth:`backbone_info`, :meth:`cache_options` and ``extra``.
+        """
+        return backbone_key(self.backbone_info(), {**self.cache_options(), **extra})
+
+    def _run_chunks(self, method, images, chunks):
+        """Yield (indices, method's result) per chunk, as chunks finish."""
         from joblib import Parallel, delayed
 
         parallel = Parallel(n_jobs=self.n_jobs, return_as="generator_unordered")
         if parallel.n_jobs == 1 and self.n_jobs in (None, 1):
             for chunk in chunks:
-                yield chunk, self._embed_chunk([images[i] for i in chunk])
+                yield chunk, getattr(self, method)([images[i] for i in chunk])
             return
         tasks = (
-            delayed(_embed_chunk_task)(self, k, [images[i] for i in chunk])
+            delayed(_chunk_task)(self, method, k, [images[i] for i in chunk])
             for k, chunk in enumerate(chunks)
         )
         for k, part in parallel(tasks):
             yield chunks[k], part
+
+    def _chunks(self, indices):
+        return [indices[i : i + self.batch_size] for i in range(0, len(indices), self.batch_size)]
 
     def embed(self, X):
         """Embed a batch of images and say, per image, what was found.
@@ -492,7 +570,7 @@ class ArcFaceEmbedder(TransformerMixin, BaseEstimator):
         """
         images = _as_image_list(X)
         n = len(images)
-        faces, errors = [None] * n, [None] * n
+        faces, outcomes = [None] * n, [None] * n
         features = None
         cache = keys = None
         todo = list(range(n))
@@ -500,7 +578,7 @@ class ArcFaceEmbedder(TransformerMixin, BaseEstimator):
             dim = self._backbone().dim
             features = np.full((n, dim), np.nan, dtype=np.float32)
         if self.cache is not None:
-            cache = self._open_cache(dim)
+            cache = EmbeddingCache(self.cache, self.cache_key(), dim=dim)
             keys = [item_key(image) for image in images]
             stored = cache.get(keys)
             todo = []
@@ -509,28 +587,71 @@ class ArcFaceEmbedder(TransformerMixin, BaseEstimator):
                 if hit is None:
                     todo.append(i)
                     continue
-                row, face, error = hit
-                if error is None:
-                    features[i], faces[i] = row, face
-                else:
-                    errors[i] = error
-        chunks = [todo[i : i + self.batch_size] for i in range(0, len(todo), self.batch_size)]
+                row, faces[i], outcomes[i] = hit
+                if row is not None:
+                    features[i] = row
         try:
-            for chunk, (rows, chunk_faces, chunk_errors) in self._run_chunks(images, chunks):
+            for chunk, (rows, chunk_faces, chunk_outcomes) in self._run_chunks(
+                    "_embed_chunk", images, self._chunks(todo)):
                 if features is None:
                     features = np.full((n, rows.shape[1]), np.nan, dtype=np.float32)
                 features[chunk] = rows
                 for j, i in enumerate(chunk):
-                    faces[i], errors[i] = chunk_faces[j], chunk_errors[j]
+                    faces[i], outcomes[i] = chunk_faces[j], chunk_outcomes[j]
                 if cache is not None:
                     cache.put(
-                        (keys[i], rows[j], chunk_faces[j], chunk_errors[j])
+                        (keys[i], rows[j], chunk_faces[j], chunk_outcomes[j])
                         for j, i in enumerate(chunk)
                     )
         finally:
             if cache is not None:
                 cache.close()
-        return EmbeddingResult(features, faces, errors)
+        return EmbeddingResult(features, faces, outcomes)
+
+    def align(self, X):
+        """The face of each image, aligned as the networks see it, without running them.
+
+        Each image is read and its face chosen exactly as in :meth:`transform`
+        (``detect``, ``face_selection``, ``min_score``, ``min_face_size``), then
+        warped onto the 5-point ArcFace template (112 x 112). Aligned crops given
+        as input (see ``detect``) come back as they are (resized to 112 x 112).
+        Never raises or warns for a bad item: see the outcomes. Runs ``n_jobs``
+        workers, ``batch_size`` images per task; the cache is not used.
+
+        Parameters
+        ----------
+        X : sequence of images
+            Paths, encoded bytes, arrays or PIL images; or an array of shape
+            (n, H, W) / (n, H, W, C).
+
+        Returns
+        -------
+        result : AlignedFaces
+            ``crops`` (n, 112, 112, 3) uint8 in the embedder's ``color`` order,
+            ``faces``, ``outcomes`` and the ``found`` mask.
+
+        See Also
+        --------
+        sface_maps : SFace's activation maps of the crops.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from skagegender.embedding import ArcFaceEmbedder
+        >>> crop = np.full((112, 112, 3), 128, dtype=np.uint8)   # an "aligned crop"
+        >>> aligned = ArcFaceEmbedder().align([crop])
+        >>> aligned.crops.shape, aligned.found.tolist()
+        ((1, 112, 112, 3), [True])
+        """
+        images = _as_image_list(X)
+        crops = np.zeros((len(images), 112, 112, 3), np.uint8)
+        faces, outcomes = [None] * len(images), [None] * len(images)
+        for chunk, (chunk_crops, chunk_faces, chunk_outcomes) in self._run_chunks(
+                "_align_chunk", images, self._chunks(list(range(len(images))))):
+            crops[chunk] = chunk_crops
+            for j, i in enumerate(chunk):
+                faces[i], outcomes[i] = chunk_faces[j], chunk_outcomes[j]
+        return AlignedFaces(crops, faces, outcomes)
 
     def transform(self, X):
         """One feature row per image.
@@ -546,28 +667,38 @@ class ArcFaceEmbedder(TransformerMixin, BaseEstimator):
         features : ndarray of shape (n_images, embedding_dim_), float32
             The identity embedding part is L2-normalised. Images without a face (or
             unreadable) get all-NaN rows when ``on_missing="nan"``.
+
+        Raises
+        ------
+        NoFaceError, ImageLoadError
+            With ``on_missing="raise"``, for the first image without a face or
+            that cannot be read.
         """
-        self._validate_params()
         result = self.embed(X)
-        bad = [i for i, e in enumerate(result.errors) if e is not None]
+        bad = [i for i, outcome in enumerate(result.outcomes) if not outcome.ok]
+        if bad and self.on_missing == "raise":
+            first = result.outcomes[bad[0]]
+            if first.kind == "no_face":
+                raise NoFaceError(f"Item {bad[0]}: {first.message}")
+            raise ImageLoadError(f"item {bad[0]}", first.message, transient=first.transient)
         if bad:
-            if self.on_missing == "raise":
-                message = result.errors[bad[0]]
-                if message.endswith("no face found"):
-                    raise NoFaceError(f"Item {bad[0]}: {message}")
-                raise ImageLoadError(f"item {bad[0]}", message)
-            shown = "; ".join(f"item {i}: {result.errors[i]}" for i in bad[:5])
+            shown = "; ".join(f"item {i}: {result.outcomes[i].message}" for i in bad[:5])
             more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""
             warnings.warn(
-                f"{len(bad)} of {len(result.errors)} images got NaN features: {shown}{more}",
+                f"{len(bad)} of {len(result.outcomes)} images got NaN features: {shown}{more}",
                 MissingFacesWarning,
                 stacklevel=2,
             )
         return result.features
 
-    def fit_transform(self, X, y=None):
-        """Fit (load the backbone), then transform X."""
-        return self.fit(X, y).transform(X)
+
+def _as_crop(bgr):
+    """An aligned crop at the networks' size, 112 x 112."""
+    if bgr.shape[:2] == (112, 112):
+        return bgr
+    import cv2
+
+    return cv2.resize(bgr, (112, 112), interpolation=cv2.INTER_AREA)
 
 
 def _crop_face():
@@ -578,6 +709,6 @@ def _crop_face():
                 landmarks=ARCFACE_TEMPLATE.astype(np.float32))
 
 
-def _embed_chunk_task(estimator, index, images):
+def _chunk_task(estimator, method, index, images):
     """One parallel task: a chunk's results tagged with its index (results come unordered)."""
-    return index, estimator._embed_chunk(images)
+    return index, getattr(estimator, method)(images)

@@ -12,7 +12,6 @@ from .._utils import known_labels
 from ._persistence import (
     BackboneMismatchError,
     ModelFileError,
-    _compare_backbone,
     load_model_file,
     save_model_file,
 )
@@ -103,7 +102,7 @@ class AgeGenderModel(BaseEstimator):
     fallback_age_ : float
         The median training age, predicted for images where no face is found by
         :meth:`predict` (so such images count as errors in metrics, not as skips).
-    backbone_ : dict
+    backbone_ : BackboneSpec
         The embedder's backbone (name, weights sha256, options), checked on load.
 
     Examples
@@ -188,11 +187,10 @@ class AgeGenderModel(BaseEstimator):
         if found.any():
             rows = features[found]
             ages[found] = self.age_head_.predict(rows)
+            # A head without intervals has no predict_interval (heads offer it
+            # through available_if); any error of one that has it is a real one.
             if hasattr(self.age_head_, "predict_interval"):
-                try:
-                    intervals[found] = self.age_head_.predict_interval(rows, coverage=coverage)
-                except (AttributeError, NotImplementedError):
-                    pass  # this head gives no interval; any other error is a real one
+                intervals[found] = self.age_head_.predict_interval(rows, coverage=coverage)
             if self.gender_head_ is not None:
                 proba = self.gender_head_.predict_proba(rows)
                 best = proba.argmax(axis=1)
@@ -236,7 +234,7 @@ class AgeGenderModel(BaseEstimator):
         if features.ndim != 2 or features.shape[1] != self.n_features_in_:
             raise ValueError(
                 f"features have {features.shape[-1]} columns, but this model's heads were "
-                f"fitted on {self.n_features_in_} (backbone {self.backbone_['name']})"
+                f"fitted on {self.n_features_in_} (backbone {self.backbone_.name})"
             )
         ages, intervals, genders, probability, found = self._age_and_gender(features, coverage)
         return {"age": ages, "age_interval": intervals, "gender": genders,
@@ -312,13 +310,7 @@ class AgeGenderModel(BaseEstimator):
         estimators = {"age": self.age_head_, "embedder": self.embedder_}
         if self.gender_head_ is not None:
             estimators["gender"] = self.gender_head_
-        backbone = {
-            "name": self.backbone_["name"],
-            "sha256": self.backbone_["weights_sha256"],
-            "options": {k: v for k, v in self.backbone_.items()
-                        if k not in ("name", "weights_sha256", "licence")},
-        }
-        meta = {"backbone": backbone, "fallback_age": self.fallback_age_,
+        meta = {"backbone": self.backbone_.to_dict(), "fallback_age": self.fallback_age_,
                 "n_features": int(self.n_features_in_), **(extra_meta or {})}
         return save_model_file(path, estimators, meta)
 
@@ -363,20 +355,25 @@ class AgeGenderModel(BaseEstimator):
         else:
             use = _embedder_from_file(path, estimators["embedder"], meta)
         try:
-            info = use.backbone_info()
+            spec = use.backbone_info()
         except ValueError as exc:
             raise ModelFileError(f"{str(path)!r}: cannot build its embedder ({exc})") from None
-        options = {k: v for k, v in info.items() if k not in ("name", "weights_sha256", "licence")}
-        _compare_backbone(path, meta["backbone"], {
-            "name": info["name"], "sha256": info["weights_sha256"], "options": options})
-        if info["embedding_dim"] != meta["n_features"]:
+        difference = spec.mismatch(meta["backbone"])
+        if difference is not None:
+            key, here, stored = difference
+            raise BackboneMismatchError(
+                f"model file {str(path)!r} was fitted on backbone {key} {stored!r}, but the "
+                f"embedder here has {here!r}; the heads expect that backbone's features and "
+                "would give meaningless predictions on others"
+            )
+        if spec.embedding_dim != meta["n_features"]:
             raise BackboneMismatchError(
                 f"model file {str(path)!r}: its heads take {meta['n_features']} features, "
-                f"the embedder gives {info['embedding_dim']}"
+                f"the embedder gives {spec.embedding_dim}"
             )
         model = cls(embedder=use, age_head=None, gender_head=None)
         model.embedder_ = use
-        model.backbone_ = info
+        model.backbone_ = spec
         model.age_head_ = age_head
         model.gender_head_ = gender_head
         model.fallback_age_ = float(meta["fallback_age"])
@@ -421,7 +418,7 @@ def _embedder_from_file(path, stored, meta):
     """
     from sklearn.utils._param_validation import InvalidParameterError
 
-    from ..embedding import ArcFaceEmbedder
+    from ..embedding import ArcFaceEmbedder, BackboneSpec
     from ..embedding._backbones import resolve_layers
 
     def refuse(reason):
@@ -453,11 +450,11 @@ def _embedder_from_file(path, stored, meta):
                 f"{bound!r}; a model file may only tighten it. If you trust the file, load it "
                 f"with AgeGenderModel.load(path, embedder=ArcFaceEmbedder(..., {name}=...))"
             )
-    backbone = meta["backbone"]
-    if embedder.model != backbone["name"]:
+    backbone = BackboneSpec.from_dict(meta["backbone"])  # checked by load_model_file
+    if embedder.model != backbone.name:
         raise BackboneMismatchError(
             f"model file {str(path)!r}: its embedder names the backbone {embedder.model!r}, "
-            f"its metadata {backbone['name']!r}"
+            f"its metadata {backbone.name!r}"
         )
     if embedder.model != "sface":
         raise refuse(
@@ -468,9 +465,9 @@ def _embedder_from_file(path, stored, meta):
         )
     stored_options = {"layers": layers, "flip_augment": bool(embedder.flip_augment)}
     for key, value in stored_options.items():
-        if key in backbone["options"] and backbone["options"][key] != value:
+        if key in backbone.options and backbone.options[key] != value:
             raise BackboneMismatchError(
                 f"model file {str(path)!r}: its embedder has {key}={value!r}, its metadata "
-                f"{backbone['options'][key]!r}"
+                f"{backbone.options[key]!r}"
             )
     return embedder

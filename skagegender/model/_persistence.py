@@ -50,16 +50,14 @@ import inspect
 import io
 import json
 import math
-import os
 import re
 import struct
-import tempfile
 import zipfile
 import zlib
 from collections import OrderedDict, defaultdict
 from pathlib import Path
 
-from .._utils import NotRegularFileError, npy_header, open_regular_file
+from .._utils import NotRegularFileError, atomic_write, npy_header, open_regular_file
 
 __all__ = [
     "DEFAULT_TRUSTED_TYPES",
@@ -127,7 +125,6 @@ _CHUNK = 1 << 20
 _SKOPS_PROTOCOLS = (2,)
 _WRITTEN_KEYS = ("format_version", "skagegender_version", "estimator_names", "payload_sha256")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_BACKBONE_KEYS = ("name", "sha256", "options")
 
 
 class ModelFileError(ValueError):
@@ -161,23 +158,13 @@ def _canonical(meta):
     return json.dumps(meta, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
 
 
-def _check_backbone(backbone):
-    if not isinstance(backbone, dict) or set(backbone) != set(_BACKBONE_KEYS):
-        raise ValueError(
-            f"meta['backbone'] must be a dict with exactly the keys {_BACKBONE_KEYS}, "
-            f"got {backbone!r}"
-        )
-    if not isinstance(backbone["name"], str) or not backbone["name"]:
-        raise ValueError(
-            f"meta['backbone']['name'] must be a non-empty str, got {backbone['name']!r}"
-        )
-    if not isinstance(backbone["sha256"], str) or not _SHA256.match(backbone["sha256"]):
-        raise ValueError(
-            "meta['backbone']['sha256'] must be 64 lowercase hex digits (the sha256 of the "
-            f"backbone's weights file), got {backbone['sha256']!r}"
-        )
-    if not isinstance(backbone["options"], dict):
-        raise ValueError(f"meta['backbone']['options'] must be a dict, got {backbone['options']!r}")
+def _backbone_spec(backbone):
+    """The BackboneSpec of a ``meta["backbone"]`` entry (a spec or its dict form), checked."""
+    from ..embedding import BackboneSpec
+
+    if isinstance(backbone, BackboneSpec):
+        return backbone
+    return BackboneSpec.from_dict(backbone)
 
 
 def save_model_file(path, estimators, meta):
@@ -196,9 +183,10 @@ def save_model_file(path, estimators, meta):
         Anything skops can write; types outside :data:`DEFAULT_TRUSTED_TYPES`
         and skops's defaults must be passed as ``trusted`` when loading.
     meta : dict
-        JSON-serialisable metadata. Must hold ``"backbone"``: a dict with
-        ``"name"`` (str), ``"sha256"`` (64 lowercase hex digits, the
-        backbone weights' sha256) and ``"options"`` (dict, e.g. which
+        JSON-serialisable metadata. Must hold ``"backbone"``: a
+        :class:`~skagegender.embedding.BackboneSpec`, or its dict form
+        (:meth:`~skagegender.embedding.BackboneSpec.to_dict`: ``"name"``, ``"sha256"``
+        of the backbone's weights and ``"options"``, e.g. which
         layers are pooled). The keys ``format_version``,
         ``skagegender_version``, ``estimator_names``, ``payload_sha256`` and
         ``meta_sha256`` are written by this function and replace any value
@@ -246,7 +234,7 @@ def save_model_file(path, estimators, meta):
         raise ValueError(f"estimators' keys must be str, got {bad_keys!r}")
     if not isinstance(meta, dict) or "backbone" not in meta:
         raise ValueError("meta must be a dict with a 'backbone' entry")
-    _check_backbone(meta["backbone"])
+    meta = {**meta, "backbone": _backbone_spec(meta["backbone"]).to_dict()}
 
     payload = skops.io.dumps(dict(estimators))
     try:  # a file that load_model_file would refuse is not written
@@ -268,23 +256,12 @@ def save_model_file(path, estimators, meta):
         raise ValueError(f"meta must be JSON-serialisable (no NaN or infinity): {exc}") from exc
     meta_bytes = json.dumps(meta, sort_keys=True, indent=2, allow_nan=False).encode()
 
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as file:
-            with zipfile.ZipFile(file, "w", compression=zipfile.ZIP_STORED) as archive:
-                archive.writestr(_META, meta_bytes)
-                archive.writestr(_PAYLOAD, payload)
-            file.flush()
-            os.fsync(file.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; match a normally created file
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    def write(file):
+        with zipfile.ZipFile(file, "w", compression=zipfile.ZIP_STORED) as archive:
+            archive.writestr(_META, meta_bytes)
+            archive.writestr(_PAYLOAD, payload)
+
+    return atomic_write(path, write)
 
 
 def load_model_file(path, *, trusted=None, expected_backbone=None, max_bytes=MAX_MODEL_BYTES):
@@ -306,10 +283,11 @@ def load_model_file(path, *, trusted=None, expected_backbone=None, max_bytes=MAX
         Extra fully qualified class names to trust (e.g.
         ``"sklearn.neighbors._kd_tree.KDTree"``), as the refusal message spells
         them. Only list classes whose code you trust.
-    expected_backbone : dict, default=None
-        Any of the keys ``"name"``, ``"sha256"``, ``"options"``; each given
-        one must equal the file's ``meta["backbone"]`` entry. None skips the
-        check.
+    expected_backbone : BackboneSpec, dict or None, default=None
+        A :class:`~skagegender.embedding.BackboneSpec` that must equal the
+        file's, or a dict with any of the keys ``"name"``, ``"sha256"``,
+        ``"options"``, each of which must equal the file's
+        ``meta["backbone"]`` entry. None skips the check.
     max_bytes : int, default=MAX_MODEL_BYTES
         Cap of the file's size, of the decompressed payload and the members
         inside it (together), and of the arrays built from it (together).
@@ -367,7 +345,14 @@ def load_model_file(path, *, trusted=None, expected_backbone=None, max_bytes=MAX
         del data
         meta = _read_meta(meta_bytes, payload)
         if expected_backbone is not None:
-            _compare_backbone(path, meta["backbone"], expected_backbone)
+            difference = _backbone_spec(meta["backbone"]).mismatch(expected_backbone)
+            if difference is not None:
+                key, stored, expected = difference
+                raise BackboneMismatchError(
+                    f"model file {str(path)!r} was fitted on backbone {key} {stored!r}, "
+                    f"expected {expected!r}; its estimators expect that backbone's "
+                    "features and would give meaningless predictions on others"
+                )
         tree = _PayloadTree(payload, trusted=trusted, max_bytes=max_bytes)
         estimators = tree.build()
     except _Refused as exc:
@@ -1044,25 +1029,10 @@ def _read_meta(meta_bytes, payload):
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         raise _Refused(f"meta['estimator_names'] is not a list of names: {names!r}")
     try:
-        _check_backbone(meta.get("backbone"))
+        _backbone_spec(meta.get("backbone"))
     except ValueError as exc:
         raise _Refused(str(exc)) from None
     return meta
-
-
-def _compare_backbone(path, stored, expected):
-    unknown = set(expected) - set(_BACKBONE_KEYS)
-    if unknown:
-        raise ValueError(
-            f"expected_backbone has unknown keys {sorted(unknown)}; use {_BACKBONE_KEYS}"
-        )
-    for key in _BACKBONE_KEYS:
-        if key in expected and expected[key] != stored[key]:
-            raise BackboneMismatchError(
-                f"model file {str(path)!r} was fitted on backbone {key} {stored[key]!r}, "
-                f"expected {expected[key]!r}; its estimators expect that backbone's "
-                "features and would give meaningless predictions on others"
-            )
 
 
 def _is_own_class(type_name):
