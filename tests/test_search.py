@@ -335,7 +335,7 @@ def test_storage_resume_counts_finished_trials(regression, tmp_path):
 
 
 _KILLABLE_SEARCH = '''
-import sys, time
+import pathlib, sys, time
 import numpy as np
 from optuna.distributions import FloatDistribution
 from optuna.storages import RDBStorage
@@ -344,18 +344,31 @@ from sklearn.linear_model import Ridge
 from skagegender.model_selection import HeadSearchCV
 
 
-class SlowRidge(Ridge):
-    """Ridge whose fit takes a while without using the CPU."""
+class BlockingRidge(Ridge):
+    """Ridge that, in the killed process, stops inside the fit after ``block_after`` fits.
+
+    The fits of a trial run one after another (n_jobs=1, 3 splits), so blocking in fit
+    number 3 * k + 1 leaves exactly k finished trials and the next one RUNNING: the kill
+    always lands inside a trial.
+    """
+
+    block_after = None  # set by the killed process only
+    ready = None  # the file written once it blocks
+    n_fits = 0
 
     def fit(self, X, y):
-        time.sleep(0.05)  # long trials: the kill lands inside one, not between two
+        cls = type(self)
+        cls.n_fits += 1
+        if cls.block_after is not None and cls.n_fits > cls.block_after:
+            pathlib.Path(cls.ready).write_text("blocked")
+            time.sleep(3600)  # until killed
         return super().fit(X, y)
 
 
 def make_search(url, n_trials):
     # Short heartbeat so that the test sees the killed process's trial go stale fast.
     storage = RDBStorage(url, heartbeat_interval=1, grace_period=1)
-    return HeadSearchCV(SlowRidge(), {"alpha": FloatDistribution(1e-3, 1e3, log=True)},
+    return HeadSearchCV(BlockingRidge(), {"alpha": FloatDistribution(1e-3, 1e3, log=True)},
                         cv=3, n_trials=n_trials, storage=storage, study_name="killed",
                         random_state=0)
 
@@ -363,6 +376,7 @@ def make_search(url, n_trials):
 X, y = make_regression(n_samples=60, n_features=4, noise=1.0, random_state=0)
 
 if __name__ == "__main__":
+    BlockingRidge.block_after, BlockingRidge.ready = 3 * 3, sys.argv[2]
     make_search(sys.argv[1], 1000).fit(X, y)
 '''
 
@@ -373,24 +387,16 @@ def test_killed_search_resumes_without_losing_trials(tmp_path):
     script = tmp_path / "killable_search.py"
     script.write_text(textwrap.dedent(_KILLABLE_SEARCH))
     url = f"sqlite:///{tmp_path / 'killed.db'}"
+    ready = tmp_path / "blocked"
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
-    proc = subprocess.Popen([sys.executable, str(script), url], env=env,
+    proc = subprocess.Popen([sys.executable, str(script), url, str(ready)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    done = (TrialState.COMPLETE, TrialState.PRUNED)
     try:
-        deadline = time.monotonic() + 120  # generous: a loaded machine starts slowly
-        before = []
-        while time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.2)
-            try:
-                study = optuna.load_study(study_name="killed", storage=url)
-            except KeyError:  # the study is not created yet
-                continue
-            before = study.get_trials(states=done)
-            if len(before) >= 3 and any(t.state == TrialState.RUNNING for t in study.trials):
-                break
-        assert proc.poll() is None, proc.stderr.read().decode()
-        assert len(before) >= 3, "the search did not get going in time"
+        # It blocks inside its 4th trial; the limit only bounds a broken run's wait.
+        limit = time.monotonic() + 300
+        while not ready.exists() and proc.poll() is None and time.monotonic() < limit:
+            time.sleep(0.1)
+        assert ready.exists(), proc.stderr.read().decode() if proc.poll() is not None else ""
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
     finally:
@@ -400,10 +406,13 @@ def test_killed_search_resumes_without_losing_trials(tmp_path):
         proc.stderr.close()
 
     study = optuna.load_study(study_name="killed", storage=url)
+    done = (TrialState.COMPLETE, TrialState.PRUNED)
     before = {t.number: t.value for t in study.get_trials(states=done)}
     zombies = [t.number for t in study.get_trials(states=(TrialState.RUNNING,))]
-    assert len(zombies) == 1  # the trial in progress when the process died
-    time.sleep(2.2)  # let its heartbeat (grace period 1 s, whole seconds in sqlite) go stale
+    assert list(before) == [0, 1, 2] and zombies == [3]  # killed inside its 4th trial
+    # its heartbeat (every 1 s until the kill) goes stale after the 1 s grace period, counted
+    # in whole seconds by sqlite: a sleep of 2.2 s always gets there
+    time.sleep(2.2)
 
     import importlib.util
 
@@ -623,3 +632,23 @@ def test_run_tune_errors(tmp_path, capsys):
                        "--storage", f"sqlite:///{tmp_path / 'x.db'}"])
     assert run_tune(args) == 2
     assert "--dataset" in capsys.readouterr().err
+
+
+def test_open_study_checks_the_storage_before_any_trial(tmp_path):
+    from sklearn.linear_model import Lasso
+
+    from skagegender.model_selection import StudyError
+
+    url = f"sqlite:///{tmp_path / 'open.db'}"
+    space = {"alpha": FloatDistribution(1e-3, 1e3, log=True)}
+    study = HeadSearchCV(Ridge(), space, storage=url, study_name="s").open_study()
+    assert study.study_name == "s" and study.trials == []
+    assert HeadSearchCV(Ridge(), space, storage=url, study_name="s").open_study().trials == []
+    # another search's study is refused, and so is a storage that cannot be opened
+    with pytest.raises(StudyError, match="belongs to another search"):
+        HeadSearchCV(Lasso(), space, storage=url, study_name="s").open_study()
+    missing = f"sqlite:///{tmp_path / 'no' / 'such' / 'folder.db'}"
+    with pytest.raises(StudyError, match="cannot open the storage"):
+        HeadSearchCV(Ridge(), space, storage=missing, study_name="s").open_study()
+    with pytest.raises(ValueError, match="n_trials and timeout cannot both be None"):
+        HeadSearchCV(Ridge(), space, n_trials=None).open_study()
