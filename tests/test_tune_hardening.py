@@ -359,15 +359,16 @@ class _MeetingRidge(Ridge):
     """Ridge whose first fit in each thread waits for the other worker's first fit."""
 
     meeting = None
+    missed = []  # a worker whose partner never came: the scenario did not happen
 
     def fit(self, X, y):
         local = _MeetingRidge._local
         if not getattr(local, "met", False):
             local.met = True
             try:
-                _MeetingRidge.meeting.wait(timeout=20)
-            except threading.BrokenBarrierError:
-                pass
+                _MeetingRidge.meeting.wait(timeout=60)  # bounds a broken run only
+            except threading.BrokenBarrierError as exc:
+                _MeetingRidge.missed.append(exc)
         return super().fit(X, y)
 
 
@@ -379,6 +380,7 @@ def test_two_workers_with_the_same_seed_draw_different_points():
     X, y = make_regression(n_samples=30, n_features=3, noise=1.0, random_state=0)
     storage = optuna.storages.InMemoryStorage()  # shared by both workers, as a database is
     _MeetingRidge.meeting = threading.Barrier(2)
+    _MeetingRidge.missed = []
     errors = []
 
     def worker():
@@ -392,8 +394,8 @@ def test_two_workers_with_the_same_seed_draw_different_points():
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(60)
-    assert not errors
+        thread.join(120)
+    assert not errors and not _MeetingRidge.missed
     study = optuna.load_study(study_name="shared", storage=storage)
     alphas = [t.params["alpha"] for t in study.trials]
     assert len(alphas) >= 8
