@@ -182,6 +182,24 @@ def test_backbone_mismatch(model_path, expected, key):
         load_model_file(model_path, expected_backbone=expected)
 
 
+def test_backbone_spec_is_written_and_checked(tmp_path, model_path):
+    from skagegender.embedding import BackboneSpec
+
+    spec = BackboneSpec.from_dict(BACKBONE)
+    load_model_file(model_path, expected_backbone=spec)  # the same backbone
+    other = BackboneSpec(spec.name, spec.weights_sha256, {**spec.options, "mirror": False})
+    with pytest.raises(BackboneMismatchError, match="fitted on backbone options"):
+        load_model_file(model_path, expected_backbone=other)
+    # save_model_file takes a spec too, and writes its dict form (no licence)
+    path = save_model_file(tmp_path / "spec.skag", {"age": Ridge().fit([[0.0], [1.0]], [1, 2])},
+                           {"backbone": BackboneSpec(spec.name, spec.weights_sha256,
+                                                     spec.options, licence="MIT")})
+    assert load_model_file(path)[1]["backbone"] == BACKBONE
+    with pytest.raises(ValueError, match="exactly the keys"):
+        save_model_file(tmp_path / "bad.skag", {"age": Ridge()},
+                        {"backbone": {"name": "sface", "sha256": "0" * 64}})
+
+
 def test_expected_backbone_with_unknown_key(model_path):
     with pytest.raises(ValueError, match="unknown keys"):
         load_model_file(model_path, expected_backbone={"weights": "x"})

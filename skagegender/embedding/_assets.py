@@ -40,8 +40,7 @@ class PackagedModel:
     sha256: str
     licence: str
     #: onnxruntime graph optimisation level: "all" (with the NCHWc layout
-    #: transform) or "extended" (without it; the dlib age network runs 2x faster
-    #: so on this AVX2 CPU, see benchmarks/results/throughput.md).
+    #: transform) or "extended" (without it, faster for some networks).
     optimization: str = "all"
 
     def path(self):

@@ -157,9 +157,8 @@ class SFaceBackbone(_Backbone):
     """YuNet detector + SFace recognizer (the offline default).
 
     With ``identity=False`` the identity embedding (``fc1``) is left out; when no
-    layer reads SFace either (only chip networks), SFace is not run at all.
-    (onnxruntime runs the whole SFace graph whichever outputs are fetched: 36 ms
-    per face for ``conv_8_relu`` alone, as for ``fc1``.)
+    layer reads SFace either (only chip networks), SFace is not run at all
+    (onnxruntime runs the whole SFace graph whichever of its outputs are fetched).
     """
 
     name = "sface"
