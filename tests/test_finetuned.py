@@ -129,3 +129,24 @@ def test_training_script_exports_what_it_trained(tmp_path):
     np.testing.assert_allclose(got[:, :101] @ FINETUNED_AGE_CLASSES,
                                expected[:, :101] @ FINETUNED_AGE_CLASSES, atol=0.3)
     np.testing.assert_allclose(got[:, -1], expected[:, -1], atol=0.02)
+
+
+@pytest.mark.slow
+def test_sface_weights_rebuild_the_embedding_layer_from_the_maps(portrait):
+    """fc1 = BN_fc1(W @ flatten(BN_bn1(conv_14_relu)) + b): what the fine-tuning starts from."""
+    from skagegender.embedding import sface_maps, sface_weights
+
+    w = sface_weights()
+    crops = ArcFaceEmbedder().align([portrait]).crops
+    maps = sface_maps(crops).astype(np.float64)
+
+    def batchnorm(x, name, axis_shape):
+        g, b, m, v = (w[f"{name}_{k}"].reshape(axis_shape)
+                      for k in ("gamma", "beta", "moving_mean", "moving_var"))
+        return (x - m) / np.sqrt(v + 2e-5) * g + b
+
+    hidden = batchnorm(maps, "bn1", (1, -1, 1, 1)).reshape(1, -1)
+    hidden = hidden @ w["pre_fc1_weight_dequantized"].T + w["pre_fc1_bias_dequantized"]
+    fc1 = batchnorm(hidden, "fc1", (1, -1))
+    row = ArcFaceEmbedder().transform(crops)[0]  # L2-normalised fc1 of the same crop
+    np.testing.assert_allclose(fc1[0] / np.linalg.norm(fc1[0]), row, atol=1e-3)

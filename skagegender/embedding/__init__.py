@@ -3,8 +3,8 @@
 :class:`ArcFaceEmbedder` is the scikit-learn transformer; :func:`load_image` is the
 image reader every part of skagegender uses. :func:`feature_blocks` says where
 each named block sits in the features, :meth:`ArcFaceEmbedder.align` and
-:func:`sface_maps` give the aligned faces and SFace's activation maps (to train
-on them), :class:`Outcome` what happened to each image and :class:`BackboneSpec`
+:func:`sface_maps` give the aligned faces and SFace's activation maps, and
+:func:`sface_weights` SFace's weights (to train a layer on them), :class:`Outcome` what happened to each image and :class:`BackboneSpec`
 which backbone made a row. Heavy dependencies (onnx, onnxruntime, insightface)
 load on first use, not on import.
 """
@@ -15,6 +15,7 @@ from ._backbones import (
     SFACE_MAP_LAYER,
     feature_blocks,
     sface_maps,
+    sface_weights,
 )
 from ._cache import EmbeddingCache, item_key
 from ._chipnets import DLIB_AGE_CLASSES
@@ -55,4 +56,5 @@ __all__ = [
     "item_key",
     "load_image",
     "sface_maps",
+    "sface_weights",
 ]

@@ -433,3 +433,25 @@ def sface_maps(crops, *, layer=SFACE_MAP_LAYER, color="rgb", batch_size=32, prov
         probe = session.run([layer], {"data": np.zeros((1, 3, 112, 112), np.float32)})[0]
         return np.zeros((0, *probe.shape[1:]), np.float32)
     return np.concatenate(parts).astype(np.float32, copy=False)
+
+
+def sface_weights():
+    """SFace's weights as float32 arrays, by initializer name (e.g. to start a fine-tuning).
+
+    Read from the onnxruntime-ready conversion of the shipped SFace file (its
+    block-quantized weights folded to float32; see :func:`sface_maps`), whose
+    sha256 is checked first. Needs the ``onnx`` package (a dependency).
+
+    Returns
+    -------
+    weights : dict of str -> ndarray
+        E.g. ``"pre_fc1_weight_dequantized"`` (128 x 50,176: the embedding
+        layer's linear map, after ``conv_14_relu`` and the ``bn1`` batch norm
+        whose ``bn1_gamma``, ``bn1_beta``, ``bn1_moving_mean`` and
+        ``bn1_moving_var`` are here too).
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(converted_model(SFACE, symbolic_dims={0: "batch"})))
+    return {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
