@@ -47,7 +47,22 @@ _cache_lock = threading.Lock()
 
 
 def resolve_layers(layers):
-    """Normalise the ``layers`` parameter to a tuple of activation names."""
+    """The block names of an ``ArcFaceEmbedder(layers=...)`` value, presets expanded.
+
+    Parameters
+    ----------
+    layers : None, str or sequence of str
+        None (no blocks), a preset of :data:`LAYER_PRESETS`, or block names.
+
+    Returns
+    -------
+    names : tuple of str
+
+    Raises
+    ------
+    ValueError
+        For an unknown preset.
+    """
     if layers is None:
         return ()
     if isinstance(layers, str):

@@ -418,8 +418,7 @@ def _embedder_from_file(path, stored, meta):
     """
     from sklearn.utils._param_validation import InvalidParameterError
 
-    from ..embedding import ArcFaceEmbedder, BackboneSpec
-    from ..embedding._backbones import resolve_layers
+    from ..embedding import ArcFaceEmbedder, BackboneSpec, resolve_layers
 
     def refuse(reason):
         return ModelFileError(f"{str(path)!r}: {reason}")
