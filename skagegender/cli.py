@@ -13,6 +13,7 @@ and when there is nothing to do (e.g. only empty folders); 130 after Ctrl-C.
 
 import argparse
 import json
+import math
 import os
 import signal
 import sys
@@ -238,7 +239,7 @@ class _FaceCache:
                 hit = stored.get(f"{k}:{j}")
                 if hit is None:
                     continue  # not (fully) cached
-                row, face, outcome = hit
+                _, face, outcome = hit
                 if outcome.ok:
                     faces[k].append(face)
                     still.append(k)
@@ -345,7 +346,7 @@ def _annotate(model, path, records, target):
     thick = max(1, round(min(height, width) / 300))
     scale = max(0.4, min(height, width) / 900)
     for number, face in enumerate(records, start=1):
-        x1, y1, x2, y2 = (int(round(v)) for v in face["box"])
+        x1, y1, x2, y2 = (round(v) for v in face["box"])
         colour = {"female": (60, 60, 230), "male": (230, 120, 30)}.get(face["gender"], (0, 200, 0))
         cv2.rectangle(bgr, (x1, y1), (x2, y2), colour, thick, cv2.LINE_AA)
         label = f"{number}: {face['age']:.0f}" + (f" {face['gender']}" if face["gender"] else "")
@@ -507,7 +508,7 @@ def evaluate_model(model, features, data):
 def _rounded(obj, digits=4):
     """``obj`` with every float rounded to ``digits`` decimals (NaN becomes None)."""
     if isinstance(obj, float):
-        return None if obj != obj else round(obj, digits)
+        return None if math.isnan(obj) else round(obj, digits)
     if isinstance(obj, dict):
         return {key: _rounded(value, digits) for key, value in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -563,7 +564,8 @@ def cmd_evaluate(args):
                  else f"  gender ECE {result['gender_ece']:.3f}"))
 
     def cell(value, form):
-        return f"{'':>8}" if value is None or value != value else f"{value:>8{form}}"
+        missing = value is None or (isinstance(value, float) and math.isnan(value))
+        return f"{'':>8}" if missing else f"{value:>8{form}}"
 
     print(f"{'group':<22}{'n':>7}{'MAE':>8}{'1CoA':>8}{'CS@5':>8}{'gender':>8}"
           f"{'cover':>8}{'width':>8}{'ECE':>8}")
@@ -637,17 +639,17 @@ def _exit_codes(zero, one, two):
 
 
 _PER_INPUT_CODES = (
-    "success; an image in which no face is found is a success\n"
-    "       (reported with no faces)",
+    ("success; an image in which no face is found is a success\n"
+     "       (reported with no faces)"),
     "some inputs could not be read; the others are still reported",
-    "usage error (e.g. a model file that is missing or rejected), or\n"
-    "       nothing to do (e.g. only empty folders)",
+    ("usage error (e.g. a model file that is missing or rejected), or\n"
+     "       nothing to do (e.g. only empty folders)"),
 )
 _COMMAND_CODES = (
     "success",
     "the command failed; the reason is on stderr",
-    "usage error (e.g. a missing dataset folder, a model file that is\n"
-    "       missing or rejected)",
+    ("usage error (e.g. a missing dataset folder, a model file that is\n"
+     "       missing or rejected)"),
 )
 
 

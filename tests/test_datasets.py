@@ -23,7 +23,6 @@ from skagegender.datasets import (
 )
 
 
-
 def _touch(root, *names):
     for name in names:
         path = Path(root) / name
@@ -301,8 +300,8 @@ def _write_mat(root, source, entries):
 
 
 def _entry(path, dob, taken, gender=1.0, face=3.0, second=np.nan, name="A B"):
-    return dict(dob=dob, photo_taken=taken, full_path=path, gender=gender, face_score=face,
-                second_face_score=second, name=name)
+    return {"dob": dob, "photo_taken": taken, "full_path": path, "gender": gender,
+            "face_score": face, "second_face_score": second, "name": name}
 
 
 def _datenum(year, month, day):

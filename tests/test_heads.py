@@ -12,7 +12,12 @@ from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from skagegender.heads import AgeRegressor, GenderClassifier, make_age_head, make_gender_head
+from skagegender.heads import (
+    AgeRegressor,
+    GenderClassifier,
+    make_age_head,
+    make_gender_head,
+)
 from skagegender.metrics import expected_calibration_error
 
 
@@ -27,7 +32,8 @@ def _faces(n=400, n_features=12, seed=0):
     return X, age, np.where(male == 1, "male", "female")
 
 
-FAST_MLP = dict(hidden_layer_sizes=(32,), max_iter=200, learning_rate_init=0.01, random_state=0)
+FAST_MLP = {"hidden_layer_sizes": (32,), "max_iter": 200, "learning_rate_init": 0.01,
+            "random_state": 0}
 
 
 @pytest.mark.parametrize(
@@ -157,7 +163,7 @@ def test_nan_rows_are_dropped_in_fit_and_give_nan_outputs():
     with pytest.warns(UserWarning, match="dropped 3 of 200"):
         clf = GenderClassifier("ordinal").fit(X, gender)
     labels = clf.predict(X)
-    assert labels.dtype == object and labels[3] is np.nan
+    assert labels.dtype == object and labels[3] is np.nan  # noqa: PLW0177 - that very object
     assert set(np.delete(labels, [3, 10, 50])) <= {"female", "male"}
     assert np.isnan(clf.predict_proba(X)[50]).all()
     with warnings.catch_warnings():
@@ -285,10 +291,9 @@ def test_one_registry_of_head_families_feeds_factories_search_and_cli(monkeypatc
     from sklearn.linear_model import LogisticRegression
 
     from skagegender.cli import build_parser
+    from skagegender.datasets import DATASETS
     from skagegender.heads import HEAD_FAMILIES, HeadFamily, available_head_families
     from skagegender.model_selection import default_head_space
-
-    from skagegender.datasets import DATASETS
 
     def train_accepts(family):
         argv = ["train", "--dataset", next(iter(DATASETS)), "--root", "r", "--out", "m.skag"]

@@ -318,7 +318,7 @@ def test_invalid_search_spaces(regression):
 def test_storage_resume_counts_finished_trials(regression, tmp_path):
     X, y = regression
     url = f"sqlite:///{tmp_path / 'study.db'}"
-    kwargs = dict(cv=3, storage=url, study_name="ridge", random_state=0)
+    kwargs = {"cv": 3, "storage": url, "study_name": "ridge", "random_state": 0}
     first = HeadSearchCV(Ridge(), ALPHA, n_trials=3, **kwargs).fit(X, y)
     resumed = HeadSearchCV(Ridge(), ALPHA, n_trials=5, **kwargs).fit(X, y)
     assert resumed.n_trials_ == 5 and len(resumed.study_.trials) == 5  # 2 new trials only

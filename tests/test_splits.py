@@ -17,7 +17,6 @@ from skagegender.datasets import load_adience, load_fgnet, load_utkface
 from skagegender.model_selection import dataset_cv
 
 
-
 def _assert_subject_disjoint(cv, groups, n):
     X = np.zeros((n, 1))
     seen_test = np.zeros(n, dtype=int)
@@ -31,7 +30,7 @@ def _assert_subject_disjoint(cv, groups, n):
 
 @pytest.mark.shared_data
 def test_fgnet_leave_one_person_out(shared_data):
-    data = load_fgnet((shared_data / "FGNET"))
+    data = load_fgnet(shared_data / "FGNET")
     cv, groups = dataset_cv(data, n_splits=5)
     assert isinstance(cv, LeaveOneGroupOut)
     splits = _assert_subject_disjoint(cv, groups, len(data.paths))
@@ -76,7 +75,7 @@ def test_subject_ids_give_shuffled_group_kfold():
 @pytest.mark.slow
 @pytest.mark.shared_data
 def test_utkface_without_subjects_uses_shuffled_kfold(shared_data):
-    data = load_utkface((shared_data / "UTKFace"))
+    data = load_utkface(shared_data / "UTKFace")
     cv, groups = dataset_cv(data, n_splits=5, random_state=0)
     assert isinstance(cv, KFold) and groups is None
     # names sort by age, so an unshuffled split would test on one age range per fold

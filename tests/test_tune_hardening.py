@@ -10,6 +10,7 @@ import os
 import pickle
 import threading
 import zipfile
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -345,7 +346,7 @@ def _alphas(search):
 def test_a_resumed_seeded_study_draws_new_points(tmp_path):
     X, y = make_regression(n_samples=30, n_features=3, noise=1.0, random_state=0)
     storage = f"sqlite:///{tmp_path / 't.db'}"
-    kwargs = dict(cv=2, storage=storage, study_name="r", random_state=0)
+    kwargs = {"cv": 2, "storage": storage, "study_name": "r", "random_state": 0}
     HeadSearchCV(Ridge(), _SPACE, n_trials=5, **kwargs).fit(X, y)
     resumed = HeadSearchCV(Ridge(), _SPACE, n_trials=10, **kwargs).fit(X, y)
     assert len(set(_alphas(resumed))) == 10  # was 5 distinct: the first 5 replayed
@@ -359,7 +360,7 @@ class _MeetingRidge(Ridge):
     """Ridge whose first fit in each thread waits for the other worker's first fit."""
 
     meeting = None
-    missed = []  # a worker whose partner never came: the scenario did not happen
+    missed: ClassVar[list] = []  # a worker whose partner never came: the scenario did not happen
 
     def fit(self, X, y):
         local = _MeetingRidge._local
@@ -387,7 +388,7 @@ def test_two_workers_with_the_same_seed_draw_different_points():
         try:
             HeadSearchCV(_MeetingRidge(), _SPACE, cv=2, n_trials=8, storage=storage,
                          study_name="shared", random_state=0).fit(X, y)
-        except Exception as exc:  # pragma: no cover - reported below
+        except Exception as exc:  # noqa: BLE001 - any error of the thread is reported below
             errors.append(exc)
 
     threads = [threading.Thread(target=worker) for _ in range(2)]

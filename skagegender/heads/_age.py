@@ -2,9 +2,16 @@
 
 import numbers
 from functools import partial
+from typing import ClassVar
 
 import numpy as np
-from sklearn.base import BaseEstimator, RegressorMixin, _fit_context, clone, is_classifier
+from sklearn.base import (
+    BaseEstimator,
+    RegressorMixin,
+    _fit_context,
+    clone,
+    is_classifier,
+)
 from sklearn.model_selection import KFold, cross_val_predict
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.metaestimators import available_if
@@ -102,7 +109,7 @@ class AgeRegressor(MissingRowsMixin, RegressorMixin, BaseEstimator):
     True
     """
 
-    _parameter_constraints = {
+    _parameter_constraints: ClassVar[dict] = {
         "head": [StrOptions(set(HEAD_FAMILIES)), HasMethods(["fit", "predict"])],
         "age_range": [tuple, None],
         "interval_cv": [Interval(numbers.Integral, 2, None, closed="left"), None],

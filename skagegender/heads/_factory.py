@@ -11,8 +11,8 @@ named ``"model"``, so a family's hyperparameters are always reached as
 """
 
 import importlib.util
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional
 
 from sklearn.linear_model import LogisticRegression
 from sklearn.neural_network import MLPClassifier, MLPRegressor
@@ -66,14 +66,14 @@ def _mlp_params(n_samples):
     the best epoch's weights, so small and large fits converge well inside ``max_iter``
     instead of stopping at a fixed 30 epochs with a ``ConvergenceWarning``.
     """
-    return dict(
-        batch_size=_batch_size(n_samples),
-        early_stopping=True,
-        validation_fraction=_validation_fraction(n_samples),
-        n_iter_no_change=5,
-        tol=1e-3,
-        max_iter=200,
-    )
+    return {
+        "batch_size": _batch_size(n_samples),
+        "early_stopping": True,
+        "validation_fraction": _validation_fraction(n_samples),
+        "n_iter_no_change": 5,
+        "tol": 1e-3,
+        "max_iter": 200,
+    }
 
 
 # -- default estimators: (random_state, n_samples) -> pipeline steps ------------------
@@ -182,7 +182,7 @@ class HeadFamily:
     gender_steps: Callable
     age_space: Callable
     gender_space: Callable
-    requires: Optional[str] = None
+    requires: str | None = None
 
     def is_available(self):
         """Whether the package the family needs is installed (without importing it)."""

@@ -1,6 +1,7 @@
 """Gender classification from face feature vectors."""
 
 from functools import partial
+from typing import ClassVar
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context, is_classifier
@@ -92,7 +93,7 @@ class GenderClassifier(MissingRowsMixin, ClassifierMixin, BaseEstimator):
     (3, 2)
     """
 
-    _parameter_constraints = {
+    _parameter_constraints: ClassVar[dict] = {
         "head": [StrOptions(set(HEAD_FAMILIES)), HasMethods(["fit", "predict"])],
         "calibration": [StrOptions({"sigmoid", "isotonic"}), None],
         "random_state": ["random_state"],

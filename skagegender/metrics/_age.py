@@ -1,5 +1,7 @@
 """Age metrics: age classes, one-class-off accuracy, cumulative score, error report."""
 
+from itertools import pairwise
+
 import numpy as np
 from sklearn.metrics import mean_absolute_error
 from sklearn.utils import check_consistent_length
@@ -25,7 +27,7 @@ FIVE_YEAR_EDGES = np.arange(0, 90, 5)
 _ADIENCE_GROUPS = [(0, 2), (4, 6), (8, 13), (15, 20), (25, 32), (38, 43), (48, 53), (60, None)]
 #: Lower edges equivalent to the 8 Adience groups with gaps assigned to the nearer group.
 ADIENCE_EDGES = np.array(
-    [0.0] + [(hi + lo) / 2 for (_, hi), (lo, _) in zip(_ADIENCE_GROUPS, _ADIENCE_GROUPS[1:])]
+    [0.0] + [(hi + lo) / 2 for (_, hi), (lo, _) in pairwise(_ADIENCE_GROUPS)]
 )
 
 # age groups of age_error_report, by true age: (label, lowest age, highest age)
@@ -216,7 +218,7 @@ def _report_row(group_type, group, y_true, y_pred):
     return {
         "group_type": group_type,
         "group": group,
-        "n": int(len(y_true)),
+        "n": len(y_true),
         "n_missing": int((~present).sum()),
         "mae": (
             float(mean_absolute_error(y_true[present], y_pred[present]))

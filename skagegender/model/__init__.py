@@ -16,10 +16,10 @@ from ._persistence import (
 )
 
 __all__ = [
-    "AgeGenderModel",
-    "BackboneMismatchError",
     "DEFAULT_TRUSTED_TYPES",
     "MAX_MODEL_BYTES",
+    "AgeGenderModel",
+    "BackboneMismatchError",
     "ModelFileError",
     "load_model_file",
     "save_model_file",

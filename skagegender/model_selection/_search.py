@@ -12,11 +12,18 @@ import traceback
 import warnings
 from collections import Counter
 from numbers import Integral, Real
+from typing import ClassVar
 
 import numpy as np
 from joblib import effective_n_jobs
 from scipy.stats import rankdata
-from sklearn.base import BaseEstimator, MetaEstimatorMixin, _fit_context, clone, is_classifier
+from sklearn.base import (
+    BaseEstimator,
+    MetaEstimatorMixin,
+    _fit_context,
+    clone,
+    is_classifier,
+)
 from sklearn.exceptions import FitFailedWarning, NotFittedError
 from sklearn.metrics import check_scoring
 from sklearn.model_selection import check_cv
@@ -152,7 +159,7 @@ def _open_storage(optuna, url):
         from sqlalchemy.engine import make_url
 
         shown = make_url(url).render_as_string(hide_password=True)
-    except Exception:  # unparseable: nothing of it is echoed (it may hold a password)
+    except Exception:  # noqa: BLE001 - unparseable: nothing of it is echoed (it may hold a password)
         raise StudyError(
             "the storage URL cannot be parsed; give a database URL such as "
             "'sqlite:///tune.db' or 'postgresql://user:password@host/db'"
@@ -604,7 +611,7 @@ class HeadSearchCV(MetaEstimatorMixin, BaseEstimator):
     True
     """
 
-    _parameter_constraints: dict = {
+    _parameter_constraints: ClassVar[dict] = {
         "estimator": [HasMethods(["fit"])],
         "search_space": [dict, callable],
         "scoring": [str, callable, None],

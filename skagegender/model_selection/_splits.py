@@ -63,7 +63,12 @@ def dataset_cv(data, n_splits=5, *, random_state=None):
     >>> all(set(groups[tr]).isdisjoint(groups[te]) for tr, te in cv.split(X, groups=groups))
     True
     """
-    from sklearn.model_selection import GroupKFold, KFold, LeaveOneGroupOut, PredefinedSplit
+    from sklearn.model_selection import (
+        GroupKFold,
+        KFold,
+        LeaveOneGroupOut,
+        PredefinedSplit,
+    )
 
     if not isinstance(n_splits, Integral) or n_splits < 2:
         raise ValueError(f"n_splits must be an integer >= 2, got {n_splits!r}")
