@@ -404,6 +404,8 @@ def test_backbone_spec_round_trip_and_mismatch():
     for data in bad:
         with pytest.raises(ValueError, match="backbone"):
             BackboneSpec.from_dict(data)
+    restored = pickle.loads(pickle.dumps(spec))  # joblib workers and pickled pipelines
+    assert restored == spec and restored.licence == spec.licence
     # The options cannot be changed behind the spec's back.
     with pytest.raises(TypeError):
         spec.options["layers"] = []

@@ -96,6 +96,9 @@ class BackboneSpec(Mapping):
 
     __hash__ = None  # options are a mapping
 
+    def __reduce__(self):  # the read-only options view does not pickle; its dict does
+        return type(self), (self.name, self.weights_sha256, dict(self.options), self.licence)
+
     # -- the model-file form ----------------------------------------------------
 
     @property
