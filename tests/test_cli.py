@@ -120,6 +120,15 @@ def test_train_then_evaluate_json(trained_model, shared_data, capsys):
     assert result["model"] == {"path": str(model.resolve()),
                                "sha256": hashlib.sha256(model.read_bytes()).hexdigest()}
     assert result["skagegender_version"] == skagegender.__version__
+    # the scores are metrics.evaluation_report's, with what was evaluated
+    from skagegender.metrics import evaluation_report
+
+    scores = set(evaluation_report([30.0], [31.0]))
+    assert set(result) == scores | {"n_images", "n_faces_found", "seconds", "dataset", "model",
+                                    "skagegender_version"}
+    oldest = result["per_group"]["age"]["60+"]
+    assert set(oldest) == scores - {"per_group"}
+    assert result["n"] == result["n_age"] == 127 and oldest["n_gender"] == 0
     assert all(round(value, 4) == value for value in _floats(result))
     assert any(round(value, 2) != value for value in _floats(result))
     assert result["n_images"] == 127
