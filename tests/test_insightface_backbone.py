@@ -47,8 +47,9 @@ def test_onnx_file_is_routed_to_arcface_and_batched(tmp_path, weights, fixed_bat
     embedder = ArcFaceEmbedder(model=str(path)).fit()
     assert embedder.embedding_dim_ == 512
     info = embedder.backbone_info()
-    assert info["name"] == str(path) and len(info["weights_sha256"]) == 64
-    assert "non-commercial" in info["licence"]
+    assert info.name == str(path) and len(info.weights_sha256) == 64
+    assert "non-commercial" in info.licence and info.embedding_dim == 512
+    assert embedder.feature_blocks_ == {"arcface": slice(0, 512)}
     rng = np.random.default_rng(1)
     crops = rng.integers(0, 256, size=(3, 112, 112, 3), dtype=np.uint8)  # aligned RGB crops
     rows = embedder.transform(crops)
