@@ -13,13 +13,16 @@ import sklearn.utils  # noqa: F401  (imported before a test hides pandas)
 
 from skagegender.datasets import (
     ADIENCE_AGE_GROUPS,
+    DATASETS,
     DatasetLayoutError,
     adience_age_group,
     load_adience,
+    load_dataset,
     load_fgnet,
     load_imdb_wiki,
     load_morph2,
     load_utkface,
+    subsample,
 )
 
 
@@ -40,6 +43,46 @@ def test_import_is_light():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# --------------------------------------------------------------------------- registry
+
+
+def test_load_dataset_reads_each_name_with_its_loader(tmp_path):
+    _touch(tmp_path, "26_1_2_20170116174525125.jpg.chip.jpg")
+    data = load_dataset("utkface", tmp_path)
+    assert data.name == "utkface" and data.age.tolist() == [26.0]
+    # every name reaches its own loader: an empty folder gets that dataset's layout error
+    own_words = {"utkface": "UTKFace", "fgnet": "FG-NET", "adience": "Adience",
+                 "imdb": "imdb_crop/imdb.mat", "wiki": "wiki_crop/wiki.mat", "morph2": "MORPH-II"}
+    assert set(own_words) == set(DATASETS)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for name, words in own_words.items():
+        with pytest.raises(DatasetLayoutError, match=words):
+            load_dataset(name, empty)
+    with pytest.raises(ValueError, match="Unknown dataset 'lfw'; choose from"):
+        load_dataset("lfw", empty)
+
+
+def test_subsample_is_a_seeded_subset_in_the_original_order(tmp_path):
+    names = [f"{age}_{age % 2}_0_2017010{age % 10}.jpg.chip.jpg" for age in range(10, 40)]
+    _touch(tmp_path, *names)
+    data = load_utkface(tmp_path)
+    part = subsample(data, 12)
+    assert len(part.paths) == 12 and len(data.paths) == 30  # the original is untouched
+    paths = list(data.paths)
+    rows = [paths.index(path) for path in part.paths]
+    assert rows == sorted(rows) and len(set(rows)) == 12 and rows != list(range(12))
+    # every per-image column follows the same rows
+    np.testing.assert_array_equal(part.age, data.age[rows])
+    assert list(part.gender) == [data.gender[i] for i in rows]
+    assert list(part.race) == [data.race[i] for i in rows]
+    if data.get("frame") is not None:
+        assert part.frame["age"].tolist() == part.age.tolist()
+    assert list(subsample(data, 12).paths) == list(part.paths)  # seeded
+    assert list(subsample(data, 12, random_state=1).paths) != list(part.paths)
+    assert subsample(data, None) is data and subsample(data, 30) is data
 
 
 def test_frame_is_none_without_pandas(tmp_path, monkeypatch):
