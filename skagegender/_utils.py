@@ -76,7 +76,9 @@ def known_labels(labels):
         return labels != labels.dtype.type()
     if labels.dtype.kind != "O":
         return np.ones(labels.shape, dtype=bool)
-    return np.array([v is not None and v == v and not (isinstance(v, (str, bytes)) and not v)
+    # NaN, of any type, is the one value unequal to itself.
+    return np.array([v is not None and v == v  # noqa: PLR0124
+                     and not (isinstance(v, (str, bytes)) and not v)
                      for v in labels], dtype=bool)
 
 

@@ -7,7 +7,12 @@ import warnings
 import numpy as np
 import pytest
 
-from skagegender.embedding._assets import YUNET, converted_model, make_session, sha256_file
+from skagegender.embedding._assets import (
+    YUNET,
+    converted_model,
+    make_session,
+    sha256_file,
+)
 
 YUNET_DIMS = {2: "height", 3: "width"}
 

@@ -37,7 +37,7 @@ def test_age_gender_dlib_appends_both_networks(fgnet_pair):
     np.testing.assert_allclose(age_p.sum(1), 1, atol=1e-4)
     np.testing.assert_allclose(gender_p.sum(1), 1, atol=1e-4)
     expected_age = age_p @ DLIB_AGE_CLASSES
-    assert expected_age[0] < 8 < 18 < expected_age[1] < 40
+    assert expected_age[0] < 8 and 18 < expected_age[1] < 40
     assert embedder.backbone_["chip_nets_sha256"]["dlib_age"] == DLIB_AGE.asset.sha256
 
 

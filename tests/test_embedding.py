@@ -119,7 +119,8 @@ def test_import_is_light():
         "heavy = [m for m in ('onnxruntime', 'onnx', 'lightgbm', 'optuna', 'insightface', "
         "'cv2', 'torch') if m in sys.modules]; print(heavy); sys.exit(bool(heavy))"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=False)
     assert done.returncode == 0, done.stdout + done.stderr
 
 

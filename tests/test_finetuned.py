@@ -46,7 +46,7 @@ def test_finetuned_block_follows_the_dlib_blocks(fgnet_pair):
     age_p, female = _age_and_female(X)
     np.testing.assert_allclose(age_p.sum(1), 1, atol=1e-4)
     expected_age = age_p @ FINETUNED_AGE_CLASSES
-    assert expected_age[0] < 8 < 18 < expected_age[1] < 40
+    assert expected_age[0] < 8 and 18 < expected_age[1] < 40
     assert female[0] < 0.5 < female[1]
     assert embedder.backbone_["finetuned_sha256"] == {"sface_finetuned":
                                                       SFACE_FINETUNED.asset.sha256}

@@ -34,7 +34,7 @@ def _run_child(code, *args, timeout, max_address_space=4 * GiB):
 
     done = subprocess.run(
         [sys.executable, "-c", code, *map(str, args)],
-        capture_output=True, text=True, timeout=timeout, preexec_fn=limit,
+        capture_output=True, text=True, timeout=timeout, preexec_fn=limit, check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])

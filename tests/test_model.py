@@ -31,7 +31,7 @@ def fitted(utkface_paths):
 
 @pytest.mark.slow
 def test_fit_predict_and_every_face(fitted, group_photo):
-    model, paths, age, gender = fitted
+    model, paths, age, _ = fitted
     pred = model.predict(paths[:20])
     assert pred.shape == (20,) and ((pred >= 0) & (pred <= 100)).all()
     # fitted on these faces: it must have learnt something about them

@@ -604,16 +604,16 @@ def test_lightgbm_text_that_aborts_the_process_is_refused(lightgbm_file):
     rewrite(_model_text(ABORTING_TREES))
     # the recipe is live: LightGBM alone ends the process (SIGABRT)
     direct = subprocess.run(
-        [sys.executable, "-c", "from lightgbm.basic import Booster; "
-         f"Booster.__new__(Booster).__setstate__({{'_handle': {ABORTING_TREES!r}}})"],
-        capture_output=True, timeout=60)
+        [sys.executable, "-c", ("from lightgbm.basic import Booster; "
+         f"Booster.__new__(Booster).__setstate__({{'_handle': {ABORTING_TREES!r}}})")],
+        capture_output=True, timeout=60, check=False)
     assert direct.returncode < 0
     # the loader refuses it, in a child process so that a failure cannot end this one
     loaded = subprocess.run(
-        [sys.executable, "-c", "from skagegender.model import load_model_file\n"
+        [sys.executable, "-c", ("from skagegender.model import load_model_file\n"
          "try:\n    load_model_file(__import__('sys').argv[1])\n"
-         "except ValueError as exc:\n    print(type(exc).__name__, exc)", str(path)],
-        capture_output=True, text=True, timeout=120)
+         "except ValueError as exc:\n    print(type(exc).__name__, exc)"), str(path)],
+        capture_output=True, text=True, timeout=120, check=False)
     assert loaded.returncode == 0, loaded.stderr
     assert loaded.stdout.startswith("ModelFileError") and str(path) in loaded.stdout
     assert "tree 0 lacks leaf_value" in loaded.stdout
@@ -628,7 +628,7 @@ def test_lightgbm_text_that_aborts_the_process_is_refused(lightgbm_file):
 def test_lightgbm_trees_are_checked(lightgbm_file, old, new, match):
     import re
 
-    path, head, X, rewrite = lightgbm_file
+    path, head, _, rewrite = lightgbm_file
     text, count = re.subn(old, new, head.booster_.model_to_string(), count=1)
     assert count == 1
     rewrite(_model_text(text))

@@ -121,7 +121,7 @@ def test_round_trip_lightgbm(tmp_path):
 
 
 def test_changed_payload_is_refused(model_path, fitted):
-    X, age_head, _ = fitted
+    X, _, _ = fitted
     import skops.io
 
     other = Ridge().fit(X, X[:, 0])

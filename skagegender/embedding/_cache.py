@@ -126,7 +126,7 @@ def item_key(image):
         try:
             orientation = image.getexif().get(0x0112, 1)
             pixels = image.tobytes()
-        except Exception:
+        except Exception:  # noqa: BLE001 - a damaged PIL image is simply not cached
             return None
         digest.update(f"pil\0{image.mode}\0{image.size}\0{orientation}\0".encode())
         digest.update(pixels)
@@ -441,8 +441,8 @@ class EmbeddingCache:
                 if db.in_transaction:
                     try:
                         db.execute("ROLLBACK")
-                    except Exception:  # a damaged file may refuse that too: report the first error
-                        pass
+                    except Exception:  # noqa: BLE001, S110 - a damaged file may refuse it too:
+                        pass  # the first error is the one to report
                 raise
             db.execute("COMMIT")
 

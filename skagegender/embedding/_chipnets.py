@@ -103,8 +103,8 @@ def cut_chip(image, landmarks, size):
         if x1 - x0 >= 2 and y1 - y0 >= 2:
             factor = 2 * scale
             region = image[y0:y1, x0:x1]
-            new_w = max(int(round((x1 - x0) * factor)), 1)
-            new_h = max(int(round((y1 - y0) * factor)), 1)
+            new_w = max(round((x1 - x0) * factor), 1)
+            new_h = max(round((y1 - y0) * factor), 1)
             region = cv2.resize(region, (new_w, new_h), interpolation=cv2.INTER_AREA)
             fx, fy = new_w / (x1 - x0), new_h / (y1 - y0)
             shift = np.array([[1 / fx, 0, x0], [0, 1 / fy, y0], [0, 0, 1]])

@@ -4,6 +4,7 @@ import numbers
 import os
 import warnings
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
@@ -89,7 +90,7 @@ class AlignedFaces:
 def _as_image_list(X):
     """Split X into a list of single images."""
     if isinstance(X, (str, bytes, os.PathLike)):
-        raise ValueError(
+        raise ValueError(  # noqa: TRY004 - sklearn reports bad X as ValueError
             "X must be a sequence of images (paths, bytes, arrays or PIL images), "
             "not a single path or bytes object; wrap it in a list"
         )
@@ -226,7 +227,7 @@ class ArcFaceEmbedder(TransformerMixin, BaseEstimator):
     (1, 128)
     """
 
-    _parameter_constraints = {
+    _parameter_constraints: ClassVar[dict] = {
         "model": [str, os.PathLike],
         "layers": [None, str, tuple, list],
         "flip_augment": ["boolean"],

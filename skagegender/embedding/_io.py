@@ -149,7 +149,7 @@ def _unsupported_format(prefix):
             continue
         try:
             match = accept(prefix)
-        except Exception:  # some checks assume a longer prefix
+        except Exception:  # noqa: BLE001, S112 - some checks assume a longer prefix
             continue
         if match and not isinstance(match, str):
             return name

@@ -1,6 +1,7 @@
 """AgeGenderModel: photos in, age and gender of every face out."""
 
 import numbers
+from typing import ClassVar
 
 import numpy as np
 from sklearn.base import BaseEstimator, _fit_context, clone
@@ -8,7 +9,6 @@ from sklearn.utils._param_validation import HasMethods
 from sklearn.utils.validation import check_is_fitted
 
 from .._utils import known_labels
-
 from ._persistence import (
     BackboneMismatchError,
     ModelFileError,
@@ -113,7 +113,7 @@ class AgeGenderModel(BaseEstimator):
     31.4
     """
 
-    _parameter_constraints = {
+    _parameter_constraints: ClassVar[dict] = {
         "embedder": [HasMethods(["transform", "backbone_info"]), None],
         "age_head": [HasMethods(["fit", "predict"]), None],
         "gender_head": [HasMethods(["fit", "predict_proba"]), None],

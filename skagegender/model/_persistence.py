@@ -48,6 +48,7 @@ import hashlib
 import importlib
 import inspect
 import io
+import itertools
 import json
 import math
 import re
@@ -56,6 +57,7 @@ import zipfile
 import zlib
 from collections import OrderedDict, defaultdict
 from pathlib import Path
+from typing import ClassVar
 
 from .._utils import NotRegularFileError, atomic_write, npy_header, open_regular_file
 
@@ -477,7 +479,7 @@ _UNBUILT = object()
 class _Node:
     """One checked node of a skops schema; ``build`` makes its object once."""
 
-    __slots__ = ("kind", "cls", "value", "children", "checking", "built")
+    __slots__ = ("built", "checking", "children", "cls", "kind", "value")
 
     def __init__(self, kind):
         self.kind = kind
@@ -773,7 +775,7 @@ class _PayloadTree:
             if name == "lightgbm.basic.Booster":
                 _check_booster_state(attrs)
 
-    _CHECKS = {
+    _CHECKS: ClassVar[dict] = {
         "DictNode": _check_dict,
         "ListNode": _check_sequence,
         "TupleNode": _check_sequence,
@@ -965,7 +967,7 @@ def _check_lightgbm_tree(fields, n_features, number):
         raise ValueError(f"tree {number}: some nodes are not reached from the root")
     if n_cat or any(d & 1 for d in decisions):
         bounds = values("cat_boundaries", n_cat + 1)
-        if bounds[0] != 0 or any(a > b for a, b in zip(bounds, bounds[1:])):
+        if bounds[0] != 0 or any(a > b for a, b in itertools.pairwise(bounds)):
             raise ValueError(f"tree {number}: cat_boundaries out of order")
         values("cat_threshold", bounds[-1])
         thresholds = fields["threshold"].split()
