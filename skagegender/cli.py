@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ._utils import known_labels
-from .embedding._io import IMAGE_FORMATS, IMAGE_SUFFIXES
+from .embedding import IMAGE_FORMATS, IMAGE_SUFFIXES
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 EMPTY_FOLDER = "no image files in this folder"
