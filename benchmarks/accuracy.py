@@ -64,7 +64,7 @@ from skagegender.metrics import (  # noqa: E402
     interval_report,
     one_class_off_score,
 )
-from skagegender.pretrained._recipe import (  # noqa: E402
+from skagegender.training._default_recipe import (  # noqa: E402
     FGNET_CALIBRATION_WEIGHT,
     FINETUNED_AGE_START,
     N_CALIBRATION,

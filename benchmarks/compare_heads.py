@@ -53,7 +53,7 @@ from skagegender.metrics import (
 )
 from skagegender.datasets import embed_dataset
 from skagegender.model_selection import HeadSearchCV, default_head_space
-from skagegender.pretrained._recipe import make_embedder
+from skagegender.training._default_recipe import make_embedder
 
 sys.path.insert(0, str(Path(__file__).parent))
 from heads_cv import _mean, _timed_fit_predict

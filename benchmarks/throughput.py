@@ -180,7 +180,7 @@ def task_stages(args):
     import numpy as np
 
     from skagegender.embedding import ArcFaceEmbedder, align_face, load_image
-    from skagegender.pretrained._fast_recipe import EMBEDDER_PARAMS as FAST
+    from skagegender.training._fast_recipe import EMBEDDER_PARAMS as FAST
 
     _pin(1)
     paths = _utkface(args)[:100]
@@ -512,7 +512,7 @@ def main(argv=None):
     if not args.quick:
         report["floor"] = _spawn(args, "floor")
         report["ort_levels"] = _spawn(args, "ort_levels")
-        from skagegender.pretrained._fast_recipe import EMBEDDER_PARAMS as fast
+        from skagegender.training._fast_recipe import EMBEDDER_PARAMS as fast
 
         default = {"layers": "age-gender-finetuned"}
         runs = [

@@ -50,7 +50,7 @@ N_AGES = 101
 
 
 def _crops(items):
-    from skagegender.datasets import degrade_photo
+    from skagegender.training import degrade_photo
     from skagegender.embedding import ArcFaceEmbedder, align_face, load_image
 
     embedder = ArcFaceEmbedder()

@@ -1,6 +1,6 @@
 """Train, measure and write the shipped fast model, skagegender/pretrained/fast.skag.
 
-The fast model (:mod:`skagegender.pretrained._fast_recipe`) runs YuNet and the two
+The fast model (:mod:`skagegender.training._fast_recipe`) runs YuNet and the two
 small dlib chip networks, no SFace. Its heads are trained on the UTKFace images of
 the shared data folder and degraded copies of 6,000 of them (the default recipe's
 ``degraded_features``); FG-NET is never trained on.
@@ -39,8 +39,8 @@ WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 def embed_all(data_root, cache, n_jobs):
     """Fast-model features of UTKFace, its degraded copies and FG-NET (cached)."""
-    from skagegender.pretrained._fast_recipe import make_embedder
-    from skagegender.pretrained._recipe import embed_training_sets
+    from skagegender.training._fast_recipe import make_embedder
+    from skagegender.training._default_recipe import embed_training_sets
 
     embedder = make_embedder(cache=str(cache), n_jobs=n_jobs)
     return embed_training_sets(embedder, data_root, cache=cache)
@@ -48,7 +48,7 @@ def embed_all(data_root, cache, n_jobs):
 
 def fit_parts(X, age, gender, random_state=0):
     """Fit the heads' parts once: (expected-age member, MLP member, gender head)."""
-    from skagegender.pretrained._fast_recipe import make_heads
+    from skagegender.training._fast_recipe import make_heads
 
     age_head, gender_head = make_heads(random_state=random_state, expected_weight=0.5)
     (_, expected), (_, mlp) = age_head.head.estimators
@@ -76,7 +76,7 @@ def predict_parts(parts, X, fallback):
 def measure(utk, utk_x, fg, fg_x, degraded):
     from sklearn.model_selection import KFold
 
-    from skagegender.pretrained._recipe import training_set
+    from skagegender.training._default_recipe import training_set
 
     age = np.asarray(utk.age, float)
     gender = np.asarray(utk.gender, dtype=object)
@@ -163,8 +163,8 @@ def main(argv=None):
     from skagegender import __version__
     from skagegender.model import AgeGenderModel
     from skagegender.pretrained import MODELS
-    from skagegender.pretrained._fast_recipe import make_embedder, make_heads
-    from skagegender.pretrained._recipe import training_set
+    from skagegender.training._fast_recipe import make_embedder, make_heads
+    from skagegender.training._default_recipe import training_set
 
     utk, utk_x, fg, fg_x, degraded = embed_all(args.data, args.cache, args.n_jobs)
     result = measure(utk, utk_x, fg, fg_x, degraded)

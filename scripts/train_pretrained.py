@@ -1,6 +1,6 @@
 """Rebuild the shipped model, skagegender/pretrained/default.skag.
 
-Trains the recipe of :mod:`skagegender.pretrained._recipe` on every UTKFace image
+Trains the recipe of :mod:`skagegender.training._default_recipe` on every UTKFace image
 of the shared data folder, degraded copies of 6,000 of them, and the FG-NET
 images (weighted x10). Embeddings are cached (``--cache``), so a second run, or
 ``benchmarks/accuracy.py`` afterwards, does not embed again.
@@ -27,7 +27,7 @@ from skagegender import __version__
 from skagegender.datasets import embed_dataset
 from skagegender.model import AgeGenderModel
 from skagegender.pretrained import MODEL_FILE
-from skagegender.pretrained._recipe import (
+from skagegender.training._default_recipe import (
     FGNET_CALIBRATION_WEIGHT,
     FGNET_WEIGHT,
     FINETUNED_AGE_START,
@@ -113,7 +113,7 @@ def calibration_rows(data_root, cache, maps_folder, n_jobs, n=N_CALIBRATION,
     import torch
     from finetune_sface import N_AGES, frozen_maps, layer_outputs, targets, train_layer
 
-    from skagegender.datasets import degrade_photo
+    from skagegender.training import degrade_photo
     from skagegender.embedding import load_image
     from skagegender.datasets import load_dataset
 

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from skagegender.datasets import degrade_photo
+from skagegender.training import degrade_photo
 from skagegender.embedding import load_image
 
 

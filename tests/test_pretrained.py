@@ -50,7 +50,7 @@ def test_fgnet_children_are_predicted_young(shared_data):
 def test_recipe_blend_reads_the_probability_columns():
     from skagegender.embedding._chipnets import DLIB_AGE
     from skagegender.embedding._finetuned import SFACE_FINETUNED
-    from skagegender.pretrained._recipe import (
+    from skagegender.training._default_recipe import (
         DLIB_AGE_START,
         FINETUNED_AGE_START,
         make_embedder,

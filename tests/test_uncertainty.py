@@ -61,7 +61,7 @@ def test_sklearn_contract(estimator, check):
 def real_rows(shared_data, tmp_path_factory):
     """Shipped-model features of 480 seeded UTKFace images and the 127 FG-NET images."""
     from skagegender.datasets import embed_dataset
-    from skagegender.pretrained._recipe import make_embedder
+    from skagegender.training._default_recipe import make_embedder
 
     cache = tmp_path_factory.mktemp("emb")
     embedder = make_embedder(cache=str(cache))
@@ -76,14 +76,14 @@ def real_rows(shared_data, tmp_path_factory):
 
 
 def _blend():
-    from skagegender.pretrained._recipe import make_heads
+    from skagegender.training._default_recipe import make_heads
 
     return make_heads()[0].head
 
 
 @pytest.mark.slow
 def test_interval_keeps_its_coverage_on_faces_it_was_not_calibrated_on(real_rows):
-    from skagegender.pretrained._recipe import AGE_INTERVAL_EDGES
+    from skagegender.training._default_recipe import AGE_INTERVAL_EDGES
 
     X, age, _, fg_x, fg_age = real_rows
     rng = np.random.default_rng(0)
@@ -123,7 +123,7 @@ def test_age_aware_calibration_lowers_gender_ece_on_held_out_faces(real_rows):
     from skagegender.embedding._finetuned import FINETUNED_AGE_CLASSES
     from skagegender.heads import GenderClassifier, make_gender_head
     from skagegender.metrics import expected_calibration_error
-    from skagegender.pretrained._recipe import FINETUNED_AGE_START
+    from skagegender.training._default_recipe import FINETUNED_AGE_START
 
     X, age, gender, _, _ = real_rows
     order = np.random.default_rng(1).permutation(len(X))

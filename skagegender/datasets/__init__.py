@@ -18,7 +18,6 @@ so that no person is on both sides.
 """
 
 from ._adience import ADIENCE_AGE_GROUPS, adience_age_group, load_adience
-from ._augment import degrade_photo
 from ._base import DatasetLayoutError
 from ._fgnet import load_fgnet
 from ._imdb_wiki import load_imdb_wiki
@@ -33,7 +32,6 @@ __all__ = [
     "UTKFACE_RACES",
     "DatasetLayoutError",
     "adience_age_group",
-    "degrade_photo",
     "embed_dataset",
     "load_adience",
     "load_dataset",

@@ -23,7 +23,7 @@ def degrade_photo(image, random_state=None):
     Examples
     --------
     >>> import numpy as np
-    >>> from skagegender.datasets import degrade_photo
+    >>> from skagegender.training import degrade_photo
     >>> degrade_photo(np.zeros((64, 48, 3), np.uint8), random_state=0).shape
     (64, 48, 3)
     """

@@ -157,7 +157,7 @@ def degraded_features(embedder, paths, *, n=N_DEGRADED, random_state=0):
         Index into ``paths`` of each copy's original.
     features : ndarray of shape (n, n_features)
     """
-    from ..datasets import degrade_photo
+    from ._augment import degrade_photo
     from ..embedding import load_image
 
     source, seeds = degraded_sources(len(paths), n=n, random_state=random_state)

@@ -1,0 +1,11 @@
+"""Training the shipped recipes: the fine-tuned SFace layer, its frozen maps, the heads.
+
+Everything here is for *making* models; predicting never imports this package (nor
+torch, which training the fine-tuned layer needs: ``pip install "skagegender[train]"``).
+"""
+
+from ._augment import degrade_photo
+from ._finetune import FineTunedLayer, train_finetuned_layer
+from ._maps import frozen_maps
+
+__all__ = ["FineTunedLayer", "degrade_photo", "frozen_maps", "train_finetuned_layer"]

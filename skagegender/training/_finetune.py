@@ -1,0 +1,228 @@
+"""Fine-tune SFace's embedding layer for age and gender on frozen ``conv_14_relu`` maps.
+
+SFace keeps where on the face each activation sits up to ``conv_14_relu``
+(1024 x 7 x 7); its embedding layer (``bn1`` -> flatten -> a 50,176 x 128 linear map
+-> ``fc1`` batch norm) is the only part that mixes positions. The layer trained here
+starts from SFace's own weights for that part and adds two outputs: 101 age classes
+(0..100, trained to a Gaussian label distribution plus an L1 term on the expected
+age) and a female logit. The exported ONNX file (input ``maps``, output ``probs``:
+101 age probabilities and P(female)) is what ``ArcFaceEmbedder(layers=
+"age-gender-finetuned")`` runs.
+
+Training needs torch (``pip install "skagegender[train]"``); predicting never does.
+"""
+
+import io
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+#: Classes of the age output: the ages 0..100.
+N_AGES = 101
+#: SFace activation the layer reads.
+MAP_LAYER = "conv_14_relu"
+#: Shape of one face's maps.
+MAP_SHAPE = (1024, 7, 7)
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "Training the fine-tuned SFace layer needs torch: "
+            'pip install "skagegender[train]"') from exc
+    return torch
+
+
+def _make_module(weights, width=128):
+    """bn1 -> flatten -> linear -> fc1 batch norm -> PReLU -> (101 age logits, female logit)."""
+    torch = _torch()
+    from torch import nn
+
+    def batchnorm(cls, name, n):
+        layer = cls(n, eps=2e-5)
+        with torch.no_grad():
+            for attr, key in (("weight", "gamma"), ("bias", "beta"),
+                              ("running_mean", "moving_mean"), ("running_var", "moving_var")):
+                getattr(layer, attr).copy_(torch.from_numpy(np.array(weights[f"{name}_{key}"])))
+        return layer
+
+    class FineTunedEmbedding(nn.Module):
+        def __init__(self):
+            super().__init__()
+            linear = nn.Linear(int(np.prod(MAP_SHAPE)), width)
+            with torch.no_grad():
+                linear.weight.copy_(torch.from_numpy(np.array(
+                    weights["pre_fc1_weight_dequantized"])))
+                linear.bias.copy_(torch.from_numpy(np.array(weights["pre_fc1_bias_dequantized"])))
+            self.body = nn.Sequential(
+                batchnorm(nn.BatchNorm2d, "bn1", MAP_SHAPE[0]), nn.Flatten(), linear,
+                batchnorm(nn.BatchNorm1d, "fc1", width), nn.PReLU(width), nn.Dropout(0.2),
+            )
+            self.age = nn.Linear(width, N_AGES)
+            self.female = nn.Linear(width, 1)
+
+        def forward(self, maps):
+            hidden = self.body(maps)
+            return self.age(hidden), self.female(hidden)[:, 0]
+
+    return FineTunedEmbedding()
+
+
+def _probabilities(module, maps):
+    """The exported output: softmax over the 101 ages, then sigmoid of the female logit."""
+    torch = _torch()
+    age_logits, female_logit = module(maps)
+    return torch.cat([age_logits.softmax(1), female_logit.sigmoid()[:, None]], 1)
+
+
+class FineTunedLayer:
+    """A trained layer: its outputs on maps, and its export as the packaged ONNX file.
+
+    Made by :func:`train_finetuned_layer`; ``module`` is the torch module (eval mode).
+    """
+
+    def __init__(self, module):
+        self.module = module.eval()
+
+    def outputs(self, maps, rows=None, *, batch_size=512):
+        """(n, 102) float32: the 101 age probabilities and P(female), as the ONNX file gives.
+
+        Parameters
+        ----------
+        maps : ndarray of shape (n_maps, 1024, 7, 7)
+        rows : index array or None
+            Which maps (all by default).
+        """
+        torch = _torch()
+        rows = np.arange(len(maps)) if rows is None else np.asarray(rows)
+        out = []
+        with torch.no_grad():
+            for start in range(0, len(rows), batch_size):
+                x = torch.from_numpy(np.asarray(maps[rows[start:start + batch_size]],
+                                                dtype=np.float32))
+                out.append(_probabilities(self.module, x))
+        return torch.cat(out).numpy() if out else np.zeros((0, N_AGES + 1), np.float32)
+
+    def export_onnx(self, path, *, doc="SFace embedding layer fine-tuned for age and gender"):
+        """Write the layer as ONNX (input ``maps``, output ``probs``), weights as float16.
+
+        Returns the path.
+        """
+        import onnx
+        from onnx import helper, numpy_helper
+
+        torch = _torch()
+        module = self.module
+
+        class Probs(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.inner = module
+
+            def forward(self, maps):
+                return _probabilities(self.inner, maps)
+
+        buffer = io.BytesIO()
+        with warnings.catch_warnings():
+            # The TorchScript exporter is deprecated but needs no extra package; the
+            # graph (matmuls, batch norms, softmax) is checked below and in the tests.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.onnx.export(Probs().eval(), torch.zeros(1, *MAP_SHAPE), buffer,
+                              input_names=["maps"], output_names=["probs"],
+                              dynamic_axes={"maps": {0: "batch"}, "probs": {0: "batch"}},
+                              opset_version=17, dynamo=False)
+        model = onnx.load_from_string(buffer.getvalue())
+        graph = model.graph
+        # big float32 initializers are stored as float16 and cast back when loaded
+        for init in list(graph.initializer):
+            if init.data_type == onnx.TensorProto.FLOAT and np.prod(init.dims) >= 1024:
+                half = numpy_helper.from_array(
+                    numpy_helper.to_array(init).astype(np.float16), init.name + "_f16")
+                graph.initializer.remove(init)
+                graph.initializer.append(half)
+                graph.node.insert(0, helper.make_node("Cast", [half.name], [init.name],
+                                                      to=onnx.TensorProto.FLOAT))
+        model.doc_string = doc
+        onnx.checker.check_model(model)
+        path = Path(path)
+        path.write_bytes(model.SerializeToString())
+        return path
+
+
+def train_finetuned_layer(maps, age, female, rows=None, *, epochs=4, sigma=3.0, lr=3e-4,
+                          batch_size=128, random_state=0, n_threads=None, callback=None):
+    """Fine-tune SFace's embedding layer on ``maps[rows]``.
+
+    Parameters
+    ----------
+    maps : ndarray of shape (n, 1024, 7, 7), float16 or float32
+        Frozen ``conv_14_relu`` maps (:func:`frozen_maps`).
+    age : ndarray of shape (n,)
+    female : ndarray of shape (n,)
+        1.0 for female, 0.0 for male; NaN where the gender is unknown (no gender loss).
+    rows : index array or None
+        Training rows (all by default).
+    epochs, sigma, lr, batch_size : training settings
+        ``sigma``: width in years of the Gaussian age label; the head outputs get
+        10 x ``lr`` (AdamW, one-cycle schedule).
+    random_state : int
+    n_threads : int or None
+        torch threads (None keeps torch's setting).
+    callback : callable or None
+        ``callback(epoch, layer)`` after each epoch, e.g. to print validation scores.
+
+    Returns
+    -------
+    FineTunedLayer
+    """
+    torch = _torch()
+    import torch.nn.functional as F
+
+    if n_threads is not None:
+        torch.set_num_threads(int(n_threads))
+    age = np.asarray(age, dtype=np.float32)
+    female = np.asarray(female, dtype=np.float32)
+    rows = np.arange(len(maps)) if rows is None else np.asarray(rows)
+    if len(rows) < batch_size:
+        raise ValueError(f"{len(rows)} training faces: need at least batch_size={batch_size}")
+    torch.manual_seed(random_state)
+    rng = np.random.default_rng(random_state)
+    from ..embedding import sface_weights
+
+    module = _make_module(sface_weights())
+    heads = [*module.age.parameters(), *module.female.parameters()]
+    optimizer = torch.optim.AdamW([{"params": module.body.parameters(), "lr": lr},
+                                   {"params": heads, "lr": 10 * lr}], weight_decay=1e-4)
+    steps = epochs * (len(rows) // batch_size)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=[lr, 10 * lr],
+                                                   total_steps=steps, pct_start=0.1)
+    ages = torch.arange(N_AGES, dtype=torch.float32)
+    layer = FineTunedLayer(module)
+    for epoch in range(epochs):
+        module.train()
+        order = rng.permutation(rows)
+        for start in range(0, len(order) - batch_size + 1, batch_size):
+            batch = np.sort(order[start:start + batch_size])
+            x = torch.from_numpy(np.asarray(maps[batch], dtype=np.float32))
+            y = torch.from_numpy(age[batch])
+            g = torch.from_numpy(female[batch])
+            age_logits, female_logit = module(x)
+            target = torch.exp(-0.5 * ((ages[None] - y[:, None]) / sigma) ** 2)
+            target = target / target.sum(1, keepdim=True)
+            log_p = age_logits.log_softmax(1)
+            loss = (F.kl_div(log_p, target, reduction="batchmean")
+                    + 0.1 * ((log_p.exp() * ages).sum(1) - y).abs().mean())
+            known = ~torch.isnan(g)
+            if known.any():
+                loss = loss + F.binary_cross_entropy_with_logits(female_logit[known], g[known])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+        module.eval()
+        if callback is not None:
+            callback(epoch, layer)
+    return layer
