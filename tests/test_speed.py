@@ -3,16 +3,33 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from skagegender.cli import main
-from skagegender.embedding import ArcFaceEmbedder
+from skagegender.embedding import ArcFaceEmbedder, feature_blocks
 from skagegender.model import AgeGenderModel, ModelFileError
 from skagegender.pretrained import MODELS, load, model_file
 
 CHIPS = ("dlib_age", "dlib_gender")
+
+
+@pytest.fixture
+def sessions_built(monkeypatch):
+    """The model files of the onnxruntime sessions built while the test runs."""
+    import onnxruntime
+
+    built = []
+
+    class RecordingSession(onnxruntime.InferenceSession):
+        def __init__(self, path, *args, **kwargs):
+            built.append(Path(path).name)
+            super().__init__(path, *args, **kwargs)
+
+    monkeypatch.setattr(onnxruntime, "InferenceSession", RecordingSession)
+    return built
 
 
 def _run(capsys, argv):
@@ -21,18 +38,19 @@ def _run(capsys, argv):
     return code, captured.out, captured.err
 
 
-def test_identity_false_runs_only_the_chip_networks(portrait):
-    fast = ArcFaceEmbedder(layers=CHIPS, identity=False)
+def test_identity_false_runs_only_the_chip_networks(portrait, sessions_built):
+    # providers named (as the default would) so that this backbone is built here, not reused
+    fast = ArcFaceEmbedder(layers=CHIPS, identity=False, providers=["CPUExecutionProvider"])
     full = ArcFaceEmbedder(layers=CHIPS)
-    x_fast, x_full = fast.fit_transform([portrait]), full.fit_transform([portrait])
+    x_fast = fast.fit_transform([portrait])
+    assert sessions_built and not [name for name in sessions_built if "sface" in name]
+    assert any("yunet" in name for name in sessions_built)  # detection still runs
+    x_full = full.fit_transform([portrait])
     assert x_fast.shape == (1, 83) and fast.embedding_dim_ == 83
+    assert fast.feature_blocks_ == {"dlib_age": slice(0, 81), "dlib_gender": slice(81, 83)}
     # the same chips and networks, without the 128 identity columns in front
-    np.testing.assert_allclose(x_fast, x_full[:, 128:], atol=1e-5)
-    backbone = fast._backbone()
-    assert backbone.session is None and not backbone.needs_crop  # SFace never built
-    landmarks = np.array([[70, 90], [130, 90], [100, 120], [75, 150], [125, 150]], np.float32)
-    chips = backbone.cut(np.zeros((200, 200, 3), np.uint8), landmarks)
-    assert [c.shape[:2] for c in chips] == [(64, 64), (32, 32)]  # no 112 x 112 crop
+    np.testing.assert_allclose(x_fast, x_full[:, full.feature_blocks_["dlib_age"].start:],
+                               atol=1e-5)
     assert list(fast.get_feature_names_out()[:2]) == ["dlib_age_p0", "dlib_age_p1"]
     # the cache key and model files tell the two apart; the default's info is unchanged
     assert fast.backbone_info()["identity"] is False
@@ -43,7 +61,7 @@ def test_identity_false_with_mirror_and_pooled_layers(portrait):
     flip = ArcFaceEmbedder(layers=("conv_8_relu",) + CHIPS, identity=False, flip_augment=True)
     x = flip.fit_transform([portrait])
     assert x.shape == (1, 512 + 83) and np.isfinite(x).all()
-    assert flip._backbone().session is not None  # conv_8 needs SFace, up to that layer
+    assert list(flip.feature_blocks_) == ["conv_8_relu", "dlib_age", "dlib_gender"]
 
 
 def test_identity_false_needs_a_layer():
@@ -88,7 +106,8 @@ def test_the_dlib_age_network_runs_without_the_layout_transform():
 def test_shipped_fast_model_predicts_faces(fgnet_pair, group_photo):
     model = load("fast")
     assert model.backbone_["identity"] is False and model.n_features_in_ == 83
-    assert model.embedder_._backbone().session is None
+    embedder = model.embedder_
+    assert set(feature_blocks(embedder.layers, identity=embedder.identity)) == set(CHIPS)
     ages = model.predict(fgnet_pair)
     assert ages[0] < 12 and 15 < ages[1] < 45  # a two-year-old and a 29-year-old
     faces = model.predict_faces(group_photo)
@@ -131,10 +150,10 @@ def test_cli_evaluate_names_the_shipped_model(shared_data, capsys):
     assert result["n_images"] == 6
 
 
-def test_sessions_are_built_once_per_process(portrait):
-    first, second = load("fast"), load("fast")
-    backbone = first.embedder_._backbone()
-    sessions = [backbone.detect.session, *backbone._chip_sessions]
-    second.predict_faces(portrait)
-    again = second.embedder_._backbone()
-    assert again is backbone and [again.detect.session, *again._chip_sessions] == sessions
+def test_sessions_are_built_once_per_process(portrait, sessions_built):
+    first = load("fast")
+    first.predict_faces(portrait)
+    before = len(sessions_built)  # none when another test already loaded "fast"
+    second = load("fast")
+    assert second.predict_faces(portrait) == first.predict_faces(portrait)
+    assert len(sessions_built) == before  # the second load reuses the sessions
