@@ -27,8 +27,8 @@ Columns, means over outer folds: MAE, one-class-off accuracy (5-year classes), C
 search: refitting the best head; ``search_s`` is the whole search), predict
 microseconds per sample, model size (``len(pickle.dumps(fitted head))`` in kB).
 LightGBM runs with ``n_jobs=1`` (``--lgbm-jobs``). Writes
-``benchmarks/results/compare_heads.md`` and ``.json`` after every outer fold and prints
-which head wins each column.
+``compare_heads.md`` and ``.json`` into ``--out`` (default ``benchmarks/results``) after
+every outer fold and prints which head wins each column.
 """
 
 import argparse
@@ -44,19 +44,24 @@ import numpy as np
 from sklearn.metrics import accuracy_score, log_loss
 from sklearn.model_selection import KFold
 
-from skagegender.heads import AgeRegressor, GenderClassifier, make_age_head, make_gender_head
+from skagegender.datasets import embed_dataset
+from skagegender.heads import (
+    AgeRegressor,
+    GenderClassifier,
+    make_age_head,
+    make_gender_head,
+)
 from skagegender.metrics import (
     cumulative_score,
     expected_calibration_error,
     mean_absolute_error,
     one_class_off_score,
 )
-from skagegender.datasets import embed_dataset
 from skagegender.model_selection import HeadSearchCV, default_head_space
 from skagegender.training._default_recipe import make_embedder
 
 sys.path.insert(0, str(Path(__file__).parent))
-from heads_cv import _mean, _timed_fit_predict
+from heads_cv import mean_over_folds, timed_fit_predict
 
 RESULTS = Path(__file__).parent / "results"
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "UTKFace"
@@ -85,8 +90,11 @@ class _ThreadCappedSpace:
         return params
 
 
-def candidates(task, *, n_trials, seed, lgbm_jobs):
-    """Unfitted ``{name: estimator}`` of one task: defaults, tuned families, full search."""
+def candidates(task, *, n_trials, seed, lgbm_jobs, families=None):
+    """Unfitted ``{name: estimator}`` of one task: defaults, tuned families, full search.
+
+    ``families`` (default: ``FAMILIES``) restricts all three kinds to those families.
+    """
     wrapper, factory = ((AgeRegressor, make_age_head) if task == "age"
                         else (GenderClassifier, make_gender_head))
 
@@ -99,18 +107,18 @@ def candidates(task, *, n_trials, seed, lgbm_jobs):
         )
 
     heads = {}
-    for family in FAMILIES:
+    for family in families or FAMILIES:
         threads = {"n_jobs": lgbm_jobs} if family == "lightgbm" else {}
         heads[f"default {family}"] = wrapper(factory(family, random_state=seed, **threads))
-    for family in FAMILIES:
+    for family in families or FAMILIES:
         heads[f"tuned {family}"] = search([family])
-    heads["search (all families)"] = search(None)
+    heads["search (all families)"] = search(list(families) if families else None)
     return heads
 
 
 def score_fold(task, est, X_train, y_train, X_test, y_test):
     """Fit ``est`` on the training part, score it on the test part."""
-    out, fit_s, predict_us = _timed_fit_predict(est, X_train, y_train, X_test,
+    out, fit_s, predict_us = timed_fit_predict(est, X_train, y_train, X_test,
                                                 proba=task == "gender")
     fold = {"fit_s": fit_s, "predict_us": predict_us}
     head, chosen = est, None
@@ -138,7 +146,7 @@ def summarize(folds, chosen):
     """Rows (means over the folds done) and the winner of each column."""
     rows = []
     for (task, name), task_folds in folds.items():
-        row = {"task": task, "head": name, **_mean(task_folds)}
+        row = {"task": task, "head": name, **mean_over_folds(task_folds)}
         if chosen[task, name]:
             row["chosen"] = chosen[task, name]
         rows.append(row)
@@ -230,23 +238,30 @@ def main(argv=None):
     parser.add_argument("--lgbm-jobs", type=int, default=1, help="LightGBM threads")
     parser.add_argument("--tasks", nargs="+", choices=["age", "gender"],
                         default=["age", "gender"])
+    parser.add_argument("--families", nargs="+", choices=FAMILIES, default=None,
+                        help="only these head families (default: all)")
+    parser.add_argument("--out", type=Path, default=RESULTS,
+                        help="folder for the results (default: benchmarks/results)")
     args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
 
     start = time.perf_counter()
     X, age, gender, n_available = load(args.root, args.cache, args.limit, args.seed)
     targets = {"age": age, "gender": gender}
     print(f"{len(X)} faces x {X.shape[1]} features, loaded in "
           f"{time.perf_counter() - start:.0f} s", flush=True)
-    meta = {"command": "python " + " ".join(["benchmarks/compare_heads.py", *sys.argv[1:]]),
+    meta = {"command": "python " + " ".join(["benchmarks/compare_heads.py", *map(str, argv)]),
             "n_samples": len(X), "n_available": int(n_available),
             "n_features": int(X.shape[1]), "n_splits": args.n_splits, "seed": args.seed,
-            "n_trials": args.n_trials, "lgbm_jobs": args.lgbm_jobs, "cpus": _cpus()}
+            "n_trials": args.n_trials, "lgbm_jobs": args.lgbm_jobs, "cpus": _cpus(),
+            "families": list(args.families or FAMILIES)}
     splits = list(KFold(args.n_splits, shuffle=True, random_state=args.seed).split(X))
     heads = {task: candidates(task, n_trials=args.n_trials, seed=args.seed,
-                              lgbm_jobs=args.lgbm_jobs) for task in args.tasks}
+                              lgbm_jobs=args.lgbm_jobs, families=args.families)
+             for task in args.tasks}
     folds = {(task, name): [] for task in args.tasks for name in heads[task]}
     chosen = {key: [] for key in folds}
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    args.out.mkdir(parents=True, exist_ok=True)
     for i, (train, test) in enumerate(splits):
         for task in args.tasks:
             y = targets[task]
@@ -263,18 +278,18 @@ def main(argv=None):
         rows, winners = summarize(folds, {k: "/".join(v) for k, v in chosen.items()})
         verdict = search_verdict(rows)
         meta.update(folds_done=i + 1, total_s=time.perf_counter() - start)
-        (RESULTS / "compare_heads.json").write_text(json.dumps(
+        (args.out / "compare_heads.json").write_text(json.dumps(
             {"meta": meta, "rows": rows, "winners": winners,
              "search_not_better_than": verdict, "folds": {
                  f"{task} {name}": f for (task, name), f in folds.items()}}, indent=2))
-        (RESULTS / "compare_heads.md").write_text(to_markdown(rows, winners, verdict, meta))
+        (args.out / "compare_heads.md").write_text(to_markdown(rows, winners, verdict, meta))
     print("winners:")
     for column, name in winners.items():
         print(f"  {column:22s} {name}")
     for key, beaten_by in verdict.items():
         print(f"  search (all families) on {key}: "
               + ("beats every default" if not beaten_by else f"not better than {beaten_by}"))
-    print(f"wrote {RESULTS / 'compare_heads'}.md/.json")
+    print(f"wrote {args.out / 'compare_heads'}.md/.json")
 
 
 def _cpus():

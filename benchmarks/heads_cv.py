@@ -14,7 +14,8 @@ plus gender, race and identity factors and noise.
 For each age head: MAE, one-class-off (5-year classes), CS@5, fit seconds and predict
 microseconds per sample; for each gender head: accuracy, log-loss, expected calibration
 error, fit seconds, predict microseconds per sample. Mean over 5 folds (fixed seed).
-Writes ``benchmarks/results/heads_cv_<name>.md`` and ``.json``.
+Writes ``heads_cv_<name>.md`` and ``.json`` into ``--out`` (default
+``benchmarks/results``).
 """
 
 import argparse
@@ -30,7 +31,12 @@ from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from skagegender.heads import AgeRegressor, GenderClassifier, make_age_head, make_gender_head
+from skagegender.heads import (
+    AgeRegressor,
+    GenderClassifier,
+    make_age_head,
+    make_gender_head,
+)
 from skagegender.metrics import (
     cumulative_score,
     expected_calibration_error,
@@ -41,7 +47,7 @@ from skagegender.metrics import (
 RESULTS = Path(__file__).parent / "results"
 # LightGBM on ~2,000 dense features is slow to bin and grow; one thread avoids
 # oversubscribing a small shared machine, fewer bins and trees keep CV within minutes.
-LGBM_BENCH = dict(n_estimators=100, max_bin=63, n_jobs=1)
+LGBM_BENCH = {"n_estimators": 100, "max_bin": 63, "n_jobs": 1}
 
 
 def make_standin(n=4000, n_features=2176, seed=0):
@@ -108,7 +114,7 @@ def gender_heads(seed, calibration):
     return heads
 
 
-def _timed_fit_predict(est, X_train, y_train, X_test, proba=False):
+def timed_fit_predict(est, X_train, y_train, X_test, proba=False):
     start = time.perf_counter()
     est.fit(X_train, y_train)
     fit_s = time.perf_counter() - start
@@ -129,7 +135,7 @@ def run(X, age, gender, groups, *, n_splits, seed, only, calibration):
             continue
         folds = []
         for train, test in splits:
-            pred, fit_s, predict_us = _timed_fit_predict(est, X[train], age[train], X[test])
+            pred, fit_s, predict_us = timed_fit_predict(est, X[train], age[train], X[test])
             folds.append({
                 "mae": mean_absolute_error(age[test], pred),
                 "one_class_off": one_class_off_score(age[test], pred),
@@ -137,7 +143,7 @@ def run(X, age, gender, groups, *, n_splits, seed, only, calibration):
                 "fit_s": fit_s,
                 "predict_us": predict_us,
             })
-        rows.append({"task": "age", "head": name, **_mean(folds)})
+        rows.append({"task": "age", "head": name, **mean_over_folds(folds)})
         print(_format(rows[-1]), flush=True)
     if groups is None:
         splits = list(StratifiedKFold(n_splits, shuffle=True, random_state=seed).split(X, gender))
@@ -146,7 +152,7 @@ def run(X, age, gender, groups, *, n_splits, seed, only, calibration):
             continue
         folds = []
         for train, test in splits:
-            proba, fit_s, predict_us = _timed_fit_predict(
+            proba, fit_s, predict_us = timed_fit_predict(
                 est, X[train], gender[train], X[test], proba=True
             )
             classes = np.unique(gender[train])
@@ -157,12 +163,12 @@ def run(X, age, gender, groups, *, n_splits, seed, only, calibration):
                 "fit_s": fit_s,
                 "predict_us": predict_us,
             })
-        rows.append({"task": "gender", "head": name, **_mean(folds)})
+        rows.append({"task": "gender", "head": name, **mean_over_folds(folds)})
         print(_format(rows[-1]), flush=True)
     return rows
 
 
-def _mean(folds):
+def mean_over_folds(folds):
     return {key: float(np.mean([f[key] for f in folds])) for key in folds[0]}
 
 
@@ -173,9 +179,9 @@ def _format(row):
 
 def to_markdown(rows, meta):
     lines = [f"# Head cross-validation: {meta['name']}", "",
-             f"{meta['n_samples']} samples x {meta['n_features']} features, "
+             (f"{meta['n_samples']} samples x {meta['n_features']} features, "
              f"{meta['n_splits']}-fold CV, seed {meta['seed']}; means over folds. "
-             f"Total {meta['total_s']:.0f} s.", ""]
+             f"Total {meta['total_s']:.0f} s."), ""]
     for task, columns in [("age", ["mae", "one_class_off", "cs5", "fit_s", "predict_us"]),
                           ("gender", ["accuracy", "log_loss", "ece", "fit_s", "predict_us"])]:
         task_rows = [r for r in rows if r["task"] == task]
@@ -196,6 +202,8 @@ def main(argv=None):
     source.add_argument("--synthetic", action="store_true", help="generated stand-in")
     parser.add_argument("--limit", type=int, default=None, help="subsample to this many rows")
     parser.add_argument("--n-synthetic", type=int, default=19000)
+    parser.add_argument("--n-features", type=int, default=2176,
+                        help="columns of the generated stand-in")
     parser.add_argument("--n-splits", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--heads", nargs="*", default=None,
@@ -204,12 +212,14 @@ def main(argv=None):
     parser.add_argument("--calibration", choices=["sigmoid", "isotonic"], default=None,
                         help="also run the calibrated mlp gender head (5x its fit cost)")
     parser.add_argument("--name", default=None, help="results file stem")
+    parser.add_argument("--out", type=Path, default=RESULTS,
+                        help="folder for the results (default: benchmarks/results)")
     args = parser.parse_args(argv)
 
     groups = None
     if args.synthetic:
         n = args.limit or args.n_synthetic
-        X, age, gender = make_standin(n, seed=args.seed)
+        X, age, gender = make_standin(n, n_features=args.n_features, seed=args.seed)
         name = args.name or f"synthetic_{n}"
     else:
         data = np.load(args.features, allow_pickle=False)
@@ -225,14 +235,14 @@ def main(argv=None):
         warnings.simplefilter("ignore")  # convergence chatter from capped MLP epochs
         rows = run(X, age, gender, groups, n_splits=args.n_splits, seed=args.seed,
                    only=args.heads, calibration=args.calibration)
-    meta = {"name": name, "n_samples": int(len(X)), "n_features": int(X.shape[1]),
+    meta = {"name": name, "n_samples": len(X), "n_features": int(X.shape[1]),
             "n_splits": args.n_splits, "seed": args.seed,
             "total_s": time.perf_counter() - start}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"heads_cv_{name}.json").write_text(json.dumps({"meta": meta, "rows": rows},
-                                                              indent=2))
-    (RESULTS / f"heads_cv_{name}.md").write_text(to_markdown(rows, meta))
-    print(f"wrote {RESULTS / f'heads_cv_{name}'}.md/.json")
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"heads_cv_{name}.json").write_text(json.dumps({"meta": meta, "rows": rows},
+                                                               indent=2))
+    (args.out / f"heads_cv_{name}.md").write_text(to_markdown(rows, meta))
+    print(f"wrote {args.out / f'heads_cv_{name}'}.md/.json")
 
 
 if __name__ == "__main__":
