@@ -8,7 +8,8 @@ times, after a warm-up, for the shipped ``default`` and ``fast`` models:
 ``predict`` on the whole list (batched); and the embedder
 alone with the ``"age-gender"``, ``"age-gender-dlib"`` and ``"age-gender-finetuned"``
 feature sets (the differences are the dlib chip networks and the fine-tuned layer). Each number is the best of ``--repeats``.
-Writes ``benchmarks/results/model_latency.{json,md}``.
+Writes ``model_latency.{json,md}`` into ``--out`` (default ``benchmarks/results``);
+``--data`` is a folder of UTKFace images (default ``../shared/data/UTKFace``).
 """
 
 import argparse
@@ -40,7 +41,7 @@ def main():
     args = parser.parse_args()
     os.environ["OMP_NUM_THREADS"] = "1"
     if hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
 
     from skagegender.embedding import ArcFaceEmbedder
     from skagegender.pretrained import load
@@ -63,8 +64,8 @@ def main():
         result[f"embed_{layers}_ms"] = 1000 * best_of(
             args.repeats, lambda e=embedder: e.transform(paths), len(paths))
     lines = ["# Shipped model latency, one core", "",
-             f"{len(paths)} UTKFace images (200 x 200), best of {args.repeats}; load average "
-             f"{result['load_average']:.2f} at the start.", "", "| what | ms per image |",
+             (f"{len(paths)} UTKFace images (200 x 200), best of {args.repeats}; load average "
+             f"{result['load_average']:.2f} at the start."), "", "| what | ms per image |",
              "|---|---|"]
     lines += [f"| {key[:-3]} | {value:.1f} |" for key, value in result.items()
               if key.endswith("_ms")]
