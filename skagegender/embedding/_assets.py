@@ -14,10 +14,23 @@ conversion is used only when its sha256 matches the recorded one; a truncated,
 edited or unrecorded file is converted again (with a warning when a recorded
 checksum does not match). Files are hashed at most once per process
 (:func:`sha256_file` remembers digests by inode, size and times).
+
+Hashing at every start is avoided too: once a file (a packaged network or a
+cached conversion) has been hashed and found to match the sha256 it must have,
+that is recorded in ``verified.json`` in the cache folder, keyed by the file's
+path and identity (device, inode, size, modification and change times) and the
+expected sha256. A later process that finds the same path with the same
+identity, expected to have the same sha256, skips the hash; any write to the
+file, a replacement or another expected digest means it is hashed again, and a
+mismatch is still refused. An unreadable, malformed or foreign record is
+ignored (the files are hashed) and rewritten. The record is trusted as much as
+the cached conversions beside it: whoever can write the cache folder can
+already replace those.
 """
 
 import hashlib
 import importlib.util
+import json
 import os
 import warnings
 from dataclasses import dataclass
@@ -101,16 +114,137 @@ def sha256_file(path, chunk_size=1 << 20):
     change times; writing to the file or replacing it changes the change time, so a
     modified file is hashed again.
     """
-    known = _digests.get(_signature(os.stat(path)))
+    return _hash_file(path, chunk_size)[0]
+
+
+def _hash_file(path, chunk_size=1 << 20):
+    """``(hex sha256, signature)`` of a file; the signature is None if it changed meanwhile."""
+    signature = _signature(os.stat(path))
+    known = _digests.get(signature)
     if known is not None:
-        return known
+        return known, signature
     with open(path, "rb") as f:
         signature = _signature(os.fstat(f.fileno()))
         digest = hashlib.sha256()
         for block in iter(lambda: f.read(chunk_size), b""):
             digest.update(block)
+        if _signature(os.fstat(f.fileno())) != signature:
+            return digest.hexdigest(), None  # written to while read: remember nothing
     _digests[signature] = digest.hexdigest()
-    return _digests[signature]
+    return _digests[signature], signature
+
+
+# -- the record of verified files (see the module docstring) ------------------
+
+_RECORD_NAME = "verified.json"
+_RECORD_FORMAT = 1
+_RECORD_MAX_BYTES = 1 << 20
+_RECORD_MAX_FILES = 64
+_IDENTITY = ("dev", "ino", "size", "mtime_ns", "ctime_ns")
+# The record as read by this process, per record path (None: unreadable).
+_records = {}
+
+
+def _record_path():
+    return cache_dir() / _RECORD_NAME
+
+
+def _read_record(path):
+    """``{file path: entry}`` of a record file; empty when missing, unreadable or malformed."""
+    from .._utils import open_regular_file
+
+    try:
+        f, info = open_regular_file(path)
+    except OSError:
+        return {}
+    with f:
+        if info.st_size > _RECORD_MAX_BYTES:
+            return {}
+        try:
+            data = json.loads(f.read(_RECORD_MAX_BYTES + 1))
+        except (OSError, ValueError, RecursionError):
+            return {}
+    if (not isinstance(data, dict) or data.get("format") != _RECORD_FORMAT
+            or not isinstance(data.get("files"), dict)):
+        return {}
+    return {name: entry for name, entry in data["files"].items()
+            if isinstance(entry, dict) and _entry_signature(entry) is not None
+            and _is_sha256(entry.get("sha256"))}
+
+
+def _is_sha256(text):
+    return (isinstance(text, str) and len(text) == 64
+            and all(c in "0123456789abcdef" for c in text))
+
+
+def _entry_signature(entry):
+    """The file signature an entry records, or None if it is malformed."""
+    values = tuple(entry.get(key) for key in _IDENTITY)
+    return values if all(type(v) is int for v in values) else None
+
+
+def _recorded(path):
+    record_path = _record_path()
+    if record_path not in _records:
+        _records[record_path] = _read_record(record_path)
+    return _records[record_path].get(os.path.abspath(path))
+
+
+def _remember(path, signature, sha256):
+    """Add ``path`` (with that signature and digest) to the record; errors are ignored."""
+    record_path = _record_path()
+    files = _read_record(record_path)
+    name = os.path.abspath(path)
+    files.pop(name, None)
+    files[name] = {"sha256": sha256, **dict(zip(_IDENTITY, signature))}
+    # Keep only entries that still describe their file, the newest last.
+    kept = {}
+    for other, entry in files.items():
+        try:
+            current = _signature(os.stat(other))
+        except OSError:
+            continue
+        if current == _entry_signature(entry):
+            kept[other] = entry
+    kept = dict(list(kept.items())[-_RECORD_MAX_FILES:])
+    data = json.dumps({"format": _RECORD_FORMAT, "files": kept}, indent=1).encode()
+    try:
+        atomic_write(record_path, lambda f: f.write(data), make_parents=True)
+    except OSError:
+        pass  # e.g. a read-only cache folder: hashed again by the next process
+    _records[record_path] = kept
+
+
+def checked_sha256(path, expected):
+    """The sha256 of the file at ``path``: ``expected`` when it is on record, else hashed.
+
+    A file whose identity (path, device, inode, size, modification and change
+    times) was recorded as having ``expected`` is not read again; otherwise it is
+    hashed, and recorded when it matches.
+
+    Parameters
+    ----------
+    path : path-like
+    expected : str
+        The hex sha256 the file must have.
+
+    Returns
+    -------
+    sha256 : str
+        Compare it with ``expected``: a file that does not match is never recorded.
+    """
+    entry = _recorded(path)
+    if entry is not None and entry["sha256"] == expected:
+        try:
+            current = _signature(os.stat(path))
+        except OSError:
+            current = None
+        if current == _entry_signature(entry):
+            return expected
+    actual, signature = _hash_file(path)
+    if actual == expected and signature is not None:
+        _remember(path, signature, actual)
+    return actual
 
 
 def _fold_dequantize(model):
@@ -212,7 +346,7 @@ def _add_raw_outputs(model, layers):
 def verified_path(asset):
     """Path of ``asset`` after checking its sha256 (ValueError on a mismatch)."""
     source = asset.path()
-    actual = sha256_file(source)
+    actual = checked_sha256(source, asset.sha256)
     if actual != asset.sha256:
         raise ValueError(
             f"{source} has sha256 {actual}, expected {asset.sha256}: the installed "
@@ -254,7 +388,7 @@ def converted_model(asset, *, symbolic_dims, pooled_layers=(), raw_layers=()):
     checksum = target.with_name(target.name + ".sha256")
     if target.is_file():
         recorded = _recorded_sha256(checksum)
-        actual = sha256_file(target) if recorded is not None else None
+        actual = checked_sha256(target, recorded) if recorded is not None else None
         if actual is not None and actual == recorded:
             return target
         if checksum.exists():
