@@ -25,7 +25,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ._utils import known_labels
-from .embedding import IMAGE_FORMATS, IMAGE_SUFFIXES
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 EMPTY_FOLDER = "no image files in this folder"
@@ -51,6 +50,8 @@ def _expand(paths):
     skipped : collections.Counter
         Suffixes of the files inside folders that were skipped (not in IMAGE_SUFFIXES).
     """
+    from .embedding import IMAGE_SUFFIXES
+
     items, skipped = [], Counter()
     for raw in paths:
         path = Path(raw)
@@ -74,6 +75,8 @@ def _inputs(command, paths):
     """:func:`_expand` ``paths``, reporting skipped suffixes on stderr; None if nothing to do."""
     items, skipped = _expand(paths)
     if skipped:
+        from .embedding import IMAGE_SUFFIXES
+
         n = sum(skipped.values())
         _error(command, f"skipped {n} file{'s' if n != 1 else ''} with unsupported suffixes: "
                         f"{', '.join(sorted(skipped))} (read: {' '.join(sorted(IMAGE_SUFFIXES))})")
@@ -138,10 +141,11 @@ def _error(command, message):
 
 
 def _progress(iterable, total, desc, enabled):
+    if not enabled:
+        return iterable
     from tqdm.auto import tqdm
 
-    return tqdm(iterable, total=total, desc=desc, file=sys.stderr, disable=not enabled,
-                leave=False)
+    return tqdm(iterable, total=total, desc=desc, file=sys.stderr, leave=False)
 
 
 def _model_path(model):
@@ -304,6 +308,8 @@ def _annotation_targets(items, folder):
     """
     if folder is None:
         return [None] * len(items)
+    from .embedding import IMAGE_SUFFIXES
+
     folder = Path(folder)
     inputs = {os.path.normcase(os.path.abspath(path)) for path, _ in items}
     used, targets = set(), []
@@ -335,7 +341,7 @@ def _annotate(model, path, records, target):
     import cv2
     from PIL import Image
 
-    from .embedding import ImageLoadError, load_image
+    from .embedding import IMAGE_FORMATS, ImageLoadError, load_image
 
     embedder = model.embedder_
     try:
@@ -657,6 +663,7 @@ def build_parser():
     """The ``skagegender`` argument parser with its sub-commands."""
     from ._tune_cli import add_tune_arguments, run_tune
     from .datasets import DATASETS
+    from .embedding import IMAGE_SUFFIXES
     from .heads import HEAD_FAMILIES
 
     parser = argparse.ArgumentParser(
