@@ -4,14 +4,18 @@
     python benchmarks/startup.py --runs 9 --model default --model fast
 
 Each run is a fresh ``python`` process that runs the real command line
-(``skagegender.cli.main(["predict", IMAGE, "--model", MODEL])``) with a clock on
+(``skagegender.cli.main()`` with the arguments ``predict IMAGE --model MODEL``, as
+the ``skagegender`` console script calls it) with a clock on
 its stages; the parent notes the time just before it starts the process and the
 child's CPU time from ``getrusage``. The stages:
 
 - ``interpreter``: process start until the child's first line (Python, site);
 - ``import``: ``import skagegender.cli``;
 - ``parser``: building the argument parser and parsing (what ``main`` does first);
-- ``load_model``: reading the model file and building its networks (``_load_model``);
+  the parser names the embedding, heads and datasets subpackages, so this is where
+  scikit-learn (with scipy, pandas, joblib) is imported;
+- ``load_model``: from the first open of the model file to the first open of the
+  image (reading the model, building its networks, importing the image reader);
 - ``first_image``: from then until the first image's result is written;
 - ``exit``: from then until the process has exited.
 
@@ -20,7 +24,11 @@ child's CPU time from ``getrusage``. The stages:
 warms the disk cache and the converted-model cache. Each number in the summary
 is the minimum over the runs (the machine may be shared; the minimum is the
 least disturbed), wall and CPU (user + system) seconds; the median is given too.
-The modules of the heavy dependencies loaded by the end of each stage are listed.
+CPU can exceed wall: the BLAS libraries of numpy and scipy start worker threads
+that spin on another core for a while.
+The modules of the heavy dependencies loaded by the end of each stage are listed,
+and one more run under ``python -X importtime`` splits the import time by top-level
+package (``-X importtime`` slows imports down a little; the split is what counts).
 Writes ``startup.json`` and ``startup.md`` into ``--out`` (default
 ``benchmarks/results``).
 """
@@ -44,37 +52,48 @@ BEFORE_FIRST_IMAGE = ("interpreter", "import", "parser", "load_model")
 HEAVY = ("cv2", "joblib", "lightgbm", "onnx", "onnxruntime", "optuna", "pandas", "PIL",
          "scipy", "skops", "sklearn", "torch", "tqdm")
 
-#: What each fresh process runs: the real command line, with marks at its stages.
+#: What each fresh process runs: the real command line, with marks at its stages. The
+#: stages are seen from outside the package: Python's audit events say when the model
+#: file and the image are first opened, a wrapper of stdout when the first result is
+#: written (the hook costs a few milliseconds over all the imports).
 CHILD = r"""
 import json, os, resource, sys, time
 
 marks = {}
 heavy = os.environ["STARTUP_HEAVY"].split(",")
+model_file, image = os.environ["STARTUP_MODEL_FILE"], os.environ["STARTUP_IMAGE"]
 
 def mark(name):
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    loaded = sorted(m for m in heavy if m in sys.modules)
-    marks[name] = (time.time(), usage.ru_utime + usage.ru_stime, loaded)
+    if name not in marks:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        loaded = sorted(m for m in heavy if m in sys.modules)
+        marks[name] = (time.time(), usage.ru_utime + usage.ru_stime, loaded)
 
+def audit(event, args):
+    if event != "open" or not args or not isinstance(args[0], (str, bytes, os.PathLike)):
+        return
+    path = os.path.abspath(os.fsdecode(args[0]))
+    if path == model_file:
+        mark("load_start")
+    elif path == image and "load_start" in marks:
+        mark("load_end")
+
+class FirstWrite:
+    def __init__(self, stream):
+        self.stream = stream
+    def write(self, text):
+        mark("first_output")
+        return self.stream.write(text)
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+sys.addaudithook(audit)
 mark("child_start")
 import skagegender.cli as cli
 mark("imported")
-load_model, write = cli._load_model, cli._write
-
-def timed_load(*args, **kwargs):
-    mark("load_start")
-    try:
-        return load_model(*args, **kwargs)
-    finally:
-        mark("load_end")
-
-def timed_write(stream, text):
-    if stream is sys.stdout and "first_output" not in marks:
-        mark("first_output")
-    return write(stream, text)
-
-cli._load_model, cli._write = timed_load, timed_write
-code = cli.main(sys.argv[1:])
+sys.stdout = FirstWrite(sys.stdout)
+sys.argv[0] = "skagegender"
+code = cli.main()  # as the console script calls it
 sys.stdout.flush()
 with open(os.environ["STARTUP_MARKS"], "w") as f:
     json.dump(marks, f)
@@ -82,11 +101,23 @@ sys.exit(code)
 """
 
 
+def model_path(model):
+    """The file ``--model`` names: a shipped model's, or the path given."""
+    from skagegender.pretrained import MODELS
+
+    return os.path.abspath(MODELS.get(model, model))
+
+
+def child_env(env, image, model, marks_file):
+    return {**env, "STARTUP_MARKS": str(marks_file), "STARTUP_HEAVY": ",".join(HEAVY),
+            "STARTUP_MODEL_FILE": model_path(model), "STARTUP_IMAGE": os.path.abspath(image)}
+
+
 def one_run(image, model, env):
     """One fresh process: seconds (wall, CPU) per stage, and its stdout."""
     with tempfile.TemporaryDirectory() as tmp:
         marks_file = Path(tmp) / "marks.json"
-        env = {**env, "STARTUP_MARKS": str(marks_file), "STARTUP_HEAVY": ",".join(HEAVY)}
+        env = child_env(env, image, model, marks_file)
         command = [sys.executable, "-c", CHILD, "predict", str(image), "--model", model]
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.time()
@@ -97,6 +128,10 @@ def one_run(image, model, env):
             raise RuntimeError(f"skagegender predict failed ({done.returncode}): "
                                f"{done.stderr[-2000:]}")
         marks = json.loads(marks_file.read_text())
+    missing = {"load_start", "load_end", "first_output"} - set(marks)
+    if missing:
+        raise RuntimeError(f"no mark {sorted(missing)}: the model file or the image was not "
+                           "opened as expected")
     cpu_total = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     points = [("start", start, 0.0)]
     for name in ("child_start", "imported", "load_start", "load_end", "first_output"):
@@ -108,7 +143,26 @@ def one_run(image, model, env):
         values["before_first_image"] = sum(values[s] for s in BEFORE_FIRST_IMAGE)
         values["total"] = sum(values[s] for s in STAGES)
     return {"wall": wall, "cpu": cpu, "stdout": done.stdout.strip(),
-            "loaded": {name: marks[name][2] for name in ("imported", "load_end")}}
+            "loaded": {name: marks[name][2] for name in ("imported", "load_start", "load_end")}}
+
+
+def import_seconds(image, model, env):
+    """Seconds of import (self time) per top-level package, from one ``-X importtime`` run."""
+    with tempfile.TemporaryDirectory() as tmp:
+        env = child_env(env, image, model, Path(tmp) / "marks.json")
+        done = subprocess.run([sys.executable, "-X", "importtime", "-c", CHILD, "predict",
+                               str(image), "--model", model], env=env, capture_output=True,
+                              text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"skagegender predict failed ({done.returncode}): {done.stderr[-2000:]}")
+    totals = {}
+    for line in done.stderr.splitlines():
+        if not line.startswith("import time:") or "self [us]" in line:
+            continue
+        self_us, _, name = line[len("import time:"):].split("|", 2)
+        package = name.strip().split(".")[0]
+        totals[package] = totals.get(package, 0.0) + int(self_us) / 1e6
+    return dict(sorted(totals.items(), key=lambda item: -item[1]))
 
 
 def summarise(runs):
@@ -136,9 +190,15 @@ def markdown(report):
             name = f"**{stage}**" if stage == "before_first_image" else stage
             lines.append(f"| {name} | {cells[0]} | {cells[1]} |")
         loaded = result["runs"][0]["loaded"]
-        lines += ["", ("Heavy modules loaded after `import skagegender.cli`: "
-                  f"{', '.join(loaded['imported']) or 'none'}; after loading the model: "
-                  f"{', '.join(loaded['load_end']) or 'none'}."), ""]
+        lines += ["", "Heavy modules loaded:", "",
+                  f"- after `import skagegender.cli`: {', '.join(loaded['imported']) or 'none'}",
+                  f"- after the parser: {', '.join(loaded['load_start']) or 'none'}",
+                  f"- after loading the model: {', '.join(loaded['load_end']) or 'none'}", ""]
+        imports = result["import_seconds_by_package"]
+        lines += [f"Import time by top-level package (one `-X importtime` run, "
+                  f"{sum(imports.values()):.3f} s in all): "
+                  + ", ".join(f"{name} {seconds:.3f}" for name, seconds in
+                              list(imports.items())[:10]) + ".", ""]
     return "\n".join(lines)
 
 
@@ -167,7 +227,8 @@ def main(argv=None):
         for _ in range(args.warmup):
             one_run(image, model, env)
         runs = [one_run(image, model, env) for _ in range(args.runs)]
-        report["models"][model] = {"summary": summarise(runs), "runs": runs}
+        report["models"][model] = {"summary": summarise(runs), "runs": runs,
+                                   "import_seconds_by_package": import_seconds(image, model, env)}
         best = report["models"][model]["summary"]
         print(f"{model}: before the first image {best['wall']['min']['before_first_image']:.3f} s "
               f"wall, {best['cpu']['min']['before_first_image']:.3f} s CPU (min of {args.runs})",
