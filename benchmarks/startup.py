@@ -142,7 +142,8 @@ def one_run(image, model, env):
     for values in (wall, cpu):
         values["before_first_image"] = sum(values[s] for s in BEFORE_FIRST_IMAGE)
         values["total"] = sum(values[s] for s in STAGES)
-    return {"wall": wall, "cpu": cpu, "stdout": done.stdout.strip(),
+    stdout = done.stdout.strip().replace(str(image), Path(image).name)  # no machine path
+    return {"wall": wall, "cpu": cpu, "stdout": stdout,
             "loaded": {name: marks[name][2] for name in ("imported", "load_start", "load_end")}}
 
 
