@@ -141,7 +141,7 @@ _RECORD_FORMAT = 1
 _RECORD_MAX_BYTES = 1 << 20
 _RECORD_MAX_FILES = 64
 _IDENTITY = ("dev", "ino", "size", "mtime_ns", "ctime_ns")
-# The record as read by this process, per record path (None: unreadable).
+# The record as read (or last written) by this process, per record path ({}: none usable).
 _records = {}
 
 
