@@ -25,7 +25,8 @@ file, a replacement or another expected digest means it is hashed again, and a
 mismatch is still refused. An unreadable, malformed or foreign record is
 ignored (the files are hashed) and rewritten. The record is trusted as much as
 the cached conversions beside it: whoever can write the cache folder can
-already replace those.
+already replace those. It is used on POSIX systems only, where the change time
+cannot be set back.
 """
 
 import hashlib
@@ -141,6 +142,10 @@ _RECORD_FORMAT = 1
 _RECORD_MAX_BYTES = 1 << 20
 _RECORD_MAX_FILES = 64
 _IDENTITY = ("dev", "ino", "size", "mtime_ns", "ctime_ns")
+# Only where st_ctime is the inode change time, which no user can set back (POSIX);
+# on Windows it is the creation time, so an in-place edit with the modification time
+# restored would go unseen: there every process hashes.
+_RECORD_USABLE = os.name == "posix"
 # The record as read (or last written) by this process, per record path ({}: none usable).
 _records = {}
 
@@ -233,7 +238,7 @@ def checked_sha256(path, expected):
     sha256 : str
         Compare it with ``expected``: a file that does not match is never recorded.
     """
-    entry = _recorded(path)
+    entry = _recorded(path) if _RECORD_USABLE else None
     if entry is not None and entry["sha256"] == expected:
         try:
             current = _signature(os.stat(path))
@@ -242,7 +247,7 @@ def checked_sha256(path, expected):
         if current == _entry_signature(entry):
             return expected
     actual, signature = _hash_file(path)
-    if actual == expected and signature is not None:
+    if actual == expected and signature is not None and _RECORD_USABLE:
         _remember(path, signature, actual)
     return actual
 
