@@ -19,7 +19,8 @@ import importlib
 
 __version__ = "0.1.0"
 
-_SUBPACKAGES = (
+__all__ = [
+    "__version__",
     "datasets",
     "embedding",
     "heads",
@@ -27,9 +28,9 @@ _SUBPACKAGES = (
     "model",
     "model_selection",
     "pretrained",
-)
+]
 
-__all__ = [*_SUBPACKAGES, "__version__"]
+_SUBPACKAGES = frozenset(__all__) - {"__version__"}
 
 
 def __getattr__(name):
