@@ -178,7 +178,9 @@ def markdown(report):
              f"Command: `{report['command']}`", "",
              (f"{report['runs']} fresh processes per model after {report['warmup']} warm-up "
              f"run(s); image `{report['image']}`; Python {report['python']}; "
-             f"load average {report['load_average']:.2f} at the start. Seconds, the minimum "
+             f"load average {report['load_average']:.2f} at the start; bytecode cache "
+             f"{'on' if report['bytecode_cache'] else 'off (PYTHONDONTWRITEBYTECODE)'}. "
+             "Seconds, the minimum "
              "over the runs (median in brackets); CPU is user + system time of the process."),
              ""]
     for model, result in report["models"].items():
@@ -223,6 +225,8 @@ def main(argv=None):
               "image": image.name, "runs": args.runs, "warmup": args.warmup,
               "python": platform.python_version(), "load_average": os.getloadavg()[0],
               "skagegender_home": "set" if env.get("SKAGEGENDER_HOME") else "default",
+              # Without .pyc files every start compiles skagegender's modules (~0.03 s).
+              "bytecode_cache": not env.get("PYTHONDONTWRITEBYTECODE"),
               "models": {}}
     for model in args.models or ["default"]:
         for _ in range(args.warmup):
