@@ -17,6 +17,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 from skagegender.heads import (
     AgeRegressor,
     ExpectedAgeRegressor,
+    GatedExpertsRegressor,
     GenderClassifier,
     OrdinalLogisticRegression,
     make_age_head,
@@ -49,6 +50,9 @@ ESTIMATORS = [
     OrdinalLogisticRegression(variant="at"),
     OrdinalLogisticRegression(variant="it"),
     ExpectedAgeRegressor(),
+    # two "experts" reading the same two columns; the checks' data has 2+ features except
+    # in check_fit2d_1feature, which expects the error this gives
+    GatedExpertsRegressor(experts=[(0, [20.0, 40.0]), (0, [30.0, 50.0])]),
     # A learned head blended with the expected value of probability columns, on the
     # checks' small data (the shipped model blends two ExpectedAgeRegressors).
     AgeRegressor(VotingRegressor([("mlp", make_age_head("mlp", **SMALL_MLP)),
@@ -77,8 +81,18 @@ BLEND_OF_UNTRAINED_OPINION = (
 )
 
 
+GATE_OF_UNTRAINED_OPINIONS = (
+    "the gate only weighs the experts' distributions (here: the check's random columns "
+    "read as probabilities), which learn nothing from y, so it cannot reach R^2 > 0.5; "
+    "its accuracy on real experts is tested in tests/test_fusion.py and measured by "
+    "benchmarks/accuracy.py"
+)
+
+
 def expected_failed_checks(estimator):
     """Known deviations from the sklearn contract: check name -> reason."""
+    if isinstance(estimator, GatedExpertsRegressor):
+        return {"check_regressors_train": GATE_OF_UNTRAINED_OPINIONS}
     if isinstance(estimator, AgeRegressor) and isinstance(estimator.head, VotingRegressor):
         return {"check_regressors_train": BLEND_OF_UNTRAINED_OPINION}
     if isinstance(estimator, OrdinalLogisticRegression):

@@ -29,6 +29,7 @@ from ._factory import (
     make_age_head,
     make_gender_head,
 )
+from ._fusion import GatedExpertsRegressor
 from ._gender import GenderClassifier
 from ._ordinal import OrdinalLogisticRegression
 
@@ -38,6 +39,7 @@ __all__ = [
     "AgeRegressor",
     "ConformalAgeRegressor",
     "ExpectedAgeRegressor",
+    "GatedExpertsRegressor",
     "GenderClassifier",
     "HeadFamily",
     "OrdinalLogisticRegression",

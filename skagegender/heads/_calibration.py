@@ -11,14 +11,24 @@ fitted elsewhere, or a head that learns nothing from ``y`` such as a blend of
 import numbers
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, _fit_context, clone
+from sklearn.base import (
+    BaseEstimator,
+    ClassifierMixin,
+    RegressorMixin,
+    _fit_context,
+    clone,
+)
 from sklearn.model_selection import KFold, StratifiedKFold
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ._base import (MissingRowsMixin, drop_missing_rows, predict_present_rows,
-                    validate_for_predict)
+from ._base import (
+    MissingRowsMixin,
+    drop_missing_rows,
+    predict_present_rows,
+    validate_for_predict,
+)
 from ._expected import expected_age_moments
 
 __all__ = ["AgeAwareCalibratedClassifier", "ConformalAgeRegressor"]
@@ -56,7 +66,8 @@ def _unwrap(estimator):
 def distribution_moments(estimator, X):
     """Mean and standard deviation of the age distribution a fitted age model holds.
 
-    Understands :class:`ExpectedAgeRegressor` (its probability columns), a
+    Understands :class:`GatedExpertsRegressor` (its fused distribution),
+    :class:`ExpectedAgeRegressor` (its probability columns), a
     :class:`~sklearn.ensemble.VotingRegressor` of those (the mixture of the members'
     distributions with the voting weights) and an :class:`AgeRegressor` with a
     classifier head (its predicted distribution), also inside a
@@ -76,6 +87,10 @@ def distribution_moments(estimator, X):
         mean = proba @ estimator.ages_
         return mean, np.sqrt(np.maximum(proba @ estimator.ages_**2 - mean**2, 0))
     inner = _unwrap(estimator)
+    if hasattr(inner, "predict_distribution") and hasattr(inner, "ages_"):
+        proba = inner.predict_distribution(X)
+        mean = proba @ inner.ages_
+        return mean, np.sqrt(np.maximum(proba @ inner.ages_**2 - mean**2, 0))
     if hasattr(inner, "class_ages_") and hasattr(inner, "start"):
         return expected_age_moments(X, inner.start, inner.class_ages_)
     if hasattr(inner, "estimators_") and hasattr(inner, "weights"):
