@@ -8,7 +8,7 @@
   per fold): each subject is predicted by a model trained on all UTKFace (+ degraded
   copies) and the *other* 8 subjects.
   ``--no-fgnet`` gives the cross-dataset number instead (no FG-NET in training).
-- The fine-tuned SFace layer (``scripts/finetune_sface.py``) is part of the recipe, so
+- The fine-tuned SFace layer (``skagegender.training.train_finetuned_layer``) is part of the recipe, so
   each UTKFace fold fine-tunes its own copy on that fold's training images (frozen
   maps cached in ``--maps``), and the fold's features (UTKFace and degraded copies)
   take that copy's outputs. FG-NET never trains the layer, so FG-NET uses the shipped
@@ -48,25 +48,19 @@ from sklearn.model_selection import GroupKFold, KFold
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from finetune_sface import (  # noqa: E402
-    N_AGES,
-    frozen_maps,
-    layer_outputs,
-    targets,
-    train_layer,
-)
-from train_pretrained import embed_all  # noqa: E402
+from train_pretrained import embed_all
 
-from skagegender.metrics import (  # noqa: E402
+from skagegender.embedding import feature_blocks
+from skagegender.metrics import (
     age_error_report,
     calibration_report,
     cumulative_score,
     interval_report,
     one_class_off_score,
 )
-from skagegender.training._default_recipe import (  # noqa: E402
-    FGNET_CALIBRATION_WEIGHT,
-    FINETUNED_AGE_START,
+from skagegender.training import frozen_maps, train_finetuned_layer
+from skagegender.training._default_recipe import (
+    EMBEDDER_PARAMS,
     N_CALIBRATION,
     calibrate_heads,
     degraded_sources,
@@ -76,7 +70,13 @@ from skagegender.training._default_recipe import (  # noqa: E402
 
 AGE_GROUPS = [("0-12", 0, 12), ("13-19", 13, 19), ("20-39", 20, 39), ("40-59", 40, 59),
               ("60+", 60, np.inf)]
-FINETUNED = slice(FINETUNED_AGE_START, FINETUNED_AGE_START + N_AGES + 1)
+
+
+def targets(data):
+    """(age, female) training targets of a dataset Bunch (female: 1.0 / 0.0, NaN unknown)."""
+    gender = np.asarray(data.gender, dtype=object)
+    female = np.where(gender == "female", 1.0, np.where(gender == "male", 0.0, np.nan))
+    return np.asarray(data.age, float), female
 
 
 def fold_features(utk, features, maps, train):
@@ -88,12 +88,13 @@ def fold_features(utk, features, maps, train):
     """
     age, female = targets(utk)
     utk_maps, utk_found = maps[0]
-    layer = train_layer(utk_maps, age, female, train[utk_found[train]])
+    layer = train_finetuned_layer(utk_maps, age, female, train[utk_found[train]])
+    columns = feature_blocks(EMBEDDER_PARAMS["layers"])["sface_finetuned"]
     out = []
     for x, (m, found) in zip(features, maps):
         rows = np.flatnonzero(found & np.isfinite(x[:, 0]))
         x = x.copy()
-        x[rows, FINETUNED] = layer_outputs(layer, m, rows)
+        x[rows, columns] = layer.outputs(m, rows)
         out.append(x)
     return out
 
@@ -122,12 +123,13 @@ def calibration_set(utk, utk_x, degraded, maps, rest, held):
 
 
 def with_fgnet(calibration, fg_x, fg_age, fg_rows):
-    """``calibration`` rows plus FG-NET rows ``fg_rows`` (x FGNET_CALIBRATION_WEIGHT)."""
-    X, age, gender = calibration
-    fg_rows = np.repeat(np.asarray(fg_rows, int), FGNET_CALIBRATION_WEIGHT)
+    """``calibration`` rows plus FG-NET rows ``fg_rows`` (once each), and the FG-NET mask."""
+    X, age, gender = calibration[:3]
+    fg_rows = np.asarray(fg_rows, int)
     return (np.concatenate([X, fg_x[fg_rows]]),
             np.concatenate([age, np.asarray(fg_age, float)[fg_rows]]),
-            np.concatenate([gender, np.full(len(fg_rows), None, dtype=object)]))
+            np.concatenate([gender, np.full(len(fg_rows), None, dtype=object)]),
+            np.r_[np.zeros(len(X), bool), np.ones(len(fg_rows), bool)])
 
 
 def _fit_predict(X, age, gender, tests, calibration, want_gender=True):
@@ -136,7 +138,6 @@ def _fit_predict(X, age, gender, tests, calibration, want_gender=True):
     Returns one (age, interval (n, 2), gender label, P(predicted label)) per block.
     """
     age_head, gender_head = make_heads()
-    age_head = clone(age_head).fit(X, age)
     if want_gender:
         known = np.array([g is not None for g in gender])
         gender_head = clone(gender_head).fit(X[known], gender[known].astype(str))
@@ -175,7 +176,7 @@ def uncertainty(age_true, interval, gender_true=None, gender_pred=None, gender_p
 
 def summarise(age_true, age_pred, gender_true=None, gender_pred=None, race=None):
     out = {
-        "n": int(len(age_true)),
+        "n": len(age_true),
         "mae": float(np.abs(age_true - age_pred).mean()),
         "one_class_off": float(one_class_off_score(age_true, age_pred)),
         "cs5": float(cumulative_score(age_true, age_pred, threshold=5)),
@@ -282,9 +283,9 @@ def calibration_study(args):
     """
     from train_pretrained import calibration_rows
 
-    from skagegender.embedding._finetuned import FINETUNED_AGE_CLASSES
-    from skagegender.heads import AgeAwareCalibratedClassifier
     from skagegender.datasets import load_dataset
+    from skagegender.embedding import FINETUNED_AGE_CLASSES
+    from skagegender.heads import AgeAwareCalibratedClassifier
 
     X, age, gender, domain, source = calibration_rows(args.data, args.cache, args.maps,
                                                       args.n_jobs, fgnet_weight=1)
@@ -296,24 +297,22 @@ def calibration_study(args):
         fold[~is_fg & np.isin(source, utk_images[test])] = k
     group = np.where(is_fg, subjects[np.where(is_fg, source, 0)], fold.astype(str))
     found = np.isfinite(X).all(axis=1)
-    age_head = clone(make_heads()[0]).fit(X[found], age[found])
+    age_head = make_heads()[0]
+    age_start = feature_blocks(EMBEDDER_PARAMS["layers"])["sface_finetuned_age"].start
     interval = np.full((len(X), 2), np.nan)
     proba = {k: np.full(len(X), np.nan) for k in ("raw", "calibrated", "frozen")}
     right = {k: np.zeros(len(X), int) for k in ("raw", "calibrated", "frozen")}
     start = time.perf_counter()
     for g in np.unique(group):
         test, cal = found & (group == g), found & (group != g)
-        # FG-NET rows count FGNET_CALIBRATION_WEIGHT times among the calibration rows
-        cal_rows = np.concatenate([np.flatnonzero(cal & ~is_fg), np.repeat(
-            np.flatnonzero(cal & is_fg), FGNET_CALIBRATION_WEIGHT)])
-        calibrated, _ = calibrate_heads(age_head, None, X[cal_rows], age[cal_rows],
-                                        gender[cal_rows])
+        calibrated, _ = calibrate_heads(age_head, None, X[cal], age[cal], gender[cal],
+                                        fgnet=is_fg[cal])
         interval[test] = calibrated.predict_interval(X[test], coverage=0.8)
         if g in subjects:
             continue
         train = cal & ~is_fg
         calibrated = AgeAwareCalibratedClassifier(
-            clone(make_heads()[1]), age_start=FINETUNED_AGE_START,
+            clone(make_heads()[1]), age_start=age_start,
             age_classes=FINETUNED_AGE_CLASSES, cv=4, random_state=0,
         ).fit(X[train], gender[train].astype(str))
         # the full recipe's way: an MLP trained without one training fold, calibrated

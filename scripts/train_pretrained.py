@@ -9,10 +9,11 @@ The age interval and the gender probability are then calibrated on held-out rows
 (:func:`calibration_rows`: 2,100 UTKFace images whose fine-tuned features come from a
 layer trained on the maps of the *other* UTKFace images, degraded copies of 30 % of
 them, and the FG-NET images); this needs torch and a folder for the frozen SFace maps
-(``--maps``). ``--recalibrate`` only re-does that step on the shipped file's heads.
+(``--maps``). The age head, a gate over the two age experts, is fitted on those
+held-out rows too.
 
     python scripts/train_pretrained.py --data ../shared/data --cache .emb-cache --maps .maps-cache
-    python scripts/train_pretrained.py --recalibrate --cache .emb-cache --maps .maps-cache
+    python scripts/train_pretrained.py --finetune-layer ...   # the SFace layer too (torch)
 
 UTKFace and FG-NET are research-only datasets: so is the model trained here.
 """
@@ -28,9 +29,9 @@ from skagegender.datasets import embed_dataset
 from skagegender.model import AgeGenderModel
 from skagegender.pretrained import MODEL_FILE
 from skagegender.training._default_recipe import (
+    EMBEDDER_PARAMS,
     FGNET_CALIBRATION_WEIGHT,
     FGNET_WEIGHT,
-    FINETUNED_AGE_START,
     N_CALIBRATION,
     _embed_quietly,
     calibrate_heads,
@@ -42,8 +43,6 @@ from skagegender.training._default_recipe import (
 
 #: Calibration images are embedded in blocks of this many (the cache names follow).
 CALIBRATION_BLOCK = 700
-#: The other images' maps are computed in blocks of this many.
-REST_BLOCK = 1400
 
 
 def embed_all(data_root, cache, n_jobs):
@@ -52,50 +51,12 @@ def embed_all(data_root, cache, n_jobs):
     return embed_training_sets(embedder, data_root, cache=cache)
 
 
-def _uncalibrated(head):
-    """The fitted head inside a calibrator of :func:`calibrate_heads` (or ``head``)."""
-    from skagegender.heads import AgeAwareCalibratedClassifier, ConformalAgeRegressor
-
-    if isinstance(head, (AgeAwareCalibratedClassifier, ConformalAgeRegressor)):
-        return head.estimator_.estimator
-    return head
-
-
-def transferred_gender_calibration(gender_head, X, gender):
-    """Age-aware calibration for a gender head that saw the calibration images in training.
-
-    Its own probabilities on those images are too confident to calibrate with (an MLP
-    calibrated on its own training rows kept ECE 0.040, 0-12: 0.176, on held-out faces),
-    so the calibration is learned from the held-out probabilities of 5 MLPs of the same
-    recipe, each trained without one fold of the calibration rows (cross-fitting), and
-    then put in front of ``gender_head`` (frozen). A stop-gap for ``--recalibrate``: a
-    full rebuild keeps the calibration images out of the gender head instead.
-    """
-    from sklearn.base import clone
-    from sklearn.frozen import FrozenEstimator
-
-    from skagegender.embedding._finetuned import FINETUNED_AGE_CLASSES
-    from skagegender.heads import AgeAwareCalibratedClassifier
-
-    known = np.array([g is not None for g in gender]) & np.isfinite(X).all(axis=1)
-    calibrated = AgeAwareCalibratedClassifier(
-        clone(make_heads()[1]), age_start=FINETUNED_AGE_START,
-        age_classes=FINETUNED_AGE_CLASSES, cv=5, random_state=0,
-    ).fit(X[known], gender[known].astype(str))
-    if list(calibrated.classes_) != list(gender_head.classes_):
-        raise ValueError(f"gender classes differ: {calibrated.classes_} vs "
-                         f"{gender_head.classes_}")
-    calibrated.estimator_ = FrozenEstimator(gender_head)
-    return calibrated
-
-
-def calibration_rows(data_root, cache, maps_folder, n_jobs, n=N_CALIBRATION,
-                     fgnet_weight=FGNET_CALIBRATION_WEIGHT):
+def calibration_rows(data_root, cache, maps_folder, n_jobs, n=N_CALIBRATION, fgnet_weight=1):
     """Held-out feature rows for calibrating the heads' uncertainty.
 
     UTKFace is permuted with seed 0; the first ``n`` images are the calibration images,
     in blocks of :data:`CALIBRATION_BLOCK`, each with degraded copies of a seeded 30 %.
-    The fine-tuned SFace layer is re-trained (``finetune_sface.train_layer``) on the
+    The fine-tuned SFace layer is re-trained (``train_finetuned_layer``) on the
     maps of all the other images, and its outputs replace the fine-tuned columns of the
     calibration rows, so those rows look like new faces to it. FG-NET rows (never in
     the layer's training) keep the shipped layer's columns.
@@ -110,29 +71,21 @@ def calibration_rows(data_root, cache, maps_folder, n_jobs, n=N_CALIBRATION,
         Index of each row's image in the UTKFace (or, for FG-NET rows, the FG-NET)
         Bunch; the UTKFace ones must stay out of the heads' training.
     """
-    import torch
-    from finetune_sface import N_AGES, frozen_maps, layer_outputs, targets, train_layer
-
-    from skagegender.training import degrade_photo
-    from skagegender.embedding import load_image
     from skagegender.datasets import load_dataset
+    from skagegender.embedding import feature_blocks, load_image
+    from skagegender.training import degrade_photo, frozen_maps, train_finetuned_layer
 
-    torch.set_num_threads(n_jobs)
     embedder = make_embedder(cache=str(cache), n_jobs=n_jobs)
     utk = load_dataset("utkface", Path(data_root) / "UTKFace")
-    age_all, female_all = targets(utk)
+    age_all = np.asarray(utk.age, float)
+    female_all = (np.asarray(utk.gender, dtype=object) == "female").astype(np.float32)
     order = np.random.default_rng(0).permutation(len(utk.paths))
-    columns = slice(FINETUNED_AGE_START, FINETUNED_AGE_START + N_AGES + 1)
-    rest_maps, rest_found, rest_rows = [], [], []
-    for start in range(n, len(order), REST_BLOCK):
-        rows = np.sort(order[start:start + REST_BLOCK])
-        m, found = frozen_maps(f"rest_{start:05d}", [str(utk.paths[i]) for i in rows],
-                               maps_folder, n_jobs=n_jobs)
-        rest_maps.append(m), rest_found.append(found), rest_rows.append(rows)
-    rest_rows = np.concatenate(rest_rows)
-    layer = train_layer(np.concatenate(rest_maps), age_all[rest_rows], female_all[rest_rows],
-                        np.flatnonzero(np.concatenate(rest_found)))
-    del rest_maps
+    columns = feature_blocks(EMBEDDER_PARAMS["layers"])["sface_finetuned"]
+    all_maps, all_found = frozen_maps("utkface", [str(p) for p in utk.paths], maps_folder,
+                                      n_jobs=n_jobs)
+    rest_rows = np.sort(order[n:])
+    layer = train_finetuned_layer(all_maps, age_all, female_all,
+                                  rest_rows[all_found[rest_rows]], n_threads=n_jobs)
     parts = []
     for k, start in enumerate(range(0, n, CALIBRATION_BLOCK)):
         rows = np.sort(order[start:min(start + CALIBRATION_BLOCK, n)])
@@ -143,12 +96,13 @@ def calibration_rows(data_root, cache, maps_folder, n_jobs, n=N_CALIBRATION,
         x = _embed_quietly(embedder, paths)
         dx = _embed_quietly(embedder, [np.ascontiguousarray(degrade_photo(
             load_image(paths[i]), int(s))[..., ::-1]) for i, s in zip(chosen, seeds)])
-        for name, feats, items in ((f"cal_utk_{k:02d}", x, paths),
-                                   (f"cal_deg_{k:02d}", dx, [(paths[i], int(s))
-                                                             for i, s in zip(chosen, seeds)])):
-            m, found = frozen_maps(name, items, maps_folder, n_jobs=n_jobs)
-            keep = np.flatnonzero(found & np.isfinite(feats[:, 0]))
-            feats[keep, columns] = layer_outputs(layer, m, keep)
+        keep = np.flatnonzero(all_found[rows] & np.isfinite(x[:, 0]))
+        x[keep, columns] = layer.outputs(all_maps, rows[keep])
+        m, found = frozen_maps(f"cal_deg_{k:02d}", [(paths[i], int(s))
+                                                    for i, s in zip(chosen, seeds)],
+                               maps_folder, n_jobs=n_jobs)
+        keep = np.flatnonzero(found & np.isfinite(dx[:, 0]))
+        dx[keep, columns] = layer.outputs(m, keep)
         parts.append((x, rows, "utkface"))
         parts.append((dx, rows[chosen], "degraded"))
     X = np.concatenate([p[0] for p in parts])
@@ -165,6 +119,32 @@ def calibration_rows(data_root, cache, maps_folder, n_jobs, n=N_CALIBRATION,
             np.concatenate([source, fg_rows]))
 
 
+def finetune_layer(data_root, maps_folder, n_jobs):
+    """Train the fine-tuned SFace layer on every UTKFace face; overwrite the packaged file.
+
+    The embedder checks the packaged file's sha256: update ``SFACE_FINETUNED`` in
+    ``skagegender/embedding/_finetuned.py`` with the printed one.
+    """
+    import hashlib
+
+    from skagegender.datasets import load_dataset
+    from skagegender.embedding._finetuned import SFACE_FINETUNED
+    from skagegender.training import frozen_maps, train_finetuned_layer
+
+    utk = load_dataset("utkface", Path(data_root) / "UTKFace")
+    maps, found = frozen_maps("utkface", [str(p) for p in utk.paths], maps_folder,
+                              n_jobs=n_jobs)
+    female = np.where(np.asarray(utk.gender, dtype=object) == "female", 1.0, 0.0)
+    layer = train_finetuned_layer(maps, np.asarray(utk.age, float), female,
+                                  np.flatnonzero(found), n_threads=n_jobs)
+    import skagegender
+
+    path = Path(skagegender.__file__).parent / SFACE_FINETUNED.asset.relpath
+    layer.export_onnx(path, doc="SFace embedding layer fine-tuned for age (101 classes) and "
+                                "gender on UTKFace; research use only")
+    print(f"-> {path}, sha256 {hashlib.sha256(path.read_bytes()).hexdigest()}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -174,42 +154,34 @@ def main():
     parser.add_argument("--out", default=str(MODEL_FILE))
     parser.add_argument("--maps", default=".maps-cache", help="frozen SFace maps folder")
     parser.add_argument("--n-jobs", type=int, default=2)
-    parser.add_argument("--recalibrate", action="store_true",
-                        help="keep the shipped heads, only re-fit their calibration")
+    parser.add_argument("--finetune-layer", action="store_true",
+                        help="first re-train the fine-tuned SFace layer on the maps of every "
+                        "UTKFace image and export it over the packaged one (needs torch)")
     args = parser.parse_args()
+    if args.finetune_layer:
+        finetune_layer(args.data, args.maps, args.n_jobs)
 
     X_cal, age_cal, gender_cal, domain, source = calibration_rows(
         args.data, args.cache, args.maps, args.n_jobs)
     cal_rows = np.unique(source[domain == "utkface"])
     print(f"calibration rows: {dict(zip(*np.unique(domain, return_counts=True)))}", flush=True)
     start = time.perf_counter()
-    if args.recalibrate:
-        from skagegender.pretrained import load
-
-        model = load()
-        meta = {k: model.meta_[k] for k in ("trained_on", "licence_note", "n_training_rows")
-                if k in model.meta_}
-        age_head, gender_head = (_uncalibrated(h) for h in (model.age_head_, model.gender_head_))
-        model.age_head_, _ = calibrate_heads(age_head, None, X_cal, age_cal, gender_cal)
-        model.gender_head_ = transferred_gender_calibration(gender_head, X_cal, gender_cal)
-        meta["gender_calibration"] = (
-            "transferred: fitted on held-out probabilities of 5 MLPs of the same recipe "
-            "trained without each calibration fold, applied to the shipped MLP")
-    else:
-        utk, utk_x, fg, fg_x, degraded = embed_all(args.data, args.cache, args.n_jobs)
-        # the calibration images stay out of the heads' training
-        train_rows = np.setdiff1d(np.arange(len(utk.paths)), cal_rows)
-        X, age, gender = training_set(utk, utk_x, degraded, fg, fg_x, utk_rows=train_rows)
-        age_head, gender_head = make_heads()
-        model = AgeGenderModel(make_embedder(), age_head=age_head, gender_head=gender_head)
-        model.fit_features(X, age, gender)
-        model.age_head_, model.gender_head_ = calibrate_heads(
-            model.age_head_, model.gender_head_, X_cal, age_cal, gender_cal)
-        meta = {"trained_on": f"UTKFace (shared/data, {len(train_rows)} of 18,978 images) + "
-                              "their degraded copies + FG-NET subjects 001-010 "
-                              f"x{FGNET_WEIGHT}",
-                "licence_note": "trained on research-only datasets: non-commercial use only",
-                "n_training_rows": int(len(X))}
+    utk, utk_x, fg, fg_x, degraded = embed_all(args.data, args.cache, args.n_jobs)
+    # the calibration images stay out of the gender head's training
+    train_rows = np.setdiff1d(np.arange(len(utk.paths)), cal_rows)
+    X, age, gender = training_set(utk, utk_x, degraded, fg, fg_x, utk_rows=train_rows)
+    age_head, gender_head = make_heads()
+    model = AgeGenderModel(make_embedder(), age_head=age_head, gender_head=gender_head)
+    # fit_features sets the model's fallback and metadata; the age head is then
+    # replaced by the gate fitted on the held-out rows
+    model.fit_features(X, age, gender)
+    model.age_head_, model.gender_head_ = calibrate_heads(
+        age_head, model.gender_head_, X_cal, age_cal, gender_cal, fgnet=domain == "fgnet")
+    meta = {"trained_on": f"UTKFace (shared/data, {len(train_rows)} of 18,978 images) + "
+                          "their degraded copies + FG-NET subjects 001-010 "
+                          f"x{FGNET_WEIGHT}; age gate on the held-out calibration rows",
+            "licence_note": "trained on research-only datasets: non-commercial use only",
+            "n_training_rows": int(len(X))}
     path = model.save(args.out, extra_meta={
         **meta,
         "calibrated_on": f"{N_CALIBRATION} held-out UTKFace images (fine-tuned layer "

@@ -595,8 +595,22 @@ def cmd_train(args):
     from .heads import AgeRegressor, GenderClassifier
     from .model import AgeGenderModel
 
-    embedder = ArcFaceEmbedder(layers=None if args.layers == "none" else args.layers,
-                               flip_augment=args.flip, n_jobs=args.n_jobs)
+    if args.recipe is not None:
+        from .training import make_recipe_embedder
+
+        custom = [name for name, value, default in (
+            ("--age-head", args.age_head, "mlp"), ("--gender-head", args.gender_head, "mlp"),
+            ("--layers", args.layers, "age-gender"), ("--flip", args.flip, False))
+            if value != default]
+        if custom:
+            _error("train", f"--recipe {args.recipe} fixes the features and heads: drop "
+                            f"{', '.join(custom)}")
+            return EXIT_USAGE
+
+        embedder = make_recipe_embedder(args.recipe, n_jobs=args.n_jobs)
+    else:
+        embedder = ArcFaceEmbedder(layers=None if args.layers == "none" else args.layers,
+                                   flip_augment=args.flip, n_jobs=args.n_jobs)
     start = time.perf_counter()
     features, data = embed_dataset(args.dataset, args.root, embedder=embedder,
                                    cache=args.cache, limit=args.limit)
@@ -610,10 +624,17 @@ def cmd_train(args):
                         "--limit).")
     gender = data.get("gender")
     has_gender = gender is not None and known_labels(gender).any()
-    model = AgeGenderModel(embedder, age_head=AgeRegressor(head=args.age_head),
-                           gender_head=GenderClassifier(head=args.gender_head))
-    model.fit_features(features, data.age, gender if has_gender else None)
+    if args.recipe is not None:
+        from .training import fit_recipe
+
+        model = fit_recipe(args.recipe, features, data.age, gender if has_gender else None,
+                           groups=data.get("subject"), embedder=embedder)
+    else:
+        model = AgeGenderModel(embedder, age_head=AgeRegressor(head=args.age_head),
+                               gender_head=GenderClassifier(head=args.gender_head))
+        model.fit_features(features, data.age, gender if has_gender else None)
     path = model.save(args.out, extra_meta={"trained_on": args.dataset,
+                                            "recipe": args.recipe or "custom",
                                             "n_train": int(np.isfinite(features[:, 0]).sum())})
     summary = {"out": str(path), "dataset": args.dataset, "n_images": len(data.paths),
                "n_faces_found": n_faces,
@@ -766,6 +787,12 @@ def build_parser():
     add(p, "--dataset")
     add(p, "--root")
     p.add_argument("--out", required=True, help="model file to write (required)")
+    p.add_argument("--recipe", choices=("default", "fast"), default=None,
+                   help="train a shipped model's recipe on this dataset: 'default' (the "
+                   "shipped features, an age gate over the fine-tuned SFace layer and the "
+                   "dlib age network, calibrated on 20%% of the images held out by subject) "
+                   "or 'fast' (the fast model's features and heads); --age-head, "
+                   "--gender-head, --layers and --flip then do not apply")
     p.add_argument("--age-head", default="mlp", choices=heads,
                    help="the age head's family (default: %(default)s)")
     p.add_argument("--gender-head", default="mlp", choices=heads,

@@ -76,9 +76,10 @@ def real_rows(shared_data, tmp_path_factory):
 
 
 def _blend():
+    """The shipped recipe's age gate (unfitted: the conformal wrapper fits it)."""
     from skagegender.training._default_recipe import make_heads
 
-    return make_heads()[0].head
+    return make_heads()[0]
 
 
 @pytest.mark.slow
@@ -120,10 +121,12 @@ def test_unseen_fgnet_subjects_are_covered(real_rows):
 
 @pytest.mark.slow
 def test_age_aware_calibration_lowers_gender_ece_on_held_out_faces(real_rows):
-    from skagegender.embedding._finetuned import FINETUNED_AGE_CLASSES
+    from skagegender.embedding import FINETUNED_AGE_CLASSES, feature_blocks
     from skagegender.heads import GenderClassifier, make_gender_head
     from skagegender.metrics import expected_calibration_error
-    from skagegender.training._default_recipe import FINETUNED_AGE_START
+    from skagegender.training._default_recipe import EMBEDDER_PARAMS
+
+    FINETUNED_AGE_START = feature_blocks(EMBEDDER_PARAMS["layers"])["sface_finetuned_age"].start
 
     X, age, gender, _, _ = real_rows
     order = np.random.default_rng(1).permutation(len(X))

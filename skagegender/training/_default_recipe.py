@@ -9,24 +9,20 @@ import warnings
 
 import numpy as np
 
+from .._utils import known_labels
+
 #: Embedder options of the shipped model: pooled SFace activations, the dlib
 #: age/gender networks' probabilities and the fine-tuned SFace layer's age
 #: probabilities and P(female) (2,361 features).
 EMBEDDER_PARAMS = {"layers": "age-gender-finetuned"}
-#: First column of the dlib age probabilities in those features (after fc1 and
-#: the pooled conv_8/12/14 activations: 128 + 512 + 512 + 1024).
-DLIB_AGE_START = 2176
-#: First column of the fine-tuned layer's 101 age probabilities (after the 81 + 2
-#: dlib columns).
-FINETUNED_AGE_START = 2259
-#: Weight of the dlib age network's expected age in the age blend (the fine-tuned
-#: layer has the rest). UTKFace validation fold 0, layer trained on folds 1-4
-#: (``benchmarks/levers/finetuned_blend.py``):
-#: MAE 4.27 for w = 0, 4.24 for 0.1, 4.28 for 0.2, 4.38 for 0.3; on the degraded
-#: copies of that fold's images 4.68, 4.66, 4.68, 4.76. Neither tells 0.1 from 0.2;
-#: the dlib network was trained on other photos and is the part that travels
-#: (FG-NET MAE 4.11 alone), so it keeps 0.2.
-DLIB_AGE_WEIGHT = 0.2
+#: Weight of each FG-NET image among the rows that train the age gate (the UTKFace
+#: calibration images and their degraded copies weigh 1): FG-NET is the one
+#: domain of old, scanned photos, and 115 images against ~2,700 would otherwise
+#: leave the gate a UTKFace gate. Chosen by the worst of three held-out domains
+#: (see MODEL_CARD.md, "Age fusion").
+GATE_FGNET_WEIGHT = 20
+#: Width in years of the age gate's Gaussian label (same choice).
+GATE_LABEL_SIGMA = 0.5
 #: Degraded copies of this many UTKFace photos join the training set.
 N_DEGRADED = 6000
 #: Weight (number of repeats) of each FG-NET image in the training set.
@@ -41,12 +37,7 @@ FGNET_CALIBRATION_WEIGHT = 3
 #: make the spread of the conformal scores.
 AGE_SPREAD_FLOOR = 2.0
 #: Predicted-age groups of the interval's conformal quantiles (Mondrian).
-#: These three choices (spread = the 0.8/0.2 mixture of the two experts' age
-#: distributions with a 2-year floor, these groups, FG-NET x3) were the best of 40
-#: variants by the worst of three held-out domains (2,100 UTKFace images with a layer
-#: trained on the other 16,878, degraded copies of 630 of them, FG-NET leave-one-
-#: subject-out): 80 % intervals covered 80.7 % / 81.9 % / 81.9 %, every UTKFace age
-#: group >= 74 %; constant width: 81.2 % / 80.5 % / 73.2 % (see MODEL_CARD.md).
+#: (chosen by the worst of three held-out domains, see MODEL_CARD.md).
 AGE_INTERVAL_EDGES = (8.0, 13.0, 18.0, 25.0, 35.0, 45.0, 60.0)
 
 
@@ -57,69 +48,78 @@ def make_embedder(**overrides):
     return ArcFaceEmbedder(**{**EMBEDDER_PARAMS, **overrides})
 
 
-def make_heads(random_state=0, interval_cv=None):
+def expert_blocks():
+    """(fine-tuned layer, dlib) age experts as ``(start, class_ages)`` in the features."""
+    from ..embedding import DLIB_AGE_CLASSES, FINETUNED_AGE_CLASSES, feature_blocks
+
+    blocks = feature_blocks(EMBEDDER_PARAMS["layers"])
+    return [(blocks["sface_finetuned_age"].start, FINETUNED_AGE_CLASSES),
+            (blocks["dlib_age"].start, DLIB_AGE_CLASSES)]
+
+
+def make_heads(random_state=0):
     """Unfitted (age, gender) heads of the shipped model.
 
-    Age: a weighted mean (:class:`~sklearn.ensemble.VotingRegressor`) of the
-    expected ages under the fine-tuned SFace layer's and the dlib age network's
-    probabilities; neither part learns from the training set. Gender: an MLP on all
-    features. The shipped model then wraps both in the calibrators of
-    :func:`calibrate_heads`, fitted on held-out rows.
-
-    ``interval_cv=k`` makes the age head keep k-fold out-of-fold residuals for its
-    own (constant-width) ``predict_interval``; the shipped model does not use it.
+    Age: a :class:`~skagegender.heads.GatedExpertsRegressor` over the fine-tuned
+    SFace layer's and the dlib age network's age distributions; it must be fitted on
+    rows whose fine-tuned columns are held out (:func:`calibrate_heads` does).
+    Gender: an MLP on all features, fitted on the training rows.
     """
-    from sklearn.ensemble import VotingRegressor
+    from ..heads import GatedExpertsRegressor, GenderClassifier
 
-    from ..embedding._chipnets import DLIB_AGE_CLASSES
-    from ..embedding._finetuned import FINETUNED_AGE_CLASSES
-    from ..heads import AgeRegressor, ExpectedAgeRegressor, GenderClassifier
-
-    blend = VotingRegressor(
-        [("sface_finetuned", ExpectedAgeRegressor(start=FINETUNED_AGE_START,
-                                                  class_ages=FINETUNED_AGE_CLASSES)),
-         ("dlib", ExpectedAgeRegressor(start=DLIB_AGE_START, class_ages=DLIB_AGE_CLASSES))],
-        weights=[1 - DLIB_AGE_WEIGHT, DLIB_AGE_WEIGHT],
-    )
-    return (AgeRegressor(head=blend, interval_cv=interval_cv, random_state=random_state),
+    return (GatedExpertsRegressor(experts=expert_blocks(), label_sigma=GATE_LABEL_SIGMA),
             GenderClassifier(head="mlp", random_state=random_state))
 
 
-def calibrate_heads(age_head, gender_head, X, age, gender):
-    """Wrap fitted heads in calibrators fitted on held-out rows.
+def calibrate_heads(age_head, gender_head, X, age, gender, fgnet=None):
+    """Fit the age gate and the calibrators on held-out rows.
 
-    The age head becomes a :class:`~skagegender.heads.ConformalAgeRegressor`
-    (normalised, per predicted age group), the gender head an
-    :class:`~skagegender.heads.AgeAwareCalibratedClassifier`; each wraps the fitted
-    head in a :class:`~sklearn.frozen.FrozenEstimator` (``cv=None``), so the rows
-    given here are the calibration rows and must be held out from the heads and from
-    the fine-tuned layer (see ``scripts/train_pretrained.py --calibrate``).
+    The age gate (unfitted, from :func:`make_heads`) is fitted on these rows, FG-NET
+    rows weighted :data:`GATE_FGNET_WEIGHT`; it is then wrapped in a
+    :class:`~skagegender.heads.ConformalAgeRegressor` (normalised, per predicted age
+    group) calibrated on the same rows, FG-NET rows counted
+    :data:`FGNET_CALIBRATION_WEIGHT` times. The fitted gender head is wrapped in an
+    :class:`~skagegender.heads.AgeAwareCalibratedClassifier`. Both wrappers hold
+    their head in a :class:`~sklearn.frozen.FrozenEstimator` (``cv=None``), so the
+    rows given here must be held out from the gender head and from the fine-tuned
+    layer.
 
     Parameters
     ----------
-    age_head, gender_head : fitted estimators (``gender_head`` may be None)
+    age_head : unfitted age gate
+    gender_head : fitted estimator or None
     X : ndarray of shape (n, n_features)
         Held-out feature rows (NaN rows are dropped).
     age : ndarray of shape (n,)
     gender : ndarray of shape (n,), object ("female"/"male"/None)
+    fgnet : ndarray of shape (n,), bool, or None
+        Which rows are FG-NET images (each given once).
 
     Returns
     -------
     age_head, gender_head : the calibrated, fitted wrappers
     """
+    from sklearn.base import clone
     from sklearn.frozen import FrozenEstimator
 
-    from ..embedding._finetuned import FINETUNED_AGE_CLASSES
+    from ..embedding import FINETUNED_AGE_CLASSES, feature_blocks
     from ..heads import AgeAwareCalibratedClassifier, ConformalAgeRegressor
 
+    fgnet = np.zeros(len(X), bool) if fgnet is None else np.asarray(fgnet, bool)
     found = ~np.isnan(X).any(axis=1)
-    X, age, gender = X[found], np.asarray(age, float)[found], np.asarray(gender, object)[found]
-    age_head = ConformalAgeRegressor(FrozenEstimator(age_head), spread_floor=AGE_SPREAD_FLOOR,
-                                     age_edges=AGE_INTERVAL_EDGES, cv=None).fit(X, age)
+    X, age, gender, fgnet = (X[found], np.asarray(age, float)[found],
+                             np.asarray(gender, object)[found], fgnet[found])
+    gate = clone(age_head).fit(X, age, sample_weight=np.where(fgnet, GATE_FGNET_WEIGHT, 1.0))
+    rows = np.concatenate([np.flatnonzero(~fgnet),
+                           np.repeat(np.flatnonzero(fgnet), FGNET_CALIBRATION_WEIGHT)])
+    age_head = ConformalAgeRegressor(FrozenEstimator(gate), spread_floor=AGE_SPREAD_FLOOR,
+                                     age_edges=AGE_INTERVAL_EDGES, cv=None).fit(X[rows],
+                                                                                 age[rows])
     if gender_head is not None:
-        known = np.array([g is not None for g in gender])
+        known = known_labels(gender)
+        age_start = feature_blocks(EMBEDDER_PARAMS["layers"])["sface_finetuned_age"].start
         gender_head = AgeAwareCalibratedClassifier(
-            FrozenEstimator(gender_head), age_start=FINETUNED_AGE_START,
+            FrozenEstimator(gender_head), age_start=age_start,
             age_classes=FINETUNED_AGE_CLASSES, cv=None,
         ).fit(X[known], gender[known].astype(str))
     return age_head, gender_head
@@ -157,8 +157,8 @@ def degraded_features(embedder, paths, *, n=N_DEGRADED, random_state=0):
         Index into ``paths`` of each copy's original.
     features : ndarray of shape (n, n_features)
     """
-    from ._augment import degrade_photo
     from ..embedding import load_image
+    from ._augment import degrade_photo
 
     source, seeds = degraded_sources(len(paths), n=n, random_state=random_state)
     features = []

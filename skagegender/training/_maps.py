@@ -40,7 +40,8 @@ def frozen_maps(name, items, folder, *, n_jobs=1, chunk=64, verbose=True):
     (:meth:`~skagegender.embedding.ArcFaceEmbedder.align`), then run through SFace up
     to ``conv_14_relu`` (:func:`~skagegender.embedding.sface_maps`). The maps are
     written to ``folder/{name}_maps.npy`` (float16, 100 KB per face) with an index of
-    the items; a later call with the same items reads them back.
+    the items; a later call with the same items reads them back (never unpickling;
+    damaged files are computed again).
 
     Parameters
     ----------
@@ -68,13 +69,16 @@ def frozen_maps(name, items, folder, *, n_jobs=1, chunk=64, verbose=True):
     maps_file, index_file = folder / f"{name}_maps.npy", folder / f"{name}_index.npz"
     keys = [str(item) for item in items]
     if maps_file.is_file() and index_file.is_file():
-        with np.load(index_file, allow_pickle=False) as index:
-            same = index["keys"].tolist() == keys
-            found = index["found"].astype(bool)
-        if same:
-            maps = np.load(maps_file, allow_pickle=False)
-            if maps.shape == (len(keys), *MAP_SHAPE) and len(found) == len(keys):
-                return maps, found
+        try:
+            with np.load(index_file, allow_pickle=False) as index:
+                same = index["keys"].tolist() == keys
+                found = index["found"].astype(bool)
+            if same:
+                maps = np.load(maps_file, allow_pickle=False)
+                if maps.shape == (len(keys), *MAP_SHAPE) and len(found) == len(keys):
+                    return maps, found
+        except (OSError, ValueError, KeyError, EOFError):
+            pass  # damaged or foreign files: computed again below
     start = time.perf_counter()
     parts = Parallel(n_jobs=n_jobs)(delayed(_map_chunk)(items[i:i + chunk])
                                     for i in range(0, len(items), chunk))

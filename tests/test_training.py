@@ -1,0 +1,122 @@
+"""skagegender.training: recipes fitted on your own faces, the fine-tuned layer, frozen maps."""
+
+import json
+
+import numpy as np
+import pytest
+
+from skagegender.cli import main
+from skagegender.training._train import calibration_split
+
+
+def test_calibration_split_keeps_each_subject_on_one_side():
+    groups = np.repeat(np.arange(30), 4)
+    train, held = calibration_split(len(groups), groups, share=0.2, random_state=0)
+    assert set(groups[train]).isdisjoint(groups[held])
+    assert len(set(groups[held])) == 6
+    train, held = calibration_split(100, share=0.2, random_state=0)
+    assert len(held) == 20 and len(np.intersect1d(train, held)) == 0
+
+
+def test_recipe_and_custom_heads_do_not_mix(capsys, tmp_path):
+    code = main(["train", "--recipe", "default", "--age-head", "ordinal", "--dataset", "fgnet",
+                 "--root", str(tmp_path), "--out", str(tmp_path / "m.skag")])
+    assert code == 2
+    assert "--age-head" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe", ["default", "fast"])
+def test_train_recipe_on_fgnet_gives_a_working_model(recipe, shared_data, tmp_path, capsys):
+    from skagegender.heads import ConformalAgeRegressor, GatedExpertsRegressor
+    from skagegender.model import AgeGenderModel
+
+    out = tmp_path / f"{recipe}.skag"
+    code = main(["train", "--recipe", recipe, "--dataset", "fgnet", "--root",
+                 str(shared_data / "FGNET"), "--out", str(out), "--json"])
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["n_faces_found"] > 100
+    model = AgeGenderModel.load(out)
+    assert model.meta_["recipe"] == recipe
+    faces = model.predict_faces(str(shared_data / "FGNET" / "images" / "001A02.JPG"))
+    assert len(faces) == 1 and 0 <= faces[0]["age"] < 15  # a two-year-old
+    assert faces[0]["gender"] is None  # FG-NET has no gender labels
+    if recipe == "default":
+        assert isinstance(model.age_head_, ConformalAgeRegressor)
+        assert isinstance(model.age_head_.estimator_.estimator, GatedExpertsRegressor)
+        low, high = faces[0]["age_interval"]
+        assert low <= faces[0]["age"] <= high
+
+
+@pytest.mark.slow
+def test_default_recipe_on_utkface_calibrates_gender_on_held_out_faces(shared_data):
+    from skagegender.datasets import embed_dataset
+    from skagegender.heads import AgeAwareCalibratedClassifier
+    from skagegender.metrics import mean_absolute_error
+    from skagegender.training import fit_recipe, make_recipe_embedder
+
+    embedder = make_recipe_embedder("default")
+    X, data = embed_dataset("utkface", shared_data / "UTKFace", embedder=embedder, limit=400,
+                            progress=False)
+    model = fit_recipe("default", X[:300], data.age[:300], data.gender[:300],
+                       embedder=embedder)
+    assert isinstance(model.gender_head_, AgeAwareCalibratedClassifier)
+    pred = model.predict_details(X[300:])
+    found = np.isfinite(X[300:, 0])
+    age = np.asarray(data.age[300:], float)[found]
+    # the shipped experts are good on UTKFace: a gate fitted on 60 faces keeps that
+    assert mean_absolute_error(age, np.asarray(pred["age"], float)[found]) < 6.5
+    right = np.asarray(pred["gender"], dtype=object)[found] == np.asarray(
+        data.gender[300:], dtype=object)[found]
+    # an MLP of 240 faces is a weak gender head; calibrated on the 60 held-out faces,
+    # its printed probability still says how often it is right
+    confidence = np.asarray(pred["gender_probability"], float)[found]
+    assert abs(confidence.mean() - right.mean()) < 0.15
+
+
+@pytest.mark.slow
+def test_finetuned_layer_exports_what_it_trained(tmp_path):
+    """The ONNX file of a trained layer gives the torch module's outputs."""
+    pytest.importorskip("torch")
+    from skagegender.embedding import FINETUNED_AGE_CLASSES
+    from skagegender.embedding._assets import make_session
+    from skagegender.training import train_finetuned_layer
+
+    rng = np.random.default_rng(0)
+    maps = rng.gamma(1.0, 0.5, size=(64, 1024, 7, 7)).astype(np.float16)
+    age = rng.uniform(0, 90, size=64)
+    female = np.where(rng.random(64) < 0.5, 1.0, 0.0)
+    female[:5] = np.nan  # unknown genders train the age outputs only
+    layer = train_finetuned_layer(maps, age, female, np.arange(48), epochs=1, batch_size=16)
+    expected = layer.outputs(maps, np.arange(48, 64))
+    path = layer.export_onnx(tmp_path / "layer.onnx")
+    got = make_session(path).run(None, {"maps": maps[48:].astype(np.float32)})[0]
+    assert got.shape == (16, 102)
+    np.testing.assert_allclose(got[:, :101] @ FINETUNED_AGE_CLASSES,
+                               expected[:, :101] @ FINETUNED_AGE_CLASSES, atol=0.3)
+    np.testing.assert_allclose(got[:, -1], expected[:, -1], atol=0.02)
+    with pytest.raises(ValueError, match="batch_size"):
+        train_finetuned_layer(maps, age, female, np.arange(8), batch_size=16)
+
+
+@pytest.mark.slow
+def test_frozen_maps_are_cached_and_match_the_embedder(shared_data, tmp_path):
+    from skagegender.embedding import ArcFaceEmbedder, sface_maps
+    from skagegender.training import frozen_maps
+
+    paths = sorted((shared_data / "FGNET" / "images").glob("*.JPG"))[:3]
+    items = [str(p) for p in paths] + [(str(paths[0]), 7)]
+    maps, found = frozen_maps("t", items, tmp_path, verbose=False)
+    assert maps.shape == (4, 1024, 7, 7) and maps.dtype == np.float16 and found.all()
+    aligned = ArcFaceEmbedder().align([str(p) for p in paths])
+    direct = sface_maps(aligned.crops)
+    np.testing.assert_allclose(maps[:3].astype(np.float32), direct, rtol=0.01, atol=0.01)
+    assert not np.allclose(maps[3], maps[0], atol=0.05)  # the degraded copy differs
+    again, _ = frozen_maps("t", items, tmp_path, verbose=False)
+    np.testing.assert_array_equal(again, maps)
+    (tmp_path / "t_maps.npy").write_bytes(b"not an array")  # damaged: recomputed
+    with pytest.raises(ValueError):
+        np.load(tmp_path / "t_maps.npy", allow_pickle=False)
+    fixed, _ = frozen_maps("t", items, tmp_path, verbose=False)
+    np.testing.assert_array_equal(fixed, maps)
