@@ -33,8 +33,10 @@ from skagegender.training._default_recipe import (
     FGNET_CALIBRATION_WEIGHT,
     FGNET_WEIGHT,
     N_CALIBRATION,
+    N_DEGRADED,
     _embed_quietly,
     calibrate_heads,
+    degraded_features,
     embed_training_sets,
     make_embedder,
     make_heads,
@@ -45,13 +47,44 @@ from skagegender.training._default_recipe import (
 CALIBRATION_BLOCK = 700
 
 
-def embed_all(data_root, cache, n_jobs):
-    """Features of UTKFace, its degraded copies and FG-NET, through the cache."""
+#: Number of UTKFace images in the shared data folder (the degraded copies scale with it).
+UTKFACE_SIZE = 18978
+
+
+def n_degraded(limit=None):
+    """Degraded copies for ``limit`` UTKFace images: N_DEGRADED for all, else in proportion."""
+    if limit is None or limit >= UTKFACE_SIZE:
+        return N_DEGRADED
+    return max(1, round(N_DEGRADED * limit / UTKFACE_SIZE))
+
+
+def load_utkface(data_root, limit=None):
+    """The UTKFace Bunch, or its seeded subset of ``limit`` images (``subsample``)."""
+    from skagegender.datasets import load_dataset, subsample
+
+    return subsample(load_dataset("utkface", Path(data_root) / "UTKFace"), limit)
+
+
+def embed_all(data_root, cache, n_jobs, limit=None):
+    """Features of UTKFace, its degraded copies and FG-NET, through the cache.
+
+    ``limit`` embeds a seeded subset of that many UTKFace images (and
+    :func:`n_degraded` copies of them); FG-NET is always whole.
+    """
     embedder = make_embedder(cache=str(cache), n_jobs=n_jobs)
-    return embed_training_sets(embedder, data_root, cache=cache)
+    if limit is None:
+        return embed_training_sets(embedder, data_root, cache=cache)
+    utk_x, utk = embed_dataset("utkface", Path(data_root) / "UTKFace", embedder=embedder,
+                               cache=cache, limit=limit)
+    fg_x, fg = embed_dataset("fgnet", Path(data_root) / "FGNET", embedder=embedder, cache=cache)
+    degraded = degraded_features(embedder, utk.paths, n=n_degraded(limit))
+    print(f"UTKFace: {len(utk.paths)} images (limit), FG-NET: {len(fg.paths)}, "
+          f"degraded copies: {len(degraded[0])}", flush=True)
+    return utk, utk_x, fg, fg_x, degraded
 
 
-def calibration_rows(data_root, cache, maps_folder, n_jobs, n=N_CALIBRATION, fgnet_weight=1):
+def calibration_rows(data_root, cache, maps_folder, n_jobs, n=N_CALIBRATION, fgnet_weight=1,
+                     limit=None):
     """Held-out feature rows for calibrating the heads' uncertainty.
 
     UTKFace is permuted with seed 0; the first ``n`` images are the calibration images,
@@ -60,6 +93,9 @@ def calibration_rows(data_root, cache, maps_folder, n_jobs, n=N_CALIBRATION, fgn
     maps of all the other images, and its outputs replace the fine-tuned columns of the
     calibration rows, so those rows look like new faces to it. FG-NET rows (never in
     the layer's training) keep the shipped layer's columns.
+
+    ``limit`` restricts UTKFace to its seeded subset of that many images (as
+    :func:`embed_all`); ``n`` must then be smaller than ``limit``.
 
     Returns
     -------
@@ -71,12 +107,11 @@ def calibration_rows(data_root, cache, maps_folder, n_jobs, n=N_CALIBRATION, fgn
         Index of each row's image in the UTKFace (or, for FG-NET rows, the FG-NET)
         Bunch; the UTKFace ones must stay out of the heads' training.
     """
-    from skagegender.datasets import load_dataset
     from skagegender.embedding import feature_blocks, load_image
     from skagegender.training import degrade_photo, frozen_maps, train_finetuned_layer
 
     embedder = make_embedder(cache=str(cache), n_jobs=n_jobs)
-    utk = load_dataset("utkface", Path(data_root) / "UTKFace")
+    utk = load_utkface(data_root, limit)
     age_all = np.asarray(utk.age, float)
     female_all = (np.asarray(utk.gender, dtype=object) == "female").astype(np.float32)
     order = np.random.default_rng(0).permutation(len(utk.paths))
@@ -145,7 +180,7 @@ def finetune_layer(data_root, maps_folder, n_jobs):
     print(f"-> {path}, sha256 {hashlib.sha256(path.read_bytes()).hexdigest()}")
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared"
@@ -157,16 +192,21 @@ def main():
     parser.add_argument("--finetune-layer", action="store_true",
                         help="first re-train the fine-tuned SFace layer on the maps of every "
                         "UTKFace image and export it over the packaged one (needs torch)")
-    args = parser.parse_args()
+    parser.add_argument("--limit", type=int, default=None,
+                        help="a seeded subset of this many UTKFace images (smoke runs; "
+                        "the degraded copies shrink in proportion)")
+    parser.add_argument("--n-calibration", type=int, default=N_CALIBRATION,
+                        help="held-out UTKFace calibration images (default: %(default)s)")
+    args = parser.parse_args(argv)
     if args.finetune_layer:
         finetune_layer(args.data, args.maps, args.n_jobs)
 
     X_cal, age_cal, gender_cal, domain, source = calibration_rows(
-        args.data, args.cache, args.maps, args.n_jobs)
+        args.data, args.cache, args.maps, args.n_jobs, n=args.n_calibration, limit=args.limit)
     cal_rows = np.unique(source[domain == "utkface"])
     print(f"calibration rows: {dict(zip(*np.unique(domain, return_counts=True)))}", flush=True)
     start = time.perf_counter()
-    utk, utk_x, fg, fg_x, degraded = embed_all(args.data, args.cache, args.n_jobs)
+    utk, utk_x, fg, fg_x, degraded = embed_all(args.data, args.cache, args.n_jobs, args.limit)
     # the calibration images stay out of the gender head's training
     train_rows = np.setdiff1d(np.arange(len(utk.paths)), cal_rows)
     X, age, gender = training_set(utk, utk_x, degraded, fg, fg_x, utk_rows=train_rows)
@@ -177,14 +217,15 @@ def main():
     model.fit_features(X, age, gender)
     model.age_head_, model.gender_head_ = calibrate_heads(
         age_head, model.gender_head_, X_cal, age_cal, gender_cal, fgnet=domain == "fgnet")
-    meta = {"trained_on": f"UTKFace (shared/data, {len(train_rows)} of 18,978 images) + "
+    meta = {"trained_on": f"UTKFace (shared/data, {len(train_rows)} of {len(utk.paths):,} "
+                          "images) + "
                           "their degraded copies + FG-NET subjects 001-010 "
                           f"x{FGNET_WEIGHT}; age gate on the held-out calibration rows",
             "licence_note": "trained on research-only datasets: non-commercial use only",
             "n_training_rows": int(len(X))}
     path = model.save(args.out, extra_meta={
         **meta,
-        "calibrated_on": f"{N_CALIBRATION} held-out UTKFace images (fine-tuned layer "
+        "calibrated_on": f"{args.n_calibration} held-out UTKFace images (fine-tuned layer "
                          "re-trained without them) + degraded copies + FG-NET 001-010 "
                          f"x{FGNET_CALIBRATION_WEIGHT}",
         "skagegender_version": __version__,
