@@ -48,7 +48,7 @@ from sklearn.model_selection import GroupKFold, KFold
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from train_pretrained import embed_all
+from train_pretrained import embed_all, n_degraded
 
 from skagegender.embedding import feature_blocks
 from skagegender.metrics import (
@@ -344,7 +344,8 @@ def calibration_study(args):
                                             age=age[rows], labels=[0, 1])
         result[{"utkface": "utkface_cv", "degraded": "utkface_degraded"}.get(name, name)] = {
             "n": int(rows.sum()), "uncertainty": u}
-    out = ROOT / "benchmarks" / "results"
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     (out / "uncertainty.json").write_text(json.dumps(result, indent=2, default=float))
     lines = [f"# Uncertainty ({result['tag']})", "", result["protocol"], "",
              "Command: `python benchmarks/accuracy.py --calibration-study`"]
@@ -364,7 +365,7 @@ def calibration_study(args):
     print(text)
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
@@ -380,12 +381,19 @@ def main():
                         help="only the uncertainty study on the calibration rows "
                              "(writes benchmarks/results/uncertainty.{json,md})")
     parser.add_argument("--tag", default="shipped-recipe")
-    parser.add_argument("--timing-images", type=int, default=50)
-    args = parser.parse_args()
+    parser.add_argument("--timing-images", type=int, default=50,
+                        help="images timed end to end with the shipped model (0: no timing)")
+    parser.add_argument("--limit", type=int, default=None,
+                        help="a seeded subset of this many UTKFace images (smoke runs; "
+                        "the degraded copies shrink in proportion)")
+    parser.add_argument("--out-dir", default=str(ROOT / "benchmarks" / "results"),
+                        help="folder for the results (default: %(default)s)")
+    args = parser.parse_args(argv)
     if args.calibration_study:
         return calibration_study(args)
 
-    utk, utk_x, fg, fg_x, degraded = embed_all(args.data, args.cache, args.n_jobs)
+    utk, utk_x, fg, fg_x, degraded = embed_all(args.data, args.cache, args.n_jobs,
+                                               args.limit)
     degraded = None if args.no_degraded else degraded
     use_fg = not args.no_fgnet
     age, gender = np.asarray(utk.age, float), np.asarray(utk.gender, dtype=object)
@@ -396,7 +404,7 @@ def main():
     maps = [frozen_maps("utkface", list(utk.paths), args.maps, n_jobs=args.n_jobs)]
     if degraded is not None:
         items = [(str(utk.paths[i]), int(seed)) for i, seed in zip(*degraded_sources(
-            len(utk.paths)))]
+            len(utk.paths), n=n_degraded(args.limit)))]
         maps.append(frozen_maps("utkface_degraded", items, args.maps, n_jobs=args.n_jobs))
 
     start = time.perf_counter()
@@ -462,9 +470,9 @@ def main():
 
     result = {
         "tag": args.tag,
-        "protocol": ("UTKFace: 5-fold CV (KFold shuffle, seed 0) over the 18,978 images in "
-                     "shared/data (no subject ids: one person may be on both sides); the "
-                     "fine-tuned SFace layer is re-trained per fold. FG-NET: "
+        "protocol": ("UTKFace: 5-fold CV (KFold shuffle, seed 0) over the "
+                     f"{len(age):,} images in shared/data (no subject ids: one person may be "
+                     "on both sides); the fine-tuned SFace layer is re-trained per fold. FG-NET: "
                      + ("subject-disjoint 5-fold (GroupKFold) over the 10 subjects in shared/data."
                         if use_fg else "cross-dataset (no FG-NET in training).")
                      + f" Degraded copies: {'no' if degraded is None else len(degraded[0])}"
@@ -476,10 +484,11 @@ def main():
         "utkface_cv": utk_result,
         "utkface_degraded": deg_result,
         "fgnet": fg_result,
-        "seconds_per_image": None if args.fgnet_only else seconds_per_image(
+        "seconds_per_image": None if args.fgnet_only or args.timing_images <= 0
+        else seconds_per_image(
             list(utk.paths[:args.timing_images])),
     }
-    out = ROOT / "benchmarks" / "results"
+    out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     suffix = "" if args.tag == "shipped-recipe" else f"-{args.tag}"
     (out / f"accuracy{suffix}.json").write_text(json.dumps(result, indent=2, default=float))
