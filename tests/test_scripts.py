@@ -1,0 +1,139 @@
+"""Smoke runs of the training scripts and ``benchmarks/accuracy.py`` on tiny data.
+
+Each script runs end to end as a subprocess on a folder of symbolic links to 240
+UTKFace images and the 127 FG-NET images of the shared data (never copies), with
+``--limit`` keeping a seeded subset of the UTKFace ones; caches, maps, models and
+results go to temporary folders (never over the shipped model or the committed
+results). The tests read back what the run measured and check that it is sane.
+"""
+
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+N_LINKED = 240  # UTKFace images in the tiny data folder
+LIMIT = 50  # of which train_fast.py uses a seeded subset of this many
+# the fine-tuned SFace layer needs at least one batch (128) of training faces
+LIMIT_TORCH, N_CALIBRATION = 200, 20
+N_FGNET = 127
+
+
+def _run(argv, timeout=900):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # keeps SKAGEGENDER_HOME and the rest
+    done = subprocess.run([sys.executable, *map(str, argv)], check=False, capture_output=True,
+                          text=True, cwd=REPO, env=env, timeout=timeout)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def _link_all(files, folder):
+    folder.mkdir(parents=True)
+    for path in files:
+        (folder / path.name).symlink_to(path)
+
+
+@pytest.fixture(scope="module")
+def tiny_data(shared_data, tmp_path_factory):
+    """A data folder of links: UTKFace/ (240 images spread over the ages) and FGNET/."""
+    root = tmp_path_factory.mktemp("tiny-data")
+    paths = sorted((shared_data / "UTKFace").glob("*.jpg"))
+    _link_all(paths[3 :: len(paths) // N_LINKED][:N_LINKED], root / "UTKFace")
+    for sub in ("images", "points"):
+        _link_all(sorted((shared_data / "FGNET" / sub).iterdir()), root / "FGNET" / sub)
+    return root
+
+
+@pytest.fixture(scope="module")
+def caches(tmp_path_factory):
+    """Embedding cache and frozen-maps folders shared by the tests of this module."""
+    root = tmp_path_factory.mktemp("caches")
+    return root / "emb-cache", root / "maps-cache"
+
+
+SCRIPTS = ("scripts/train_fast.py", "scripts/train_pretrained.py", "benchmarks/accuracy.py")
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_scripts_use_no_machine_path_and_run_on_tiny_data_elsewhere(name):
+    source = (REPO / name).read_text()
+    assert not re.search(r"[\"']/(?:home|root|work|opt|usr|tmp|mnt)/", source)
+    assert "--limit" in source and "--out" in source
+
+
+def _sane_mae(value):
+    return math.isfinite(value) and 0 <= value < 40
+
+
+@pytest.mark.slow
+def test_train_fast_runs_end_to_end_on_tiny_data(tiny_data, caches, tmp_path):
+    from skagegender.model import AgeGenderModel
+
+    out, results = tmp_path / "fast.skag", tmp_path / "results"
+    _run([REPO / "scripts" / "train_fast.py", "--data", tiny_data, "--cache",
+         caches[0], "--limit", LIMIT, "--out", out, "--results", results])
+    result = json.loads((results / "fast_model.json").read_text())
+    assert result["utkface_n"] == LIMIT and result["fgnet_n"] == N_FGNET
+    assert 0 < result["utkface_found"] <= LIMIT and 0 < result["fgnet_found"] <= N_FGNET
+    assert all(_sane_mae(v) for v in result["utkface_mae"].values())
+    assert all(_sane_mae(v) for v in result["fgnet_mae"].values())
+    assert all(len(v) == 5 for v in result["utkface_fold_mae"].values())
+    assert 0 <= result["utkface_gender_accuracy"] <= 1
+    # UTKFace faces + their degraded copies (16 of 50, as 6,000 of 18,978)
+    assert result["utkface_found"] < result["n_training_rows"] <= LIMIT + 16
+    assert str(result["chosen_weight"]) in (results / "fast_model.md").read_text()
+    model = AgeGenderModel.load(out)
+    assert model.meta_["n_training_rows"] == result["n_training_rows"]
+
+
+@pytest.mark.slow
+def test_train_pretrained_runs_end_to_end_on_tiny_data(tiny_data, caches, tmp_path):
+    pytest.importorskip("torch")
+    from skagegender.model import AgeGenderModel
+
+    out = tmp_path / "default.skag"
+    stdout = _run([REPO / "scripts" / "train_pretrained.py", "--data", tiny_data,
+                   "--cache", caches[0], "--maps", caches[1], "--limit", LIMIT_TORCH,
+                   "--n-calibration", N_CALIBRATION, "--n-jobs", 1, "--out", out])
+    assert "calibration rows" in stdout
+    model = AgeGenderModel.load(out)
+    n_train = LIMIT_TORCH - N_CALIBRATION
+    assert f"{n_train} of {LIMIT_TORCH} images" in model.meta_["trained_on"]
+    assert model.meta_["calibrated_on"].startswith(f"{N_CALIBRATION} held-out")
+    # training faces + degraded copies of them + FG-NET x FGNET_WEIGHT
+    assert n_train < model.meta_["n_training_rows"] < n_train * 2 + N_FGNET * 100
+    # the written model predicts: two FG-NET photos (a child, an adult) get plausible ages
+    ages = model.predict([str(tiny_data / "FGNET" / "images" / n)
+                          for n in ("001A02.JPG", "002A29.JPG")])
+    assert np.isfinite(ages).all() and (ages >= 0).all() and (ages <= 100).all()
+
+
+@pytest.mark.slow
+def test_accuracy_benchmark_runs_end_to_end_on_tiny_data(tiny_data, caches, tmp_path):
+    pytest.importorskip("torch")
+    out = tmp_path / "results"
+    _run([REPO / "benchmarks" / "accuracy.py", "--data", tiny_data, "--cache", caches[0],
+          "--maps", caches[1], "--limit", LIMIT_TORCH, "--n-jobs", 1, "--timing-images", 0,
+          "--tag", "smoke", "--out-dir", out])
+    result = json.loads((out / "accuracy-smoke.json").read_text())
+    utk, deg, fg = result["utkface_cv"], result["utkface_degraded"], result["fgnet"]
+    assert utk["n"] == LIMIT_TORCH and fg["n"] == N_FGNET
+    assert deg["n"] == round(6000 * LIMIT_TORCH / 18978)  # copies in proportion
+    for r in (utk, deg, fg):
+        assert _sane_mae(r["mae"])
+        assert 0 <= r["cs5"] <= 1 and 0 <= r["one_class_off"] <= 1
+    assert 0 <= utk["gender_accuracy"] <= 1
+    # 80 % intervals measured on every domain, FG-NET per subject too
+    overall = utk["uncertainty"]["interval"][0]
+    assert overall["n"] <= LIMIT_TORCH and 0 <= overall["coverage"] <= 1
+    assert len(fg["uncertainty"]["interval_by_subject"]) == 10
+    assert result["seconds_per_image"] is None
+    assert f"{LIMIT_TORCH} images" in result["protocol"]
+    assert f"| utkface_cv | {LIMIT_TORCH} |" in (out / "accuracy-smoke.md").read_text()
