@@ -47,25 +47,21 @@ def test_fgnet_children_are_predicted_young(shared_data):
     assert np.median(pred) < 12
 
 
-def test_recipe_blend_reads_the_probability_columns():
-    from skagegender.embedding._chipnets import DLIB_AGE
-    from skagegender.embedding._finetuned import SFACE_FINETUNED
-    from skagegender.training._default_recipe import (
-        DLIB_AGE_START,
-        FINETUNED_AGE_START,
-        make_embedder,
-        make_heads,
-    )
+def test_shipped_age_gate_reads_the_named_expert_blocks():
+    """The shipped file's gate reads the columns the embedder names for each expert."""
+    from skagegender.embedding import DLIB_AGE_CLASSES, FINETUNED_AGE_CLASSES
+    from skagegender.heads import GatedExpertsRegressor
 
-    names = list(make_embedder().fit().get_feature_names_out())
-    assert names.index("dlib_age_p0") == DLIB_AGE_START
-    assert names[DLIB_AGE_START:DLIB_AGE_START + DLIB_AGE.dim] == list(DLIB_AGE.feature_names)
-    assert names.index("sface_finetuned_age_p0") == FINETUNED_AGE_START
-    assert names[FINETUNED_AGE_START:] == list(SFACE_FINETUNED.feature_names)
-    blend = make_heads()[0].head
-    assert blend.named_estimators["dlib"].start == DLIB_AGE_START
-    assert blend.named_estimators["sface_finetuned"].start == FINETUNED_AGE_START
-    assert load().backbone_["layers"][-3:] == ["dlib_age", "dlib_gender", "sface_finetuned"]
+    model = load()
+    gate = model.age_head_.estimator_.estimator
+    assert isinstance(gate, GatedExpertsRegressor)
+    blocks = model.embedder_.fit().feature_blocks_
+    (ft_start, ft_ages), (dlib_start, dlib_ages) = gate.experts_
+    assert ft_start == blocks["sface_finetuned_age"].start
+    assert dlib_start == blocks["dlib_age"].start
+    np.testing.assert_array_equal(ft_ages, FINETUNED_AGE_CLASSES)
+    np.testing.assert_array_equal(dlib_ages, DLIB_AGE_CLASSES)
+    assert blocks["sface_finetuned_age"].stop - ft_start == len(ft_ages)
 
 
 def test_shipped_uncertainty_is_calibrated_and_follows_the_face(fgnet_pair):
