@@ -48,7 +48,7 @@ from sklearn.model_selection import GroupKFold, KFold
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from train_pretrained import embed_all, n_degraded
+from train_pretrained import embed_all  # noqa: E402
 
 from skagegender.embedding import feature_blocks
 from skagegender.metrics import (
@@ -65,6 +65,7 @@ from skagegender.training._default_recipe import (
     calibrate_heads,
     degraded_sources,
     make_heads,
+    n_degraded,
     training_set,
 )
 

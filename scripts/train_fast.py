@@ -35,8 +35,6 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
-#: Number of UTKFace images in the shared data folder (the degraded copies scale with it).
-UTKFACE_SIZE = 18978
 
 
 def embed_all(data_root, cache, n_jobs, limit=None):
@@ -46,25 +44,11 @@ def embed_all(data_root, cache, n_jobs, limit=None):
     (``skagegender.datasets.subsample``) and degraded copies of the same share of them
     as the full run (6,000 / 18,978); FG-NET is always whole.
     """
-    from skagegender.datasets import embed_dataset
-    from skagegender.training._default_recipe import (
-        N_DEGRADED,
-        degraded_features,
-        embed_training_sets,
-    )
+    from skagegender.training._default_recipe import embed_training_sets
     from skagegender.training._fast_recipe import make_embedder
 
     embedder = make_embedder(cache=str(cache), n_jobs=n_jobs)
-    if limit is None:
-        return embed_training_sets(embedder, data_root, cache=cache)
-    utk_x, utk = embed_dataset("utkface", Path(data_root) / "UTKFace", embedder=embedder,
-                               cache=cache, limit=limit)
-    fg_x, fg = embed_dataset("fgnet", Path(data_root) / "FGNET", embedder=embedder, cache=cache)
-    n = N_DEGRADED if limit >= UTKFACE_SIZE else max(1, round(N_DEGRADED * limit / UTKFACE_SIZE))
-    degraded = degraded_features(embedder, utk.paths, n=n)
-    print(f"UTKFace: {len(utk.paths)} images (limit), FG-NET: {len(fg.paths)}, "
-          f"degraded copies: {len(degraded[0])}", flush=True)
-    return utk, utk_x, fg, fg_x, degraded
+    return embed_training_sets(embedder, data_root, cache=cache, limit=limit)
 
 
 def fit_parts(X, age, gender, random_state=0):

@@ -33,10 +33,8 @@ from skagegender.training._default_recipe import (
     FGNET_CALIBRATION_WEIGHT,
     FGNET_WEIGHT,
     N_CALIBRATION,
-    N_DEGRADED,
     _embed_quietly,
     calibrate_heads,
-    degraded_features,
     embed_training_sets,
     make_embedder,
     make_heads,
@@ -45,17 +43,6 @@ from skagegender.training._default_recipe import (
 
 #: Calibration images are embedded in blocks of this many (the cache names follow).
 CALIBRATION_BLOCK = 700
-
-
-#: Number of UTKFace images in the shared data folder (the degraded copies scale with it).
-UTKFACE_SIZE = 18978
-
-
-def n_degraded(limit=None):
-    """Degraded copies for ``limit`` UTKFace images: N_DEGRADED for all, else in proportion."""
-    if limit is None or limit >= UTKFACE_SIZE:
-        return N_DEGRADED
-    return max(1, round(N_DEGRADED * limit / UTKFACE_SIZE))
 
 
 def load_utkface(data_root, limit=None):
@@ -72,15 +59,7 @@ def embed_all(data_root, cache, n_jobs, limit=None):
     :func:`n_degraded` copies of them); FG-NET is always whole.
     """
     embedder = make_embedder(cache=str(cache), n_jobs=n_jobs)
-    if limit is None:
-        return embed_training_sets(embedder, data_root, cache=cache)
-    utk_x, utk = embed_dataset("utkface", Path(data_root) / "UTKFace", embedder=embedder,
-                               cache=cache, limit=limit)
-    fg_x, fg = embed_dataset("fgnet", Path(data_root) / "FGNET", embedder=embedder, cache=cache)
-    degraded = degraded_features(embedder, utk.paths, n=n_degraded(limit))
-    print(f"UTKFace: {len(utk.paths)} images (limit), FG-NET: {len(fg.paths)}, "
-          f"degraded copies: {len(degraded[0])}", flush=True)
-    return utk, utk_x, fg, fg_x, degraded
+    return embed_training_sets(embedder, data_root, cache=cache, limit=limit)
 
 
 def calibration_rows(data_root, cache, maps_folder, n_jobs, n=N_CALIBRATION, fgnet_weight=1,

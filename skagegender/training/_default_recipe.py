@@ -172,11 +172,25 @@ def degraded_features(embedder, paths, *, n=N_DEGRADED, random_state=0):
     return source, np.concatenate(features)
 
 
-def embed_training_sets(embedder, data_root, *, cache):
+#: Number of UTKFace images in the shared data folder (the degraded copies scale with it).
+UTKFACE_SIZE = 18978
+
+
+def n_degraded(limit=None):
+    """Degraded copies for ``limit`` UTKFace images: N_DEGRADED for all, else in proportion."""
+    if limit is None or limit >= UTKFACE_SIZE:
+        return N_DEGRADED
+    return max(1, round(N_DEGRADED * limit / UTKFACE_SIZE))
+
+
+def embed_training_sets(embedder, data_root, *, cache, limit=None):
     """Features of UTKFace, its degraded copies and FG-NET under ``data_root``, cached.
 
-    Prints one progress line per set. Returns ``(utk, utk_features, fgnet,
-    fgnet_features, degraded)``, ``degraded`` as :func:`degraded_features` gives it.
+    ``limit`` embeds a seeded subset of that many UTKFace images
+    (:func:`~skagegender.datasets.subsample`) and :func:`n_degraded` copies; FG-NET is
+    always whole. Prints one progress line per set. Returns ``(utk, utk_features,
+    fgnet, fgnet_features, degraded)``, ``degraded`` as :func:`degraded_features`
+    gives it.
     """
     import time
     from pathlib import Path
@@ -185,12 +199,12 @@ def embed_training_sets(embedder, data_root, *, cache):
 
     start = time.perf_counter()
     utk_x, utk = embed_dataset("utkface", Path(data_root) / "UTKFace", embedder=embedder,
-                               cache=cache)
+                               cache=cache, limit=limit)
     print(f"UTKFace: {len(utk.paths)} images, {np.isfinite(utk_x[:, 0]).sum()} faces, "
           f"{time.perf_counter() - start:.0f} s", flush=True)
     fg_x, fg = embed_dataset("fgnet", Path(data_root) / "FGNET", embedder=embedder, cache=cache)
     print(f"FG-NET: {len(fg.paths)} images, {np.isfinite(fg_x[:, 0]).sum()} faces", flush=True)
-    degraded = degraded_features(embedder, utk.paths)
+    degraded = degraded_features(embedder, utk.paths, n=n_degraded(limit))
     print(f"degraded copies: {len(degraded[0])}, {time.perf_counter() - start:.0f} s", flush=True)
     return utk, utk_x, fg, fg_x, degraded
 
