@@ -116,7 +116,5 @@ def test_frozen_maps_are_cached_and_match_the_embedder(shared_data, tmp_path):
     again, _ = frozen_maps("t", items, tmp_path, verbose=False)
     np.testing.assert_array_equal(again, maps)
     (tmp_path / "t_maps.npy").write_bytes(b"not an array")  # damaged: recomputed
-    with pytest.raises(ValueError):
-        np.load(tmp_path / "t_maps.npy", allow_pickle=False)
     fixed, _ = frozen_maps("t", items, tmp_path, verbose=False)
     np.testing.assert_array_equal(fixed, maps)
