@@ -3,7 +3,8 @@
 Each script runs end to end (as a subprocess, or through its ``main(argv)``) on a
 handful of images or rows, writes its results into ``tmp_path`` (never over the
 committed full results in ``benchmarks/results``) and the test reads back what it
-measured. ``benchmarks/accuracy.py`` is smoke-tested with the lead's scripts.
+measured. ``benchmarks/accuracy.py`` is smoke-tested in ``tests/test_scripts.py``, with
+the training scripts (it shares their tiny data folder and caches).
 """
 
 import importlib.util
