@@ -48,16 +48,10 @@ from sklearn.model_selection import GroupKFold, KFold
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from train_pretrained import embed_all  # noqa: E402
+from train_pretrained import embed_all
 
 from skagegender.embedding import feature_blocks
-from skagegender.metrics import (
-    age_error_report,
-    calibration_report,
-    cumulative_score,
-    interval_report,
-    one_class_off_score,
-)
+from skagegender.metrics import evaluation_report
 from skagegender.training import frozen_maps, train_finetuned_layer
 from skagegender.training._default_recipe import (
     EMBEDDER_PARAMS,
@@ -69,8 +63,20 @@ from skagegender.training._default_recipe import (
     training_set,
 )
 
-AGE_GROUPS = [("0-12", 0, 12), ("13-19", 13, 19), ("20-39", 20, 39), ("40-59", 40, 59),
-              ("60+", 60, np.inf)]
+#: UTKFace images in the shared data: the recipe's counts (N_CALIBRATION) are of these.
+UTKFACE_IMAGES = 18978
+#: Share of the training images the recipe holds out for calibration.
+CALIBRATION_SHARE = N_CALIBRATION / UTKFACE_IMAGES
+
+# the results' rows (as the per-metric reports of skagegender.metrics name their keys)
+# from the keys of evaluation_report
+AGE_KEYS = {"n": "n", "n_missing": "n_missing", "mae": "mae",
+            "one_class_off": "one_class_off", "cs5": "cs5"}
+INTERVAL_KEYS = {"n": "n_age", "n_missing": "n_interval_missing",
+                 "coverage": "interval_coverage", "mean_width": "interval_width"}
+GENDER_KEYS = {"n": "n_gender", "n_missing": "n_proba_missing",
+               "accuracy": "gender_proba_accuracy", "mean_confidence": "gender_confidence",
+               "ece": "gender_ece"}
 
 
 def targets(data):
@@ -103,7 +109,7 @@ def fold_features(utk, features, maps, train):
 def calibration_split(train, seed):
     """(rest, held-out) of ``train``: a seeded share of N_CALIBRATION / 18,978 held out."""
     rng = np.random.default_rng(seed)
-    held = np.sort(rng.choice(train, size=int(round(len(train) * N_CALIBRATION / 18978)),
+    held = np.sort(rng.choice(train, size=round(len(train) * CALIBRATION_SHARE),
                               replace=False))
     return np.setdiff1d(train, held), held
 
@@ -162,39 +168,54 @@ def _fit_predict(X, age, gender, tests, calibration, want_gender=True):
     return out
 
 
-def uncertainty(age_true, interval, gender_true=None, gender_pred=None, gender_prob=None):
-    """Interval coverage/width and gender calibration (ECE) overall and per age group."""
-    out = {"interval": interval_report(age_true, interval)}
-    if gender_true is not None:
-        known = np.array([g is not None for g in gender_true])
-        # P(the predicted label) as a one-column probability of "correct"; a missed face
-        # (no prediction) is left out of the ECE
-        correct = (gender_pred == gender_true)[known].astype(int)
-        out["gender"] = calibration_report(correct, gender_prob[known],
-                                           age=np.asarray(age_true)[known], labels=[0, 1])
-    return out
+def records(report, keys, *groupings, overall=True):
+    """Rows of an ``evaluation_report``: overall, then each group of ``groupings``.
+
+    Each row has ``group_type`` (``"all"``, ``"age_group"`` or the grouping's name),
+    ``group`` and the scores of ``keys`` (our name -> the report's).
+    """
+    def row(kind, label, scores):
+        return {"group_type": kind, "group": label,
+                **{ours: scores[theirs] for ours, theirs in keys.items()}}
+
+    rows = [row("all", "all", report)] if overall else []
+    for name in groupings:
+        kind = "age_group" if name == "age" else name
+        rows += [row(kind, label, scores)
+                 for label, scores in report["per_group"].get(name, {}).items()]
+    return rows
 
 
-def summarise(age_true, age_pred, gender_true=None, gender_pred=None, race=None):
-    out = {
-        "n": len(age_true),
-        "mae": float(np.abs(age_true - age_pred).mean()),
-        "one_class_off": float(one_class_off_score(age_true, age_pred)),
-        "cs5": float(cumulative_score(age_true, age_pred, threshold=5)),
-    }
+def summarise(age_true, age_pred, interval, gender_true=None, gender_pred=None,
+              gender_proba=None, race=None, subjects=None):
+    """One domain's results from :func:`skagegender.metrics.evaluation_report`.
+
+    Age scores overall and per age group (and true gender and race, when given), gender
+    accuracy overall and per age group, and under ``uncertainty`` the 80 % interval's
+    coverage and width (also per subject, when given) and the gender probability's
+    calibration, overall and per age group.
+    """
     groups = {}
-    if gender_true is not None:
-        correct = np.asarray(gender_pred == gender_true)
-        out["gender_accuracy"] = float(correct.mean())
-        out["gender_accuracy_by_age_group"] = {
-            label: float(correct[(age_true >= low) & (age_true <= high)].mean())
-            for label, low, high in AGE_GROUPS
-            if ((age_true >= low) & (age_true <= high)).any()
-        }
-        groups["gender"] = np.asarray(gender_true, dtype=str)
-    if race is not None:
+    if race is not None:  # as text: an unknown race is the group "None"
         groups["race"] = np.asarray(race, dtype=str)
-    out["per_group"] = age_error_report(age_true, age_pred, groups=groups or None)
+    if subjects is not None:
+        groups["subject"] = subjects
+    report = evaluation_report(age_true, age_pred, gender_true=gender_true,
+                               gender_pred=gender_pred, gender_proba=gender_proba,
+                               interval=interval, groups=groups or None)
+    out = {key: report[key] for key in ("n", "mae", "one_class_off", "cs5")}
+    if gender_true is not None:
+        out["gender_accuracy"] = report["gender_accuracy"]
+        out["gender_accuracy_by_age_group"] = {
+            label: scores["gender_accuracy"]
+            for label, scores in report["per_group"]["age"].items()}
+    out["per_group"] = records(report, AGE_KEYS, "age", "gender", "race")
+    out["uncertainty"] = {"interval": records(report, INTERVAL_KEYS, "age")}
+    if subjects is not None:
+        out["uncertainty"]["interval_by_subject"] = records(report, INTERVAL_KEYS, "subject",
+                                                            overall=False)
+    if gender_true is not None:
+        out["uncertainty"]["gender"] = records(report, GENDER_KEYS, "age")
     return out
 
 
@@ -265,9 +286,15 @@ def markdown(result):
         lines += [f"| {label} | {acc:.1%} |" for label, acc in by_age.items()]
     lines += uncertainty_markdown(result)
     if result.get("seconds_per_image") is not None:
-        lines += ["", f"End to end, one core: {result['seconds_per_image'] * 1000:.0f} ms "
-                      "per image (shipped model, `predict_faces`)."]
+        lines += ["", (f"End to end, one core: {result['seconds_per_image'] * 1000:.0f} ms "
+                       "per image (shipped model, `predict_faces`).")]
     return "\n".join(lines) + "\n"
+
+
+# the study's gender probabilities: the MLP uncalibrated, calibrated with cross-fitting,
+# calibrated (frozen) on a held-out fold -> their key in the results
+GENDER_VARIANTS = {"raw": "gender_uncalibrated", "calibrated": "gender",
+                   "frozen": "gender_held_out_fold"}
 
 
 def calibration_study(args):
@@ -288,8 +315,10 @@ def calibration_study(args):
     from skagegender.embedding import FINETUNED_AGE_CLASSES
     from skagegender.heads import AgeAwareCalibratedClassifier
 
+    n = N_CALIBRATION if args.limit is None else round(args.limit * CALIBRATION_SHARE)
     X, age, gender, domain, source = calibration_rows(args.data, args.cache, args.maps,
-                                                      args.n_jobs, fgnet_weight=1)
+                                                      args.n_jobs, n=n, fgnet_weight=1,
+                                                      limit=args.limit)
     subjects = np.asarray(load_dataset("fgnet", Path(args.data) / "FGNET").subject)
     is_fg = domain == "fgnet"
     fold = np.full(len(X), -1)
@@ -300,14 +329,15 @@ def calibration_study(args):
     found = np.isfinite(X).all(axis=1)
     age_head = make_heads()[0]
     age_start = feature_blocks(EMBEDDER_PARAMS["layers"])["sface_finetuned_age"].start
-    interval = np.full((len(X), 2), np.nan)
-    proba = {k: np.full(len(X), np.nan) for k in ("raw", "calibrated", "frozen")}
-    right = {k: np.zeros(len(X), int) for k in ("raw", "calibrated", "frozen")}
+    pred, interval = np.full(len(X), np.nan), np.full((len(X), 2), np.nan)
+    proba = {k: np.full(len(X), np.nan) for k in GENDER_VARIANTS}
+    label = {k: np.full(len(X), None, dtype=object) for k in GENDER_VARIANTS}
     start = time.perf_counter()
     for g in np.unique(group):
         test, cal = found & (group == g), found & (group != g)
         calibrated, _ = calibrate_heads(age_head, None, X[cal], age[cal], gender[cal],
                                         fgnet=is_fg[cal])
+        pred[test] = calibrated.predict(X[test])
         interval[test] = calibrated.predict_interval(X[test], coverage=0.8)
         if g in subjects:
             continue
@@ -327,22 +357,21 @@ def calibration_study(args):
                             ("frozen", frozen)):
             p = model.predict_proba(X[test])
             proba[name][test] = p.max(axis=1)
-            right[name][test] = model.classes_[p.argmax(axis=1)] == gender[test]
+            label[name][test] = model.classes_[p.argmax(axis=1)]
         print(f"fold {g}: {time.perf_counter() - start:.0f} s", flush=True)
     result = {"tag": "calibration-study", "protocol": calibration_study.__doc__.split("\n\n")[0]
               + " " + " ".join(calibration_study.__doc__.split("\n\n")[1].split())}
     for name in ("utkface", "degraded", "fgnet"):
         rows = domain == name
-        u = {"interval": interval_report(age[rows], interval[rows])}
         if name == "fgnet":
-            u["interval_by_subject"] = interval_report(
-                age[rows], interval[rows], groups={"subject": subjects[source[rows]]})[
-                -len(np.unique(subjects)):]
+            u = summarise(age[rows], pred[rows], interval[rows],
+                          subjects=subjects[source[rows]])["uncertainty"]
         else:
-            for kind, key in (("raw", "gender_uncalibrated"), ("calibrated", "gender"),
-                              ("frozen", "gender_held_out_fold")):
-                u[key] = calibration_report(right[kind][rows], proba[kind][rows],
-                                            age=age[rows], labels=[0, 1])
+            u = {"interval": summarise(age[rows], pred[rows], interval[rows])[
+                "uncertainty"]["interval"]}
+            for kind, key in GENDER_VARIANTS.items():
+                u[key] = summarise(age[rows], pred[rows], interval[rows], gender[rows],
+                                   label[kind][rows], proba[kind][rows])["uncertainty"]["gender"]
         result[{"utkface": "utkface_cv", "degraded": "utkface_degraded"}.get(name, name)] = {
             "n": int(rows.sum()), "uncertainty": u}
     out = Path(args.out_dir)
@@ -352,8 +381,9 @@ def calibration_study(args):
              "Command: `python benchmarks/accuracy.py --calibration-study`"]
     lines += uncertainty_markdown(result)
     for key, title in (("gender_uncalibrated", "The same MLP, uncalibrated"),
-                       ("gender_held_out_fold", "An MLP trained on 3 of the 4 training folds, "
-                                                "calibrated on the 4th (as calibrate_heads)")):
+                       ("gender_held_out_fold", ("An MLP trained on 3 of the 4 training "
+                                                 "folds, calibrated on the 4th (as "
+                                                 "calibrate_heads)"))):
         lines += ["", f"## {title}", "",
                   "| domain | age group | n | accuracy | mean confidence | ECE |",
                   "|---|---|---|---|---|---|"]
@@ -380,7 +410,8 @@ def main(argv=None):
                         help="skip the UTKFace folds (for quick FG-NET lever runs)")
     parser.add_argument("--calibration-study", action="store_true",
                         help="only the uncertainty study on the calibration rows "
-                             "(writes benchmarks/results/uncertainty.{json,md})")
+                             "(writes uncertainty.{json,md} into --out-dir; with --limit, "
+                             "calibration rows in proportion)")
     parser.add_argument("--tag", default="shipped-recipe")
     parser.add_argument("--timing-images", type=int, default=50,
                         help="images timed end to end with the shipped model (0: no timing)")
@@ -440,12 +471,10 @@ def main(argv=None):
               f"({time.perf_counter() - start:.0f} s)", flush=True)
     utk_result = deg_result = None
     if not args.fgnet_only:
-        utk_result = summarise(age, pred, gender, gpred, utk.race)
-        utk_result["uncertainty"] = uncertainty(age, interval, gender, gpred, gprob)
+        utk_result = summarise(age, pred, interval, gender, gpred, gprob, race=utk.race)
         if degraded is not None:
-            dage, dgender = age[degraded[0]], gender[degraded[0]]
-            deg_result = summarise(dage, dpred, dgender, dgpred)
-            deg_result["uncertainty"] = uncertainty(dage, dinterval, dgender, dgpred, dgprob)
+            deg_result = summarise(age[degraded[0]], dpred, dinterval, gender[degraded[0]],
+                                   dgpred, dgprob)
 
     fg_pred, fg_interval = np.zeros(len(fg_age)), np.full((len(fg_age), 2), np.nan)
     subjects = np.asarray(fg.subject)
@@ -463,10 +492,7 @@ def main(argv=None):
                                utk_rows=rest, fgnet_rows=train)
         ((fg_pred[test], fg_interval[test], _, _),) = _fit_predict(
             X, y, g, [fg_x[test]], calibration, want_gender=False)
-    fg_result = summarise(fg_age, fg_pred)
-    fg_result["uncertainty"] = uncertainty(fg_age, fg_interval)
-    fg_result["uncertainty"]["interval_by_subject"] = interval_report(
-        fg_age, fg_interval, groups={"subject": subjects})[-len(np.unique(subjects)):]
+    fg_result = summarise(fg_age, fg_pred, fg_interval, subjects=subjects)
     print(f"heads: {time.perf_counter() - start:.0f} s", flush=True)
 
     result = {
@@ -479,7 +505,7 @@ def main(argv=None):
                      + f" Degraded copies: {'no' if degraded is None else len(degraded[0])}"
                      " (the degraded domain: copies of each fold's validation images)."
                      " Missed faces count (median age, gender wrong). Calibration: "
-                     f"{N_CALIBRATION / 18978:.0%} of each fold's training images held out "
+                     f"{CALIBRATION_SHARE:.0%} of each fold's training images held out "
                      "from the heads, their fine-tuned columns from a layer trained without "
                      "them."),
         "utkface_cv": utk_result,

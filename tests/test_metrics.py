@@ -215,11 +215,17 @@ def test_evaluation_report_is_the_component_reports_on_the_right_rows():
     overall = interval_report(age_true[aged], interval[aged])[0]
     assert report["interval_coverage"] == overall["coverage"] < 1
     assert report["interval_width"] == pytest.approx(16)
+    assert report["n_interval_missing"] == overall["n_missing"] == (aged & ~both).sum() == 15
     # calibration of "the printed gender is right" at the printed probability, faces found
     shown = known & ~np.isnan(proba)
     assert report["gender_ece"] == pytest.approx(
         expected_calibration_error(hit[shown].astype(int), proba[shown], labels=[0, 1]))
     assert report["gender_confidence"] == pytest.approx(proba[shown].mean())
+    # the accuracy that confidence is compared with: over the rows with a probability,
+    # so above the accuracy that counts the missed faces
+    assert report["gender_proba_accuracy"] == pytest.approx(hit[shown].mean())
+    assert report["gender_proba_accuracy"] > report["gender_accuracy"]
+    assert report["n_proba_missing"] == (known & np.isnan(proba)).sum() > 0
 
     groups = report["per_group"]
     assert list(groups) == ["age", "gender", "race"]
@@ -248,8 +254,9 @@ def test_evaluation_report_is_the_component_reports_on_the_right_rows():
 def test_evaluation_report_without_gender_or_intervals_says_none():
     age_true, age_pred, _, gender_pred, *_ = _predictions(1)
     report = evaluation_report(age_true, age_pred)
-    for key in ("gender_accuracy", "interval_coverage", "interval_width", "gender_ece",
-                "gender_confidence"):
+    for key in ("gender_accuracy", "interval_coverage", "interval_width",
+                "n_interval_missing", "gender_ece", "gender_confidence",
+                "gender_proba_accuracy", "n_proba_missing"):
         assert report[key] is None
     assert list(report["per_group"]) == ["age"]
     assert report["n_gender"] == 0

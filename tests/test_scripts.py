@@ -137,3 +137,30 @@ def test_accuracy_benchmark_runs_end_to_end_on_tiny_data(tiny_data, caches, tmp_
     assert result["seconds_per_image"] is None
     assert f"{LIMIT_TORCH} images" in result["protocol"]
     assert f"| utkface_cv | {LIMIT_TORCH} |" in (out / "accuracy-smoke.md").read_text()
+
+
+@pytest.mark.slow
+def test_accuracy_calibration_study_runs_end_to_end_on_tiny_data(tiny_data, caches, tmp_path):
+    pytest.importorskip("torch")
+    out = tmp_path / "results"
+    _run([REPO / "benchmarks" / "accuracy.py", "--calibration-study", "--data", tiny_data,
+          "--cache", caches[0], "--maps", caches[1], "--limit", LIMIT_TORCH, "--n-jobs", 1,
+          "--out-dir", out])
+    result = json.loads((out / "uncertainty.json").read_text())
+    # the calibration rows in proportion to the limit (2,100 of 18,978), 30 % of them
+    # degraded, FG-NET once each
+    n_utk = round(LIMIT_TORCH * 2100 / 18978)
+    utk, deg, fg = result["utkface_cv"], result["utkface_degraded"], result["fgnet"]
+    assert (utk["n"], deg["n"], fg["n"]) == (n_utk, n_utk * 3 // 10, N_FGNET)
+    for domain in (utk, deg, fg):
+        overall = domain["uncertainty"]["interval"][0]
+        assert overall["group"] == "all" and overall["n"] == domain["n"]
+        assert 0 <= overall["coverage"] <= 1 and overall["mean_width"] > 0
+    assert len(fg["uncertainty"]["interval_by_subject"]) == 10
+    # three gender probabilities of the same rows: uncalibrated, cross-fitted, frozen
+    for key in ("gender_uncalibrated", "gender", "gender_held_out_fold"):
+        overall = utk["uncertainty"][key][0]
+        assert overall["n"] == n_utk and 0.5 <= overall["mean_confidence"] <= 1
+        assert 0 <= overall["ece"] <= 1
+    assert "gender" not in fg["uncertainty"]
+    assert f"| utkface_cv | all | {n_utk} |" in (out / "uncertainty.md").read_text()

@@ -10,6 +10,11 @@ from ._calibration import calibration_report, interval_report
 __all__ = ["evaluation_report"]
 
 _NAN = float("nan")
+# keys of the first row of interval_report / calibration_report -> keys of ours
+_INTERVAL_KEYS = {"coverage": "interval_coverage", "mean_width": "interval_width",
+                  "n_missing": "n_interval_missing"}
+_CALIBRATION_KEYS = {"ece": "gender_ece", "mean_confidence": "gender_confidence",
+                     "accuracy": "gender_proba_accuracy", "n_missing": "n_proba_missing"}
 
 
 def _labels(values, name, n):
@@ -71,9 +76,12 @@ def evaluation_report(age_true, age_pred, *, gender_true=None, gender_pred=None,
         - ``mae``, ``one_class_off``, ``cs5``: age scores.
         - ``gender_accuracy``: fraction of the predicted genders that are right.
         - ``interval_coverage``, ``interval_width``: fraction of the true ages inside
-          their interval, and the intervals' mean width in years.
+          their interval, and the intervals' mean width in years;
+          ``n_interval_missing``: samples with a true age but no interval.
         - ``gender_ece``, ``gender_confidence``: expected calibration error (10 bins)
-          and mean of ``gender_proba``.
+          and mean of ``gender_proba``; ``gender_proba_accuracy``: the accuracy they
+          are compared with, over the samples with a probability;
+          ``n_proba_missing``: samples with a true gender but no probability.
 
         A score is None when its inputs were not given (no ``interval``, no known true
         gender, ...) and NaN when the group has no sample to take it on. ``per_group``
@@ -144,23 +152,22 @@ def evaluation_report(age_true, age_pred, *, gender_true=None, gender_pred=None,
         if scored_gender:
             row["gender_accuracy"] = (float(correct[with_gender].mean())
                                       if with_gender.any() else _NAN)
-        row["interval_coverage"] = row["interval_width"] = None
+        row.update(dict.fromkeys(_INTERVAL_KEYS.values()))
         if interval is not None:
-            row["interval_coverage"] = row["interval_width"] = _NAN
+            row.update(dict.fromkeys(_INTERVAL_KEYS.values(), _NAN), n_interval_missing=0)
             if with_age.any():
                 spans = interval_report(age_true[with_age], interval[with_age])[0]
-                row["interval_coverage"] = spans["coverage"]
-                row["interval_width"] = spans["mean_width"]
-        row["gender_ece"] = row["gender_confidence"] = None
+                row.update({ours: spans[theirs] for theirs, ours in _INTERVAL_KEYS.items()})
+        row.update(dict.fromkeys(_CALIBRATION_KEYS.values()))
         if scored_gender and gender_proba is not None:
-            row["gender_ece"] = row["gender_confidence"] = _NAN
+            row.update(dict.fromkeys(_CALIBRATION_KEYS.values(), _NAN), n_proba_missing=0)
             if with_gender.any():
                 # calibration of "the predicted gender is right" at the given probability
                 calibration = calibration_report(
                     correct[with_gender].astype(int), gender_proba[with_gender],
                     age=age_true[with_gender], labels=[0, 1])[0]
-                row["gender_ece"] = calibration["ece"]
-                row["gender_confidence"] = calibration["mean_confidence"]
+                row.update({ours: calibration[theirs]
+                            for theirs, ours in _CALIBRATION_KEYS.items()})
         return row
 
     groupings = {"age": age_group_labels(age_true)}
