@@ -4,8 +4,10 @@
 image reader every part of skagegender uses. :func:`feature_blocks` says where
 each named block sits in the features, :meth:`ArcFaceEmbedder.align` and
 :func:`sface_maps` give the aligned faces and SFace's activation maps, and
-:func:`sface_weights` SFace's weights (to train a layer on them), :class:`Outcome` what happened to each image and :class:`BackboneSpec`
-which backbone made a row. Heavy dependencies (onnx, onnxruntime, insightface)
+:func:`sface_weights` SFace's weights (to train a layer on them),
+:class:`FineTunedWeights` a trained layer's checked numbers (run with
+``ArcFaceEmbedder(finetuned_weights=...)``), :class:`Outcome` what happened to
+each image and :class:`BackboneSpec` which backbone made a row. Heavy dependencies (onnx, onnxruntime, insightface)
 load on first use, not on import.
 """
 
@@ -28,7 +30,7 @@ from ._embedder import (
     MissingFacesWarning,
     NoFaceError,
 )
-from ._finetuned import FINETUNED_AGE_CLASSES
+from ._finetuned import FINETUNED_AGE_CLASSES, FINETUNED_WEIGHT_ARRAYS, FineTunedWeights
 from ._io import IMAGE_FORMATS, IMAGE_SUFFIXES, ImageLoadError, load_image
 from ._outcome import Outcome
 from ._spec import BackboneSpec
@@ -38,6 +40,7 @@ __all__ = [
     "ARCFACE_TEMPLATE",
     "DLIB_AGE_CLASSES",
     "FINETUNED_AGE_CLASSES",
+    "FINETUNED_WEIGHT_ARRAYS",
     "IMAGE_FORMATS",
     "IMAGE_SUFFIXES",
     "LAYER_PRESETS",
@@ -48,6 +51,7 @@ __all__ = [
     "EmbeddingCache",
     "EmbeddingResult",
     "Face",
+    "FineTunedWeights",
     "ImageLoadError",
     "MissingFacesWarning",
     "NoFaceError",

@@ -15,6 +15,7 @@ worker processes reuse their sessions across tasks.
 import os
 import threading
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 
@@ -30,7 +31,7 @@ from ._assets import (
 )
 from ._chipnets import CHIP_NETS, chip_blob, cut_chip
 from ._detection import YuNetDetector, align_face
-from ._finetuned import FINETUNED_NETS
+from ._finetuned import FINETUNED_NETS, SFACE_FINETUNED
 
 #: Pooled SFace activations that carry age and gender (see the accuracy benchmark).
 AGE_GENDER_LAYERS = ("conv_8_relu", "conv_12_relu", "conv_14_relu")
@@ -76,11 +77,19 @@ def resolve_layers(layers):
 
 
 def get_backbone(model, *, layers=(), flip_augment=False, providers=None, n_threads=1,
-                 min_score=0.6, det_max_side=1024, identity=True):
-    """The backbone for these options, built once per process."""
+                 min_score=0.6, det_max_side=1024, identity=True, finetuned_weights=None):
+    """The backbone for these options, built once per process.
+
+    ``finetuned_weights`` (a :class:`FineTunedWeights`) replaces the shipped
+    fine-tuned layer when ``layers`` holds ``"sface_finetuned"``; otherwise it is
+    ignored.
+    """
+    if SFACE_FINETUNED.name not in layers:
+        finetuned_weights = None
     key = (model if isinstance(model, str) else os.fspath(model), tuple(layers),
            bool(flip_augment), tuple(providers or ()), int(n_threads), float(min_score),
-           int(det_max_side), bool(identity))
+           int(det_max_side), bool(identity),
+           None if finetuned_weights is None else finetuned_weights.sha256)
     with _cache_lock:
         backbone = _cache.get(key)
         if backbone is None:
@@ -88,7 +97,7 @@ def get_backbone(model, *, layers=(), flip_augment=False, providers=None, n_thre
                 backbone = SFaceBackbone(layers=layers, flip_augment=flip_augment,
                                          providers=providers, n_threads=n_threads,
                                          min_score=min_score, det_max_side=det_max_side,
-                                         identity=identity)
+                                         identity=identity, finetuned_weights=finetuned_weights)
             else:
                 if layers or not identity:
                     raise ValueError("layers= and identity=False are only available for the "
@@ -128,7 +137,8 @@ class _Backbone:
     *extras]``: the identity embedding (L2-normalised here; absent when
     ``identity`` is False) and any extra feature blocks. ``chip_nets`` lists the
     chip networks whose chips :meth:`cut` adds; ``finetuned_nets`` the fine-tuned
-    networks run on SFace activations; ``needs_crop`` is False when no network
+    networks run on SFace activations (``finetuned_sha256``: the sha256 of the
+    weights each one runs); ``needs_crop`` is False when no network
     reads the aligned 112 x 112 crop (then :meth:`cut` skips it).
     """
 
@@ -137,6 +147,7 @@ class _Backbone:
     needs_crop = True
     chip_nets = ()
     finetuned_nets = ()
+    finetuned_sha256 = MappingProxyType({})
 
     def cut(self, image, landmarks):
         """Network inputs of one face of a BGR image.
@@ -174,13 +185,16 @@ class SFaceBackbone(_Backbone):
     With ``identity=False`` the identity embedding (``fc1``) is left out; when no
     layer reads SFace either (only chip networks), SFace is not run at all
     (onnxruntime runs the whole SFace graph whichever of its outputs are fetched).
+    With ``finetuned_weights`` (a :class:`FineTunedWeights`), the
+    ``"sface_finetuned"`` layer runs those weights in skagegender's graph instead
+    of the packaged file.
     """
 
     name = "sface"
     licence = "YuNet: MIT; SFace: Apache-2.0"
 
     def __init__(self, *, layers=(), flip_augment=False, providers=None, n_threads=1,
-                 min_score=0.6, det_max_side=1024, identity=True):
+                 min_score=0.6, det_max_side=1024, identity=True, finetuned_weights=None):
         self.layers = tuple(layers)
         self.flip_augment = flip_augment
         self.identity = bool(identity)
@@ -203,9 +217,13 @@ class SFaceBackbone(_Backbone):
                                      {"data": np.zeros((1, 3, 112, 112), np.float32)})
         self._chip_sessions = [packaged_session(net.asset, providers=providers,
                                                 n_threads=n_threads) for net in self.chip_nets]
-        self._finetuned_sessions = [packaged_session(net.asset, providers=providers,
-                                                     n_threads=n_threads)
-                                    for net in self.finetuned_nets]
+        user = {SFACE_FINETUNED.name: finetuned_weights} if finetuned_weights is not None else {}
+        self._finetuned_sessions = [
+            user[net.name].session(providers=providers, n_threads=n_threads) if net.name in user
+            else packaged_session(net.asset, providers=providers, n_threads=n_threads)
+            for net in self.finetuned_nets]
+        self.finetuned_sha256 = {net.name: user[net.name].sha256 if net.name in user
+                                 else net.asset.sha256 for net in self.finetuned_nets}
         shapes = dict(zip(self._outputs, (p.shape[1] for p in probe)))
         if not self._outputs and not self.chip_nets:
             raise ValueError("identity=False needs at least one feature layer (layers=...)")
@@ -233,8 +251,10 @@ class SFaceBackbone(_Backbone):
         self.weights_sha256 = SFACE.sha256
         if self.chip_nets:
             self.licence += "; dlib age/gender networks: CC0-1.0"
-        if self.finetuned_nets:
+        if self.finetuned_nets and not user:
             self.licence += "; fine-tuned SFace layer: trained on UTKFace, non-commercial"
+        elif self.finetuned_nets:
+            self.licence += "; fine-tuned SFace layer: your weights (started from SFace's)"
 
     def _forward(self, *inputs):
         results, chips = {}, inputs

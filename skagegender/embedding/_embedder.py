@@ -13,6 +13,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from ._backbones import get_backbone, resolve_layers
 from ._cache import EmbeddingCache, backbone_key, item_key
 from ._detection import align_face
+from ._finetuned import FineTunedWeights
 from ._io import (
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_PIXELS,
@@ -200,6 +201,13 @@ class ArcFaceEmbedder(TransformerMixin, BaseEstimator):
         inputs by content; access failures (permission, I/O) are never stored. A
         damaged cache file is moved aside and rebuilt with a warning; a foreign
         file raises ``CacheError``. See ``docs/scaling.md``.
+    finetuned_weights : FineTunedWeights or None, default=None
+        The fine-tuned layer that ``"sface_finetuned"`` runs: None is the one
+        shipped with skagegender; a :class:`FineTunedWeights` (e.g. from
+        ``skagegender.training.FineTunedLayer.weights()``) runs those weights in
+        a graph built by skagegender. Its sha256 is part of :meth:`backbone_info`
+        (``finetuned_sha256``), so caches and model files tell layers apart.
+        Ignored when ``layers`` has no ``"sface_finetuned"``.
 
     Attributes
     ----------
@@ -247,6 +255,7 @@ class ArcFaceEmbedder(TransformerMixin, BaseEstimator):
         "max_faces": [None, Interval(numbers.Integral, 1, None, closed="left")],
         "det_max_side": [Interval(numbers.Integral, 32, None, closed="left")],
         "cache": [None, str, os.PathLike],
+        "finetuned_weights": [None, FineTunedWeights],
     }
 
     def __init__(
@@ -271,6 +280,7 @@ class ArcFaceEmbedder(TransformerMixin, BaseEstimator):
         max_faces=None,
         det_max_side=1024,
         cache=None,
+        finetuned_weights=None,
     ):
         self.model = model
         self.layers = layers
@@ -291,6 +301,7 @@ class ArcFaceEmbedder(TransformerMixin, BaseEstimator):
         self.max_faces = max_faces
         self.det_max_side = det_max_side
         self.cache = cache
+        self.finetuned_weights = finetuned_weights
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -313,6 +324,7 @@ class ArcFaceEmbedder(TransformerMixin, BaseEstimator):
             min_score=self.min_score,
             det_max_side=self.det_max_side,
             identity=self.identity,
+            finetuned_weights=self.finetuned_weights,
         )
 
     @_fit_context(prefer_skip_nested_validation=True)
@@ -342,7 +354,8 @@ class ArcFaceEmbedder(TransformerMixin, BaseEstimator):
         spec : BackboneSpec
             Options: ``layers``, ``flip_augment``, ``embedding_dim``, and
             ``identity`` (only when False), ``chip_nets_sha256``,
-            ``finetuned_sha256`` (only when those networks are used).
+            ``finetuned_sha256`` (only when those networks are used; the sha256
+            of the packaged file, or of ``finetuned_weights``).
         """
         backbone = self._backbone()
         options = {
@@ -356,8 +369,7 @@ class ArcFaceEmbedder(TransformerMixin, BaseEstimator):
             options["chip_nets_sha256"] = {net.name: net.asset.sha256
                                            for net in backbone.chip_nets}
         if backbone.finetuned_nets:
-            options["finetuned_sha256"] = {net.name: net.asset.sha256
-                                           for net in backbone.finetuned_nets}
+            options["finetuned_sha256"] = dict(backbone.finetuned_sha256)
         return BackboneSpec(backbone.name, backbone.weights_sha256, options,
                             licence=backbone.licence)
 
