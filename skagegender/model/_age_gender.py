@@ -25,6 +25,11 @@ FILE_SETTINGS = ("model", "layers", "flip_augment", "detect", "face_selection", 
 #: looser than ArcFaceEmbedder's defaults; a looser value is refused with a
 #: ModelFileError (pass ``embedder=`` to :meth:`AgeGenderModel.load` to choose one).
 GUARD_SETTINGS = ("max_pixels", "det_max_side", "max_bytes", "max_faces")
+#: Estimator name under which a model file stores the arrays of an embedder's own
+#: fine-tuned layer (:class:`~skagegender.embedding.FineTunedWeights`).
+FINETUNED_KEY = "finetuned"
+#: The layer those arrays replace.
+FINETUNED_LAYER = "sface_finetuned"
 # Every other setting (cache, n_jobs, providers, n_threads, batch_size, on_missing,
 # color, and any added later) is about the machine or the caller: a loaded model
 # gets its default, and the caller sets it after loading.
@@ -303,11 +308,24 @@ class AgeGenderModel(BaseEstimator):
     # -- files ---------------------------------------------------------------
 
     def save(self, path, *, extra_meta=None):
-        """Write the fitted model to one safe model file (see :func:`save_model_file`)."""
+        """Write the fitted model to one safe model file (see :func:`save_model_file`).
+
+        An embedder that runs a fine-tuned layer of its own
+        (``ArcFaceEmbedder(finetuned_weights=...)``) has the layer's arrays stored
+        beside the heads, as plain arrays under the estimator name ``"finetuned"``.
+        """
         check_is_fitted(self, "age_head_")
         _compact(self.age_head_)
         _compact(self.gender_head_)
-        estimators = {"age": self.age_head_, "embedder": self.embedder_}
+        embedder = self.embedder_
+        weights = getattr(embedder, "finetuned_weights", None)
+        if weights is not None:
+            # the layer's numbers are stored as plain arrays, never as an object; the
+            # stored embedder names none (load rebuilds them through FineTunedWeights)
+            embedder = clone(embedder).set_params(finetuned_weights=None)
+        estimators = {"age": self.age_head_, "embedder": embedder}
+        if weights is not None and FINETUNED_LAYER in _resolved_layers(self.embedder_):
+            estimators[FINETUNED_KEY] = dict(weights.arrays)
         if self.gender_head_ is not None:
             estimators["gender"] = self.gender_head_
         meta = {"backbone": self.backbone_.to_dict(), "fallback_age": self.fallback_age_,
@@ -327,12 +345,19 @@ class AgeGenderModel(BaseEstimator):
         after loading). A file saved before a setting existed loads with that
         setting's default.
 
+        A file that stores a fine-tuned layer of its own (see :meth:`save`) has
+        its arrays checked by :class:`~skagegender.embedding.FineTunedWeights`
+        (exact names, shapes, dtypes, finite values) and run in skagegender's
+        graph; their sha256 must be the one in the file's backbone.
+
         Parameters
         ----------
         path : str or path-like
         embedder : ArcFaceEmbedder or None
             Run the heads behind this embedder instead of one rebuilt from the
-            file; its backbone must be the one the heads were fitted on.
+            file; its backbone must be the one the heads were fitted on. When it
+            has no ``finetuned_weights`` and the file stores a layer, the file's
+            layer is used.
 
         Returns
         -------
@@ -350,10 +375,18 @@ class AgeGenderModel(BaseEstimator):
         """
         estimators, meta = load_model_file(path)
         age_head, gender_head = _checked_heads(path, estimators, meta)
+        weights = _checked_weights(path, estimators.get(FINETUNED_KEY))
         if embedder is not None:
             use = clone(embedder)
         else:
             use = _embedder_from_file(path, estimators["embedder"], meta)
+        if weights is not None:
+            if FINETUNED_LAYER not in _resolved_layers(use):
+                raise ModelFileError(
+                    f"{str(path)!r}: stores a fine-tuned layer, but its embedder's layers "
+                    f"{use.get_params().get('layers')!r} do not run one")
+            if use.get_params().get("finetuned_weights") is None:
+                use.set_params(finetuned_weights=weights)
         try:
             spec = use.backbone_info()
         except ValueError as exc:
@@ -388,11 +421,12 @@ def _checked_heads(path, estimators, meta):
         return ModelFileError(f"{str(path)!r}: {reason}")
 
     missing = sorted({"age", "embedder"} - set(estimators))
-    extra = sorted(set(estimators) - {"age", "embedder", "gender"})
+    extra = sorted(set(estimators) - {"age", "embedder", "gender", FINETUNED_KEY})
     if missing or extra:
         raise refuse(
             "is not an AgeGenderModel file: it holds the estimators "
-            f"{sorted(estimators)}, expected 'age', 'embedder' and optionally 'gender'"
+            f"{sorted(estimators)}, expected 'age', 'embedder' and optionally 'gender' and "
+            f"{FINETUNED_KEY!r}"
         )
     fallback, n_features = meta.get("fallback_age"), meta.get("n_features")
     if type(fallback) not in (int, float) or not 0 <= fallback <= 150:
@@ -409,6 +443,31 @@ def _checked_heads(path, estimators, meta):
         if fitted_on != n_features:
             raise refuse(f"its {name} head takes {fitted_on!r} features, meta says {n_features}")
     return age, gender
+
+
+def _resolved_layers(embedder):
+    """The block names an embedder's ``layers`` expand to (empty when unknown)."""
+    from ..embedding import resolve_layers
+
+    try:
+        return resolve_layers(embedder.get_params().get("layers"))
+    except (ValueError, TypeError):
+        return ()
+
+
+def _checked_weights(path, stored):
+    """The FineTunedWeights of a file's ``"finetuned"`` entry (None when absent), checked."""
+    if stored is None:
+        return None
+    from ..embedding import FineTunedWeights
+
+    if type(stored) is not dict:
+        raise ModelFileError(f"{str(path)!r}: its fine-tuned layer is a "
+                             f"{type(stored).__name__}, not a dict of arrays")
+    try:
+        return FineTunedWeights(stored)
+    except ValueError as exc:
+        raise ModelFileError(f"{str(path)!r}: its fine-tuned layer is refused ({exc})") from None
 
 
 def _embedder_from_file(path, stored, meta):
