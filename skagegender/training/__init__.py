@@ -7,7 +7,22 @@ torch, which training the fine-tuned layer needs: ``pip install "skagegender[tra
 from ._augment import degrade_photo
 from ._finetune import FineTunedLayer, train_finetuned_layer
 from ._maps import frozen_maps
-from ._train import CALIBRATION_SHARE, RECIPES, fit_recipe, make_recipe_embedder
+from ._train import (
+    CALIBRATION_SHARE,
+    RECIPES,
+    fit_recipe,
+    layer_training_rows,
+    make_recipe_embedder,
+)
 
-__all__ = ["CALIBRATION_SHARE", "RECIPES", "FineTunedLayer", "degrade_photo", "fit_recipe",
-           "make_recipe_embedder", "frozen_maps", "train_finetuned_layer"]
+__all__ = [
+    "CALIBRATION_SHARE",
+    "RECIPES",
+    "FineTunedLayer",
+    "degrade_photo",
+    "fit_recipe",
+    "frozen_maps",
+    "layer_training_rows",
+    "make_recipe_embedder",
+    "train_finetuned_layer",
+]

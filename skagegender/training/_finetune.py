@@ -7,7 +7,8 @@ starts from SFace's own weights for that part and adds two outputs: 101 age clas
 (0..100, trained to a Gaussian label distribution plus an L1 term on the expected
 age) and a female logit. The exported ONNX file (input ``maps``, output ``probs``:
 101 age probabilities and P(female)) is what ``ArcFaceEmbedder(layers=
-"age-gender-finetuned")`` runs.
+"age-gender-finetuned")`` runs; :meth:`FineTunedLayer.weights` gives the same layer as
+the numbers a model file stores and ``ArcFaceEmbedder(finetuned_weights=...)`` runs.
 
 Training needs torch (``pip install "skagegender[train]"``); predicting never does.
 """
@@ -79,9 +80,11 @@ def _probabilities(module, maps):
 
 
 class FineTunedLayer:
-    """A trained layer: its outputs on maps, and its export as the packaged ONNX file.
+    """A trained layer: its outputs on maps, its weights, and its export as an ONNX file.
 
     Made by :func:`train_finetuned_layer`; ``module`` is the torch module (eval mode).
+    :meth:`weights` gives what a model file stores and
+    ``ArcFaceEmbedder(finetuned_weights=...)`` runs.
     """
 
     def __init__(self, module):
@@ -105,6 +108,51 @@ class FineTunedLayer:
                                                 dtype=np.float32))
                 out.append(_probabilities(self.module, x))
         return torch.cat(out).numpy() if out else np.zeros((0, N_AGES + 1), np.float32)
+
+    def weights(self):
+        """The layer's numbers as :class:`~skagegender.embedding.FineTunedWeights`.
+
+        Both batch norms (``bn1`` before the linear map, ``fc1`` after it) are
+        folded into the linear map, in float64, which is then stored as float16;
+        dropout is the identity at inference.
+
+        Returns
+        -------
+        weights : FineTunedWeights
+
+        Raises
+        ------
+        ValueError
+            When a folded weight does not fit float16 (a diverged training).
+        """
+        from ..embedding import FineTunedWeights
+
+        def array(tensor):
+            return tensor.detach().cpu().numpy().astype(np.float64)
+
+        def fold(norm):  # y = x * scale + shift
+            scale = array(norm.weight) / np.sqrt(array(norm.running_var) + norm.eps)
+            return scale, array(norm.bias) - array(norm.running_mean) * scale
+
+        bn1, _, linear, fc1, prelu = list(self.module.body)[:5]
+        positions = int(np.prod(MAP_SHAPE[1:]))
+        scale1, shift1 = (np.repeat(part, positions) for part in fold(bn1))
+        scale2, shift2 = fold(fc1)
+        weight, bias = array(linear.weight), array(linear.bias)
+        hidden_weight = (weight * scale1[None, :]) * scale2[:, None]
+        hidden_bias = (weight @ shift1 + bias) * scale2 + shift2
+        if np.abs(hidden_weight).max() >= np.finfo(np.float16).max:
+            raise ValueError("the trained layer's folded weights overflow float16")
+        module = self.module
+        return FineTunedWeights({
+            "hidden_weight": np.ascontiguousarray(hidden_weight.T, dtype=np.float16),
+            "hidden_bias": hidden_bias.astype(np.float32),
+            "prelu_slope": array(prelu.weight).astype(np.float32),
+            "output_weight": np.ascontiguousarray(np.concatenate(
+                [array(module.age.weight), array(module.female.weight)]).T, dtype=np.float32),
+            "output_bias": np.concatenate([array(module.age.bias),
+                                           array(module.female.bias)]).astype(np.float32),
+        })
 
     def export_onnx(self, path, *, doc="SFace embedding layer fine-tuned for age and gender"):
         """Write the layer as ONNX (input ``maps``, output ``probs``), weights as float16.

@@ -47,21 +47,51 @@ def calibration_split(n, groups=None, *, share=CALIBRATION_SHARE, random_state=0
     return next(splitter.split(np.zeros((n, 1)), groups=np.asarray(groups)))
 
 
-def fit_recipe(recipe, features, age, gender=None, *, groups=None, embedder=None,
-               random_state=0):
+def _female(gender, n):
+    """1.0 female, 0.0 male, NaN unknown: the fine-tuned layer's gender target."""
+    female = np.full(n, np.nan)
+    if gender is not None:
+        known = known_labels(gender)
+        female[known] = (gender[known].astype(str) == "female").astype(float)
+    return female
+
+
+def layer_training_rows(features, age, groups=None, *, random_state=0):
+    """Rows :func:`fit_recipe` trains the default recipe's fine-tuned layer on.
+
+    The training side of :func:`calibration_split` (the same rows the gender head
+    learns from), restricted to images with a face and a known age.
+
+    Returns
+    -------
+    rows : ndarray of int
+    """
+    features = np.asarray(features)
+    age = np.asarray(age, dtype=float)
+    train, _ = calibration_split(len(age), groups, random_state=random_state)
+    usable = ~np.isnan(features).any(axis=1) & np.isfinite(age)
+    return train[usable[train]]
+
+
+def fit_recipe(recipe, features, age, gender=None, *, groups=None, embedder=None, maps=None,
+               layer="train", layer_params=None, random_state=0):
     """An :class:`~skagegender.model.AgeGenderModel` of ``recipe`` fitted on your faces.
 
-    ``"default"``: the shipped model's heads. The gender MLP learns from
-    1 - :data:`CALIBRATION_SHARE` of the images; the age gate over the two age
-    experts (the fine-tuned SFace layer shipped with the package and the dlib network)
-    and the calibrators of the age interval and the gender probability learn from the
-    rest (held out by subject where ``groups`` is given), on which the shipped
-    fine-tuned layer's outputs are held-out outputs too, since it never saw your
-    images. ``"fast"``: the fast model's heads on all images (no calibration).
+    ``"default"``: the whole shipped recipe. The images are split once
+    (:func:`calibration_split`): 1 - :data:`CALIBRATION_SHARE` of them (by subject
+    where ``groups`` is given) train the fine-tuned SFace layer
+    (:func:`train_finetuned_layer` on their ``maps``, its default settings) and
+    then the gender MLP; the age gate over the two age experts (the new layer and
+    the dlib network) and the calibrators of the age interval and the gender
+    probability learn from the rest, on which the new layer's outputs are held
+    out. The ``sface_finetuned`` feature columns of every face are replaced by the
+    new layer's outputs (computed as the embedder will compute them), and the
+    returned model's embedder runs the new layer (``finetuned_weights``), which
+    its model file stores. With ``layer="shipped"`` the layer shipped with the
+    package is kept (no torch needed, no maps): its outputs are held-out outputs
+    on your images too, since it never saw them.
 
-    The fine-tuned layer itself is not retrained here: for that, see
-    :func:`train_finetuned_layer` (the packaged embedder always runs the shipped
-    layer).
+    ``"fast"``: the fast model's heads on all images (no calibration, no layer).
 
     Parameters
     ----------
@@ -74,12 +104,45 @@ def fit_recipe(recipe, features, age, gender=None, *, groups=None, embedder=None
     groups : array-like of shape (n,) or None
         Subject ids.
     embedder : ArcFaceEmbedder or None
-        The embedder stored in the model (default: the recipe's).
+        The embedder that made ``features``, stored in the model (default: the
+        recipe's).
+    maps : ndarray of shape (n, 1024, 7, 7) or None
+        SFace ``conv_14_relu`` maps of the same images, in the same order
+        (:func:`frozen_maps`; may be memory-mapped). Needed by ``"default"``
+        with ``layer="train"``.
+    layer : {"train", "shipped"}, default="train"
+        ``"default"`` only: train the fine-tuned layer on your faces (needs
+        torch: ``pip install "skagegender[train]"``) or keep the shipped one.
+    layer_params : dict or None
+        Settings passed to :func:`train_finetuned_layer` (default: its defaults,
+        with ``random_state``).
     random_state : int
 
     Returns
     -------
     model : AgeGenderModel
+
+    Raises
+    ------
+    ValueError
+        For an unknown recipe or layer, missing or misshapen ``maps``, or fewer
+        training faces than the layer's batch size (128 by default): train on
+        more images or keep the shipped layer.
+
+    Examples
+    --------
+    What ``skagegender train --recipe default --dataset utkface --root DIR
+    --cache CACHE --out my.skag`` does:
+
+    >>> from skagegender.datasets import embed_dataset
+    >>> from skagegender.training import fit_recipe, frozen_maps, make_recipe_embedder
+    >>> embedder = make_recipe_embedder("default")
+    >>> X, data = embed_dataset("utkface", "DIR", embedder=embedder,
+    ...                         cache="CACHE")                      # doctest: +SKIP
+    >>> maps, _ = frozen_maps("utkface", list(data.paths), "CACHE")  # doctest: +SKIP
+    >>> model = fit_recipe("default", X, data.age, data.gender, groups=data.get("subject"),
+    ...                    embedder=embedder, maps=maps)            # doctest: +SKIP
+    >>> model.save("my.skag")                                       # doctest: +SKIP
     """
     from ..model import AgeGenderModel
 
@@ -97,10 +160,15 @@ def fit_recipe(recipe, features, age, gender=None, *, groups=None, embedder=None
                               ).fit_features(features, age, gender)
     if recipe != "default":
         raise ValueError(f"unknown recipe {recipe!r}: choose from {', '.join(RECIPES)}")
+    if layer not in ("train", "shipped"):
+        raise ValueError(f"layer must be 'train' or 'shipped', got {layer!r}")
     from ..heads import ExpectedAgeRegressor
     from ._default_recipe import calibrate_heads, expert_blocks, make_heads
 
     train, held_out = calibration_split(len(age), groups, random_state=random_state)
+    if layer == "train":
+        features, embedder = _with_trained_layer(features, age, gender, groups, embedder, maps,
+                                                 layer_params, random_state)
     age_head, gender_head = make_heads(random_state=random_state)
     # the heads proper are fitted below; the placeholder age head keeps fit_features
     # from fitting the gate on the training rows, where the features are not held out
@@ -114,3 +182,41 @@ def fit_recipe(recipe, features, age, gender=None, *, groups=None, embedder=None
         np.full(len(held_out), None, dtype=object) if gender is None else gender[held_out])
     model.fallback_age_ = float(np.nanmedian(age))
     return model
+
+
+def _with_trained_layer(features, age, gender, groups, embedder, maps, layer_params,
+                        random_state):
+    """Train the fine-tuned layer on the training rows; (features, embedder) that use it."""
+    from sklearn.base import clone
+
+    from ..embedding import feature_blocks
+    from ._finetune import MAP_SHAPE, train_finetuned_layer
+
+    if maps is None:
+        raise ValueError(
+            "the default recipe trains the fine-tuned SFace layer on the faces' maps: pass "
+            "maps=frozen_maps(...)[0] of the same images, or layer='shipped' to keep the "
+            "shipped layer")
+    if len(maps) != len(features) or tuple(maps.shape[1:]) != MAP_SHAPE:
+        raise ValueError(f"maps must have shape ({len(features)}, 1024, 7, 7), one per "
+                         f"feature row, got {tuple(maps.shape)}")
+    params = {"random_state": random_state, **(layer_params or {})}
+    rows = layer_training_rows(features, age, groups, random_state=random_state)
+    batch_size = params.get("batch_size", 128)
+    if len(rows) < batch_size:
+        raise ValueError(
+            f"only {len(rows)} training faces: training the fine-tuned layer needs at least "
+            f"its batch size, {batch_size}. Train on more images, or keep the shipped layer "
+            "(layer='shipped'; skagegender train --shipped-layer)")
+    trained = train_finetuned_layer(maps, age, _female(gender, len(age)), rows, **params)
+    weights = trained.weights()
+    blocks = feature_blocks(embedder.layers, model=embedder.model, identity=embedder.identity)
+    if "sface_finetuned" not in blocks:
+        raise ValueError(f"the embedder's layers {embedder.layers!r} have no 'sface_finetuned' "
+                         "block for the trained layer")
+    block = blocks["sface_finetuned"]
+    embedder = clone(embedder).set_params(finetuned_weights=weights)
+    features = features.copy()
+    found = np.flatnonzero(~np.isnan(features).any(axis=1))
+    features[np.ix_(found, np.arange(block.start, block.stop))] = weights.outputs(maps, found)
+    return features, embedder
