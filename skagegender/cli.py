@@ -31,6 +31,8 @@ EMPTY_FOLDER = "no image files in this folder"
 #: Inputs per parallel task of ``predict --n-jobs``: results are written a chunk at a time.
 PREDICT_CHUNK = 4
 FEW_FACES = 1000
+#: Fewest training faces for the fine-tuned layer (its batch size).
+LAYER_BATCH = 128
 
 
 def _version():
@@ -587,6 +589,41 @@ def cmd_evaluate(args):
 
 # -- train ---------------------------------------------------------------------
 
+def _has_torch():
+    import importlib.util
+
+    return importlib.util.find_spec("torch") is not None
+
+
+def _training_maps(args, data, features):
+    """SFace maps of the dataset's images for training the fine-tuned layer, or None.
+
+    None (after an error message) when there are too few training faces. The maps
+    are kept in ``--cache`` when given, else in a temporary folder. Rows whose face
+    was found by the embedder but not for the maps (never expected) get NaN
+    features, so nothing trains on them.
+    """
+    import tempfile
+
+    import numpy as np
+
+    from .training import frozen_maps, layer_training_rows
+
+    n_train = len(layer_training_rows(features, data.age, data.get("subject")))
+    if n_train < LAYER_BATCH:
+        _error("train", f"only {n_train} faces to train the fine-tuned layer on (80 % of the "
+                        f"images; it needs at least {LAYER_BATCH}, its batch size). Train on "
+                        "more images, or pass --shipped-layer to keep the shipped layer.")
+        return None
+    _error("train", f"computing SFace maps of {len(data.paths)} images for the fine-tuned "
+                    "layer" + (f" (kept in {args.cache})" if args.cache else ""))
+    with tempfile.TemporaryDirectory(prefix="skagegender-maps-") as folder:
+        maps, found = frozen_maps(f"train_{args.dataset}", [str(p) for p in data.paths],
+                                  args.cache or folder, n_jobs=args.n_jobs or 1, verbose=False)
+    features[~found] = np.nan
+    return maps
+
+
 def cmd_train(args):
     import numpy as np
 
@@ -595,6 +632,9 @@ def cmd_train(args):
     from .heads import AgeRegressor, GenderClassifier
     from .model import AgeGenderModel
 
+    if args.shipped_layer and args.recipe != "default":
+        _error("train", "--shipped-layer only applies to --recipe default")
+        return EXIT_USAGE
     if args.recipe is not None:
         from .training import make_recipe_embedder
 
@@ -605,6 +645,11 @@ def cmd_train(args):
         if custom:
             _error("train", f"--recipe {args.recipe} fixes the features and heads: drop "
                             f"{', '.join(custom)}")
+            return EXIT_USAGE
+        if args.recipe == "default" and not args.shipped_layer and not _has_torch():
+            _error("train", "--recipe default trains the fine-tuned SFace layer on your faces, "
+                            'which needs torch: pip install "skagegender[train]". Or pass '
+                            "--shipped-layer to keep the layer shipped with skagegender.")
             return EXIT_USAGE
 
         embedder = make_recipe_embedder(args.recipe, n_jobs=args.n_jobs)
@@ -624,17 +669,26 @@ def cmd_train(args):
                         "--limit).")
     gender = data.get("gender")
     has_gender = gender is not None and known_labels(gender).any()
+    layer = "shipped" if args.recipe != "default" or args.shipped_layer else "train"
     if args.recipe is not None:
         from .training import fit_recipe
 
+        maps = None
+        if layer == "train":
+            maps = _training_maps(args, data, features)
+            if maps is None:
+                return EXIT_USAGE
         model = fit_recipe(args.recipe, features, data.age, gender if has_gender else None,
-                           groups=data.get("subject"), embedder=embedder)
+                           groups=data.get("subject"), embedder=embedder, maps=maps,
+                           layer=layer)
     else:
         model = AgeGenderModel(embedder, age_head=AgeRegressor(head=args.age_head),
                                gender_head=GenderClassifier(head=args.gender_head))
         model.fit_features(features, data.age, gender if has_gender else None)
+    extra = {"finetuned_layer": "trained" if layer == "train" else "shipped"}
     path = model.save(args.out, extra_meta={"trained_on": args.dataset,
                                             "recipe": args.recipe or "custom",
+                                            **(extra if args.recipe == "default" else {}),
                                             "n_train": int(np.isfinite(features[:, 0]).sum())})
     summary = {"out": str(path), "dataset": args.dataset, "n_images": len(data.paths),
                "n_faces_found": n_faces,
@@ -792,7 +846,13 @@ def build_parser():
                    "shipped features, an age gate over the fine-tuned SFace layer and the "
                    "dlib age network, calibrated on 20%% of the images held out by subject) "
                    "or 'fast' (the fast model's features and heads); --age-head, "
-                   "--gender-head, --layers and --flip then do not apply")
+                   "--gender-head, --layers and --flip then do not apply. 'default' also "
+                   "trains the fine-tuned SFace layer on 80%% of the images (needs torch: "
+                   "pip install \"skagegender[train]\"; at least 128 faces), stored in the "
+                   "model file")
+    p.add_argument("--shipped-layer", action="store_true",
+                   help="with --recipe default: keep the fine-tuned SFace layer shipped with "
+                   "skagegender instead of training one (no torch needed) (default: off)")
     p.add_argument("--age-head", default="mlp", choices=heads,
                    help="the age head's family (default: %(default)s)")
     p.add_argument("--gender-head", default="mlp", choices=heads,
