@@ -32,13 +32,17 @@ def test_train_recipe_on_fgnet_gives_a_working_model(recipe, shared_data, tmp_pa
     from skagegender.model import AgeGenderModel
 
     out = tmp_path / f"{recipe}.skag"
-    code = main(["train", "--recipe", recipe, "--dataset", "fgnet", "--root",
+    # the default recipe keeps the shipped layer here (no torch); training the layer:
+    # tests/test_finetuned_weights.py
+    shipped = ["--shipped-layer"] if recipe == "default" else []
+    code = main(["train", "--recipe", recipe, *shipped, "--dataset", "fgnet", "--root",
                  str(shared_data / "FGNET"), "--out", str(out), "--json"])
     assert code == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["n_faces_found"] > 100
     model = AgeGenderModel.load(out)
     assert model.meta_["recipe"] == recipe
+    assert model.meta_.get("finetuned_layer") == ("shipped" if recipe == "default" else None)
     faces = model.predict_faces(str(shared_data / "FGNET" / "images" / "001A02.JPG"))
     assert len(faces) == 1 and 0 <= faces[0]["age"] < 15  # a two-year-old
     assert faces[0]["gender"] is None  # FG-NET has no gender labels
@@ -60,7 +64,7 @@ def test_default_recipe_on_utkface_calibrates_gender_on_held_out_faces(shared_da
     X, data = embed_dataset("utkface", shared_data / "UTKFace", embedder=embedder, limit=400,
                             progress=False)
     model = fit_recipe("default", X[:300], data.age[:300], data.gender[:300],
-                       embedder=embedder)
+                       embedder=embedder, layer="shipped")
     assert isinstance(model.gender_head_, AgeAwareCalibratedClassifier)
     pred = model.predict_details(X[300:])
     found = np.isfinite(X[300:, 0])
