@@ -273,6 +273,54 @@ def test_default_heads_fit_small_and_medium_data_without_warnings(n):
         assert gender_est.score(X[n:], gender[n:]) > 0.9
 
 
+@pytest.mark.parametrize("n", [8, 12, 20])
+def test_search_space_mlps_fit_small_data(n):
+    # a search space builds its heads before the data is known (5 % held out: one row
+    # of 20, too few to split); fit sizes the early-stopping split to the rows it gets
+    from optuna.trial import FixedTrial
+
+    from skagegender.model_selection import default_head_space
+
+    X, age, gender = _faces(n=n, seed=2)
+    trial = FixedTrial({"head": "mlp", "mlp__width": 64, "mlp__depth": 1, "mlp__alpha": 1e-2,
+                        "mlp__learning_rate_init": 1e-2})
+    for task, estimator, y in (("age", AgeRegressor, age), ("gender", GenderClassifier, gender)):
+        params = default_head_space(task, families=["mlp"], random_state=0)(trial)
+        mlp = estimator(**params).fit(X, y).head_.named_steps["model"]
+        # it did stop early, on a split of at least 2 rows (up to half of them); the
+        # parameters stay as given
+        assert len(mlp.validation_scores_) == mlp.n_iter_
+        assert (mlp.early_stopping, mlp.validation_fraction) == (True, 0.05)
+
+
+def test_mlp_without_a_splittable_class_trains_without_early_stopping():
+    # 3 rows, one of them the only "male": no stratified split can hold both classes
+    X, _, _ = _faces(n=3, seed=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the 3-row fit may not converge: not the point
+        clf = GenderClassifier(random_state=0).fit(X, ["female", "female", "male"])
+    mlp = clf.head_.named_steps["model"]
+    assert mlp.validation_scores_ is None and mlp.early_stopping  # param kept as given
+    assert clf.predict(X).shape == (3,)
+
+
+def test_family_mlps_load_back_from_a_model_file(tmp_path):
+    # the family MLPs are skagegender classes: the model file's loader trusts them
+    import hashlib
+
+    from skagegender.model._persistence import load_model_file, save_model_file
+
+    X, age, gender = _faces(n=60, seed=4)
+    heads = {"age": AgeRegressor(random_state=0).fit(X, age),
+             "gender": GenderClassifier(random_state=0).fit(X, gender)}
+    backbone = {"name": "sface", "sha256": hashlib.sha256(b"w").hexdigest(), "options": {}}
+    save_model_file(tmp_path / "m.skag", heads, {"backbone": backbone})
+    loaded, _ = load_model_file(tmp_path / "m.skag")
+    np.testing.assert_array_equal(loaded["age"].predict(X), heads["age"].predict(X))
+    np.testing.assert_array_equal(loaded["gender"].predict_proba(X),
+                                  heads["gender"].predict_proba(X))
+
+
 def test_mlp_factories_size_early_stopping_and_batches_to_the_data():
     for factory in (make_age_head, make_gender_head):
         unknown = factory("mlp").named_steps["model"]

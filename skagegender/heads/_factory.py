@@ -11,9 +11,12 @@ named ``"model"``, so a family's hyperparameters are always reached as
 """
 
 import importlib.util
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
+from sklearn.base import is_classifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.neural_network import MLPClassifier, MLPRegressor
 from sklearn.pipeline import Pipeline
@@ -61,10 +64,9 @@ def _batch_size(n_samples):
 def _mlp_params(n_samples):
     """What both MLP families share: stop on a held-out split, batches that fit any size.
 
-    A fixed batch of 256 made scikit-learn warn on every fit of fewer rows. Training
-    stops when the held-out score has not improved by ``tol`` for 5 epochs, and keeps
-    the best epoch's weights, so small and large fits converge well inside ``max_iter``
-    instead of stopping at a fixed 30 epochs with a ``ConvergenceWarning``.
+    Training stops when the held-out score has not improved by ``tol`` for 5 epochs
+    and keeps the best epoch's weights, so fits of any size converge inside ``max_iter``
+    without a ``ConvergenceWarning``.
     """
     return {
         "batch_size": _batch_size(n_samples),
@@ -74,6 +76,45 @@ def _mlp_params(n_samples):
         "tol": 1e-3,
         "max_iter": 200,
     }
+
+
+class _SizedEarlyStopping:
+    """Early stopping that fits the data, decided in ``fit`` (mixed into the family MLPs).
+
+    A head built before its data is known (a search space's, or ``n_samples=None``)
+    holds out 5 %: one row of 20. So ``fit`` holds out at least
+    ``_validation_fraction(n)`` of the ``n`` rows (10 rows, at most half); when even
+    that split cannot be made (fewer than 4 rows, or a class with fewer than 2 rows
+    for a classifier's stratified split) it trains without early stopping, for up to
+    ``max_iter`` epochs. The parameters are left as given.
+    """
+
+    def fit(self, X, y, sample_weight=None):
+        if not self.early_stopping:
+            return super().fit(X, y, sample_weight=sample_weight)
+        y_array = np.asarray(y)
+        n = len(y_array)
+        fraction = max(self.validation_fraction, _validation_fraction(n))
+        n_val = math.ceil(fraction * n)
+        smallest = 2  # rows on each side of the split
+        if is_classifier(self) and y_array.ndim == 1:  # stratified: every class on both sides
+            counts = np.unique(y_array, return_counts=True)[1]
+            smallest = len(counts) if counts.min() >= 2 else n + 1
+        splittable = min(n_val, n - n_val) >= max(2, smallest)
+        given = self.early_stopping, self.validation_fraction
+        self.early_stopping, self.validation_fraction = splittable, fraction
+        try:
+            return super().fit(X, y, sample_weight=sample_weight)
+        finally:
+            self.early_stopping, self.validation_fraction = given
+
+
+class _MLPRegressor(_SizedEarlyStopping, MLPRegressor):
+    """:class:`~sklearn.neural_network.MLPRegressor` whose early stopping fits the data."""
+
+
+class _MLPClassifier(_SizedEarlyStopping, MLPClassifier):
+    """:class:`~sklearn.neural_network.MLPClassifier` whose early stopping fits the data."""
 
 
 # -- default estimators: (random_state, n_samples) -> pipeline steps ------------------
@@ -211,8 +252,8 @@ class HeadFamily:
 HEAD_FAMILIES = {
     family.name: family
     for family in (
-        HeadFamily("mlp", _mlp_steps(MLPRegressor, 256, learning_rate_init=2e-3),
-                   _mlp_steps(MLPClassifier, 128), _mlp_space, _mlp_space),
+        HeadFamily("mlp", _mlp_steps(_MLPRegressor, 256, learning_rate_init=2e-3),
+                   _mlp_steps(_MLPClassifier, 128), _mlp_space, _mlp_space),
         HeadFamily("lightgbm", _lightgbm_steps("LGBMRegressor", 300),
                    _lightgbm_steps("LGBMClassifier", 200), _lightgbm_space, _lightgbm_space,
                    requires="lightgbm"),
@@ -248,19 +289,21 @@ def make_age_head(family="mlp", *, random_state=None, n_samples=None, **params):
         A key of :data:`HEAD_FAMILIES`:
 
         - ``"mlp"``: standardisation then an
-          :class:`~sklearn.neural_network.MLPRegressor`. A label-distribution
-          ``MLPClassifier`` (softmax over integer ages) with the same size and epochs
-          did about twice worse on MAE on the generated stand-in of
-          ``benchmarks/heads_cv.py`` (10.2 vs 5.2 years, 2,000 samples); pass one as
-          ``head`` to get :meth:`AgeRegressor.predict_distribution`.
+          :class:`~sklearn.neural_network.MLPRegressor` with early stopping (sized
+          to the rows in ``fit``, see ``n_samples``): a regressor, because a
+          label-distribution ``MLPClassifier`` had about twice its MAE (model card,
+          "Measurements behind the defaults"); pass one as ``head`` to get
+          :meth:`AgeRegressor.predict_distribution`.
         - ``"lightgbm"``: a ``lightgbm.LGBMRegressor`` (needs
           ``pip install skagegender[lightgbm]``).
         - ``"ordinal"``: :class:`OrdinalLogisticRegression` over integer ages.
     random_state : int, RandomState instance or None, default=None
         Seed of the model step, where it has one.
     n_samples : int or None, default=None
-        Number of training rows, when known (:class:`AgeRegressor` passes it). The
-        ``"mlp"`` family's early stopping then holds out at least 10 of them.
+        Number of training rows, when known (:class:`AgeRegressor` passes it): the
+        ``"mlp"`` family's batch size and held-out share for early stopping follow
+        it. Whatever it was, ``fit`` holds out at least 10 rows (at most half) and
+        trains without early stopping when no split can be made (fewer than 4 rows).
     **params
         Overrides of the model step's parameters (``alpha=1e-3``,
         ``n_estimators=100``).
@@ -291,7 +334,8 @@ def make_gender_head(family="mlp", *, random_state=None, n_samples=None, **param
     family : {"mlp", "lightgbm", "ordinal"}, default="mlp"
         A key of :data:`HEAD_FAMILIES`:
 
-        - ``"mlp"``: standardisation then an :class:`~sklearn.neural_network.MLPClassifier`.
+        - ``"mlp"``: standardisation then an :class:`~sklearn.neural_network.MLPClassifier`
+          with early stopping (sized to the rows in ``fit``, see ``n_samples``).
         - ``"lightgbm"``: a ``lightgbm.LGBMClassifier`` (needs
           ``pip install skagegender[lightgbm]``).
         - ``"ordinal"``: with two classes an ordinal model is a logistic regression:
@@ -299,9 +343,10 @@ def make_gender_head(family="mlp", *, random_state=None, n_samples=None, **param
     random_state : int, RandomState instance or None, default=None
         Seed of the model step, where it has one.
     n_samples : int or None, default=None
-        Number of training rows, when known (:class:`GenderClassifier` passes it). The
-        ``"mlp"`` family's early stopping then holds out at least 10 of them, so that
-        even a fit of 10 rows gets a split that holds every class.
+        Number of training rows, when known (:class:`GenderClassifier` passes it): as
+        in :func:`make_age_head`. ``fit`` holds out at least 10 rows (at most half),
+        stratified, and trains without early stopping when a class has fewer than 2
+        rows.
     **params
         Overrides of the model step's parameters.
 
