@@ -17,8 +17,8 @@ EMBEDDER_PARAMS = {"layers": ("dlib_age", "dlib_gender"), "identity": False}
 #: Weight of the dlib age network's own expected age in the age blend; an MLP
 #: trained on UTKFace has the rest. Chosen by ``scripts/train_fast.py`` on the
 #: UTKFace folds with the one-standard-error rule (the largest weight whose MAE is
-#: within one standard error of the best): UTKFace CV MAE 6.15 at 0.75 (the best),
-#: 6.19 at 1.0 (SE 0.05). 1.0: no age part is learned from UTKFace.
+#: within one standard error of the best; the numbers are in MODEL_CARD.md). 1.0: no
+#: age part is learned from UTKFace.
 EXPECTED_AGE_WEIGHT = 1.0
 
 
