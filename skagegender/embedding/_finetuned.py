@@ -171,8 +171,10 @@ class FineTunedWeights:
     def __deepcopy__(self, memo):
         return self
 
-    def __reduce__(self):  # unpickled through the checking constructor
-        return type(self), (dict(self._arrays),)
+    def __reduce__(self):
+        # a pickle is trusted code anyway (model files never hold one): rebuilt without
+        # hashing 12 MB again, e.g. in every joblib task of ArcFaceEmbedder(n_jobs=...)
+        return _restore_weights, (dict(self._arrays), self.sha256)
 
     def onnx_model(self):
         """The layer as an ONNX model built here, from a fixed template and these numbers.
@@ -258,3 +260,15 @@ class FineTunedWeights:
                      maps[rows[start:start + batch_size]], dtype=np.float32)})[0]
                  for start in range(0, len(rows), batch_size)]
         return np.concatenate(parts) if parts else np.zeros((0, _N_AGES + 1), np.float32)
+
+
+def _restore_weights(arrays, sha256):
+    """A :class:`FineTunedWeights` from its pickle (arrays of a checked instance)."""
+    weights = FineTunedWeights.__new__(FineTunedWeights)
+    weights._arrays = {}
+    for key, value in arrays.items():
+        array = np.asarray(value)
+        array.flags.writeable = False
+        weights._arrays[key] = array
+    weights.sha256 = sha256
+    return weights
