@@ -250,12 +250,17 @@ def uncertainty_markdown(result):
         for row in u["interval"] + u.get("interval_by_subject", []):
             lines.append(f"| {name} | {row['group']} | {row['n']} | {row['coverage']:.1%} | "
                          f"{row['mean_width']:.1f} |")
-    lines += ["", "## Uncertainty: gender probability (printed P of the printed gender)", "",
-              "| domain | age group | n | accuracy | mean confidence | ECE |",
-              "|---|---|---|---|---|---|"]
+    return lines + gender_markdown(
+        result, "gender", "Uncertainty: gender probability (printed P of the printed gender)")
+
+
+def gender_markdown(result, key, title):
+    """Markdown lines: a table of the gender-calibration rows ``key`` of each domain."""
+    lines = ["", f"## {title}", "", "| domain | age group | n | accuracy | mean confidence | ECE |",
+             "|---|---|---|---|---|---|"]
     for name in DOMAINS:
         u = (result.get(name) or {}).get("uncertainty") or {}
-        for row in u.get("gender", []):
+        for row in u.get(key, []):
             lines.append(f"| {name} | {row['group']} | {row['n']} | {row['accuracy']:.1%} | "
                          f"{row['mean_confidence']:.1%} | {row['ece']:.3f} |")
     return lines
@@ -380,17 +385,10 @@ def calibration_study(args):
     lines = [f"# Uncertainty ({result['tag']})", "", result["protocol"], "",
              "Command: `python benchmarks/accuracy.py --calibration-study`"]
     lines += uncertainty_markdown(result)
-    for key, title in (("gender_uncalibrated", "The same MLP, uncalibrated"),
-                       ("gender_held_out_fold", ("An MLP trained on 3 of the 4 training "
-                                                 "folds, calibrated on the 4th (as "
-                                                 "calibrate_heads)"))):
-        lines += ["", f"## {title}", "",
-                  "| domain | age group | n | accuracy | mean confidence | ECE |",
-                  "|---|---|---|---|---|---|"]
-        for name in ("utkface_cv", "utkface_degraded"):
-            for row in result[name]["uncertainty"][key]:
-                lines.append(f"| {name} | {row['group']} | {row['n']} | {row['accuracy']:.1%} "
-                             f"| {row['mean_confidence']:.1%} | {row['ece']:.3f} |")
+    lines += gender_markdown(result, "gender_uncalibrated", "The same MLP, uncalibrated")
+    lines += gender_markdown(result, "gender_held_out_fold",
+                             "An MLP trained on 3 of the 4 training folds, calibrated on the "
+                             "4th (as calibrate_heads)")
     text = "\n".join(lines) + "\n"
     (out / "uncertainty.md").write_text(text)
     print(text)

@@ -36,9 +36,10 @@ def _script(name):
     return module
 
 
-def _run(argv, cwd, timeout=600):
+def _run(argv, cwd, timeout=600, env=None):
+    """Run a Python script with ``argv``; its stdout (the test fails if it fails)."""
     done = subprocess.run([sys.executable, *map(str, argv)], check=False, capture_output=True,
-                          text=True, cwd=cwd, timeout=timeout)
+                          text=True, cwd=cwd, timeout=timeout, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
 

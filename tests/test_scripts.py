@@ -11,12 +11,12 @@ import json
 import math
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from test_benchmarks import _link
+from test_benchmarks import _run as run_script
 
 REPO = Path(__file__).resolve().parents[1]
 N_LINKED = 240  # UTKFace images in the tiny data folder
@@ -28,16 +28,7 @@ N_FGNET = 127
 
 def _run(argv, timeout=900):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # keeps SKAGEGENDER_HOME and the rest
-    done = subprocess.run([sys.executable, *map(str, argv)], check=False, capture_output=True,
-                          text=True, cwd=REPO, env=env, timeout=timeout)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done.stdout
-
-
-def _link_all(files, folder):
-    folder.mkdir(parents=True)
-    for path in files:
-        (folder / path.name).symlink_to(path)
+    return run_script(argv, REPO, timeout, env=env)
 
 
 @pytest.fixture(scope="module")
@@ -45,9 +36,9 @@ def tiny_data(shared_data, tmp_path_factory):
     """A data folder of links: UTKFace/ (240 images spread over the ages) and FGNET/."""
     root = tmp_path_factory.mktemp("tiny-data")
     paths = sorted((shared_data / "UTKFace").glob("*.jpg"))
-    _link_all(paths[3 :: len(paths) // N_LINKED][:N_LINKED], root / "UTKFace")
+    _link(paths[3 :: len(paths) // N_LINKED][:N_LINKED], root / "UTKFace")
     for sub in ("images", "points"):
-        _link_all(sorted((shared_data / "FGNET" / sub).iterdir()), root / "FGNET" / sub)
+        _link(sorted((shared_data / "FGNET" / sub).iterdir()), root / "FGNET" / sub)
     return root
 
 
