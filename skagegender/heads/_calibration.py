@@ -9,6 +9,7 @@ fitted elsewhere, or a head that learns nothing from ``y`` such as a blend of
 """
 
 import numbers
+from typing import ClassVar
 
 import numpy as np
 from sklearn.base import (
@@ -179,7 +180,7 @@ class ConformalAgeRegressor(MissingRowsMixin, RegressorMixin, BaseEstimator):
     True
     """
 
-    _parameter_constraints = {
+    _parameter_constraints: ClassVar[dict] = {
         "estimator": [HasMethods(["fit", "predict"])],
         "spread": [StrOptions({"distribution", "constant"})],
         "spread_floor": [Interval(numbers.Real, 0, None, closed="left")],
@@ -371,7 +372,7 @@ class AgeAwareCalibratedClassifier(MissingRowsMixin, ClassifierMixin, BaseEstima
     (2, 2)
     """
 
-    _parameter_constraints = {
+    _parameter_constraints: ClassVar[dict] = {
         "estimator": [HasMethods(["fit", "predict_proba"])],
         "age_start": [Interval(numbers.Integral, 0, None, closed="left")],
         "age_classes": ["array-like", None],

@@ -1,6 +1,7 @@
 """Age read off class probabilities that are already among the features."""
 
 import numbers
+from typing import ClassVar
 
 import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin, _fit_context
@@ -61,7 +62,7 @@ class ExpectedAgeRegressor(RegressorMixin, BaseEstimator):
     array([30., 30.])
     """
 
-    _parameter_constraints = {
+    _parameter_constraints: ClassVar[dict] = {
         "start": [Interval(numbers.Integral, 0, None, closed="left")],
         "class_ages": ["array-like", None],
     }

@@ -1,6 +1,7 @@
 """Fuse several age experts' distributions per face, with a gate learned from their spread."""
 
 import numbers
+from typing import ClassVar
 
 import numpy as np
 from scipy.optimize import minimize
@@ -122,7 +123,7 @@ class GatedExpertsRegressor(MissingRowsMixin, RegressorMixin, BaseEstimator):
     True
     """
 
-    _parameter_constraints = {
+    _parameter_constraints: ClassVar[dict] = {
         "experts": [list],
         "gate_columns": [list, None],
         "label_sigma": [Interval(numbers.Real, 0, None, closed="neither")],

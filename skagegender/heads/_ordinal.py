@@ -18,6 +18,7 @@ and L-BFGS can run unconstrained.
 """
 
 import numbers
+from typing import ClassVar
 
 import numpy as np
 from scipy.optimize import minimize
@@ -311,7 +312,7 @@ class OrdinalLogisticRegression(ClassifierMixin, BaseEstimator):
     (1, 3)
     """
 
-    _parameter_constraints = {
+    _parameter_constraints: ClassVar[dict] = {
         "alpha": [Interval(numbers.Real, 0, None, closed="left")],
         "variant": [StrOptions(set(_VARIANTS))],
         "max_iter": [Interval(numbers.Integral, 1, None, closed="left")],
