@@ -25,8 +25,9 @@
 
 Prints and writes ``benchmarks/results/accuracy[-TAG].{json,md}``: MAE, one-class-off
 (5-year classes), CS@5 and gender accuracy, overall, per age group, gender and race,
-interval coverage and gender calibration per domain, plus seconds per image end to
-end on one core.
+interval coverage and gender calibration per domain (every score from
+``skagegender.metrics.evaluation_report``, as ``skagegender evaluate`` prints them), plus
+seconds per image end to end on one core.
 
 Needs torch (for the per-fold fine-tuning): ``pip install torch``.
 
