@@ -58,6 +58,18 @@ def test_two_scale_settings_fall_back_and_merge(detection):
     assert detection.settings((1024, 0)) == ["1024", "full"]
 
 
+def test_extra_boxes_on_one_face_images_count_as_false_positives(detection):
+    one = {"detections": {"640": [_det(0.9, 0, 0, 10, 10), _det(0.65, 50, 50, 60, 60)]}}
+    none = {"detections": {"640": [_det(0.75, 0, 0, 10, 10)]}}
+    assert detection.face_set_stats([one, none], "640", 0.6) == {
+        "n": 2, "found": 1.0, "multi": 0.5, "extra": 1}
+    assert detection.face_set_stats([one, none], "640", 0.7)["extra"] == 0
+    results = {"face_sets": {"A": [one]}, "no_face": [none]}
+    entry = detection.summarize(results, (0.6, 0.8), (640,))["640@0.6"]
+    assert entry["face_set_extra"] == 1 and entry["no_face"]["detections"] == 1
+    assert entry["false_positives"] == 2  # one no-face box and one extra box
+
+
 def test_a_higher_threshold_keeps_what_detecting_at_it_finds(detection, group_photo):
     """The benchmark detects once at the lowest score and filters: the same boxes."""
     from skagegender.embedding import load_image
@@ -96,7 +108,7 @@ def test_detection_benchmark_runs_end_to_end_on_tiny_data(detection, shared_data
     assert set(table) == {f"{s}@{t}" for s in ("640", "1024", "1024>640", "1024+640")
                           for t in (0.5, 0.6, 0.8)}
     current = table["1024@0.6"]
-    assert current["face_sets"]["UTKFace"] == {"n": 2, "found": 1.0, "multi": 0.0}
+    assert current["face_sets"]["UTKFace"] == {"n": 2, "found": 1.0, "multi": 0.0, "extra": 0}
     assert current["face_sets"]["FG-NET"]["found"] == 1.0
     assert current["groups"]["t1 1280x886"] == {"faces": 6, "found": 6, "matched": 6,
                                                 "extra": 0}
@@ -118,3 +130,8 @@ def test_detection_benchmark_runs_end_to_end_on_tiny_data(detection, shared_data
     text = (out / "detection.md").read_text()
     assert "## Recommendation" in text and "## Group photo" in text
     assert "| 1024>640 |" in text and "t1 6000x4000" in text
+    # --report-only rebuilds the same summaries and tables from the stored detections
+    (out / "detection.md").write_text("")
+    again = detection.main(["--report-only", "--out-dir", str(out)])
+    assert (out / "detection.md").read_text() == text
+    assert again["table"] == table and again["recommendation"] == rec
