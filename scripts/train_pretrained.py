@@ -201,7 +201,7 @@ def main(argv=None):
                           "their degraded copies + FG-NET subjects 001-010 "
                           f"x{FGNET_WEIGHT}; age gate on the held-out calibration rows",
             "licence_note": "trained on research-only datasets: non-commercial use only",
-            "n_training_rows": int(len(X))}
+            "n_training_rows": len(X)}
     path = model.save(args.out, extra_meta={
         **meta,
         "calibrated_on": f"{args.n_calibration} held-out UTKFace images (fine-tuned layer "

@@ -664,8 +664,7 @@ def cmd_train(args):
     if n_faces < FEW_FACES:
         _error("train", f"warning: only {n_faces} faces to learn from. A model trained on fewer "
                         f"than {FEW_FACES} faces will be poor: that leaves a few faces per year of "
-                        "age for the heads to learn from (300 faces gave an FG-NET MAE of 16.6 "
-                        "years, the shipped model 4.4). Train on more images (raise or drop "
+                        "age for the heads to learn from. Train on more images (raise or drop "
                         "--limit).")
     gender = data.get("gender")
     has_gender = gender is not None and known_labels(gender).any()

@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from skagegender.training import degrade_photo
 from skagegender.embedding import load_image
+from skagegender.training import degrade_photo
 
 
 def test_seeded_and_shape_preserving(portrait):

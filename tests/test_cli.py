@@ -93,7 +93,7 @@ def trained_model(tmp_path_factory, shared_data):
 def test_train_on_few_faces_warns(trained_model):
     *_, stderr = trained_model
     assert "warning: only 127 faces to learn from" in stderr
-    assert "will be poor" in stderr and "FG-NET MAE of 16.6" in stderr
+    assert "will be poor" in stderr
 
 
 def _floats(obj):

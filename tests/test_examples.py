@@ -30,7 +30,7 @@ def _run(args, tmp_path, *, prelude=None):
     return subprocess.run(
         [*command, "--root", str(REPO.parent / "shared" / "data" / "UTKFace"),
          "--cache", str(tmp_path / "cache"), *args],
-        cwd=REPO, capture_output=True, text=True, timeout=600,
+        cwd=REPO, capture_output=True, text=True, timeout=600, check=False,
     )
 
 

@@ -33,7 +33,7 @@ EXPERTS = [(0, AGES), (len(AGES), AGES)]
 
 
 def test_the_gate_trusts_each_expert_where_it_is_right():
-    X, age, domain = two_domains()
+    X, age, _ = two_domains()
     Xt, aget, domaint = two_domains(seed=1)
     gate = GatedExpertsRegressor(EXPERTS, gate_columns=[2 * len(AGES)]).fit(X, age)
     fused = np.abs(gate.predict(Xt) - aget).mean()

@@ -52,7 +52,7 @@ def test_readme_blocks_are_found():
 def test_readme_python_block_runs(index, shared_data):
     code, expected = readme_blocks()[index]
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
-                          text=True, timeout=900)
+                          text=True, timeout=900, check=False)
     assert proc.returncode == 0, f"README python block {index + 1} failed:\n{code}\n{proc.stderr}"
     assert proc.stdout.strip(), "a README block must print something a reader can check"
     if expected is not None:

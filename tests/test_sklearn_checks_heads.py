@@ -30,8 +30,8 @@ NO_LIGHTGBM = "the lightgbm family needs lightgbm: pip install skagegender[light
 # Small-data parameters per family. The checks' regression targets are standardised
 # (negative, |y| < 3), so AgeRegressor runs with age_range=None (no clipping); the MLP
 # needs a larger learning rate to fit 200 samples within a few hundred tiny epochs, on
-# every row (a head built without n_samples holds out 5 % for early stopping, too few
-# of the checks' 10 rows). Seeds go into the head itself: the checks seed only a
+# every row (early stopping is off so the small fits see every row). Seeds go into
+# the head itself: the checks seed only a
 # top-level random_state. The family defaults run too, as a user gets them.
 SMALL_MLP = {"hidden_layer_sizes": (16,), "max_iter": 300, "learning_rate_init": 0.01,
              "early_stopping": False, "random_state": 0}

@@ -86,7 +86,7 @@ def _blend():
 def test_interval_keeps_its_coverage_on_faces_it_was_not_calibrated_on(real_rows):
     from skagegender.training._default_recipe import AGE_INTERVAL_EDGES
 
-    X, age, _, fg_x, fg_age = real_rows
+    X, age, *_ = real_rows
     rng = np.random.default_rng(0)
     order = rng.permutation(len(X))
     cal, test = order[: len(X) // 2], order[len(X) // 2:]

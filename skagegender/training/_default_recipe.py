@@ -27,7 +27,7 @@ GATE_LABEL_SIGMA = 0.5
 N_DEGRADED = 6000
 #: Weight (number of repeats) of each FG-NET image in the training set.
 FGNET_WEIGHT = 10
-#: Uncertainty calibration (issue 17). UTKFace images held out for calibration: the
+#: Uncertainty calibration. UTKFace images held out for calibration: the
 #: fine-tuned layer used for their features is trained on the maps of all other
 #: UTKFace images, so their features look like a new face's.
 N_CALIBRATION = 2100
