@@ -88,7 +88,7 @@ def test_keys_follow_the_file_and_the_options(utkface_paths, tmp_path, count_com
     assert count_computed["images"] == 2
     # An option that changes the rows gets its own entries; one that does not, shares.
     ArcFaceEmbedder(cache=cache, flip_augment=True).transform([str(photo)])
-    ArcFaceEmbedder(cache=cache, min_score=0.7).transform([str(photo)])
+    ArcFaceEmbedder(cache=cache, min_score=0.8).transform([str(photo)])
     assert count_computed["images"] == 4
     ArcFaceEmbedder(cache=cache, batch_size=3, n_threads=1).transform([str(photo)])
     assert count_computed["images"] == 4
@@ -289,11 +289,16 @@ def test_put_skips_transient_errors_and_non_finite_rows(tmp_path):
 
 
 def test_cache_keys_of_earlier_versions_still_match():
-    """Caches written before the key was built from a BackboneSpec are still read."""
-    assert ArcFaceEmbedder().cache_key() == (
+    """Caches written before the key was built from a BackboneSpec are still read.
+
+    They were written with the detection defaults of then (``min_score=0.6``,
+    ``det_max_side=1024``, no ``det_retry_side``), which still give their key.
+    """
+    before = {"min_score": 0.6, "det_max_side": 1024, "det_retry_side": None}
+    assert ArcFaceEmbedder(**before).cache_key() == (
         "2be20a31f159e7d5ffd80b37ef5870f1558ff9f77993cd339a4a499902b5f067")
-    assert ArcFaceEmbedder(layers="age-gender-finetuned").cache_key(faces="every") == (
-        "12ab423025928573173acf15610c761162c5f04aa6362c5a0450f113301508f1")
+    assert ArcFaceEmbedder(layers="age-gender-finetuned", **before).cache_key(
+        faces="every") == "12ab423025928573173acf15610c761162c5f04aa6362c5a0450f113301508f1"
     assert ArcFaceEmbedder(min_score=0.5).cache_key() != ArcFaceEmbedder().cache_key()
 
 

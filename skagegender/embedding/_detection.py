@@ -130,12 +130,17 @@ class YuNetDetector:
         self.max_side = max_side
         self._outputs = [o.name for o in session.get_outputs()]
 
-    def __call__(self, image):
-        """Detect faces in an (H, W, 3) uint8 BGR image; return a list of :class:`Face`."""
+    def __call__(self, image, max_side=None):
+        """Detect faces in an (H, W, 3) uint8 BGR image; return a list of :class:`Face`.
+
+        ``max_side`` replaces the detector's own for this call (the same session
+        runs both: a second detection at another scale needs no other detector).
+        """
         import cv2
 
         height, width = image.shape[:2]
-        scale = min(1.0, self.max_side / max(height, width))
+        max_side = self.max_side if max_side is None else max_side
+        scale = min(1.0, max_side / max(height, width))
         if scale < 1.0:
             image = cv2.resize(
                 image,

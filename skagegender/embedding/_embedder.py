@@ -12,7 +12,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 
 from ._backbones import get_backbone, resolve_layers
 from ._cache import EmbeddingCache, backbone_key, item_key
-from ._detection import align_face
+from ._detection import YuNetDetector, align_face
 from ._finetuned import FineTunedWeights
 from ._io import (
     DEFAULT_MAX_BYTES,
@@ -152,8 +152,11 @@ class ArcFaceEmbedder(TransformerMixin, BaseEstimator):
         others are detected.
     face_selection : {"largest", "center", "highest_score"}, default="largest"
         Which face to embed when several pass the thresholds.
-    min_score : float, default=0.6
-        Minimum detection score.
+    min_score : float, default=0.7
+        Minimum detection score. Chosen by measurement (``benchmarks/detection.py``,
+        results in ``benchmarks/results/detection.md``): a higher threshold starts
+        to miss faces on the scanned FG-NET photos; a lower one puts a second box
+        on many large portraits and, lower still, boxes on photos without faces.
     min_face_size : float, default=0
         Minimum face size in pixels (geometric mean of box width and height).
     on_missing : {"nan", "raise"}, default="nan"
@@ -190,8 +193,25 @@ class ArcFaceEmbedder(TransformerMixin, BaseEstimator):
         embedded ``batch_size`` at a time), only time and output do.
         :meth:`transform`, :meth:`embed` and :meth:`align` take one face per
         image and ignore it.
-    det_max_side : int, default=1024
-        Larger images are downscaled to this long side for detection only.
+    det_max_side : int, default=1280
+        Larger images are downscaled to this long side for detection only (the
+        face is cut from the full image). YuNet finds faces within a range of
+        sizes in pixels, so this decides which faces of a large photo can be
+        found. Chosen by measurement (``benchmarks/results/detection.md``): at
+        1280 every face of a large group photo and of a crowd of small faces is
+        found without extra boxes; a smaller side adds boxes on small faces or
+        misses them, a larger one takes more time (several times more at full
+        resolution) without finding more. An InsightFace pack's own detector
+        ignores it (and ``det_retry_side``).
+    det_retry_side : int or None, default=640
+        When no face passes ``min_score`` and ``min_face_size`` at
+        ``det_max_side``, detect again with the image downscaled to this long
+        side; only when both the image's long side and ``det_max_side`` exceed
+        it (a smaller scale than the first detection). None: never. A face that
+        fills much of a large photo (a close-up portrait from a camera) is too
+        large for the detector at ``det_max_side`` and is found at this smaller
+        scale (``benchmarks/results/detection.md``, setting ``1280>640``). The
+        second detection costs time only on images where the first found no face.
     cache : str, path or None, default=None
         A folder for a disk cache of embeddings (``embeddings.sqlite`` inside).
         Images already stored for this backbone and face policy are not
@@ -254,6 +274,7 @@ class ArcFaceEmbedder(TransformerMixin, BaseEstimator):
         "max_bytes": [Interval(numbers.Integral, 1, None, closed="left")],
         "max_faces": [None, Interval(numbers.Integral, 1, None, closed="left")],
         "det_max_side": [Interval(numbers.Integral, 32, None, closed="left")],
+        "det_retry_side": [None, Interval(numbers.Integral, 32, None, closed="left")],
         "cache": [None, str, os.PathLike],
         "finetuned_weights": [None, FineTunedWeights],
     }
@@ -267,7 +288,7 @@ class ArcFaceEmbedder(TransformerMixin, BaseEstimator):
         identity=True,
         detect="auto",
         face_selection="largest",
-        min_score=0.6,
+        min_score=0.7,
         min_face_size=0,
         on_missing="nan",
         color="rgb",
@@ -278,7 +299,8 @@ class ArcFaceEmbedder(TransformerMixin, BaseEstimator):
         max_pixels=DEFAULT_MAX_PIXELS,
         max_bytes=DEFAULT_MAX_BYTES,
         max_faces=None,
-        det_max_side=1024,
+        det_max_side=1280,
+        det_retry_side=640,
         cache=None,
         finetuned_weights=None,
     ):
@@ -300,6 +322,7 @@ class ArcFaceEmbedder(TransformerMixin, BaseEstimator):
         self.max_bytes = max_bytes
         self.max_faces = max_faces
         self.det_max_side = det_max_side
+        self.det_retry_side = det_retry_side
         self.cache = cache
         self.finetuned_weights = finetuned_weights
 
@@ -390,10 +413,16 @@ class ArcFaceEmbedder(TransformerMixin, BaseEstimator):
         return self.detect == "auto" and image.shape[:2] == (112, 112)
 
     def _candidate_faces(self, image, backbone):
-        return [
-            f for f in backbone.detect(image)
-            if f.score >= self.min_score and f.size >= self.min_face_size
-        ]
+        """The faces passing ``min_score`` and ``min_face_size``, with the retry scale."""
+        faces = self._passing(backbone.detect(image))
+        retry = self.det_retry_side
+        if (not faces and retry is not None and isinstance(backbone.detect, YuNetDetector)
+                and max(image.shape[:2]) > retry and self.det_max_side > retry):
+            faces = self._passing(backbone.detect(image, max_side=retry))
+        return faces
+
+    def _passing(self, faces):
+        return [f for f in faces if f.score >= self.min_score and f.size >= self.min_face_size]
 
     def _select(self, faces, image):
         if self.face_selection not in ("largest", "center", "highest_score"):
@@ -442,7 +471,8 @@ class ArcFaceEmbedder(TransformerMixin, BaseEstimator):
         -------
         faces : list of Face
             Sorted by detection score, highest first; empty when none passes
-            ``min_score`` and ``min_face_size``; at most ``max_faces`` (the
+            ``min_score`` and ``min_face_size`` (at ``det_max_side``, then at
+            ``det_retry_side``); at most ``max_faces`` (the
             highest-scoring ones). An aligned crop (see ``detect``) gives one face
             covering the crop. Faces go through the networks ``batch_size`` at a
             time.
@@ -516,7 +546,9 @@ class ArcFaceEmbedder(TransformerMixin, BaseEstimator):
         -------
         options : dict
             ``detect``, ``face_selection``, ``min_score``, ``min_face_size``,
-            ``det_max_side``, ``color``, ``max_pixels``, ``max_bytes``.
+            ``det_max_side``, ``color``, ``max_pixels``, ``max_bytes``, and
+            ``det_retry_side`` unless it is None (so caches made before it existed
+            still match an embedder without the retry).
         """
         return {
             "detect": str(self.detect),
@@ -527,6 +559,8 @@ class ArcFaceEmbedder(TransformerMixin, BaseEstimator):
             "color": str(self.color),
             "max_pixels": int(self.max_pixels),
             "max_bytes": int(self.max_bytes),
+            **({} if self.det_retry_side is None
+               else {"det_retry_side": int(self.det_retry_side)}),
         }
 
     def cache_key(self, **extra):
