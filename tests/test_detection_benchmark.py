@@ -82,6 +82,26 @@ def test_a_higher_threshold_keeps_what_detecting_at_it_finds(detection, group_ph
     assert 0 < len([d for d in low if d[0] >= 0.91]) < len(low) == 6  # the filter bites
 
 
+def test_the_retry_setting_is_the_packages_det_retry_side(detection, fgnet_pair, group_photo):
+    """``S>640`` in the tables, built from two single-scale runs, is what the package does."""
+    from skagegender.embedding import ArcFaceEmbedder, load_image
+
+    portrait_x4 = detection._scaled(load_image(fgnet_pair[0]), 4.0)
+    images = [portrait_x4, load_image(group_photo), np.zeros((900, 1400, 3), np.uint8)]
+    embedder = ArcFaceEmbedder(min_score=0.7, det_max_side=1280, det_retry_side=640,
+                               color="bgr")
+    counts = []
+    for image in images:
+        row = {"detections": {str(s): detection.detect(image, s, 0.4) for s in (1280, 640)}}
+        expected = sorted(detection.dets_at(row, "1280>640", 0.7), key=lambda d: -d[0])
+        faces = embedder.detect_faces(image)
+        assert [[round(f.score, 4), *(round(float(v), 1) for v in f.box)] for f in faces] == [
+            [d[0], *d[2:]] for d in expected]
+        counts.append((len(detection.dets_at(row, "1280", 0.7)), len(faces)))
+    # the portrait's face is found by the retry only; the blank image retries and finds none
+    assert counts == [(0, 1), (6, 6), (0, 0)]
+
+
 def _link(files, folder):
     folder.mkdir(parents=True)
     for path in files:
