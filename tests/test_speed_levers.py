@@ -120,11 +120,17 @@ def test_timing_levers_smoke(levers, shared_data, tmp_path):
     assert heads["default"]["n_features"] > heads["fast"]["n_features"]
     assert len(heads["default"]["age_head"]["reads"]) == 2  # the two age experts
     assert saved["njobs"]["n_images"] == 12 and saved["njobs"]["ratio"] > 0
+    runs = saved["njobs"]["runs"]
+    if runs["2"][0]["workers_cpu_s"] is not None:  # psutil installed
+        # with n_jobs=2 the work runs in the joblib workers, with n_jobs=1 in this process
+        assert runs["2"][0]["workers_cpu_s"] > runs["1"][0]["workers_cpu_s"]
+        assert runs["2"][0]["workers_cpu_s"] > runs["2"][0]["parent_cpu_s"]
     text = (tmp_path / "out" / "speed_levers.md").read_text()
     for heading in ("## 1. SFace on smaller", "## 2. int8", "## 3. onnxruntime", "## 4. n_jobs",
                     "## 5. Compute only"):
         assert heading in text
     assert "--levers crop int8 ort outputs njobs" in text
+    assert "| n_jobs | wall s per run | CPU s per run (this process + workers) |" in text
     assert report["crop"]["n_crops"] == 8
 
 
