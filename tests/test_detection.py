@@ -151,10 +151,43 @@ def test_detection_parameters_are_validated(params, match):
         ArcFaceEmbedder(**params).fit()
 
 
-def test_a_model_file_without_the_retry_setting_gets_its_default():
-    """Files saved before det_retry_side existed (the shipped ones) load with the default."""
+def _fast_model():
+    from skagegender.model import AgeGenderModel
+    from skagegender.pretrained import MODELS
+
+    return AgeGenderModel.load(MODELS["fast"])
+
+
+def test_shipped_models_detect_with_the_defaults():
     from skagegender.model import AgeGenderModel
     from skagegender.pretrained import MODEL_FILE
 
-    embedder = AgeGenderModel.load(MODEL_FILE).embedder_
+    defaults = ArcFaceEmbedder().get_params()
+    for model in (AgeGenderModel.load(MODEL_FILE), _fast_model()):
+        params = model.embedder_.get_params()
+        for name in ("min_score", "det_max_side", "det_retry_side"):
+            assert params[name] == defaults[name], name
+
+
+def test_a_model_file_keeps_its_retry_setting(tmp_path):
+    """det_retry_side decides which faces are found: a model file stores it."""
+    from skagegender.model import AgeGenderModel
+
+    model = _fast_model()
+    model.embedder_.set_params(det_retry_side=None)
+    model.save(tmp_path / "no_retry.skag")
+    assert AgeGenderModel.load(tmp_path / "no_retry.skag").embedder_.det_retry_side is None
+    model.embedder_.set_params(det_retry_side=320)
+    model.save(tmp_path / "retry_320.skag")
+    assert AgeGenderModel.load(tmp_path / "retry_320.skag").embedder_.det_retry_side == 320
+
+
+def test_a_model_file_without_the_retry_setting_gets_its_default(tmp_path):
+    """A file written before det_retry_side existed (its embedder has no such attribute)."""
+    from skagegender.model import AgeGenderModel
+
+    model = _fast_model()
+    del model.embedder_.det_retry_side
+    model.save(tmp_path / "older.skag")
+    embedder = AgeGenderModel.load(tmp_path / "older.skag").embedder_
     assert embedder.det_retry_side == ArcFaceEmbedder().det_retry_side == 640

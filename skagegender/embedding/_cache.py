@@ -11,8 +11,9 @@ item_key)``, marked as ours by its SQLite ``application_id``:
   :class:`BackboneSpec` (backbone name, weights sha256, layers, mirror
   averaging, width), the model conversion version and the embedder's
   :meth:`~ArcFaceEmbedder.cache_options` (``detect``, ``face_selection``,
-  ``min_score``, ``min_face_size``, ``det_max_side``, ``color``,
-  ``max_pixels``, ``max_bytes``). Several backbones share one folder safely.
+  ``min_score``, ``min_face_size``, ``det_max_side``, ``det_retry_side``
+  when set, ``color``, ``max_pixels``, ``max_bytes``). Several backbones share
+  one folder safely.
 - ``item_key``: for a path, its absolute path, device, inode, size, modification
   time and change time (nanoseconds), so an edited, replaced or re-permissioned
   file is recomputed without reading it (``chmod`` and a rewrite that restores

@@ -20,7 +20,7 @@ from ._persistence import (
 #: decide which face is embedded and how. The backbone is checked against
 #: meta.json before anything is built, and must be the offline "sface".
 FILE_SETTINGS = ("model", "layers", "flip_augment", "detect", "face_selection", "min_score",
-                 "min_face_size", "identity")
+                 "min_face_size", "det_retry_side", "identity")
 #: Guards against hostile inputs, taken from a model file only if they are no
 #: looser than ArcFaceEmbedder's defaults; a looser value is refused with a
 #: ModelFileError (pass ``embedder=`` to :meth:`AgeGenderModel.load` to choose one).
