@@ -123,3 +123,50 @@ def test_sface_weights_rebuild_the_embedding_layer_from_the_maps(portrait):
     fc1 = batchnorm(hidden, "fc1", (1, -1))
     row = ArcFaceEmbedder().transform(crops)[0]  # L2-normalised fc1 of the same crop
     np.testing.assert_allclose(fc1[0] / np.linalg.norm(fc1[0]), row, atol=1e-3)
+
+
+def _train_tiny(sample_weight=None, age=None, rows=np.arange(24)):
+    """A layer trained 1 epoch on 32 small random maps (batches of 8); its outputs on all."""
+    pytest.importorskip("torch")
+    from skagegender.training import train_finetuned_layer
+
+    rng = np.random.default_rng(0)
+    maps = rng.gamma(1.0, 0.5, size=(32, 1024, 7, 7)).astype(np.float16)
+    female = np.where(rng.random(32) < 0.5, 1.0, 0.0)
+    female[:4] = np.nan  # unknown genders train the age outputs only
+    age = rng.uniform(0, 90, size=32) if age is None else age
+    layer = train_finetuned_layer(maps, age, female, rows, epochs=1, batch_size=8,
+                                  n_threads=1, sample_weight=sample_weight)
+    return layer.outputs(maps)
+
+
+def test_sample_weight_of_ones_trains_exactly_as_without_weights():
+    unweighted = _train_tiny()
+    # the weights of rows outside the training rows are never read
+    ones = np.r_[np.ones(24), np.full(8, 5.0)]
+    np.testing.assert_array_equal(_train_tiny(ones), unweighted)
+    weighted = _train_tiny(np.linspace(0.2, 3, 32))
+    assert np.isfinite(weighted).all()
+    assert np.abs(weighted - unweighted).max() > 1e-4
+
+
+def test_rows_of_weight_zero_teach_nothing():
+    weight = np.r_[np.ones(12), np.zeros(20)]
+    age = np.random.default_rng(1).uniform(0, 90, size=32)
+    other = age.copy()
+    other[12:] = 100 - other[12:]  # other labels where the weight is 0
+    np.testing.assert_array_equal(_train_tiny(weight, age), _train_tiny(weight, other))
+    # one row of weight 1: most batches weigh 0 and are skipped, no NaN
+    assert np.isfinite(_train_tiny(np.r_[1.0, np.zeros(31)])).all()
+
+
+@pytest.mark.parametrize("weight, message", [
+    (np.ones(31), "shape"),
+    (np.r_[-1.0, np.ones(31)], "negative"),
+    (np.r_[np.nan, np.ones(31)], "non-finite"),
+    (np.r_[np.inf, np.ones(31)], "non-finite"),
+    (np.r_[np.zeros(24), np.ones(8)], "sums to 0"),
+])
+def test_sample_weight_is_validated(weight, message):
+    with pytest.raises(ValueError, match=message):
+        _train_tiny(weight)

@@ -201,7 +201,8 @@ class FineTunedLayer:
 
 
 def train_finetuned_layer(maps, age, female, rows=None, *, epochs=4, sigma=3.0, lr=3e-4,
-                          batch_size=128, random_state=0, n_threads=None, callback=None):
+                          batch_size=128, random_state=0, n_threads=None, callback=None,
+                          sample_weight=None):
     """Fine-tune SFace's embedding layer on ``maps[rows]``.
 
     Parameters
@@ -221,10 +222,22 @@ def train_finetuned_layer(maps, age, female, rows=None, *, epochs=4, sigma=3.0, 
         torch threads (None keeps torch's setting).
     callback : callable or None
         ``callback(epoch, layer)`` after each epoch, e.g. to print validation scores.
+    sample_weight : ndarray of shape (n,) or None
+        Weight of each map's loss (read at ``rows``): finite, >= 0, with a positive
+        sum over ``rows``. A batch's age loss (KL to the Gaussian label plus 0.1 x the
+        L1 error of the expected age) is the weighted sum over its rows divided by
+        their weight sum, and its gender loss the same over its rows of known gender;
+        a batch whose weights are all 0 changes nothing (the learning-rate schedule
+        still advances). None, or all ones, trains exactly as without weights.
 
     Returns
     -------
     FineTunedLayer
+
+    Raises
+    ------
+    ValueError
+        Fewer ``rows`` than ``batch_size``, or an invalid ``sample_weight``.
     """
     torch = _torch()
     import torch.nn.functional as F
@@ -236,6 +249,7 @@ def train_finetuned_layer(maps, age, female, rows=None, *, epochs=4, sigma=3.0, 
     rows = np.arange(len(maps)) if rows is None else np.asarray(rows)
     if len(rows) < batch_size:
         raise ValueError(f"{len(rows)} training faces: need at least batch_size={batch_size}")
+    weight = _check_sample_weight(sample_weight, len(maps), rows)
     torch.manual_seed(random_state)
     rng = np.random.default_rng(random_state)
     from ..embedding import sface_weights
@@ -257,15 +271,32 @@ def train_finetuned_layer(maps, age, female, rows=None, *, epochs=4, sigma=3.0, 
             x = torch.from_numpy(np.asarray(maps[batch], dtype=np.float32))
             y = torch.from_numpy(age[batch])
             g = torch.from_numpy(female[batch])
+            w = None if weight is None else torch.from_numpy(weight[batch])
+            if w is not None and not w.sum() > 0:
+                with warnings.catch_warnings():  # may come before the first optimizer step
+                    warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step",
+                                            UserWarning)
+                    schedule.step()  # nothing to learn from this batch
+                continue
             age_logits, female_logit = module(x)
             target = torch.exp(-0.5 * ((ages[None] - y[:, None]) / sigma) ** 2)
             target = target / target.sum(1, keepdim=True)
             log_p = age_logits.log_softmax(1)
-            loss = (F.kl_div(log_p, target, reduction="batchmean")
-                    + 0.1 * ((log_p.exp() * ages).sum(1) - y).abs().mean())
             known = ~torch.isnan(g)
-            if known.any():
-                loss = loss + F.binary_cross_entropy_with_logits(female_logit[known], g[known])
+            if w is None:
+                loss = (F.kl_div(log_p, target, reduction="batchmean")
+                        + 0.1 * ((log_p.exp() * ages).sum(1) - y).abs().mean())
+                if known.any():
+                    loss = loss + F.binary_cross_entropy_with_logits(female_logit[known],
+                                                                     g[known])
+            else:
+                per_row = (F.kl_div(log_p, target, reduction="none").sum(1)
+                           + 0.1 * ((log_p.exp() * ages).sum(1) - y).abs())
+                loss = (w * per_row).sum() / w.sum()
+                if w[known].sum() > 0:
+                    bce = F.binary_cross_entropy_with_logits(female_logit[known], g[known],
+                                                             reduction="none")
+                    loss = loss + (w[known] * bce).sum() / w[known].sum()
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -274,3 +305,22 @@ def train_finetuned_layer(maps, age, female, rows=None, *, epochs=4, sigma=3.0, 
         if callback is not None:
             callback(epoch, layer)
     return layer
+
+
+def _check_sample_weight(sample_weight, n, rows):
+    """``sample_weight`` as float32, or None when it is None or all ones (the unweighted loss)."""
+    if sample_weight is None:
+        return None
+    weight = np.asarray(sample_weight, dtype=np.float64)
+    if weight.shape != (n,):
+        raise ValueError(f"sample_weight has shape {weight.shape}: need ({n},), one weight "
+                         "per map")
+    if not np.isfinite(weight).all():
+        raise ValueError("sample_weight has non-finite values (NaN or inf)")
+    if (weight < 0).any():
+        raise ValueError("sample_weight has negative values")
+    if not weight[rows].sum() > 0:
+        raise ValueError("sample_weight sums to 0 over the training rows")
+    if (weight[rows] == 1).all():
+        return None
+    return weight.astype(np.float32)
