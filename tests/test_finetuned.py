@@ -125,7 +125,7 @@ def test_sface_weights_rebuild_the_embedding_layer_from_the_maps(portrait):
     np.testing.assert_allclose(fc1[0] / np.linalg.norm(fc1[0]), row, atol=1e-3)
 
 
-def _train_tiny(sample_weight=None, age=None, rows=np.arange(24)):
+def _train_tiny(sample_weight=None, age=None):
     """A layer trained 1 epoch on 32 small random maps (batches of 8); its outputs on all."""
     pytest.importorskip("torch")
     from skagegender.training import train_finetuned_layer
@@ -135,7 +135,7 @@ def _train_tiny(sample_weight=None, age=None, rows=np.arange(24)):
     female = np.where(rng.random(32) < 0.5, 1.0, 0.0)
     female[:4] = np.nan  # unknown genders train the age outputs only
     age = rng.uniform(0, 90, size=32) if age is None else age
-    layer = train_finetuned_layer(maps, age, female, rows, epochs=1, batch_size=8,
+    layer = train_finetuned_layer(maps, age, female, np.arange(24), epochs=1, batch_size=8,
                                   n_threads=1, sample_weight=sample_weight)
     return layer.outputs(maps)
 

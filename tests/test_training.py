@@ -122,3 +122,58 @@ def test_frozen_maps_are_cached_and_match_the_embedder(shared_data, tmp_path):
     (tmp_path / "t_maps.npy").write_bytes(b"not an array")  # damaged: recomputed
     fixed, _ = frozen_maps("t", items, tmp_path, verbose=False)
     np.testing.assert_array_equal(fixed, maps)
+
+
+def _gate_rows(n_utk=120, n_fgnet=40, seed=0):
+    """Held-out rows of the shipped feature layout where the two experts disagree by
+    15 years: on FG-NET rows the dlib expert is right, on half the UTKFace rows the
+    fine-tuned one (the gate cannot tell them apart: FG-NET's weight decides)."""
+    from skagegender.embedding import feature_blocks
+    from skagegender.training._default_recipe import EMBEDDER_PARAMS, expert_blocks
+
+    rng = np.random.default_rng(seed)
+    n = n_utk + n_fgnet
+    age = rng.uniform(5, 70, n)
+    fgnet = np.r_[np.zeros(n_utk, bool), np.ones(n_fgnet, bool)]
+    width = max(block.stop for block in feature_blocks(EMBEDDER_PARAMS["layers"]).values())
+    X = rng.uniform(0, 1, (n, width))
+    (tuned_start, tuned_ages), (dlib_start, dlib_ages) = expert_blocks()
+    tuned_off = np.where(fgnet, 15.0, 0.0)
+    dlib_off = np.where(~fgnet & (np.arange(n) % 2 == 0), -15.0, 0.0)
+    for start, ages, centre in ((tuned_start, tuned_ages, age + tuned_off),
+                                (dlib_start, dlib_ages, age + dlib_off)):
+        centre = centre + rng.normal(0, 2, n)
+        spread = 4.0
+        p = np.exp(-0.5 * ((np.asarray(ages)[None] - centre[:, None]) / spread) ** 2) + 1e-6
+        X[:, start:start + len(ages)] = p / p.sum(1, keepdims=True)
+    gender = np.where(fgnet, None, np.where(rng.random(n) < 0.5, "female", "male"))
+    return X, age, gender.astype(object), fgnet
+
+
+def test_calibrate_heads_gate_settings_change_the_fitted_gate():
+    from skagegender.training._default_recipe import (
+        GATE_LABEL_SIGMA,
+        calibrate_heads,
+        make_heads,
+    )
+
+    X, age, gender, fgnet = _gate_rows()
+    gate = make_heads()[0]
+
+    def fitted(**options):
+        head, _ = calibrate_heads(gate, None, X, age, gender, fgnet, **options)
+        return head.estimator_.estimator
+
+    default = fitted()
+    assert default.label_sigma == GATE_LABEL_SIGMA
+    light, heavy = fitted(gate_fgnet_weight=1), fitted(gate_fgnet_weight=50)
+    assert not np.allclose(light.coef_, default.coef_)
+
+    def fgnet_mae(model):
+        return np.abs(model.predict(X[fgnet]) - age[fgnet]).mean()
+
+    # the more FG-NET weighs, the more the gate trusts the dlib expert where they disagree
+    assert fgnet_mae(heavy) < fgnet_mae(light) - 0.5
+    wide = fitted(gate_sigma=3.0)
+    assert wide.label_sigma == 3.0 and not np.allclose(wide.coef_, default.coef_)
+    assert gate.label_sigma == GATE_LABEL_SIGMA  # the unfitted head is left alone

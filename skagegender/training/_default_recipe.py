@@ -71,11 +71,12 @@ def make_heads(random_state=0):
             GenderClassifier(head="mlp", random_state=random_state))
 
 
-def calibrate_heads(age_head, gender_head, X, age, gender, fgnet=None):
+def calibrate_heads(age_head, gender_head, X, age, gender, fgnet=None, *, gate_sigma=None,
+                    gate_fgnet_weight=None):
     """Fit the age gate and the calibrators on held-out rows.
 
     The age gate (unfitted, from :func:`make_heads`) is fitted on these rows, FG-NET
-    rows weighted :data:`GATE_FGNET_WEIGHT`; it is then wrapped in a
+    rows weighted ``gate_fgnet_weight`` (default :data:`GATE_FGNET_WEIGHT`); it is then wrapped in a
     :class:`~skagegender.heads.ConformalAgeRegressor` (normalised, per predicted age
     group) calibrated on the same rows, FG-NET rows counted
     :data:`FGNET_CALIBRATION_WEIGHT` times. The fitted gender head is wrapped in an
@@ -94,6 +95,11 @@ def calibrate_heads(age_head, gender_head, X, age, gender, fgnet=None):
     gender : ndarray of shape (n,), object ("female"/"male"/None)
     fgnet : ndarray of shape (n,), bool, or None
         Which rows are FG-NET images (each given once).
+    gate_sigma : float or None
+        Width in years of the age gate's Gaussian label (its ``label_sigma``); None
+        keeps the gate's own, :data:`GATE_LABEL_SIGMA` in the one of :func:`make_heads`.
+    gate_fgnet_weight : float or None
+        Weight of each FG-NET row in the gate's fit; None: :data:`GATE_FGNET_WEIGHT`.
 
     Returns
     -------
@@ -109,7 +115,11 @@ def calibrate_heads(age_head, gender_head, X, age, gender, fgnet=None):
     found = ~np.isnan(X).any(axis=1)
     X, age, gender, fgnet = (X[found], np.asarray(age, float)[found],
                              np.asarray(gender, object)[found], fgnet[found])
-    gate = clone(age_head).fit(X, age, sample_weight=np.where(fgnet, GATE_FGNET_WEIGHT, 1.0))
+    gate = clone(age_head)
+    if gate_sigma is not None:
+        gate.set_params(label_sigma=gate_sigma)
+    fgnet_weight = GATE_FGNET_WEIGHT if gate_fgnet_weight is None else gate_fgnet_weight
+    gate.fit(X, age, sample_weight=np.where(fgnet, fgnet_weight, 1.0))
     rows = np.concatenate([np.flatnonzero(~fgnet),
                            np.repeat(np.flatnonzero(fgnet), FGNET_CALIBRATION_WEIGHT)])
     age_head = ConformalAgeRegressor(FrozenEstimator(gate), spread_floor=AGE_SPREAD_FLOOR,
