@@ -22,6 +22,16 @@
   FG-NET subjects. Reported per domain (UTKFace fold, degraded copies of the fold's
   images, FG-NET subjects): coverage and mean width of the 80 % age interval overall
   and per age group, gender ECE overall and per age group.
+- Levers (combinable; each run writes ``accuracy-<tag>`` with a tag built from them,
+  e.g. ``layer-augment-balance`` or ``gate-s1-w5``, never the shipped recipe's files):
+  ``--layer-augment`` (every fine-tuned layer also trains on the degraded copies of its
+  training images), ``--layer-balance`` (its rows weighted by 1 / sqrt(frequency of their
+  age), 1-year bins, mean 1), ``--layer-fgnet W`` (FG-NET images of the training subjects
+  join with weight W: all subjects in the UTKFace folds, the fold's training subjects in
+  the FG-NET folds, where the layer is re-trained per fold). With a layer lever the FG-NET
+  folds use a layer trained with it on all UTKFace images instead of the shipped one.
+  ``--gate-sigma S`` and ``--gate-fgnet-weight W``: the age gate's label width and FG-NET
+  weight (``calibrate_heads``).
 
 Prints and writes ``benchmarks/results/accuracy[-TAG].{json,md}``: MAE, one-class-off
 (5-year classes), CS@5 and gender accuracy, overall, per age group, gender and race,
@@ -34,9 +44,14 @@ Needs torch (for the per-fold fine-tuning): ``pip install torch``.
     python benchmarks/accuracy.py --cache .emb-cache --maps .maps-cache  # the shipped recipe
     python benchmarks/accuracy.py --calibration-study   # uncertainty on the calibration rows only
     python benchmarks/accuracy.py --cache .emb-cache --no-degraded --tag no-degraded
+    python benchmarks/accuracy.py --layer-augment          # -> accuracy-layer-augment.md
+    python benchmarks/accuracy.py --layer-balance          # -> accuracy-layer-balance.md
+    python benchmarks/accuracy.py --layer-fgnet 10         # -> accuracy-layer-fgnet10.md
+    python benchmarks/accuracy.py --gate-sigma 1 --gate-fgnet-weight 5  # -> accuracy-gate-s1-w5.md
 """
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -63,6 +78,7 @@ from skagegender.training._default_recipe import (
     n_degraded,
     training_set,
 )
+from skagegender.training._finetune import MAP_SHAPE
 
 #: UTKFace images in the shared data: the recipe's counts (N_CALIBRATION) are of these.
 UTKFACE_IMAGES = 18978
@@ -87,16 +103,96 @@ def targets(data):
     return np.asarray(data.age, float), female
 
 
-def fold_features(utk, features, maps, train):
-    """Copies of ``features`` whose fine-tuned columns come from a layer trained on ``train``.
+@dataclasses.dataclass
+class LayerLevers:
+    """How the benchmark's fine-tuned layers train (``--layer-*``); all off: the recipe's way.
 
-    ``features`` and ``maps`` are parallel lists (UTKFace, then its degraded copies);
-    each ``maps`` entry is (frozen maps, found mask). Only UTKFace rows in ``train``
-    train the layer.
+    ``degraded``: (source, maps, found) of the degraded copies; ``fgnet``: (maps, found,
+    age, female) of FG-NET.
+    """
+
+    augment: bool = False
+    balance: bool = False
+    fgnet_weight: float | None = None
+    degraded: tuple | None = None
+    fgnet: tuple | None = None
+
+    @property
+    def on(self):
+        return self.augment or self.balance or self.fgnet_weight is not None
+
+
+class StackedMaps:
+    """Frozen-maps arrays read as one: ``len`` and indexing by an index array."""
+
+    def __init__(self, parts):
+        self.parts = list(parts)
+        self.offsets = np.cumsum([0] + [len(part) for part in self.parts])
+
+    def __len__(self):
+        return int(self.offsets[-1])
+
+    def __getitem__(self, index):
+        index = np.asarray(index)
+        part = np.searchsorted(self.offsets, index, side="right") - 1
+        out = np.empty((len(index), *MAP_SHAPE), self.parts[0].dtype)
+        for k, maps in enumerate(self.parts):
+            mine = part == k
+            if mine.any():
+                out[mine] = maps[index[mine] - self.offsets[k]]
+        return out
+
+
+def balance_weights(age):
+    """Inverse square root of each age's frequency (1-year bins), normalised to mean 1."""
+    _, inverse, counts = np.unique(np.floor(age), return_inverse=True, return_counts=True)
+    weight = counts[inverse] ** -0.5
+    return weight / weight.mean()
+
+
+def train_layer(utk, utk_maps, train, levers=None, fgnet_rows=None):
+    """The fine-tuned layer trained on the UTKFace rows ``train`` whose face was found.
+
+    With ``levers`` (:class:`LayerLevers`): plus the degraded copies of those rows
+    (``augment``) and the FG-NET rows ``fgnet_rows`` weighted ``fgnet_weight``; with
+    ``balance``, every training row weighted by :func:`balance_weights` of the ages of
+    all of them (before FG-NET's weight).
     """
     age, female = targets(utk)
-    utk_maps, utk_found = maps[0]
-    layer = train_finetuned_layer(utk_maps, age, female, train[utk_found[train]])
+    maps, found = utk_maps
+    rows = train[found[train]]
+    if levers is None or not levers.on:
+        return train_finetuned_layer(maps, age, female, rows)
+    parts = [(maps, age, female, rows, 1.0)]
+    if levers.augment:
+        source, deg_maps, deg_found = levers.degraded
+        parts.append((deg_maps, age[source], female[source],
+                      np.flatnonzero(np.isin(source, train) & deg_found), 1.0))
+    if levers.fgnet_weight is not None and fgnet_rows is not None and len(fgnet_rows):
+        fg_maps, fg_found, fg_age, fg_female = levers.fgnet
+        fgnet_rows = np.asarray(fgnet_rows, int)
+        parts.append((fg_maps, fg_age, fg_female, fgnet_rows[fg_found[fgnet_rows]],
+                      float(levers.fgnet_weight)))
+    stacked = StackedMaps([part[0] for part in parts])
+    all_rows = np.concatenate([part[3] + offset
+                               for part, offset in zip(parts, stacked.offsets)])
+    all_age = np.concatenate([np.asarray(part[1], float) for part in parts])
+    all_female = np.concatenate([np.asarray(part[2], float) for part in parts])
+    weight = np.zeros(len(stacked))
+    weight[all_rows] = np.concatenate([np.full(len(part[3]), part[4]) for part in parts])
+    if levers.balance:
+        weight[all_rows] *= balance_weights(all_age[all_rows])
+    return train_finetuned_layer(stacked, all_age, all_female, all_rows, sample_weight=weight)
+
+
+def fold_features(utk, features, maps, train, levers=None, fgnet_rows=None):
+    """Copies of ``features`` whose fine-tuned columns come from a layer trained on ``train``.
+
+    ``features`` and ``maps`` are parallel lists (UTKFace, then e.g. its degraded
+    copies, FG-NET); each ``maps`` entry is (frozen maps, found mask). Only UTKFace
+    rows in ``train`` train the layer, with the ``levers`` (:func:`train_layer`).
+    """
+    layer = train_layer(utk, maps[0], train, levers, fgnet_rows)
     columns = feature_blocks(EMBEDDER_PARAMS["layers"])["sface_finetuned"]
     out = []
     for x, (m, found) in zip(features, maps):
@@ -115,14 +211,15 @@ def calibration_split(train, seed):
     return np.setdiff1d(train, held), held
 
 
-def calibration_set(utk, utk_x, degraded, maps, rest, held):
+def calibration_set(utk, utk_x, degraded, maps, rest, held, levers=None, fgnet_rows=None):
     """Held-out calibration rows: UTKFace ``held`` (+ degraded copies) with fine-tuned
-    columns from a layer trained on ``rest`` only; FG-NET rows join in :func:`with_fgnet`."""
+    columns from a layer trained on ``rest`` only (and the ``levers``' extra rows of
+    :func:`train_layer`); FG-NET rows join in :func:`with_fgnet`."""
     if degraded is None:
-        (x,) = fold_features(utk, [utk_x], maps, rest)
+        (x,) = fold_features(utk, [utk_x], maps, rest, levers, fgnet_rows)
         parts_x, parts_src = [x[held]], [held]
     else:
-        x, dx = fold_features(utk, [utk_x, degraded[1]], maps, rest)
+        x, dx = fold_features(utk, [utk_x, degraded[1]], maps, rest, levers, fgnet_rows)
         keep = np.isin(degraded[0], held)
         parts_x, parts_src = [x[held], dx[keep]], [held, degraded[0][keep]]
     src = np.concatenate(parts_src)
@@ -140,9 +237,10 @@ def with_fgnet(calibration, fg_x, fg_age, fg_rows):
             np.r_[np.zeros(len(X), bool), np.ones(len(fg_rows), bool)])
 
 
-def _fit_predict(X, age, gender, tests, calibration, want_gender=True):
+def _fit_predict(X, age, gender, tests, calibration, want_gender=True, gate=None):
     """Fit the recipe's heads, calibrate them, predict each feature block of ``tests``.
 
+    ``gate``: options of :func:`calibrate_heads` (``gate_sigma``, ``gate_fgnet_weight``).
     Returns one (age, interval (n, 2), gender label, P(predicted label)) per block.
     """
     age_head, gender_head = make_heads()
@@ -151,7 +249,8 @@ def _fit_predict(X, age, gender, tests, calibration, want_gender=True):
         gender_head = clone(gender_head).fit(X[known], gender[known].astype(str))
     else:
         gender_head = None
-    age_head, gender_head = calibrate_heads(age_head, gender_head, *calibration)
+    age_head, gender_head = calibrate_heads(age_head, gender_head, *calibration,
+                                            **(gate or {}))
     out = []
     for X_test in tests:
         found = ~np.isnan(X_test).any(axis=1)
@@ -213,6 +312,12 @@ def summarise(age_true, age_pred, interval, gender_true=None, gender_pred=None,
     out["per_group"] = records(report, AGE_KEYS, "age", "gender", "race")
     out["uncertainty"] = {"interval": records(report, INTERVAL_KEYS, "age")}
     if subjects is not None:
+        by_subject = {str(label): scores["mae"]
+                      for label, scores in report["per_group"]["subject"].items()}
+        maes = np.array(list(by_subject.values()), float)
+        out["mae_by_subject"] = by_subject
+        out["subject_mae"] = {"n_subjects": len(maes), "mean": float(maes.mean()),
+                              "sd": float(maes.std(ddof=1)) if len(maes) > 1 else None}
         out["uncertainty"]["interval_by_subject"] = records(report, INTERVAL_KEYS, "subject",
                                                             overall=False)
     if gender_true is not None:
@@ -268,8 +373,11 @@ def gender_markdown(result, key, title):
 
 
 def markdown(result):
-    lines = [f"# Accuracy ({result['tag']})", "", result["protocol"], "",
-             "| set | n | MAE | one-class-off | CS@5 | gender |", "|---|---|---|---|---|---|"]
+    lines = [f"# Accuracy ({result['tag']})", ""]
+    if result.get("command"):
+        lines += [f"Levers: `{result['command']}`", ""]
+    lines += [result["protocol"], "",
+              "| set | n | MAE | one-class-off | CS@5 | gender |", "|---|---|---|---|---|---|"]
     for name in DOMAINS:
         r = result.get(name)
         if r is None:
@@ -277,6 +385,10 @@ def markdown(result):
         g = r.get("gender_accuracy")
         lines.append(f"| {name} | {r['n']} | {r['mae']:.2f} | {r['one_class_off']:.1%} | "
                      f"{r['cs5']:.1%} | {'n/a' if g is None else f'{g:.1%}'} |")
+    spread = (result.get("fgnet") or {}).get("subject_mae")
+    if spread and spread["sd"] is not None:
+        lines += ["", (f"FG-NET MAE per subject: mean {spread['mean']:.2f}, "
+                       f"sd {spread['sd']:.2f} over {spread['n_subjects']} subjects.")]
     for name in ("utkface_cv", "fgnet"):
         if result[name] is None:
             continue
@@ -395,6 +507,65 @@ def calibration_study(args):
     print(text)
 
 
+#: The lever options (argparse names): the shipped recipe when all are off.
+LEVERS = ("layer_augment", "layer_balance", "layer_fgnet", "gate_sigma", "gate_fgnet_weight")
+
+
+def lever_options(args):
+    """{option: value} of the lever options given."""
+    return {name: getattr(args, name) for name in LEVERS
+            if getattr(args, name) not in (None, False)}
+
+
+def lever_command(args):
+    """The command line of the lever options, or None (the shipped recipe)."""
+    flags = [f"--{name.replace('_', '-')}" + ("" if value is True else f" {value:g}")
+             for name, value in lever_options(args).items()]
+    return " ".join(["python benchmarks/accuracy.py", *flags]) if flags else None
+
+
+def lever_tag(args):
+    """A results tag from the lever options (``layer-augment-balance``, ``gate-s1-w5``) or None."""
+    layer = [name for name, on in (("augment", args.layer_augment),
+                                   ("balance", args.layer_balance)) if on]
+    if args.layer_fgnet is not None:
+        layer.append(f"fgnet{args.layer_fgnet:g}")
+    gate = []
+    if args.gate_sigma is not None:
+        gate.append(f"s{args.gate_sigma:g}")
+    if args.gate_fgnet_weight is not None:
+        gate.append(f"w{args.gate_fgnet_weight:g}")
+    parts = ([f"layer-{'-'.join(layer)}"] if layer else []) + (
+        [f"gate-{'-'.join(gate)}"] if gate else [])
+    return "-".join(parts) or None
+
+
+def lever_protocol(args):
+    """The protocol's sentences about the lever options ("" without them)."""
+    said = []
+    if args.layer_augment or args.layer_balance or args.layer_fgnet is not None:
+        said.append(
+            "Levers of the fine-tuned layers (every layer the benchmark trains, the "
+            "calibration layers too):"
+            + (" also trained on the degraded copies of their training images;"
+               if args.layer_augment else "")
+            + (" rows weighted by 1 / sqrt(frequency of their age), 1-year bins, mean 1;"
+               if args.layer_balance else "")
+            + (f" FG-NET images of the training subjects join with weight {args.layer_fgnet:g}"
+               " (UTKFace folds: all 10 subjects; their FG-NET columns, calibration rows "
+               "included, come from that layer);" if args.layer_fgnet is not None else "")
+            + " FG-NET's folds replace the shipped layer's columns (UTKFace, degraded copies, "
+              "FG-NET) by a layer trained so on all UTKFace images"
+            + (" and the fold's FG-NET training subjects (re-trained per fold)."
+               if args.layer_fgnet is not None else "."))
+    if args.gate_sigma is not None or args.gate_fgnet_weight is not None:
+        said.append("Age gate: " + ", ".join(
+            f"{name} {value:g}" for name, value in (("label sigma", args.gate_sigma),
+                                                    ("FG-NET weight", args.gate_fgnet_weight))
+            if value is not None) + " (calibrate_heads).")
+    return "".join(" " + sentence for sentence in said)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -411,7 +582,22 @@ def main(argv=None):
                         help="only the uncertainty study on the calibration rows "
                              "(writes uncertainty.{json,md} into --out-dir; with --limit, "
                              "calibration rows in proportion)")
-    parser.add_argument("--tag", default="shipped-recipe")
+    parser.add_argument("--layer-augment", action="store_true",
+                        help="each fine-tuned layer also trains on the degraded copies of its "
+                             "training images")
+    parser.add_argument("--layer-balance", action="store_true",
+                        help="each fine-tuned layer's rows weighted by 1 / sqrt(frequency of "
+                             "their age), 1-year bins, mean 1")
+    parser.add_argument("--layer-fgnet", type=float, default=None, metavar="W",
+                        help="FG-NET images of the training subjects train the layers too, "
+                             "weight W (the FG-NET folds re-train them per fold)")
+    parser.add_argument("--gate-sigma", type=float, default=None, metavar="S",
+                        help="label width of the age gate (default: GATE_LABEL_SIGMA)")
+    parser.add_argument("--gate-fgnet-weight", type=float, default=None, metavar="W",
+                        help="FG-NET weight in the age gate's fit (default: GATE_FGNET_WEIGHT)")
+    parser.add_argument("--tag", default=None,
+                        help="results file suffix (default: shipped-recipe, or a name "
+                             "built from the lever options)")
     parser.add_argument("--timing-images", type=int, default=50,
                         help="images timed end to end with the shipped model (0: no timing)")
     parser.add_argument("--limit", type=int, default=None,
@@ -420,7 +606,22 @@ def main(argv=None):
     parser.add_argument("--out-dir", default=str(ROOT / "benchmarks" / "results"),
                         help="folder for the results (default: %(default)s)")
     args = parser.parse_args(argv)
+    levers = lever_options(args)
+    for name in ("layer_fgnet", "gate_sigma", "gate_fgnet_weight"):
+        value = getattr(args, name)
+        if value is not None and not (np.isfinite(value) and value > 0):
+            parser.error(f"--{name.replace('_', '-')} must be a positive number")
+    if args.layer_augment and args.no_degraded:
+        parser.error("--layer-augment needs the degraded copies (drop --no-degraded)")
+    if args.layer_fgnet is not None and args.no_fgnet:
+        parser.error("--layer-fgnet needs FG-NET in training (drop --no-fgnet)")
+    if args.tag is None:
+        args.tag = lever_tag(args) or "shipped-recipe"
+    elif levers and args.tag == "shipped-recipe":
+        parser.error("lever runs cannot write the shipped recipe's results: another --tag")
     if args.calibration_study:
+        if levers:
+            parser.error("--calibration-study takes no lever options")
         return calibration_study(args)
 
     utk, utk_x, fg, fg_x, degraded = embed_all(args.data, args.cache, args.n_jobs,
@@ -437,6 +638,16 @@ def main(argv=None):
         items = [(str(utk.paths[i]), int(seed)) for i, seed in zip(*degraded_sources(
             len(utk.paths), n=n_degraded(args.limit)))]
         maps.append(frozen_maps("utkface_degraded", items, args.maps, n_jobs=args.n_jobs))
+    layer = LayerLevers(augment=args.layer_augment, balance=args.layer_balance,
+                        fgnet_weight=args.layer_fgnet)
+    if layer.augment:
+        layer.degraded = (degraded[0], *maps[1])
+    if layer.on:
+        layer.fgnet = (*frozen_maps("fgnet", [str(p) for p in fg.paths], args.maps,
+                                    n_jobs=args.n_jobs), *targets(fg))
+    # FG-NET rows that may train the layer in the UTKFace folds (FG-NET is not tested there)
+    fg_layer_rows = np.arange(len(fg_age)) if layer.fgnet_weight is not None else None
+    gate = {"gate_sigma": args.gate_sigma, "gate_fgnet_weight": args.gate_fgnet_weight}
 
     start = time.perf_counter()
     n_deg = 0 if degraded is None else len(degraded[0])
@@ -448,21 +659,29 @@ def main(argv=None):
     all_fg = np.arange(len(fg_age)) if use_fg else np.zeros(0, int)
     for k, (train, test) in enumerate(folds):
         rest, held = calibration_split(train, seed=k)
+        features, fold_maps = [utk_x], maps[:1]
+        if degraded is not None:
+            features, fold_maps = [utk_x, degraded[1]], maps[:2]
+        if fg_layer_rows is not None:  # FG-NET's columns from the layer that trained on it
+            features, fold_maps = [*features, fg_x], [*fold_maps, layer.fgnet[:2]]
+        fold_out = fold_features(utk, features, fold_maps, train, layer, fg_layer_rows)
+        fold_x = fold_out[0]
+        fold_fg_x = fg_x if fg_layer_rows is None else fold_out[-1]
         if degraded is None:
-            (fold_x,) = fold_features(utk, [utk_x], maps, train)
             fold_degraded = None
         else:
-            fold_x, fold_deg_x = fold_features(utk, [utk_x, degraded[1]], maps, train)
+            fold_deg_x = fold_out[1]
             fold_degraded = (degraded[0], fold_deg_x)
-        calibration = with_fgnet(calibration_set(utk, utk_x, degraded, maps, rest, held),
-                                 fg_x, fg_age, all_fg)
-        X, y, g = training_set(utk, fold_x, fold_degraded, fg if use_fg else None, fg_x,
+        calibration = with_fgnet(calibration_set(utk, utk_x, degraded, maps, rest, held,
+                                                 layer, fg_layer_rows),
+                                 fold_fg_x, fg_age, all_fg)
+        X, y, g = training_set(utk, fold_x, fold_degraded, fg if use_fg else None, fold_fg_x,
                                utk_rows=rest)
         tests = [fold_x[test]]
         if degraded is not None:
             deg_test = np.flatnonzero(np.isin(degraded[0], test))
             tests.append(fold_deg_x[deg_test])
-        results = _fit_predict(X, y, g, tests, calibration)
+        results = _fit_predict(X, y, g, tests, calibration, gate=gate)
         pred[test], interval[test], gpred[test], gprob[test] = results[0]
         if degraded is not None:
             dpred[deg_test], dinterval[deg_test], dgpred[deg_test], dgprob[deg_test] = results[1]
@@ -484,13 +703,34 @@ def main(argv=None):
         fg_folds = list(GroupKFold(n_splits=5).split(fg_x, groups=subjects))
     else:
         fg_folds = [(np.zeros(0, int), np.arange(len(fg_age)))]
-    utk_calibration = calibration_set(utk, utk_x, degraded, maps, rest, held)
+    utk_calibration = (None if layer.on  # then made with the levers' layers below
+                       else calibration_set(utk, utk_x, degraded, maps, rest, held))
+    lever_layers = {}  # with layer levers: a layer per FG-NET fold (one, without FG-NET)
     for train, test in fg_folds:
-        calibration = with_fgnet(utk_calibration, fg_x, fg_age, train)
-        X, y, g = training_set(utk, utk_x, degraded, fg if use_fg else None, fg_x,
-                               utk_rows=rest, fgnet_rows=train)
+        fold_utk_x, fold_degraded, fold_fg_x = utk_x, degraded, fg_x
+        fold_calibration = utk_calibration
+        if layer.on:
+            # the shipped layer's columns replaced by those of a layer trained with the
+            # levers on all UTKFace images (+ the FG-NET training subjects)
+            fg_rows = train if layer.fgnet_weight is not None else None
+            key = None if fg_rows is None else tuple(fg_rows)
+            if key not in lever_layers:
+                features, fold_maps = [utk_x], maps[:1]
+                if degraded is not None:
+                    features, fold_maps = [utk_x, degraded[1]], maps[:2]
+                fold_out = fold_features(utk, [*features, fg_x], [*fold_maps, layer.fgnet[:2]],
+                                         np.arange(len(age)), layer, fg_rows)
+                lever_layers[key] = (fold_out, calibration_set(
+                    utk, utk_x, degraded, maps, rest, held, layer, fg_rows))
+            fold_out, fold_calibration = lever_layers[key]
+            fold_utk_x, fold_fg_x = fold_out[0], fold_out[-1]
+            if degraded is not None:
+                fold_degraded = (degraded[0], fold_out[1])
+        calibration = with_fgnet(fold_calibration, fold_fg_x, fg_age, train)
+        X, y, g = training_set(utk, fold_utk_x, fold_degraded, fg if use_fg else None,
+                               fold_fg_x, utk_rows=rest, fgnet_rows=train)
         ((fg_pred[test], fg_interval[test], _, _),) = _fit_predict(
-            X, y, g, [fg_x[test]], calibration, want_gender=False)
+            X, y, g, [fold_fg_x[test]], calibration, want_gender=False, gate=gate)
     fg_result = summarise(fg_age, fg_pred, fg_interval, subjects=subjects)
     print(f"heads: {time.perf_counter() - start:.0f} s", flush=True)
 
@@ -506,7 +746,9 @@ def main(argv=None):
                      " Missed faces count (median age, gender wrong). Calibration: "
                      f"{CALIBRATION_SHARE:.0%} of each fold's training images held out "
                      "from the heads, their fine-tuned columns from a layer trained without "
-                     "them."),
+                     "them." + lever_protocol(args)),
+        "options": {name: getattr(args, name) for name in LEVERS},
+        "command": lever_command(args),
         "utkface_cv": utk_result,
         "utkface_degraded": deg_result,
         "fgnet": fg_result,

@@ -155,3 +155,34 @@ def test_accuracy_calibration_study_runs_end_to_end_on_tiny_data(tiny_data, cach
         assert 0 <= overall["ece"] <= 1
     assert "gender" not in fg["uncertainty"]
     assert f"| utkface_cv | all | {n_utk} |" in (out / "uncertainty.md").read_text()
+
+
+@pytest.mark.slow
+def test_accuracy_benchmark_levers_on_tiny_data(tiny_data, caches, tmp_path):
+    pytest.importorskip("torch")
+    out = tmp_path / "results"
+    levers = ["--layer-augment", "--layer-balance", "--layer-fgnet", 10, "--gate-sigma", 1,
+              "--gate-fgnet-weight", 5]
+    _run([REPO / "benchmarks" / "accuracy.py", "--data", tiny_data, "--cache", caches[0],
+          "--maps", caches[1], "--limit", LIMIT_TORCH, "--n-jobs", 1, "--timing-images", 0,
+          "--out-dir", out, *levers])
+    tag = "layer-augment-balance-fgnet10-gate-s1-w5"
+    assert sorted(p.name for p in out.iterdir()) == [f"accuracy-{tag}.json",
+                                                      f"accuracy-{tag}.md"]
+    result = json.loads((out / f"accuracy-{tag}.json").read_text())
+    assert result["tag"] == tag
+    assert result["options"] == {"layer_augment": True, "layer_balance": True,
+                                 "layer_fgnet": 10, "gate_sigma": 1, "gate_fgnet_weight": 5}
+    command = " ".join(str(a) for a in levers)
+    assert result["command"] == f"python benchmarks/accuracy.py {command}"
+    assert "weight 10" in result["protocol"] and "FG-NET weight 5" in result["protocol"]
+    for name in ("utkface_cv", "utkface_degraded", "fgnet"):
+        assert _sane_mae(result[name]["mae"])
+        assert 0 <= result[name]["cs5"] <= 1
+    spread = result["fgnet"]["subject_mae"]
+    assert spread["n_subjects"] == 10 == len(result["fgnet"]["mae_by_subject"])
+    assert math.isfinite(spread["mean"]) and math.isfinite(spread["sd"]) and spread["sd"] >= 0
+    text = (out / f"accuracy-{tag}.md").read_text()
+    assert text.splitlines()[:3] == [f"# Accuracy ({tag})", "",
+                                     f"Levers: `python benchmarks/accuracy.py {command}`"]
+    assert "FG-NET MAE per subject: mean" in text
