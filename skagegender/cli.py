@@ -548,6 +548,8 @@ def cmd_evaluate(args):
     from .datasets import embed_dataset
 
     model = _load_model(args.model)
+    if args.n_jobs is not None:
+        model.embedder_.set_params(n_jobs=args.n_jobs)
     start = time.perf_counter()
     features, data = embed_dataset(args.dataset, args.root, embedder=model.embedder_,
                                    cache=args.cache, limit=args.limit)
@@ -827,7 +829,7 @@ def build_parser():
                 "Score a model on a labeled dataset: MAE, one-class-off, CS@5 and gender "
                 "accuracy, overall and per age group (and gender, race). Images whose face is "
                 "not found count as errors (the median training age, gender wrong).")
-    for name in ("--dataset", "--root", "--model", "--limit", "--cache"):
+    for name in ("--dataset", "--root", "--model", "--limit", "--cache", "--n-jobs"):
         add(p, name)
     add(p, "--json", help="print the scores as JSON on stdout, with the model (name or path and "
         "sha256) and skagegender version, floats to 4 decimals (default: off, a table)")

@@ -146,6 +146,18 @@ def test_train_then_evaluate_json(trained_model, shared_data, capsys):
 
 
 @pytest.mark.slow
+def test_evaluate_with_two_processes_gives_the_same_scores(shared_data, capsys):
+    argv = ["evaluate", "--dataset", "utkface", "--root", str(shared_data / "UTKFace"),
+            "--limit", "12", "--model", "fast", "--json"]
+    results = []
+    for n_jobs in ("1", "2"):
+        code, out, _ = _run(capsys, [*argv, "--n-jobs", n_jobs])
+        assert code == 0
+        results.append({k: v for k, v in json.loads(out).items() if k != "seconds"})
+    assert results[0] == results[1] and results[0]["n_images"] == 12
+
+
+@pytest.mark.slow
 def test_evaluate_json_gender_accuracy_per_age_group_and_race(shared_data, capsys):
     code, out, _ = _run(capsys, ["evaluate", "--dataset", "utkface", "--root",
                                  str(shared_data / "UTKFace"), "--limit", "60", "--json"])
