@@ -20,11 +20,10 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 from sklearn.utils import Bunch
 
-from skagegender.cli import evaluate_model
+from skagegender.datasets import embed_dataset
 from skagegender.embedding import ArcFaceEmbedder
 from skagegender.heads import AgeRegressor, GenderClassifier
-from skagegender.datasets import embed_dataset
-from skagegender.model import AgeGenderModel
+from skagegender.model import AgeGenderModel, evaluate_model
 
 
 def _pyplot():
@@ -35,7 +34,7 @@ def _pyplot():
         sys.exit('The figure needs matplotlib: pip install "skagegender[plot]" '
                  "(or pass --no-plot to print the scores only).")
     matplotlib.use("Agg")
-    import matplotlib.pyplot as pyplot
+    from matplotlib import pyplot
 
     return pyplot
 

@@ -486,33 +486,6 @@ def cmd_embed(args):
 
 # -- evaluate ------------------------------------------------------------------
 
-def evaluate_model(model, features, data):
-    """Scores of a fitted AgeGenderModel on embedded dataset rows.
-
-    :func:`skagegender.metrics.evaluation_report` of the model's predictions, with
-    ``n_images`` and ``n_faces_found``. Images without a found face are predicted
-    ``model.fallback_age_`` (the median training age) and no gender: they stay in
-    every age score and count as gender errors. The gender probability's calibration
-    is taken on the faces found. Groups: age (by true age), gender and race where the
-    dataset has them.
-    """
-    import numpy as np
-
-    from .metrics import evaluation_report
-
-    details = model.predict_details(features)
-    found = details["found"]
-    gender = data.get("gender")
-    scored = gender is not None and model.gender_head_ is not None
-    report = evaluation_report(
-        data.age, np.where(found, details["age"], model.fallback_age_),
-        gender_true=gender, gender_pred=details["gender"] if gender is not None else None,
-        gender_proba=details["gender_probability"] if scored else None,
-        interval=details["age_interval"],
-        groups=None if data.get("race") is None else {"race": data.race})
-    return {"n_images": len(features), "n_faces_found": int(found.sum()), **report}
-
-
 def _rounded(obj, digits=4):
     """``obj`` with every float rounded to ``digits`` decimals (NaN becomes None)."""
     if isinstance(obj, float):
@@ -553,6 +526,8 @@ def cmd_evaluate(args):
     start = time.perf_counter()
     features, data = embed_dataset(args.dataset, args.root, embedder=model.embedder_,
                                    cache=args.cache, limit=args.limit)
+    from .model import evaluate_model
+
     result = evaluate_model(model, features, data)
     result["seconds"] = round(time.perf_counter() - start, 2)
     result["dataset"] = args.dataset

@@ -6,6 +6,7 @@ code chosen by the file, within size caps (:data:`MAX_MODEL_BYTES`).
 """
 
 from ._age_gender import AgeGenderModel
+from ._evaluate import evaluate_model
 from ._persistence import (
     DEFAULT_TRUSTED_TYPES,
     MAX_MODEL_BYTES,
@@ -21,6 +22,7 @@ __all__ = [
     "AgeGenderModel",
     "BackboneMismatchError",
     "ModelFileError",
+    "evaluate_model",
     "load_model_file",
     "save_model_file",
 ]
