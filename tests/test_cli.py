@@ -149,12 +149,20 @@ def test_train_then_evaluate_json(trained_model, shared_data, capsys):
 def test_evaluate_with_two_processes_gives_the_same_scores(shared_data, capsys):
     argv = ["evaluate", "--dataset", "utkface", "--root", str(shared_data / "UTKFace"),
             "--limit", "12", "--model", "fast", "--json"]
-    results = []
+    psutil = pytest.importorskip("psutil")
+    from joblib.externals.loky import get_reusable_executor
+
+    results, workers = [], []
     for n_jobs in ("1", "2"):
+        get_reusable_executor().shutdown(wait=True)  # no worker left from other tests
         code, out, _ = _run(capsys, [*argv, "--n-jobs", n_jobs])
         assert code == 0
         results.append({k: v for k, v in json.loads(out).items() if k != "seconds"})
+        workers.append(len(psutil.Process().children(recursive=True)))
     assert results[0] == results[1] and results[0]["n_images"] == 12
+    # joblib keeps its worker processes for reuse: --n-jobs 2 leaves two more behind
+    assert workers[1] >= workers[0] + 2, workers
+    get_reusable_executor().shutdown(wait=True)
 
 
 @pytest.mark.slow

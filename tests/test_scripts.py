@@ -186,3 +186,81 @@ def test_accuracy_benchmark_levers_on_tiny_data(tiny_data, caches, tmp_path):
     assert text.splitlines()[:3] == [f"# Accuracy ({tag})", "",
                                      f"Levers: `python benchmarks/accuracy.py {command}`"]
     assert "FG-NET MAE per subject: mean" in text
+
+
+# -- benchmarks/accuracy.py's layer levers, on small random maps (needs torch) ------
+
+
+@pytest.fixture(scope="module")
+def accuracy_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("accuracy_benchmark",
+                                                  REPO / "benchmarks" / "accuracy.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_balance_weights_are_inverse_square_root_frequency_with_mean_one(accuracy_module):
+    weight = accuracy_module.balance_weights(np.array([20.0, 20.3, 20.9, 60.0]))
+    assert weight.mean() == pytest.approx(1.0)
+    # three faces aged 20 (1-year bins), one aged 60: weights 1/sqrt(3) : 1
+    assert weight[0] == weight[1] == weight[2]
+    assert weight[3] / weight[0] == pytest.approx(np.sqrt(3))
+
+
+@pytest.fixture(scope="module")
+def lever_data():
+    """160 UTKFace-like rows of random maps, 40 degraded copies, 20 FG-NET rows."""
+    from sklearn.utils import Bunch
+
+    rng = np.random.default_rng(0)
+
+    def maps(n):
+        return rng.gamma(1.0, 0.5, size=(n, 1024, 7, 7)).astype(np.float16)
+
+    utk = Bunch(age=rng.uniform(1, 80, 160),
+                gender=np.where(rng.random(160) < 0.5, "female", "male").astype(object))
+    utk_maps = (maps(160), np.ones(160, bool))
+    source = np.r_[np.arange(20), np.arange(140, 160)]  # copies of rows 0-19 and 140-159
+    degraded = (source, maps(40), np.ones(40, bool))
+    fgnet = (maps(20), np.ones(20, bool), rng.uniform(1, 60, 20), np.full(20, np.nan))
+    return utk, utk_maps, degraded, fgnet
+
+
+def _lever_outputs(module, data, train, fgnet_rows=None, **levers):
+    pytest.importorskip("torch")
+    utk, utk_maps, degraded, fgnet = data
+    layer = module.train_layer(utk, utk_maps, train,
+                               module.LayerLevers(**levers, degraded=degraded, fgnet=fgnet),
+                               fgnet_rows)
+    return layer.outputs(utk_maps[0][:16])
+
+
+@pytest.mark.slow
+def test_layer_levers_train_on_the_rows_they_name(accuracy_module, lever_data):
+    train = np.arange(140)  # copies of rows 0-19 are training rows, of 140-159 not
+    plain = _lever_outputs(accuracy_module, lever_data, train)
+    # no lever, or an FG-NET lever without FG-NET rows: the recipe's layer, exactly
+    np.testing.assert_array_equal(
+        _lever_outputs(accuracy_module, lever_data, train, np.zeros(0, int), fgnet_weight=10),
+        plain)
+    for levers, rows in (({"augment": True}, None), ({"balance": True}, None),
+                         ({"fgnet_weight": 10}, np.arange(10))):
+        changed = _lever_outputs(accuracy_module, lever_data, train, rows, **levers)
+        assert np.isfinite(changed).all()
+        assert np.abs(changed - plain).max() > 1e-4, levers
+
+
+@pytest.mark.slow
+def test_layer_augment_uses_only_the_copies_of_training_rows(accuracy_module, lever_data):
+    utk, utk_maps, (source, deg_maps, found), fgnet = lever_data
+    train = np.arange(140)
+    augmented = _lever_outputs(accuracy_module, lever_data, train, augment=True)
+    # the copies of rows 140-159 (outside train) replaced by other maps: same layer
+    other = deg_maps.copy()
+    other[source >= 140] = deg_maps[::-1][source >= 140]
+    again = _lever_outputs(accuracy_module, (utk, utk_maps, (source, other, found), fgnet),
+                           train, augment=True)
+    np.testing.assert_array_equal(again, augmented)
