@@ -39,8 +39,18 @@ def report(**extra):
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory):
-    """The model cache: the tests' own (SKAGEGENDER_HOME) when set, so conversions are reused."""
-    return os.environ.get("SKAGEGENDER_HOME") or str(tmp_path_factory.mktemp("home"))
+    """The model cache (the tests' own SKAGEGENDER_HOME when set), warm: every shipped model
+    converted and its files on the record of verified files.
+
+    A process that converts a model does not hash its own conversion; the next process
+    hashes it once and records it. So two processes load every shipped model here,
+    whatever ran before in this cache (a fresh one, or tests in another order).
+    """
+    home = os.environ.get("SKAGEGENDER_HOME") or str(tmp_path_factory.mktemp("home"))
+    for _ in range(2):
+        run_python("from skagegender.pretrained import MODELS, load\n"
+                   "for name in MODELS:\n    load(name)\nreport()\n", home)
+    return home
 
 
 def run_python(code, home, *, timeout=300):
