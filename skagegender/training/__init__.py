@@ -5,6 +5,15 @@ torch, which training the fine-tuned layer needs: ``pip install "skagegender[tra
 """
 
 from ._augment import degrade_photo
+from ._deep import (
+    DEPTHS,
+    DeepModel,
+    aligned_crops,
+    augment_crop,
+    sface_torch,
+    train_deep,
+    training_views,
+)
 from ._finetune import FineTunedLayer, train_finetuned_layer
 from ._maps import frozen_maps
 from ._train import (
@@ -17,12 +26,19 @@ from ._train import (
 
 __all__ = [
     "CALIBRATION_SHARE",
+    "DEPTHS",
     "RECIPES",
+    "DeepModel",
     "FineTunedLayer",
+    "aligned_crops",
+    "augment_crop",
     "degrade_photo",
     "fit_recipe",
     "frozen_maps",
     "layer_training_rows",
     "make_recipe_embedder",
+    "sface_torch",
+    "train_deep",
     "train_finetuned_layer",
+    "training_views",
 ]
