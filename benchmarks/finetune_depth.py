@@ -197,6 +197,9 @@ def main(argv=None):
                   "frozen_output_seconds": model.cache_seconds,
                   "onnx_vs_torch_max_abs_diff": diff,
                   "onnx_cpu_ms_per_face": onnx_ms_per_face(onnx_path, check),
+                  "command": "python benchmarks/finetune_depth.py " + " ".join(
+                      sys.argv[1:] if argv is None else argv),
+                  "finished_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
                   "domains": {}}
         for name, (x, y, g, subject) in domains.items():
             result["domains"][name] = scores(run_onnx(onnx_path, x), y, g, subject)
@@ -265,6 +268,9 @@ def write_report(work, out, name, setup):
             f"{result['frozen_output_seconds']:.0f} | {spread['min']:.2f} / "
             f"{spread['median']:.2f} / {spread['max']:.2f} | "
             f"{result['onnx_vs_torch_max_abs_diff']:.2e} | {result['onnx_cpu_ms_per_face']:.1f} |")
+    lines += ["", "Runs (each continues from the checkpoints in its `--work` folder):", ""]
+    lines += [f"- {depth}: `{result.get('command', setup['command'])}` (finished "
+              f"{result.get('finished_utc', '?')} UTC)" for depth, result in results.items()]
     (out / f"{name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
