@@ -246,6 +246,11 @@ def write_report(work, out, name, setup):
              "(layer-continued: the layer alone, the control), at the depth it names; batch "
              f"{setup['batch_size']}, {setup['threads']} torch threads, {setup['cpus']} CPUs "
              "(shared with other jobs: times are wall time under load)."), "",
+            ("Compare the runs with each other: the shipped default was trained on every "
+             "UTKFace image in the data folder, so it is no held-out reference on this split. "
+             "`layer` is today's design (the embedding layer on frozen `conv_14_relu` maps); "
+             "`last-stage` also trains conv_13-14 (the 7 x 7 stage), `more` conv_7-14, `whole` "
+             "everything. Batch-norm statistics stay SFace's."), "",
              ("| run | domain | MAE | one-class-off | CS@5 | gender | 0-12 | 13-19 | 20-39 "
               "| 40-59 | 60+ |"), "|---|---|---|---|---|---|---|---|---|---|---|"]
     groups = ("0-12", "13-19", "20-39", "40-59", "60+")
