@@ -618,7 +618,7 @@ def train_deep(crops, age, female, rows=None, *, depth="layer", init=None, epoch
                 print(f"{depth}: frozen outputs of epoch {epoch + 1} in {seconds:.0f} s",
                       flush=True)
         net.train()
-        started = time.perf_counter()
+        started = printed = time.perf_counter()
         while position < steps_per_epoch and step < total:
             batch = np.sort(order[position * batch_size:(position + 1) * batch_size])
             if cut is None:
@@ -648,8 +648,10 @@ def train_deep(crops, age, female, rows=None, *, depth="layer", init=None, epoch
             step += 1
             position += 1
             if step % 20 == 0 and verbose:
+                now = time.perf_counter()
                 print(f"{depth}: step {step}/{total} loss {loss.item():.3f} "
-                      f"({(time.perf_counter() - started) / position:.2f} s/step)", flush=True)
+                      f"({(now - printed) / 20:.2f} s/step)", flush=True)
+                printed = now
             stop = stop_after_steps is not None and step >= stop_after_steps
             if step % checkpoint_every == 0 or position == steps_per_epoch or stop:
                 train_seconds += time.perf_counter() - started
