@@ -26,6 +26,13 @@ record it, and the two engines give the same features within float32 rounding
 photos: feature rows equal within 1e-4 relative, ages within 0.05 years, gender
 probabilities within 1e-3), so the feature cache is shared by both.
 
+OpenVINO keeps the networks it compiled from files in ``<cache folder>/openvino``
+(its ``CACHE_DIR``; the cache folder of :func:`~skagegender.embedding._assets.cache_dir`),
+so a later process skips reading and compiling them: one compiled copy per shipped
+network and conversion (about 75 MB for the shipped models). Those files are
+trusted as much as the converted models beside them. Networks given as bytes (a
+fine-tuned layer's own weights) are compiled at every start and never cached.
+
 OpenVINO is imported only when a network is first made with it, never by
 ``import skagegender``.
 """
@@ -138,9 +145,44 @@ class _Port:
 
 
 def _graph_name(port):
-    """The ONNX name of a model input or output (the first in order if it has several)."""
+    """The ONNX name of a compiled model's input or output.
+
+    A port may carry several names (the graph output's and the internal tensor's);
+    OpenVINO's ONNX reader names the node of graph output ``NAME`` ``NAME/sink_port_0``.
+    """
     names = port.get_names()
-    return min(names) if names else port.get_any_name()
+    if len(names) == 1:
+        return next(iter(names))
+    node = port.get_node().get_friendly_name().rsplit("/sink_port_", 1)[0]
+    return node if node in names else min(names)
+
+
+def _cache_folder():
+    """Where OpenVINO keeps compiled networks (None: not cached)."""
+    from ._assets import cache_dir
+
+    folder = cache_dir() / "openvino"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return folder if os.access(folder, os.W_OK) else None
+
+
+def _compile_file(core, path, config):
+    """``core.compile_model(path)``, through OpenVINO's cache of compiled networks.
+
+    The cache (``<cache folder>/openvino``) is trusted as much as the converted models
+    beside it: only files whose sha256 was checked, or that skagegender converted,
+    are compiled from a path. A cache that cannot be used is left out.
+    """
+    folder = _cache_folder()
+    if folder is not None:
+        try:
+            return core.compile_model(path, "CPU", {**config, "CACHE_DIR": str(folder)})
+        except RuntimeError:
+            pass
+    return core.compile_model(path, "CPU", config)
 
 
 class OpenVINOSession:
@@ -162,18 +204,22 @@ class OpenVINOSession:
 
     def __init__(self, model, *, n_threads=1):
         core = _openvino_core()
-        if isinstance(model, bytes):
-            ov_model = core.read_model(model=model)
-        else:
-            ov_model = core.read_model(os.fspath(model))
         config = {"INFERENCE_NUM_THREADS": int(n_threads), "INFERENCE_PRECISION_HINT": "f32",
                   "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
-        # The graph's own names, read before compiling: a compiled port may carry
-        # the names of internal tensors too (YuNet's "cls_8" is also "291").
-        self._inputs = [_Port(_graph_name(port)) for port in ov_model.inputs]
-        self._outputs = [_Port(_graph_name(port)) for port in ov_model.outputs]
-        self._compiled = core.compile_model(ov_model, "CPU", config)
-        self._output_index = {port.name: index for index, port in enumerate(self._outputs)}
+        if isinstance(model, bytes):
+            self._compiled = core.compile_model(core.read_model(model=model), "CPU", config)
+        else:  # from the path: a compiled copy in the cache skips reading the file
+            self._compiled = _compile_file(core, os.fspath(model), config)
+        self._inputs = [_Port(_graph_name(port)) for port in self._compiled.inputs]
+        self._outputs = [_Port(_graph_name(port)) for port in self._compiled.outputs]
+        # run() takes any name of an output (a compiled port may also carry the name of
+        # the internal tensor it comes from: YuNet's "cls_8" is also "291")
+        self._output_index = {}
+        for index, port in enumerate(self._compiled.outputs):
+            for name in sorted(port.get_names()):
+                self._output_index.setdefault(name, index)
+        for index, port in enumerate(self._outputs):
+            self._output_index[port.name] = index
         self._local = threading.local()
 
     def get_inputs(self):
