@@ -216,7 +216,7 @@ def main(argv=None):
     parser.add_argument("--model", action="append", dest="models",
                         help="shipped model name or file, repeatable (default: default)")
     parser.add_argument("--runtime", action="append", dest="runtimes",
-                        choices=("onnxruntime", "openvino"),
+                        choices=("onnxruntime", "openvino", "auto"),
                         help="engine for the networks, repeatable (default: the environment's)")
     parser.add_argument("--runs", type=int, default=5, help="timed runs per model")
     parser.add_argument("--warmup", type=int, default=1, help="untimed runs first")

@@ -3,12 +3,14 @@
 Tolerances (between the two engines, float32 both):
 
 - one network on the same input: outputs within 1e-5 absolute (measured: ~2e-6);
-- a shipped model end to end on real photos (detection included): the same faces,
+- a shipped model end to end on real photos, with YuNet in either engine (OpenVINO
+  throughout, or ``auto``: YuNet in onnxruntime, the rest in OpenVINO): the same faces,
   landmarks within 1e-3 px, feature rows within 1e-3 absolute (measured 4.2e-4, on
   the dlib age probabilities: YuNet's landmarks differ by ~3e-5 px, which moves
   some pixels of the uint8 crops by one level), ages within 0.05 years, gender
-  probabilities within 1e-3, the same genders. The feature cache is shared by the
-  two engines on the strength of these bounds.
+  probabilities within 1e-3, the same genders; with the same detector, features
+  within 1e-5. The feature cache is shared by the engines on the strength of these
+  bounds.
 
 The tests that need OpenVINO skip where the ``openvino`` package is missing; the
 ``[test]`` extra installs it.
@@ -33,12 +35,14 @@ needs_openvino = pytest.mark.skipif(not HAS_OPENVINO, reason="openvino is not in
 def test_runtime_name_follows_the_environment(monkeypatch):
     monkeypatch.delenv(RUNTIME_ENV, raising=False)
     assert runtime_name() == ("openvino" if HAS_OPENVINO else "onnxruntime")
+    assert runtime_name(varying_size=True) == "onnxruntime"  # the detector
     monkeypatch.setenv(RUNTIME_ENV, "auto")
     assert runtime_name() == ("openvino" if HAS_OPENVINO else "onnxruntime")
+    assert runtime_name(varying_size=True) == "onnxruntime"
     monkeypatch.setenv(RUNTIME_ENV, " ONNXRuntime ")
-    assert runtime_name() == "onnxruntime"
+    assert runtime_name() == runtime_name(varying_size=True) == "onnxruntime"
     monkeypatch.setenv(RUNTIME_ENV, "openvino")
-    assert runtime_name() == "openvino"
+    assert runtime_name() == runtime_name(varying_size=True) == "openvino"
     monkeypatch.setenv(RUNTIME_ENV, "tensorrt")
     with pytest.raises(ValueError, match="onnxruntime, openvino or auto, got 'tensorrt'"):
         runtime_name()
@@ -230,7 +234,7 @@ def _faces_by_runtime(monkeypatch, name, paths):
     from skagegender.pretrained import load
 
     out = {}
-    for runtime in ("onnxruntime", "openvino"):
+    for runtime in ("onnxruntime", "openvino", "auto"):
         monkeypatch.setenv(RUNTIME_ENV, runtime)
         model = load(name)
         faces = [model.embedder_.detect_faces(path) for path in paths]
@@ -249,13 +253,18 @@ def test_shipped_models_predict_the_same_in_both_engines(name, monkeypatch, grou
     fgnet = shared_data / "FGNET" / "images"
     paths = [group_photo, portrait, *(str(fgnet / f) for f in ("001A02.JPG", "002A29.JPG"))]
     result = _faces_by_runtime(monkeypatch, name, paths)
-    (faces_a, details_a), (faces_b, details_b) = result["onnxruntime"], result["openvino"]
-    assert [len(f) for f in faces_a] == [len(f) for f in faces_b] == [6, 1, 1, 1]
-    for found_a, found_b, da, db in zip(faces_a, faces_b, details_a, details_b):
-        for fa, fb in zip(found_a, found_b):
-            np.testing.assert_allclose(fb.landmarks, fa.landmarks, atol=1e-3)
-            np.testing.assert_allclose(fb.embedding, fa.embedding, atol=1e-3)
-        np.testing.assert_allclose(db["age"], da["age"], atol=0.05)
-        np.testing.assert_allclose(db["gender_probability"], da["gender_probability"],
-                                   atol=1e-3)
-        np.testing.assert_array_equal(db["gender"], da["gender"])
+    faces_a, details_a = result["onnxruntime"]
+    for runtime in ("openvino", "auto"):  # OpenVINO throughout; OpenVINO but YuNet
+        faces_b, details_b = result[runtime]
+        assert [len(f) for f in faces_a] == [len(f) for f in faces_b] == [6, 1, 1, 1]
+        for found_a, found_b, da, db in zip(faces_a, faces_b, details_a, details_b):
+            for fa, fb in zip(found_a, found_b):
+                np.testing.assert_allclose(fb.landmarks, fa.landmarks, atol=1e-3)
+                if runtime == "auto":  # the same detector: the same crops
+                    np.testing.assert_array_equal(fb.landmarks, fa.landmarks)
+                    np.testing.assert_allclose(fb.embedding, fa.embedding, atol=1e-5)
+                np.testing.assert_allclose(fb.embedding, fa.embedding, atol=1e-3)
+            np.testing.assert_allclose(db["age"], da["age"], atol=0.05)
+            np.testing.assert_allclose(db["gender_probability"], da["gender_probability"],
+                                       atol=1e-3)
+            np.testing.assert_array_equal(db["gender"], da["gender"])

@@ -90,7 +90,8 @@ def get_backbone(model, *, layers=(), flip_augment=False, providers=None, n_thre
     key = (model if isinstance(model, str) else os.fspath(model), tuple(layers),
            bool(flip_augment), tuple(providers or ()), int(n_threads), float(min_score),
            int(det_max_side), bool(identity),
-           None if finetuned_weights is None else finetuned_weights.sha256, runtime_name())
+           None if finetuned_weights is None else finetuned_weights.sha256,
+           runtime_name(), runtime_name(varying_size=True))
     with _cache_lock:
         backbone = _cache.get(key)
         if backbone is None:
@@ -113,7 +114,7 @@ def get_backbone(model, *, layers=(), flip_augment=False, providers=None, n_thre
 
 def _yunet(providers, n_threads, min_score, det_max_side):
     path = converted_model(YUNET, symbolic_dims={2: "height", 3: "width"})
-    session = make_session(path, providers=providers, n_threads=n_threads)
+    session = make_session(path, providers=providers, n_threads=n_threads, varying_size=True)
     return YuNetDetector(session, score_threshold=min_score, max_side=det_max_side)
 
 

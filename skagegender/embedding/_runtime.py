@@ -14,17 +14,22 @@ object with onnxruntime's calling interface: ``run(output_names, feed)``,
 - ``"onnxruntime"``: onnxruntime's CPU (or another requested) execution provider.
 
 The engine is chosen per process by the environment variable
-``SKAGEGENDER_RUNTIME``: ``"onnxruntime"``, ``"openvino"`` or ``"auto"`` (the
-same as unset): OpenVINO when the ``openvino`` package is installed, else
-onnxruntime. ``"openvino"`` without the package raises an ImportError that says
-how to install it. Execution providers other than the CPU's
+``SKAGEGENDER_RUNTIME``: ``"onnxruntime"`` or ``"openvino"`` run every network
+with that engine; ``"auto"`` (the same as unset) runs the networks whose input
+has a fixed image size (SFace, the dlib networks, the fine-tuned layer) with
+OpenVINO when the ``openvino`` package is installed, and the detector (YuNet,
+whose input takes each photo's size) with onnxruntime: OpenVINO prepares its
+kernels again for every new input size, which made detection slower on 200 px
+faces and on photos of mixed sizes (``benchmarks/results/throughput.md``).
+Without the package, ``"auto"`` is onnxruntime throughout; ``"openvino"``
+without it raises an ImportError that says how to install it. Execution providers other than the CPU's
 (``ArcFaceEmbedder(providers=["CUDAExecutionProvider"])``) are onnxruntime's:
 when they are asked for, onnxruntime runs the networks whatever the variable
 says. It is no estimator parameter: a model file or a fitted estimator does not
-record it, and the two engines give the same features within float32 rounding
+record it, and the engines give the same features within float32 rounding
 (``tests/test_runtime.py`` checks the shipped models' predictions on real
-photos: feature rows equal within 1e-4 relative, ages within 0.05 years, gender
-probabilities within 1e-3), so the feature cache is shared by both.
+photos: feature values within 1e-3, ages within 0.05 years, gender
+probabilities within 1e-3), so the feature cache is shared by all choices.
 
 OpenVINO keeps the networks it compiled from files in ``<cache folder>/openvino``
 (its ``CACHE_DIR``; the cache folder of :func:`~skagegender.embedding._assets.cache_dir`),
@@ -47,11 +52,18 @@ RUNTIME_ENV = "SKAGEGENDER_RUNTIME"
 RUNTIMES = ("onnxruntime", "openvino")
 
 
-def runtime_name():
-    """The engine this process runs the networks with: ``"onnxruntime"`` or ``"openvino"``.
+def runtime_name(*, varying_size=False):
+    """The engine this process runs a network with: ``"onnxruntime"`` or ``"openvino"``.
 
     Read from ``$SKAGEGENDER_RUNTIME`` at every call (``"auto"`` or unset: OpenVINO
-    when the ``openvino`` package is installed, else onnxruntime).
+    when the ``openvino`` package is installed and the network's input has a fixed
+    image size, else onnxruntime).
+
+    Parameters
+    ----------
+    varying_size : bool, default=False
+        True for a network whose input size changes from call to call (the
+        detector, run on each photo at its own size).
 
     Returns
     -------
@@ -64,7 +76,9 @@ def runtime_name():
     """
     value = os.environ.get(RUNTIME_ENV, "").strip().lower()
     if value in ("", "auto"):
-        return "openvino" if importlib.util.find_spec("openvino") is not None else "onnxruntime"
+        if varying_size or importlib.util.find_spec("openvino") is None:
+            return "onnxruntime"
+        return "openvino"
     if value not in RUNTIMES:
         raise ValueError(f"${RUNTIME_ENV} must be one of {', '.join(RUNTIMES)} or auto, "
                          f"got {os.environ[RUNTIME_ENV]!r}")
@@ -76,7 +90,8 @@ def _cpu_only(providers):
     return all(name == "CPUExecutionProvider" for name in names)
 
 
-def make_session(model, *, providers=None, n_threads=1, optimization="all", runtime=None):
+def make_session(model, *, providers=None, n_threads=1, optimization="all", runtime=None,
+                 varying_size=False):
     """A session of an ONNX model in the chosen engine, with onnxruntime's interface.
 
     Parameters
@@ -91,13 +106,15 @@ def make_session(model, *, providers=None, n_threads=1, optimization="all", runt
     optimization : {"all", "extended"}, default="all"
         onnxruntime's graph optimisation level (OpenVINO ignores it).
     runtime : {"onnxruntime", "openvino"} or None, default=None
-        The engine; None is :func:`runtime_name`.
+        The engine; None is :func:`runtime_name` ``(varying_size=varying_size)``.
+    varying_size : bool, default=False
+        Whether the input's size changes from call to call (see :func:`runtime_name`).
 
     Returns
     -------
     session : onnxruntime.InferenceSession or OpenVINOSession
     """
-    runtime = runtime_name() if runtime is None else runtime
+    runtime = runtime_name(varying_size=varying_size) if runtime is None else runtime
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
     if runtime == "openvino" and _cpu_only(providers):
