@@ -268,3 +268,70 @@ def test_shipped_models_predict_the_same_in_both_engines(name, monkeypatch, grou
             np.testing.assert_allclose(db["gender_probability"], da["gender_probability"],
                                        atol=1e-3)
             np.testing.assert_array_equal(db["gender"], da["gender"])
+
+
+# -- the benchmarks' runtime options ------------------------------------------
+
+
+def _benchmark(name):
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / name
+    spec = _runtime.importlib.util.spec_from_file_location(name.removesuffix(".py"), path)
+    module = _runtime.importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_throughput_benchmark_names_the_engines_and_summarises_them(monkeypatch):
+    throughput = _benchmark("throughput.py")
+    monkeypatch.setenv(RUNTIME_ENV, "onnxruntime")
+    assert throughput.runtime_label(None) == "onnxruntime"
+    assert throughput.runtime_label("openvino") == "openvino"
+    auto = "openvino, YuNet onnxruntime" if HAS_OPENVINO else "onnxruntime"
+    assert throughput.runtime_label("auto") == auto
+    assert os.environ[RUNTIME_ENV] == "onnxruntime"  # restored
+    assert throughput._runtime_env("openvino")[RUNTIME_ENV] == "openvino"
+    assert throughput._runtime_env(None)[RUNTIME_ENV] == "onnxruntime"
+
+    def run(model, runtime, cpu):
+        return {"model": model, "runtime": runtime, "cpu": cpu, "wall": cpu, "n_images": 10,
+                "found": 10, "load": "1.00 1.00 1.00"}
+
+    side = {"UTKFace": {
+        "default": [run("default", "onnxruntime", 3.0), run("default", "onnxruntime", 5.0)],
+        "default, openvino": [run("default", "openvino", 2.0)],
+        "peer": [{"cpu": 1.0, "wall": 1.0, "n_images": 10, "found": 10, "load": "1.0"}]}}
+    report = {"side_by_side": {"runs": side},
+              "stages_by_runtime": {"onnxruntime": {"networks_ms_default": 30.0},
+                                    "openvino": {"networks_ms_default": 15.0}}}
+    lines = throughput.runtime_summary(report)
+    assert "| default | onnxruntime | 400.0 | 0.25x | 30.0 |" in lines  # median of 3 and 5 s
+    assert "| default | openvino | 200.0 | 0.50x | 15.0 |" in lines
+    report["stages_by_runtime"].pop("openvino")  # one engine: no summary
+    assert throughput.runtime_summary(report) == []
+
+
+@needs_openvino
+@pytest.mark.slow
+def test_startup_benchmark_runs_each_engine(portrait, tmp_path):
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "startup.py"
+    env = {k: v for k, v in os.environ.items() if k != RUNTIME_ENV}
+    subprocess.run([sys.executable, str(script), "--image", portrait, "--runs", "1",
+                    "--warmup", "0", "--model", "fast", "--runtime", "onnxruntime",
+                    "--runtime", "openvino", "--out", str(tmp_path)],
+                   env=env, check=True, capture_output=True, timeout=600)
+    report = json.loads((tmp_path / "startup.json").read_text())
+    assert {key: r["runtime"] for key, r in report["models"].items()} == {
+        "fast, onnxruntime": "onnxruntime", "fast, openvino": "openvino"}
+    ort_run, = report["models"]["fast, onnxruntime"]["runs"]
+    ov_run, = report["models"]["fast, openvino"]["runs"]
+    assert "face 1: age" in ort_run["stdout"] and "face 1: age" in ov_run["stdout"]
+    # each engine alone is loaded: OpenVINO throughout never imports onnxruntime
+    assert "onnxruntime" in ort_run["loaded"]["load_end"]
+    assert "openvino" not in ort_run["loaded"]["load_end"]
+    assert "openvino" in ov_run["loaded"]["load_end"]
+    assert "onnxruntime" not in ov_run["loaded"]["load_end"]
+    assert "runtime openvino" in (tmp_path / "startup.md").read_text()
