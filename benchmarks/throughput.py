@@ -347,7 +347,7 @@ def _runtime_env(runtime):
 def runtime_label(runtime):
     """The engines a subprocess with ``runtime`` (None: this environment's) uses.
 
-    ``"openvino, YuNet onnxruntime"`` where the detector runs in another engine (auto).
+    ``"SFace openvino, others onnxruntime"`` where the networks use two engines (auto).
     """
     from skagegender.embedding import runtime_name
 
@@ -355,13 +355,13 @@ def runtime_label(runtime):
     if runtime:
         os.environ["SKAGEGENDER_RUNTIME"] = runtime
     try:
-        fixed, detector = runtime_name(), runtime_name(varying_size=True)
+        sface, others = runtime_name(auto="openvino"), runtime_name(auto="onnxruntime")
     finally:
         if runtime:
             os.environ.pop("SKAGEGENDER_RUNTIME")
             if saved is not None:
                 os.environ["SKAGEGENDER_RUNTIME"] = saved
-    return fixed if fixed == detector else f"{fixed}, YuNet {detector}"
+    return sface if sface == others else f"SFace {sface}, others {others}"
 
 
 def timed_process(cmd, core, runtime=None):

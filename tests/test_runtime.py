@@ -3,8 +3,8 @@
 Tolerances (between the two engines, float32 both):
 
 - one network on the same input: outputs within 1e-5 absolute (measured: ~2e-6);
-- a shipped model end to end on real photos, with YuNet in either engine (OpenVINO
-  throughout, or ``auto``: YuNet in onnxruntime, the rest in OpenVINO): the same faces,
+- a shipped model end to end on real photos, with OpenVINO throughout or ``auto``
+  (OpenVINO for SFace, onnxruntime for the rest): the same faces,
   landmarks within 1e-3 px, feature rows within 1e-3 absolute (measured 4.2e-4, on
   the dlib age probabilities: YuNet's landmarks differ by ~3e-5 px, which moves
   some pixels of the uint8 crops by one level), ages within 0.05 years, gender
@@ -34,15 +34,15 @@ needs_openvino = pytest.mark.skipif(not HAS_OPENVINO, reason="openvino is not in
 
 def test_runtime_name_follows_the_environment(monkeypatch):
     monkeypatch.delenv(RUNTIME_ENV, raising=False)
-    assert runtime_name() == ("openvino" if HAS_OPENVINO else "onnxruntime")
-    assert runtime_name(varying_size=True) == "onnxruntime"  # the detector
+    assert runtime_name() == ("openvino" if HAS_OPENVINO else "onnxruntime")  # SFace's
+    assert runtime_name(auto="onnxruntime") == "onnxruntime"  # the other networks'
     monkeypatch.setenv(RUNTIME_ENV, "auto")
-    assert runtime_name() == ("openvino" if HAS_OPENVINO else "onnxruntime")
-    assert runtime_name(varying_size=True) == "onnxruntime"
+    assert runtime_name(auto="openvino") == ("openvino" if HAS_OPENVINO else "onnxruntime")
+    assert runtime_name(auto="onnxruntime") == "onnxruntime"
     monkeypatch.setenv(RUNTIME_ENV, " ONNXRuntime ")
-    assert runtime_name() == runtime_name(varying_size=True) == "onnxruntime"
+    assert runtime_name() == runtime_name(auto="onnxruntime") == "onnxruntime"
     monkeypatch.setenv(RUNTIME_ENV, "openvino")
-    assert runtime_name() == runtime_name(varying_size=True) == "openvino"
+    assert runtime_name() == runtime_name(auto="onnxruntime") == "openvino"
     monkeypatch.setenv(RUNTIME_ENV, "tensorrt")
     with pytest.raises(ValueError, match="onnxruntime, openvino or auto, got 'tensorrt'"):
         runtime_name()
@@ -254,13 +254,13 @@ def test_shipped_models_predict_the_same_in_both_engines(name, monkeypatch, grou
     paths = [group_photo, portrait, *(str(fgnet / f) for f in ("001A02.JPG", "002A29.JPG"))]
     result = _faces_by_runtime(monkeypatch, name, paths)
     faces_a, details_a = result["onnxruntime"]
-    for runtime in ("openvino", "auto"):  # OpenVINO throughout; OpenVINO but YuNet
+    for runtime in ("openvino", "auto"):  # OpenVINO throughout; OpenVINO for SFace only
         faces_b, details_b = result[runtime]
         assert [len(f) for f in faces_a] == [len(f) for f in faces_b] == [6, 1, 1, 1]
         for found_a, found_b, da, db in zip(faces_a, faces_b, details_a, details_b):
             for fa, fb in zip(found_a, found_b):
                 np.testing.assert_allclose(fb.landmarks, fa.landmarks, atol=1e-3)
-                if runtime == "auto":  # the same detector: the same crops
+                if runtime == "auto":  # the same detector (and chip networks)
                     np.testing.assert_array_equal(fb.landmarks, fa.landmarks)
                     np.testing.assert_allclose(fb.embedding, fa.embedding, atol=1e-5)
                 np.testing.assert_allclose(fb.embedding, fa.embedding, atol=1e-3)
@@ -288,7 +288,7 @@ def test_throughput_benchmark_names_the_engines_and_summarises_them(monkeypatch)
     monkeypatch.setenv(RUNTIME_ENV, "onnxruntime")
     assert throughput.runtime_label(None) == "onnxruntime"
     assert throughput.runtime_label("openvino") == "openvino"
-    auto = "openvino, YuNet onnxruntime" if HAS_OPENVINO else "onnxruntime"
+    auto = "SFace openvino, others onnxruntime" if HAS_OPENVINO else "onnxruntime"
     assert throughput.runtime_label("auto") == auto
     assert os.environ[RUNTIME_ENV] == "onnxruntime"  # restored
     assert throughput._runtime_env("openvino")[RUNTIME_ENV] == "openvino"

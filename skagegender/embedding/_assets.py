@@ -483,7 +483,7 @@ def available_providers(providers=None):
     return wanted
 
 
-def make_session(path, *, providers=None, n_threads=1, optimization="all", varying_size=False):
+def make_session(path, *, providers=None, n_threads=1, optimization="all", auto="onnxruntime"):
     """A session of an ONNX file with our defaults, in the process's engine.
 
     OpenVINO or onnxruntime, as :func:`skagegender.embedding._runtime.runtime_name`
@@ -492,9 +492,10 @@ def make_session(path, *, providers=None, n_threads=1, optimization="all", varyi
     :func:`session_options`, its providers from :func:`available_providers`
     (``None`` means CPU; missing ones fall back to CPU with a warning rather than
     failing); a provider other than the CPU's makes it an onnxruntime session.
-    ``varying_size``: the input's size changes from call to call (the detector).
+    ``auto``: the engine for this network when ``$SKAGEGENDER_RUNTIME`` is
+    ``"auto"`` or unset (``"openvino"`` for SFace).
     """
     from ._runtime import make_session as runtime_session
 
     return runtime_session(path, providers=providers, n_threads=n_threads,
-                           optimization=optimization, varying_size=varying_size)
+                           optimization=optimization, auto=auto)

@@ -15,14 +15,15 @@ object with onnxruntime's calling interface: ``run(output_names, feed)``,
 
 The engine is chosen per process by the environment variable
 ``SKAGEGENDER_RUNTIME``: ``"onnxruntime"`` or ``"openvino"`` run every network
-with that engine; ``"auto"`` (the same as unset) runs the networks whose input
-has a fixed image size (SFace, the dlib networks, the fine-tuned layer) with
-OpenVINO when the ``openvino`` package is installed, and the detector (YuNet,
-whose input takes each photo's size) with onnxruntime: OpenVINO prepares its
-kernels again for every new input size, which made detection slower on 200 px
-faces and on photos of mixed sizes (``benchmarks/results/throughput.md``).
-Without the package, ``"auto"`` is onnxruntime throughout; ``"openvino"``
-without it raises an ImportError that says how to install it. Execution providers other than the CPU's
+with that engine; ``"auto"`` (the same as unset) runs each network with the
+engine measured faster for it on one core (``benchmarks/results/throughput.md``):
+SFace with OpenVINO when the ``openvino`` package is installed (about half the
+time), every other network with onnxruntime. OpenVINO was slower on the others:
+YuNet's input takes each photo's size and OpenVINO prepares its kernels again for
+every new size; the dlib networks and the fine-tuned layer, run one face at a
+time by ``predict``, cost OpenVINO more per call. Without the package,
+``"auto"`` is onnxruntime throughout; ``"openvino"`` without it raises an
+ImportError that says how to install it. Execution providers other than the CPU's
 (``ArcFaceEmbedder(providers=["CUDAExecutionProvider"])``) are onnxruntime's:
 when they are asked for, onnxruntime runs the networks whatever the variable
 says. It is no estimator parameter: a model file or a fitted estimator does not
@@ -52,18 +53,18 @@ RUNTIME_ENV = "SKAGEGENDER_RUNTIME"
 RUNTIMES = ("onnxruntime", "openvino")
 
 
-def runtime_name(*, varying_size=False):
+def runtime_name(*, auto="openvino"):
     """The engine this process runs a network with: ``"onnxruntime"`` or ``"openvino"``.
 
-    Read from ``$SKAGEGENDER_RUNTIME`` at every call (``"auto"`` or unset: OpenVINO
-    when the ``openvino`` package is installed and the network's input has a fixed
-    image size, else onnxruntime).
+    Read from ``$SKAGEGENDER_RUNTIME`` at every call: the engine it names, or with
+    ``"auto"`` (or unset) the network's own ``auto`` choice, onnxruntime where
+    that is OpenVINO but the ``openvino`` package is not installed.
 
     Parameters
     ----------
-    varying_size : bool, default=False
-        True for a network whose input size changes from call to call (the
-        detector, run on each photo at its own size).
+    auto : {"openvino", "onnxruntime"}, default="openvino"
+        The engine for this network under ``"auto"``: ``"openvino"`` for SFace,
+        ``"onnxruntime"`` for the other networks (see the module docstring).
 
     Returns
     -------
@@ -76,9 +77,9 @@ def runtime_name(*, varying_size=False):
     """
     value = os.environ.get(RUNTIME_ENV, "").strip().lower()
     if value in ("", "auto"):
-        if varying_size or importlib.util.find_spec("openvino") is None:
-            return "onnxruntime"
-        return "openvino"
+        if auto == "openvino" and importlib.util.find_spec("openvino") is not None:
+            return "openvino"
+        return "onnxruntime"
     if value not in RUNTIMES:
         raise ValueError(f"${RUNTIME_ENV} must be one of {', '.join(RUNTIMES)} or auto, "
                          f"got {os.environ[RUNTIME_ENV]!r}")
@@ -91,7 +92,7 @@ def _cpu_only(providers):
 
 
 def make_session(model, *, providers=None, n_threads=1, optimization="all", runtime=None,
-                 varying_size=False):
+                 auto="onnxruntime"):
     """A session of an ONNX model in the chosen engine, with onnxruntime's interface.
 
     Parameters
@@ -106,15 +107,15 @@ def make_session(model, *, providers=None, n_threads=1, optimization="all", runt
     optimization : {"all", "extended"}, default="all"
         onnxruntime's graph optimisation level (OpenVINO ignores it).
     runtime : {"onnxruntime", "openvino"} or None, default=None
-        The engine; None is :func:`runtime_name` ``(varying_size=varying_size)``.
-    varying_size : bool, default=False
-        Whether the input's size changes from call to call (see :func:`runtime_name`).
+        The engine; None is :func:`runtime_name` ``(auto=auto)``.
+    auto : {"onnxruntime", "openvino"}, default="onnxruntime"
+        The engine for this network when ``$SKAGEGENDER_RUNTIME`` is ``"auto"``.
 
     Returns
     -------
     session : onnxruntime.InferenceSession or OpenVINOSession
     """
-    runtime = runtime_name(varying_size=varying_size) if runtime is None else runtime
+    runtime = runtime_name(auto=auto) if runtime is None else runtime
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
     if runtime == "openvino" and _cpu_only(providers):
