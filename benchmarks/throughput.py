@@ -347,7 +347,7 @@ def _runtime_env(runtime):
 def runtime_label(runtime):
     """The engines a subprocess with ``runtime`` (None: this environment's) uses.
 
-    ``"SFace openvino, others onnxruntime"`` where the networks use two engines (auto).
+    ``"auto: SFace openvino, others onnxruntime"`` where the networks use two engines.
     """
     from skagegender.embedding import runtime_name
 
@@ -361,7 +361,7 @@ def runtime_label(runtime):
             os.environ.pop("SKAGEGENDER_RUNTIME")
             if saved is not None:
                 os.environ["SKAGEGENDER_RUNTIME"] = saved
-    return sface if sface == others else f"SFace {sface}, others {others}"
+    return sface if sface == others else f"auto: SFace {sface}, others {others}"
 
 
 def timed_process(cmd, core, runtime=None):
@@ -605,6 +605,9 @@ def runtime_summary(report):
         networks = stages.get(f"networks_ms_{model}")
         cells.append(f"{networks:.1f}" if networks is not None else "n/a")
         lines.append(f"| {model} | {runtime} | " + " | ".join(cells) + " |")
+    lines += ["", ("`auto` (`$SKAGEGENDER_RUNTIME` unset, the default where `openvino` is "
+                   "installed) runs SFace in OpenVINO and the other networks in onnxruntime: the "
+                   "fast model runs no SFace, so under `auto` it is onnxruntime throughout.")]
     return lines
 
 

@@ -288,7 +288,7 @@ def test_throughput_benchmark_names_the_engines_and_summarises_them(monkeypatch)
     monkeypatch.setenv(RUNTIME_ENV, "onnxruntime")
     assert throughput.runtime_label(None) == "onnxruntime"
     assert throughput.runtime_label("openvino") == "openvino"
-    auto = "SFace openvino, others onnxruntime" if HAS_OPENVINO else "onnxruntime"
+    auto = "auto: SFace openvino, others onnxruntime" if HAS_OPENVINO else "onnxruntime"
     assert throughput.runtime_label("auto") == auto
     assert os.environ[RUNTIME_ENV] == "onnxruntime"  # restored
     assert throughput._runtime_env("openvino")[RUNTIME_ENV] == "openvino"
