@@ -64,7 +64,7 @@ def study(tmp_path, capsys):
     features = tmp_path / "F.npz"
     np.savez(features, **_columns())
     storage = f"sqlite:///{tmp_path / 't.db'}"
-    code, out, err = _tune(capsys, features, storage)
+    code, _, err = _tune(capsys, features, storage)
     assert code == 0, err
     loaded = optuna.load_study(study_name="F-age", storage=storage)
     return features, storage, loaded
