@@ -25,7 +25,8 @@ import pytest
 from packaging.requirements import Requirement
 from PIL import Image
 
-from skagegender.cli import CACHED_FACES_LIMIT, main
+from skagegender import cli
+from skagegender.cli import main
 from skagegender.embedding._cache import DamagedCacheWarning
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -197,7 +198,7 @@ def test_poisoned_cache_rows_are_recomputed_and_the_batch_completes(
     stem3 = item3.rsplit(":", 1)[0]  # more faces than an image has: no "no more" row
     db.execute("DELETE FROM embeddings WHERE item_key LIKE ?", [stem3 + ":%"])
     db.executemany("INSERT INTO embeddings VALUES (?, ?, 0, ?, ?, NULL)",
-                   [(bb3, f"{stem3}:{j}", feats0, face0) for j in range(CACHED_FACES_LIMIT + 5)])
+                   [(bb3, f"{stem3}:{j}", feats0, face0) for j in range(cli.CACHED_FACES_LIMIT + 5)])
     db.commit()
     db.close()
 
