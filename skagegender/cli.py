@@ -21,7 +21,7 @@ import threading
 import time
 import unicodedata
 from collections import Counter
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 from ._utils import capped_n_jobs, known_labels, output_file_problem
@@ -92,7 +92,7 @@ def _read_path_list(command, name):
         return None
     paths = []
     try:
-        with handle if name != "-" else _no_close(handle):
+        with handle if name != "-" else nullcontext(handle):
             for number, line in enumerate(iter(lambda: handle.readline(MAX_LIST_LINE), b""),
                                           start=1):
                 if not line.endswith(b"\n") and len(line) == MAX_LIST_LINE:
@@ -106,11 +106,6 @@ def _read_path_list(command, name):
         _error(command, f"--files-from {name}: {exc.strerror or exc}")
         return None
     return paths
-
-
-@contextmanager
-def _no_close(handle):
-    yield handle
 
 
 def _named_paths(command, args):
@@ -617,7 +612,8 @@ def cmd_embed(args):
     for where in dict.fromkeys((args.out, out)):
         problem = output_file_problem(where)
         if problem is not None:
-            _error("embed", f"--out {args.out}: {where} {problem}")
+            _error("embed", f"--out {args.out}: "
+                            + (problem if where == args.out else f"{where} {problem}"))
             return EXIT_USAGE
     paths = _named_paths("embed", args)
     items = _inputs("embed", paths) if paths is not None else None
@@ -1046,6 +1042,9 @@ def main(argv=None):
     """Run the ``skagegender`` command; returns its exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "paths", None) == [] and args.files_from is None:
+        parser.error(f"{args.command}: give image files or folders, or --files-from FILE "
+                     "('-' for standard input)")
     try:
         return args.func(args)
     except KeyboardInterrupt:

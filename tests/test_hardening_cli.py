@@ -107,7 +107,12 @@ def test_files_from_a_list_and_from_standard_input(tmp_path, portrait, capsys, m
 def test_files_from_problems_are_usage_errors(tmp_path, capsys):
     code, _, err = _run(capsys, ["predict", "--files-from", str(tmp_path / "missing.txt")])
     assert code == 2 and "missing.txt" in err
-    code, _, err = _run(capsys, ["predict"])
+    with pytest.raises(SystemExit) as info:  # argparse's usage error
+        main(["predict"])
+    assert info.value.code == 2 and "or --files-from FILE" in capsys.readouterr().err
+    empty_list = tmp_path / "empty.txt"
+    empty_list.write_bytes(b"\n\n")
+    code, _, err = _run(capsys, ["predict", "--files-from", str(empty_list)])
     assert code == 2 and "no paths given" in err
     long_line = tmp_path / "zero.txt"
     long_line.write_bytes(b"x" * 200_000)  # no newline: not a list (e.g. /dev/zero)
