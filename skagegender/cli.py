@@ -663,9 +663,9 @@ def cmd_embed(args):
 # -- evaluate ------------------------------------------------------------------
 
 def _rounded(obj, digits=4):
-    """``obj`` with every float rounded to ``digits`` decimals (NaN becomes None)."""
+    """``obj`` with every float rounded to ``digits`` decimals (NaN and infinity become None)."""
     if isinstance(obj, float):
-        return None if math.isnan(obj) else round(obj, digits)
+        return None if not math.isfinite(obj) else round(obj, digits)
     if isinstance(obj, dict):
         return {key: _rounded(value, digits) for key, value in obj.items()}
     if isinstance(obj, (list, tuple)):

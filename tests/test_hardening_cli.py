@@ -399,3 +399,12 @@ def test_a_cache_path_that_is_not_a_cache_is_a_usage_error(tmp_path, capsys):
         code, out, err = _run(capsys, ["predict", str(empty), "--cache", str(cache)])
         assert code == 2 and words in err and out == "", err
     assert a_file.read_text() == "not a folder"
+
+
+def test_evaluate_json_turns_every_non_finite_number_into_null():
+    from skagegender.cli import _json, _rounded
+
+    text = _json(_rounded({"mae": float("inf"), "per_group": {"0-12": [float("nan"),
+                                                                      -float("inf"), 1.23456]}}))
+    assert json.loads(text, parse_constant=lambda c: pytest.fail(f"not JSON: {c}")) == {
+        "mae": None, "per_group": {"0-12": [None, None, 1.2346]}}
