@@ -157,6 +157,7 @@ def _args(features, mb):
                               "sqlite://", "--cv", "2", "--max-features-mb", str(mb)])
 
 
+@pytest.mark.slow
 def test_a_bool_x_is_counted_as_the_floats_it_becomes(tmp_path, capsys):
     # 4 MiB of booleans compress to a few KB and become 32 MiB of float64.
     n, d = 2**16, 64
