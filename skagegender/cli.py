@@ -21,10 +21,10 @@ import threading
 import time
 import unicodedata
 from collections import Counter
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
-from ._utils import known_labels
+from ._utils import capped_n_jobs, known_labels, output_file_problem
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 EMPTY_FOLDER = "no image files in this folder"
@@ -33,6 +33,11 @@ PREDICT_CHUNK = 4
 FEW_FACES = 1000
 #: Fewest training faces for the fine-tuned layer (its batch size).
 LAYER_BATCH = 128
+#: Most faces of one image that ``predict --cache`` keeps (when the model sets no
+#: ``max_faces``); an image with more stored rows is computed again.
+CACHED_FACES_LIMIT = 1000
+#: Longest line of a ``--files-from`` list.
+MAX_LIST_LINE = 65536
 
 
 def _version():
@@ -71,6 +76,90 @@ def _expand(paths):
                 skipped[suffix or "(no suffix)"] += 1
         items.extend(found or [(os.fspath(raw), EMPTY_FOLDER)])
     return items, skipped
+
+
+def _read_path_list(command, name):
+    """The paths listed in ``name`` (``-``: standard input), one per line; None on error.
+
+    Empty lines are skipped; a trailing carriage return is dropped. Bytes that are
+    not valid in the file system's encoding are kept as Python keeps them in file
+    names, so every name a shell would pass works.
+    """
+    try:
+        handle = sys.stdin.buffer if name == "-" else open(name, "rb")  # noqa: SIM115
+    except OSError as exc:
+        _error(command, f"--files-from {name}: {exc.strerror or exc}")
+        return None
+    paths = []
+    try:
+        with handle if name != "-" else nullcontext(handle):
+            for number, line in enumerate(iter(lambda: handle.readline(MAX_LIST_LINE), b""),
+                                          start=1):
+                if not line.endswith(b"\n") and len(line) == MAX_LIST_LINE:
+                    _error(command, f"--files-from {name}: line {number} is over "
+                                    f"{MAX_LIST_LINE} bytes; not a list of paths")
+                    return None
+                line = line.rstrip(b"\n").removesuffix(b"\r")
+                if line:
+                    paths.append(os.fsdecode(line))
+    except OSError as exc:
+        _error(command, f"--files-from {name}: {exc.strerror or exc}")
+        return None
+    return paths
+
+
+def _named_paths(command, args):
+    """The paths named on the command line and in ``--files-from``; None on error."""
+    paths = list(args.paths)
+    if args.files_from is not None:
+        listed = _read_path_list(command, args.files_from)
+        if listed is None:
+            return None
+        paths += listed
+    if not paths:
+        _error(command, "no paths given: name image files or folders, or --files-from FILE "
+                        "('-' for standard input)")
+        return None
+    return paths
+
+
+def _capped_jobs(command, n_jobs, n_inputs):
+    """``--n-jobs`` capped at the inputs and the cores, with a warning when it was more."""
+    if n_jobs in (None, 1):
+        return n_jobs
+    capped = capped_n_jobs(n_jobs, max(n_inputs, 1))
+    if n_jobs > capped:
+        from joblib import cpu_count
+
+        _error(command, f"warning: --n-jobs {n_jobs}: starting {capped} worker "
+                        f"process{'es' if capped != 1 else ''} ({n_inputs} "
+                        f"input{'s' if n_inputs != 1 else ''}, {cpu_count()} cores)")
+    return capped
+
+
+@contextmanager
+def _stdout_to_stderr():
+    """Send whatever else prints to stdout (libraries, worker processes) to stderr.
+
+    Both ``sys.stdout`` and file descriptor 1 are redirected, so that processes
+    started inside the block inherit the redirection too.
+    """
+    from contextlib import redirect_stdout
+
+    sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+        os.dup2(2, 1)
+    except OSError:  # no descriptor 1 or 2: Python-level redirection only
+        saved = None
+    try:
+        with redirect_stdout(sys.stderr):
+            yield
+    finally:
+        if saved is not None:
+            sys.stderr.flush()
+            os.dup2(saved, 1)
+            os.close(saved)
 
 
 def _inputs(command, paths):
@@ -198,7 +287,7 @@ def _coverage(text):
     return value
 
 
-def _predict_chunk(model, paths, targets, coverage):
+def _predict_chunk(model, paths, targets, coverage, overwrite=False):
     """Predict (and draw) a few inputs: per input ``(faces, records, error)``.
 
     Module level so that joblib can send it to worker processes.
@@ -213,7 +302,7 @@ def _predict_chunk(model, paths, targets, coverage):
             out.append((None, [], exc.reason))
             continue
         records = model.predict_faces(path, faces=faces, coverage=coverage)
-        error = _annotate(model, path, records, target) if target else None
+        error = _annotate(model, path, records, target, overwrite) if target else None
         out.append((faces, records, error))
     return out
 
@@ -233,12 +322,21 @@ class _FaceCache:
 
         self.store = EmbeddingCache(folder, embedder.cache_key(faces="every"),
                                     dim=embedder.backbone_info().embedding_dim)
+        self.limit = embedder.max_faces or CACHED_FACES_LIMIT
+        self.too_many = 0
 
     def get(self, keys):
-        """Cached faces per key (a list, maybe empty), for the keys fully stored."""
+        """Cached faces per key (a list, maybe empty), for the keys fully stored.
+
+        An item with more than ``limit`` stored faces is not returned (it is
+        computed again); ``too_many`` counts such items.
+        """
         faces = {k: [] for k in keys if k is not None}
         pending, done, j = list(faces), {}, 0
         while pending:
+            if j > self.limit:  # more rows than an image may have: damage
+                self.too_many += len(pending)
+                break
             stored = self.store.get([f"{k}:{j}" for k in pending])
             still = []
             for k in pending:
@@ -255,7 +353,7 @@ class _FaceCache:
         return done
 
     def put(self, key, faces):
-        if key is None:
+        if key is None or len(faces) > self.limit:
             return
         from .embedding import Outcome
 
@@ -268,7 +366,34 @@ class _FaceCache:
         self.store.close()
 
 
-def _predict_stream(model, items, targets, *, n_jobs, cache, coverage):
+def _checked_cache(cache, items, keys, max_bytes):
+    """Cached faces per key, less those that do not fit their image (computed again)."""
+    from .embedding import ImageLoadError
+    from .embedding._cache import faces_fit_image
+    from .embedding._io import peek_image
+
+    cached = cache.get(keys)
+    damaged = cache.too_many
+    for (path, _), key in zip(items, keys):
+        if key not in cached or not cached[key]:
+            continue
+        try:
+            width, height, _ = peek_image(path, max_bytes=max_bytes)
+        except ImageLoadError:
+            fits = False  # changed since it was cached: read it again
+        else:
+            fits = faces_fit_image(cached[key], width, height)
+        if not fits:
+            del cached[key]
+            damaged += 1
+    if damaged:
+        _error("predict", f"warning: the cache {cache.store.path} held damaged faces for "
+                          f"{damaged} input{'s' if damaged != 1 else ''}; "
+                          f"{'they are' if damaged != 1 else 'it is'} computed again")
+    return cached
+
+
+def _predict_stream(model, items, targets, *, n_jobs, cache, coverage, overwrite=False):
     """Yield ``(path, records, error)`` per item, in input order, as each is done."""
     from joblib import Parallel, delayed
 
@@ -276,24 +401,27 @@ def _predict_stream(model, items, targets, *, n_jobs, cache, coverage):
 
     keys = [item_key(path) if error is None and cache is not None else None
             for path, error in items]
-    cached = cache.get(keys) if cache is not None else {}
+    cached = (_checked_cache(cache, items, keys, model.embedder_.max_bytes)
+              if cache is not None else {})
     todo = [i for i, (_, error) in enumerate(items) if error is None and keys[i] not in cached]
     parallel = Parallel(n_jobs=n_jobs, return_as="generator")
     size = 1 if parallel.n_jobs == 1 else PREDICT_CHUNK
     chunks = [todo[k:k + size] for k in range(0, len(todo), size)]
     tasks = (([items[i][0] for i in chunk], [targets[i] for i in chunk]) for chunk in chunks)
     if size == 1:
-        parts = (_predict_chunk(model, paths, chunk_targets, coverage)
+        parts = (_predict_chunk(model, paths, chunk_targets, coverage, overwrite)
                  for paths, chunk_targets in tasks)
     else:
-        parts = parallel(delayed(_predict_chunk)(model, *task, coverage) for task in tasks)
+        parts = parallel(delayed(_predict_chunk)(model, *task, coverage, overwrite)
+                         for task in tasks)
     results = (result for part in parts for result in part)
     for i, (path, error) in enumerate(items):
         if error is not None:
             yield path, [], error
         elif keys[i] in cached:
             records = model.predict_faces(path, faces=cached[keys[i]], coverage=coverage)
-            yield path, records, _annotate(model, path, records, targets[i]) if targets[i] else None
+            yield path, records, (_annotate(model, path, records, targets[i], overwrite)
+                                  if targets[i] else None)
         else:
             faces, records, error = next(results)
             if cache is not None and faces is not None:
@@ -335,14 +463,20 @@ def _annotation_targets(items, folder):
     return targets
 
 
-def _annotate(model, path, records, target):
+def _annotate(model, path, records, target, overwrite=False):
     """Draw every face's box and label on a copy of ``path`` written to ``target``.
+
+    The copy is written under an unpredictable temporary name created exclusively
+    and then linked to ``target`` only if nothing has that name (with
+    ``overwrite``: renamed over an existing regular file), so a planted link is
+    never written through and an existing file is not replaced unasked.
 
     Returns None, or the reason the copy could not be written.
     """
     import cv2
     from PIL import Image
 
+    from ._utils import atomic_write
     from .embedding import IMAGE_FORMATS, ImageLoadError, load_image
 
     embedder = model.embedder_
@@ -350,6 +484,32 @@ def _annotate(model, path, records, target):
         bgr = load_image(path, color=embedder.color, max_pixels=embedder.max_pixels)
     except ImageLoadError as exc:
         return f"cannot annotate: {exc.reason}"
+    try:
+        _draw(bgr, records)
+    except (cv2.error, OverflowError, ValueError):
+        return "cannot annotate: a face box lies outside the image"
+    suffix = os.path.splitext(target)[1].lower()
+    fmt = next((name for name, suffixes in IMAGE_FORMATS.items() if suffix in suffixes), "PNG")
+    options = {"JPEG": {"quality": 95}, "WEBP": {"quality": 95}}.get(fmt, {})
+    if overwrite and os.path.lexists(target) and (os.path.islink(target)
+                                                  or not os.path.isfile(target)):
+        return (f"cannot write the annotated copy {target}: it is a link or special file, "
+                "not replaced")
+    try:
+        atomic_write(target, lambda file: Image.fromarray(bgr[:, :, ::-1]).save(
+            file, format=fmt, **options), overwrite=overwrite)
+    except FileExistsError:
+        return (f"cannot write the annotated copy {target}: it exists (pass --overwrite "
+                "to replace it)")
+    except OSError as exc:
+        return f"cannot write the annotated copy {target}: {exc.strerror or exc}"
+    return None
+
+
+def _draw(bgr, records):
+    """Draw each face's numbered box and label on ``bgr`` in place."""
+    import cv2
+
     height, width = bgr.shape[:2]
     thick = max(1, round(min(height, width) / 300))
     scale = max(0.4, min(height, width) / 900)
@@ -365,16 +525,6 @@ def _annotate(model, path, records, target):
                       colour, -1)
         cv2.putText(bgr, label, (left + thick, top + th + thick), cv2.FONT_HERSHEY_SIMPLEX,
                     scale, (255, 255, 255), thick, cv2.LINE_AA)
-    suffix = os.path.splitext(target)[1].lower()
-    fmt = next((name for name, suffixes in IMAGE_FORMATS.items() if suffix in suffixes), "PNG")
-    options = {"JPEG": {"quality": 95}, "WEBP": {"quality": 95}}.get(fmt, {})
-    partial = f"{target}.partial"
-    try:
-        Image.fromarray(bgr[:, :, ::-1]).save(partial, format=fmt, **options)
-        os.replace(partial, target)
-    except OSError as exc:
-        return f"cannot write the annotated copy {target}: {exc.strerror or exc}"
-    return None
 
 
 def _plain_lines(path, records):
@@ -394,7 +544,10 @@ def _plain_lines(path, records):
 
 
 def cmd_predict(args):
-    items = _inputs("predict", args.paths)
+    from .embedding._io import frames_note
+
+    paths = _named_paths("predict", args)
+    items = _inputs("predict", paths) if paths is not None else None
     if items is None:
         return EXIT_USAGE
     if args.annotate:
@@ -408,8 +561,9 @@ def cmd_predict(args):
     targets = _annotation_targets(items, args.annotate)
     records, failed, done = [], 0, 0
     show = sys.stderr.isatty() and not sys.stdout.isatty() and len(items) > 1
-    stream = _predict_stream(model, items, targets, n_jobs=args.n_jobs, cache=cache,
-                             coverage=args.coverage)
+    n_jobs = _capped_jobs("predict", args.n_jobs, sum(error is None for _, error in items))
+    stream = _predict_stream(model, items, targets, n_jobs=n_jobs, cache=cache,
+                             coverage=args.coverage, overwrite=args.overwrite)
     try:
         for index, (path, faces, error) in enumerate(
                 _progress(stream, len(items), "predict", show)):
@@ -417,6 +571,9 @@ def cmd_predict(args):
             record = {"path": path, "faces": faces, "error": error}
             if args.annotate and error is None:
                 record["annotated"] = targets[index]
+            note = frames_note(path) if error is None else None
+            if note is not None:
+                record["note"] = note
             with _no_interrupt():  # a result is written and counted, or neither
                 if args.json:
                     records.append(record)
@@ -424,8 +581,9 @@ def cmd_predict(args):
                     _write(sys.stdout, _json(record) + "\n")
                 else:
                     _write(sys.stdout, _plain_lines(path, faces) if faces or not error else "")
-                    if error is not None:
-                        _error("predict", f"{path}: {error}")
+                    for message in (note, error):
+                        if message is not None:
+                            _error("predict", f"{path}: {message}")
                 done += 1
     except KeyboardInterrupt:
         if args.json:
@@ -445,17 +603,29 @@ def cmd_predict(args):
 def cmd_embed(args):
     import numpy as np
 
+    from ._utils import atomic_write
     from .embedding import ArcFaceEmbedder
+    from .embedding._io import frames_note
 
-    items = _inputs("embed", args.paths)
+    # numpy's rule, said before the work: the file written ends in .npz.
+    out = args.out if args.out.endswith(".npz") else args.out + ".npz"
+    for where in dict.fromkeys((args.out, out)):
+        problem = output_file_problem(where)
+        if problem is not None:
+            _error("embed", f"--out {args.out}: "
+                            + (problem if where == args.out else f"{where} {problem}"))
+            return EXIT_USAGE
+    paths = _named_paths("embed", args)
+    items = _inputs("embed", paths) if paths is not None else None
     if items is None:
         return EXIT_USAGE
+    files = [path for path, error in items if error is None]
     embedder = ArcFaceEmbedder(args.backbone, layers=args.layers, flip_augment=args.flip,
-                               n_jobs=args.n_jobs)
+                               n_jobs=_capped_jobs("embed", args.n_jobs, len(files)))
     if args.cache:
         embedder.set_params(cache=args.cache)
-    files = [path for path, error in items if error is None]
-    result = embedder.embed(files)
+    with _stdout_to_stderr():  # e.g. insightface's download and loading messages
+        result = embedder.embed(files)
     n, dim = len(items), result.features.shape[1]
     features = np.full((n, dim), np.nan, dtype=np.float32)
     errors = [error and f"{path}: {error}" for path, error in items]
@@ -466,30 +636,36 @@ def cmd_embed(args):
         errors[i] = outcome.error
         failed[i] = outcome.kind == "load_error"
     found = np.array([e is None for e in errors], dtype=bool)
+    notes = [frames_note(path) if error is None else None for path, error in items]
     paths = [path for path, _ in items]
     # Plain numeric and unicode columns only: the file loads with allow_pickle=False.
-    np.savez_compressed(args.out, embeddings=features, paths=np.array(paths, dtype=str),
-                        found=found, errors=np.array([e or "" for e in errors], dtype=str))
+    columns = {"embeddings": features, "paths": np.array(paths, dtype=str), "found": found,
+               "errors": np.array([e or "" for e in errors], dtype=str),
+               "notes": np.array([note or "" for note in notes], dtype=str)}
+    atomic_write(out, lambda file: np.savez_compressed(file, **columns))
     failed = sum(failed)
+    for path, note in zip(paths, notes):
+        if note is not None:
+            _error("embed", f"{path}: {note}")
     for message in errors:
         if message is not None:
             _error("embed", message)
-    summary = {"out": args.out, "n_images": n, "n_faces_found": int(found.sum()),
+    summary = {"out": out, "n_images": n, "n_faces_found": int(found.sum()),
                "n_failed": failed, "embedding_dim": int(dim)}
     if args.json:
         _print_json(summary)
     else:
         print(f"{summary['n_faces_found']} of {n} images embedded ({dim} features), "
-              f"{failed} could not be read -> {args.out}")
+              f"{failed} could not be read -> {_printable(out)}")
     return EXIT_SOME_FAILED if failed else EXIT_OK
 
 
 # -- evaluate ------------------------------------------------------------------
 
 def _rounded(obj, digits=4):
-    """``obj`` with every float rounded to ``digits`` decimals (NaN becomes None)."""
+    """``obj`` with every float rounded to ``digits`` decimals (NaN and infinity become None)."""
     if isinstance(obj, float):
-        return None if math.isnan(obj) else round(obj, digits)
+        return None if not math.isfinite(obj) else round(obj, digits)
     if isinstance(obj, dict):
         return {key: _rounded(value, digits) for key, value in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -612,6 +788,10 @@ def cmd_train(args):
     if args.shipped_layer and args.recipe != "default":
         _error("train", "--shipped-layer only applies to --recipe default")
         return EXIT_USAGE
+    problem = output_file_problem(args.out)
+    if problem is not None:
+        _error("train", f"--out {args.out}: {problem}")
+        return EXIT_USAGE
     if args.recipe is not None:
         from .training import make_recipe_embedder
 
@@ -730,9 +910,12 @@ def build_parser():
 
     suffixes = " ".join(sorted(IMAGE_SUFFIXES))
     shared = {
-        "paths": {"nargs": "+", "help": f"image files or folders; folders are searched "
+        "paths": {"nargs": "*", "help": f"image files or folders; folders are searched "
                   f"recursively for {suffixes} files (others are counted and reported on "
                   "stderr); a file named here is always tried"},
+        "--files-from": {"metavar": "FILE", "help": "also read the paths listed in FILE, one "
+                         "per line ('-' for standard input), after those named on the command "
+                         "line; for more paths than a command line holds (default: none)"},
         "--model": {"help": "a shipped model, 'default' or 'fast' (YuNet and two small "
                     "dlib networks, no SFace: several times faster, less accurate), or a "
                     "model file written by 'skagegender train' (./fast for a file named "
@@ -761,6 +944,7 @@ def build_parser():
                 "pictures. Results are written as soon as each input is done, in input order; "
                 "in plain mode unreadable inputs are reported on stderr.")
     add(p, "paths")
+    add(p, "--files-from")
     add(p, "--model")
     form = p.add_mutually_exclusive_group()
     form.add_argument("--jsonl", action="store_true",
@@ -773,6 +957,10 @@ def build_parser():
                    help="write into DIR a copy of each photo with every face's box and label "
                    "'number: age gender', same size and format as the photo (same-named photos "
                    "get -2, -3 ... suffixes) (default: no copies)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="with --annotate, replace existing files of the same names in DIR "
+                   "(links and special files are never replaced) (default: off, such an "
+                   "input is reported as not annotated)")
     add(p, "--n-jobs", help=f"worker processes, -1 for all cores; inputs go to the workers "
         f"{PREDICT_CHUNK} at a time and results still come in input order (default: one process)")
     add(p, "--cache", help="embedding cache folder: the faces of every finished image are kept "
@@ -787,9 +975,13 @@ def build_parser():
                 "was embedded). Inputs that could not be read or have no face are named on "
                 "stderr with the reason.")
     add(p, "paths")
+    add(p, "--files-from")
     p.add_argument("--out", required=True,
-                   help="output .npz with columns embeddings, paths, found and errors (numbers "
-                   "and strings only: np.load(..., allow_pickle=False) reads it) (required)")
+                   help="output .npz (.npz is added when missing) with columns embeddings, "
+                   "paths, found, errors and notes (e.g. 'first frame of 12 read' for an "
+                   "animation) (numbers and strings only: np.load(..., allow_pickle=False) "
+                   "reads it); checked before any work: links and special files are refused "
+                   "(required)")
     p.add_argument("--backbone", default="sface",
                    help="'sface', an InsightFace pack name or folder, or an ArcFace .onnx file "
                    "(default: %(default)s)")
@@ -850,6 +1042,9 @@ def main(argv=None):
     """Run the ``skagegender`` command; returns its exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "paths", None) == [] and args.files_from is None:
+        parser.error(f"{args.command}: give image files or folders, or --files-from FILE "
+                     "('-' for standard input)")
     try:
         return args.func(args)
     except KeyboardInterrupt:
@@ -862,7 +1057,8 @@ def main(argv=None):
         from .model import ModelFileError
 
         _error(args.command, f"error: {exc}")
-        usage = isinstance(exc, (FileNotFoundError, ModelFileError))
+        usage = isinstance(exc, (FileNotFoundError, ModelFileError)) or getattr(
+            exc, "usage", False) is True
         return EXIT_USAGE if usage else EXIT_SOME_FAILED
 
 

@@ -263,7 +263,7 @@ def test_embed_writes_a_file_without_object_arrays(portrait, tmp_path, capsys):
     capsys.readouterr()
     with np.load(out_file, allow_pickle=False) as data:  # raises on any object array
         arrays = {name: data[name] for name in data.files}
-    assert set(arrays) == {"embeddings", "paths", "found", "errors"}
+    assert set(arrays) == {"embeddings", "paths", "found", "errors", "notes"}
     assert not any(value.dtype.hasobject for value in arrays.values())
     code, _, err = _tune(capsys, out_file, f"sqlite:///{tmp_path / 't.db'}")
     assert code == 2 and "looks like `skagegender embed` output" in err

@@ -10,6 +10,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
 
+from .._utils import capped_n_jobs
 from ._backbones import get_backbone, resolve_layers
 from ._cache import EmbeddingCache, backbone_key, item_key
 from ._detection import YuNetDetector, align_face
@@ -172,7 +173,9 @@ class ArcFaceEmbedder(TransformerMixin, BaseEstimator):
         many faces an image holds. On a GPU use larger batches.
     n_jobs : int or None, default=None
         Parallel workers (joblib); None means 1 unless inside a
-        :func:`joblib.parallel_config` context, e.g. ``backend="dask"``.
+        :func:`joblib.parallel_config` context, e.g. ``backend="dask"``. No more
+        workers are started than there are chunks of ``batch_size`` images to
+        embed, nor (for local processes) than there are cores.
     providers : list of str or None, default=None
         onnxruntime execution providers; None is CPU. Unavailable providers fall back
         to CPU with a warning.
@@ -583,7 +586,8 @@ class ArcFaceEmbedder(TransformerMixin, BaseEstimator):
         """Yield (indices, method's result) per chunk, as chunks finish."""
         from joblib import Parallel, delayed
 
-        parallel = Parallel(n_jobs=self.n_jobs, return_as="generator_unordered")
+        n_jobs = self.n_jobs if self.n_jobs in (None, 1) else capped_n_jobs(self.n_jobs, len(chunks))
+        parallel = Parallel(n_jobs=n_jobs, return_as="generator_unordered")
         if parallel.n_jobs == 1 and self.n_jobs in (None, 1):
             for chunk in chunks:
                 yield chunk, getattr(self, method)([images[i] for i in chunk])
