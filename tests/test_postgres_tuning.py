@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -218,3 +219,36 @@ def test_processes_opening_a_fresh_sqlite_storage_at_once_all_succeed(tmp_path):
 
 def _study_named(url, name):
     return optuna.load_study(study_name=name, storage=url)
+
+
+def test_a_trial_created_after_another_worker_took_the_last_slot_is_not_run(tmp_path,
+                                                                           monkeypatch):
+    # Another worker creates its trial between this worker's look at the study and the
+    # creation of its own (simulated by wrapping Study.ask): this worker's trial is then
+    # one too many; it must not run, and this worker waits for the other's trial.
+    url = f"sqlite:///{tmp_path / 't.db'}"
+    space = {"alpha": optuna.distributions.FloatDistribution(1e-3, 1e3, log=True)}
+    search = HeadSearchCV(Ridge(), space, cv=2, n_trials=1, storage=url, study_name="s",
+                          random_state=0)
+    search.open_study()
+    other = optuna.load_study(study_name="s", storage=url)
+    original_ask = optuna.study.Study.ask
+    taken = []
+
+    def ask(study, *args, **kwargs):
+        if not taken:
+            taken.append(original_ask(other))  # RUNNING, numbered before this worker's
+            # ... and that worker dies a second later, before finishing it
+            threading.Timer(1.0, other.tell, (taken[0], None, TrialState.FAIL)).start()
+        return original_ask(study, *args, **kwargs)
+
+    monkeypatch.setattr(optuna.study.Study, "ask", ask)
+    X = np.random.default_rng(0).normal(size=(30, 3))
+    search.fit(X, X @ [1.0, 2.0, 3.0])
+
+    trials = search.study_.trials
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.FAIL, TrialState.COMPLETE]
+    assert "another worker took the last one" in trials[1].user_attrs["not_run"]
+    assert trials[1].params == {} and "worker" not in trials[1].user_attrs
+    assert search.n_trials_ == 1 and search.best_index_ == 0
+    assert trials[2].user_attrs["worker"].endswith(f":{os.getpid()}")

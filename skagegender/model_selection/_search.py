@@ -947,9 +947,10 @@ class HeadSearchCV(MetaEstimatorMixin, BaseEstimator):
             taken = sum(t.number < trial.number
                         for t in study.get_trials(deepcopy=False, states=claims))
             if taken >= self.n_trials:
-                trial.set_user_attr(_ATTR_NOT_RUN, f"the study already held {self.n_trials} "
-                                    "finished or running trials")
-                raise _TrialNotRun(trial.number)
+                reason = (f"the study already held {self.n_trials} finished or running "
+                          "trials (another worker took the last one)")
+                trial.set_user_attr(_ATTR_NOT_RUN, reason)
+                raise _TrialNotRun(f"not run: {reason}")
             trial.set_user_attr(_ATTR_WORKER, f"{socket.gethostname()}:{os.getpid()}")
             return objective(trial)
 
