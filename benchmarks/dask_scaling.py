@@ -172,15 +172,20 @@ def _markdown(report):
         f"{report['batch_size']}, cache=<fresh folder>)` under `joblib.parallel_config("
         "backend=\"dask\")`; `dask scheduler` and `dask worker --nthreads 1 --no-nanny` "
         f"processes on one machine ({report['machine']['cpus']} CPUs, "
-        f"{report['machine']['platform']}). Workers warmed up (networks built) before "
+        f"{report['machine']['platform']}, run at niceness {report['machine'].get('nice')})."
+        " Workers warmed up (networks built) before "
         "timing. Baseline: the same images in one process, `n_jobs=1`, no Dask."
     )
-    header = ("| run | images/s | seconds | worker CPU s | CPU ms / image | load (1 min) "
-              "| max abs diff vs baseline |")
-    baseline = (f"| one process, no Dask | {base['images_per_s']} | {base['seconds']} | "
-                f"{base['worker_cpu_s']} | "
-                f"{1000 * base['worker_cpu_s'] / report['n_images']:.1f} | "
-                f"{base['load_before']} -> {base['load_after']} | 0 |")
+    header = ("| run | images/s | seconds | worker CPU s | CPU ms / image | cores busy "
+              "| client CPU s | load (1 min) | max abs diff vs baseline |")
+
+    def row(name, run, difference):
+        return (f"| {name} | {run['images_per_s']} | {run['seconds']} | "
+                f"{run['worker_cpu_s']} | "
+                f"{1000 * run['worker_cpu_s'] / report['n_images']:.1f} | "
+                f"{run['worker_cpu_s'] / run['seconds']:.2f} | {run.get('client_cpu_s', '-')} | "
+                f"{run['load_before']} -> {run['load_after']} | {difference} |")
+
     lines = [
         "# Embedding on a Dask cluster of separate processes",
         "",
@@ -189,14 +194,12 @@ def _markdown(report):
         setup,
         "",
         header,
-        "|---|---:|---:|---:|---:|---|---:|",
-        baseline,
+        "|---|---:|---:|---:|---:|---:|---:|---|---:|",
+        row("one process, no Dask", base, 0),
     ]
     for run in report["runs"]:
-        lines.append(
-            f"| Dask, {run['n_workers']} worker(s) | {run['images_per_s']} | {run['seconds']} | "
-            f"{run['worker_cpu_s']} | {1000 * run['worker_cpu_s'] / report['n_images']:.1f} | "
-            f"{run['load_before']} -> {run['load_after']} | {run['max_abs_difference']:.2g} |")
+        lines.append(row(f"Dask, {run['n_workers']} worker(s)", run,
+                         f"{run['max_abs_difference']:.2g}"))
     lines += [
         "",
         "Same rows: every run's features equal the baseline's (NaN rows in the same places: "
@@ -204,7 +207,10 @@ def _markdown(report):
         + "; per-image errors equal: "
         + ", ".join(str(r["errors_equal"]) for r in report["runs"]) + ").",
         ("Timings on a shared machine are noisy (load average beside each run); the CPU "
-         "time per image is the steadier number."),
+         "time per image is the steadier number. Cores busy: the workers' CPU seconds "
+         "over the wall seconds, the share of the machine the run actually got (the "
+         "baseline's is its own process's). Client CPU: the client process (scheduling, "
+         "cache commits)."),
     ]
     return "\n".join(lines) + "\n"
 
@@ -230,7 +236,8 @@ def main(argv=None):
         "argv": sys.argv[1:] if argv is None else list(argv),
         "n_images": len(paths),
         "batch_size": args.batch_size,
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                    "nice": os.nice(0) if hasattr(os, "nice") else None},
         "baseline": baseline,
         "runs": runs,
     }
