@@ -22,6 +22,11 @@ from .datasets import DATASETS
 _USAGE_ERROR = 2
 _INTERRUPTED = 130
 
+# Seconds between a running trial's heartbeats; a trial silent for _GRACE_BEATS of them
+# belonged to a worker that died.
+_HEARTBEAT = 10
+_GRACE_BEATS = 6
+
 # Feature files are read within this many MiB (the arrays used, as declared in their
 # headers, and the file itself): --max-features-mb changes it.
 _MAX_FEATURES_MB = 2048
@@ -86,9 +91,16 @@ def add_tune_arguments(parser):
                         "(default: %(default)s)")
     parser.add_argument("--storage", required=True,
                         help="Optuna storage URL (required), e.g. sqlite:///tune.db; a server "
-                        "database (postgresql://...) lets several machines work on one study. "
-                        "A stored study is continued only by the same target, scoring and "
-                        "search space")
+                        "database (postgresql+psycopg://user:password@host/db) lets several "
+                        "processes or machines work on one study: start the same command in "
+                        "each, together they run --n-trials trials. A stored study is "
+                        "continued only by the same target, scoring and search space. The "
+                        "password is never printed")
+    parser.add_argument("--heartbeat", type=_positive(int), default=_HEARTBEAT,
+                        help="seconds between the heartbeats a worker records while it runs "
+                        "a trial; a RUNNING trial without one for 6 heartbeats belongs to a "
+                        "worker that died (killed, machine lost): it is marked FAIL and a "
+                        "live worker runs another trial in its place (default: %(default)s)")
     parser.add_argument("--study-name", help="name of the study in the storage (default: "
                         "DATASET-TARGET, or FEATURES-TARGET with --features, FEATURES being "
                         "the file name without .npz)")
@@ -452,6 +464,22 @@ def _default_study_name(args):
     return f"{args.dataset}-{args.target}"
 
 
+def _open_storage(url, heartbeat):
+    """The Optuna storage at ``url``, with a heartbeat every ``heartbeat`` seconds."""
+    from .model_selection._search import _import_optuna
+    from .model_selection._search import _open_storage as open_storage
+
+    return open_storage(_import_optuna(), url, heartbeat_interval=heartbeat,
+                        grace_period=_GRACE_BEATS * heartbeat)
+
+
+def _shown_storage(url):
+    """The storage URL as printed: without its password."""
+    from .model_selection._search import _shown_url
+
+    return _shown_url(url)
+
+
 def run_tune(args):
     """Run ``skagegender tune``: search the head for ``args.target`` and print the best.
 
@@ -499,7 +527,7 @@ def run_tune(args):
             scoring=args.scoring,
             n_trials=args.n_trials,
             timeout=args.timeout,
-            storage=args.storage,
+            storage=_open_storage(args.storage, args.heartbeat),
             study_name=args.study_name or default_name,
             refit=False,
             random_state=args.random_state,
@@ -528,7 +556,7 @@ def run_tune(args):
         "dataset": args.dataset,
         "features": args.features,
         "study_name": search.study_.study_name,
-        "storage": args.storage,
+        "storage": _shown_storage(args.storage),
         "n_samples": len(y),
         "n_splits": search.n_splits_,
         "n_trials": search.n_trials_,

@@ -588,6 +588,10 @@ class ArcFaceEmbedder(TransformerMixin, BaseEstimator):
 
         n_jobs = self.n_jobs if self.n_jobs in (None, 1) else capped_n_jobs(self.n_jobs, len(chunks))
         parallel = Parallel(n_jobs=n_jobs, return_as="generator_unordered")
+        client = _single_thread_dask_client()
+        if client is not None:  # joblib would run the tasks here, not on the cluster
+            yield from self._run_chunks_on(client, method, images, chunks)
+            return
         if parallel.n_jobs == 1 and self.n_jobs in (None, 1):
             for chunk in chunks:
                 yield chunk, getattr(self, method)([images[i] for i in chunk])
@@ -597,6 +601,27 @@ class ArcFaceEmbedder(TransformerMixin, BaseEstimator):
             for k, chunk in enumerate(chunks)
         )
         for k, part in parallel(tasks):
+            yield chunks[k], part
+
+    def _run_chunks_on(self, client, method, images, chunks):
+        """:meth:`_run_chunks` through a Dask ``client``, two tasks in flight at a time."""
+        from distributed import as_completed
+
+        todo = iter(enumerate(chunks))
+
+        def submit():
+            k, chunk = next(todo, (None, None))
+            if chunk is None:
+                return None
+            return client.submit(_chunk_task, self, method, k, [images[i] for i in chunk],
+                                 pure=False)
+
+        running = as_completed([f for f in (submit(), submit()) if f is not None])
+        for future in running:
+            k, part = future.result()
+            following = submit()
+            if following is not None:
+                running.add(following)
             yield chunks[k], part
 
     def _chunks(self, indices):
@@ -758,6 +783,21 @@ def _crop_face():
 
     return Face(box=np.array([0, 0, 112, 112], np.float32), score=1.0,
                 landmarks=ARCFACE_TEMPLATE.astype(np.float32))
+
+
+def _single_thread_dask_client():
+    """The Dask client when joblib's backend is Dask with one worker thread in all, else None.
+
+    joblib runs a call whose backend has a single worker in the calling process, so on
+    such a cluster (one worker process, e.g. one per GPU machine) the work would never
+    leave the client.
+    """
+    from joblib.parallel import get_active_backend
+
+    backend, _ = get_active_backend()
+    if type(backend).__name__ != "DaskDistributedBackend":
+        return None
+    return backend.client if backend.effective_n_jobs(-1) == 1 else None
 
 
 def _chunk_task(estimator, method, index, images):
