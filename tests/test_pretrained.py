@@ -38,7 +38,7 @@ def test_cli_predict_uses_the_shipped_model(portrait, capsys):
 
 @pytest.mark.slow
 def test_fgnet_children_are_predicted_young(shared_data):
-    """FG-NET was in training (x10), so this is a sanity check, not a score."""
+    """FG-NET subjects 001-010 were in training (x10), so this is a sanity check, not a score."""
     from skagegender.datasets import load_fgnet
 
     data = load_fgnet(shared_data / "FGNET")
