@@ -7,6 +7,7 @@ from sklearn.metrics import mean_absolute_error
 from sklearn.utils import check_consistent_length
 
 from .._utils import round_age
+from ._base import metric_and_scorer
 
 __all__ = [
     "ADIENCE_EDGES",
@@ -127,12 +128,17 @@ def _class_score(y_true, y_pred, bins, sample_weight, max_distance):
     return float(np.average(distance <= max_distance, weights=sample_weight))
 
 
+@metric_and_scorer
 def one_class_off_score(y_true, y_pred, *, bins=None, sample_weight=None):
     """One-class-off accuracy: fraction whose predicted class is within one class.
 
     Both ages are rounded to the nearest whole year (halves up) and binned by
     :func:`age_classes`; a prediction counts as correct when
     ``|class(y_pred) - class(y_true)| <= 1``. A NaN prediction counts as wrong.
+
+    It is also a scorer: ``cross_val_score(estimator, X, y,
+    scoring=one_class_off_score)`` (and ``GridSearchCV``, ``HeadSearchCV``) calls
+    ``one_class_off_score(estimator, X, y)``, which scores ``estimator.predict(X)``.
 
     Parameters
     ----------
@@ -158,10 +164,12 @@ def one_class_off_score(y_true, y_pred, *, bins=None, sample_weight=None):
     return _class_score(y_true, y_pred, bins, sample_weight, max_distance=1)
 
 
+@metric_and_scorer
 def exact_class_score(y_true, y_pred, *, bins=None, sample_weight=None):
     """Exact-class accuracy: fraction whose predicted class equals the true class.
 
     Same rounding and classes as :func:`one_class_off_score`; NaN predictions are wrong.
+    Also a scorer, like :func:`one_class_off_score`: ``scoring=exact_class_score``.
 
     Parameters
     ----------
@@ -184,11 +192,15 @@ def exact_class_score(y_true, y_pred, *, bins=None, sample_weight=None):
     return _class_score(y_true, y_pred, bins, sample_weight, max_distance=0)
 
 
+@metric_and_scorer
 def cumulative_score(y_true, y_pred, *, threshold=5, sample_weight=None):
     """Cumulative score CS@k: fraction with absolute error at most ``threshold`` years.
 
     The error is taken on the predictions as given (no rounding); NaN predictions are
     wrong.
+
+    Also a scorer, like :func:`one_class_off_score`: ``scoring=cumulative_score`` scores
+    CS@5, ``scoring=functools.partial(cumulative_score, threshold=10)`` CS@10.
 
     Parameters
     ----------

@@ -112,8 +112,8 @@ class AgeGenderModel(BaseEstimator):
 
     Examples
     --------
-    >>> from skagegender.pretrained import load
-    >>> model = load()                                    # doctest: +SKIP
+    >>> from skagegender import AgeGenderModel
+    >>> model = AgeGenderModel.load()  # the shipped model  # doctest: +SKIP
     >>> model.predict_faces("photo.jpg")[0]["age"]        # doctest: +SKIP
     31.4
     """
@@ -333,8 +333,8 @@ class AgeGenderModel(BaseEstimator):
         return save_model_file(path, estimators, meta)
 
     @classmethod
-    def load(cls, path, *, embedder=None):
-        """Read a model file written by :meth:`save`.
+    def load(cls, path=None, *, embedder=None):
+        """Read a model file written by :meth:`save`; no path reads the shipped model.
 
         The heads are read by :func:`load_model_file` (no code chosen by the
         file runs). The embedder is not used as stored: a fresh
@@ -352,7 +352,9 @@ class AgeGenderModel(BaseEstimator):
 
         Parameters
         ----------
-        path : str or path-like
+        path : str, path-like or None, default=None
+            The model file. None reads the shipped default model (the same as
+            :func:`skagegender.load` and :func:`skagegender.pretrained.load`).
         embedder : ArcFaceEmbedder or None
             Run the heads behind this embedder instead of one rebuilt from the
             file; its backbone must be the one the heads were fitted on. When it
@@ -373,6 +375,10 @@ class AgeGenderModel(BaseEstimator):
             When the backbone available here (or ``embedder``'s) differs from the
             one the model was fitted on: its features would mean something else.
         """
+        if path is None:
+            from ..pretrained import model_file
+
+            path = model_file("default")
         estimators, meta = load_model_file(path)
         age_head, gender_head = _checked_heads(path, estimators, meta)
         weights = _checked_weights(path, estimators.get(FINETUNED_KEY))
