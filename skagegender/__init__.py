@@ -46,7 +46,13 @@ _NAMES = {
     "load": "pretrained",
 }
 
-__all__ = ["__version__", *sorted(_SUBPACKAGES), *sorted(_NAMES)]
+__all__ = [  # noqa: RUF022 - subpackages, then names
+    "__version__",
+    "datasets", "embedding", "heads", "metrics", "model", "model_selection", "pretrained",
+    "AgeGenderModel", "AgeRegressor", "ArcFaceEmbedder", "GenderClassifier", "HeadSearchCV",
+    "cumulative_score", "exact_class_score", "get_scorer", "load", "mean_absolute_error",
+    "one_class_off_score",
+]
 
 
 def __getattr__(name):

@@ -42,7 +42,8 @@ def test_every_top_level_name_is_the_subpackage_object():
         if name in skagegender._NAMES:
             module = getattr(skagegender, skagegender._NAMES[name])
             assert getattr(module, name) is value, name
-    assert set(skagegender.__all__) <= set(dir(skagegender))
+    assert set(skagegender.__all__) == {"__version__", *skagegender._SUBPACKAGES,
+                                        *skagegender._NAMES}
     with pytest.raises(AttributeError, match="no attribute 'Nope'"):
         skagegender.Nope  # noqa: B018
 
