@@ -10,6 +10,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
 
+from .._utils import user_stacklevel
 from ._backbones import get_backbone, resolve_layers
 from ._cache import EmbeddingCache, backbone_key, item_key
 from ._detection import YuNetDetector, align_face
@@ -734,7 +735,7 @@ class ArcFaceEmbedder(TransformerMixin, BaseEstimator):
             warnings.warn(
                 f"{len(bad)} of {len(result.outcomes)} images got NaN features: {shown}{more}",
                 MissingFacesWarning,
-                stacklevel=2,
+                stacklevel=user_stacklevel(),
             )
         return result.features
 

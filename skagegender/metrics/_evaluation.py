@@ -55,7 +55,7 @@ def evaluation_report(age_true, age_pred, *, gender_true=None, gender_pred=None,
         with no known true gender) there is nothing to score: the gender keys are None.
     gender_proba : array-like of shape (n_samples,), default=None
         Probability of the predicted gender (what
-        :meth:`~skagegender.model.AgeGenderModel.predict_details` gives as
+        :meth:`~skagegender.model.AgeGenderModel.predict_features` gives as
         ``gender_probability``), NaN where missing. Needs ``gender_pred``.
     interval : array-like of shape (n_samples, 2), default=None
         Lower and upper age of each prediction interval, NaN where missing.
