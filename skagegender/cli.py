@@ -33,6 +33,8 @@ PREDICT_CHUNK = 4
 FEW_FACES = 1000
 #: Fewest training faces for the fine-tuned layer (its batch size).
 LAYER_BATCH = 128
+#: predict's age interval coverage when --coverage is not given.
+DEFAULT_COVERAGE = 0.8
 
 
 def _version():
@@ -404,12 +406,18 @@ def cmd_predict(args):
             _error("predict", f"--annotate {args.annotate}: {exc.strerror or exc}")
             return EXIT_USAGE
     model = _load_model(args.model)
+    from .model import has_intervals
+
+    if args.coverage is not None and not has_intervals(model):
+        _error("predict", f"warning: --coverage {args.coverage}: this model's age head gives "
+                          "no age intervals, so none is printed")
+    coverage = DEFAULT_COVERAGE if args.coverage is None else args.coverage
     cache = _FaceCache(args.cache, model.embedder_) if args.cache else None
     targets = _annotation_targets(items, args.annotate)
     records, failed, done = [], 0, 0
     show = sys.stderr.isatty() and not sys.stdout.isatty() and len(items) > 1
     stream = _predict_stream(model, items, targets, n_jobs=args.n_jobs, cache=cache,
-                             coverage=args.coverage)
+                             coverage=coverage)
     try:
         for index, (path, faces, error) in enumerate(
                 _progress(stream, len(items), "predict", show)):
@@ -542,11 +550,14 @@ def cmd_evaluate(args):
     print(f"MAE {result['mae']:.2f}  one-class-off {result['one_class_off']:.1%}  "
           f"CS@5 {result['cs5']:.1%}  gender "
           + ("n/a" if gacc is None else f"{gacc:.1%}"))
+    ece = "" if result.get("gender_ece") is None else f"  gender ECE {result['gender_ece']:.3f}"
     if result.get("interval_coverage") is not None:
         print(f"80 % age interval: coverage {result['interval_coverage']:.1%}, mean width "
-              f"{result['interval_width']:.1f} years"
-              + ("" if result.get("gender_ece") is None
-                 else f"  gender ECE {result['gender_ece']:.3f}"))
+              f"{result['interval_width']:.1f} years" + ece)
+    else:
+        print("80 % age interval: n/a (this model's age head gives no intervals)" + ece)
+        _error("evaluate", "warning: this model's age head gives no age intervals; interval "
+                           "coverage and width are n/a")
 
     def cell(value, form):
         missing = value is None or (isinstance(value, float) and math.isnan(value))
@@ -759,7 +770,14 @@ def build_parser():
                 "Age and gender of every face in images. Faces are numbered left to right by "
                 "the centre of their box (ties top to bottom), in the output and in --annotate "
                 "pictures. Results are written as soon as each input is done, in input order; "
-                "in plain mode unreadable inputs are reported on stderr.")
+                "in plain mode unreadable inputs are reported on stderr. A plain line reads "
+                "'PATH face N: age 31 (25-38), female (93%), box [x1,y1,x2,y2], score 0.93': "
+                "the estimated age in years; in brackets the age interval that holds the true "
+                "age with probability --coverage (80 % by default; absent for a model without "
+                "intervals); the predicted gender and its probability (at least 50 %); "
+                "the face's box in pixels (left, top, right, bottom); and the detector's confidence, 0 to 1, "
+                "that the box holds a face (faces under 0.7 are not reported). An image "
+                "without a face prints 'PATH: no face found'.")
     add(p, "paths")
     add(p, "--model")
     form = p.add_mutually_exclusive_group()
@@ -777,9 +795,10 @@ def build_parser():
         f"{PREDICT_CHUNK} at a time and results still come in input order (default: one process)")
     add(p, "--cache", help="embedding cache folder: the faces of every finished image are kept "
         "there, so a rerun (e.g. after Ctrl-C) only computes the others (default: no cache)")
-    p.add_argument("--coverage", type=_coverage, default=0.8,
+    p.add_argument("--coverage", type=_coverage, default=None,
                    help="probability that the printed age interval holds the true age, "
-                   "between 0 and 1 (default: %(default)s)")
+                   "between 0 and 1; with a model whose age head gives no intervals (the "
+                   f"shipped 'fast') a warning says so (default: {DEFAULT_COVERAGE})")
     p.set_defaults(func=cmd_predict)
 
     p = command("embed", "face features of images to an .npz file", _PER_INPUT_CODES,
