@@ -58,9 +58,9 @@ def test_head_warning_points_at_this_file_directly_and_through_a_pipeline():
     head = GenderClassifier(head="ordinal")
     for call in (lambda: head.fit(X, y), lambda: make_pipeline(head).fit(X, y)):
         caught = _warnings_of(call)
-        assert [str(w.message) for w in caught] == [
+        assert [str(w.message) for w in caught] == [(
             "GenderClassifier: dropped 3 of 40 training rows that contain NaN (no face "
-            "found upstream)."]
+            "found upstream).")]
         assert caught[0].filename == __file__
 
 
