@@ -8,7 +8,10 @@
   overall, per true-age group and per given group labels.
 """
 
+from __future__ import annotations
+
 import numpy as np
+from numpy.typing import ArrayLike
 from sklearn.utils import check_consistent_length
 
 from ._age import _REPORT_AGE_GROUPS, age_group_labels
@@ -21,7 +24,8 @@ __all__ = [
 ]
 
 
-def expected_calibration_error(y_true, y_proba, *, n_bins=10, labels=None):
+def expected_calibration_error(y_true: ArrayLike, y_proba: ArrayLike, *, n_bins: int = 10,
+                               labels: ArrayLike | None = None) -> float:
     """Expected calibration error (ECE) of the top-label probability.
 
     Samples are binned by their confidence (largest predicted probability) into
@@ -81,7 +85,7 @@ def _intervals(intervals, n):
     return intervals
 
 
-def interval_coverage(y_true, intervals):
+def interval_coverage(y_true: ArrayLike, intervals: ArrayLike) -> float:
     """Fraction of samples whose interval holds the true value (bounds included).
 
     A missing interval (NaN, e.g. no face found) counts as not covering.
@@ -125,7 +129,8 @@ def _age_groups(age, groups):
             yield name, value.item() if hasattr(value, "item") else value, labels == value
 
 
-def interval_report(y_true, intervals, *, groups=None):
+def interval_report(y_true: ArrayLike, intervals: ArrayLike, *,
+                    groups: dict[str, ArrayLike] | None = None) -> list[dict]:
     """Coverage and mean width of age intervals, overall and per group.
 
     Parameters
@@ -168,7 +173,9 @@ def interval_report(y_true, intervals, *, groups=None):
     return records
 
 
-def calibration_report(y_true, y_proba, *, age, groups=None, n_bins=10, labels=None):
+def calibration_report(y_true: ArrayLike, y_proba: ArrayLike, *, age: ArrayLike,
+                       groups: dict[str, ArrayLike] | None = None, n_bins: int = 10,
+                       labels: ArrayLike | None = None) -> list[dict]:
     """Accuracy, mean confidence and ECE of probabilities, overall and per age group.
 
     Parameters

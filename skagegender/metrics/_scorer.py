@@ -15,8 +15,11 @@ imported, with no public way to add to it: pass them the metric (or
 ``get_scorer(name)``), not the name.
 """
 
+from __future__ import annotations
+
 import difflib
 import re
+from collections.abc import Callable
 
 from sklearn.metrics import get_scorer as _sklearn_get_scorer
 from sklearn.metrics import get_scorer_names as _sklearn_scorer_names
@@ -77,7 +80,7 @@ def _unknown(scoring):
     )
 
 
-def get_scorer(scoring):
+def get_scorer(scoring: str | Callable) -> Callable:
     """A scorer by name: skagegender's names first, then scikit-learn's.
 
     Parameters
