@@ -528,6 +528,17 @@ def _model_description(path):
 def cmd_evaluate(args):
     from .datasets import embed_dataset
 
+    if args.report:  # before the work: the page needs matplotlib and a writable folder
+        import importlib.util
+
+        if importlib.util.find_spec("matplotlib") is None:
+            _error("evaluate", '--report draws with matplotlib: pip install "skagegender[plot]"')
+            return EXIT_USAGE
+        try:
+            Path(args.report).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            _error("evaluate", f"--report {args.report}: {exc.strerror or exc}")
+            return EXIT_USAGE
     model = _load_model(args.model)
     if args.n_jobs is not None:
         model.embedder_.set_params(n_jobs=args.n_jobs)
@@ -536,42 +547,25 @@ def cmd_evaluate(args):
                                    cache=args.cache, limit=args.limit)
     from .model import evaluate_model
 
-    result = evaluate_model(model, features, data)
+    result, predictions = evaluate_model(model, features, data, return_predictions=True)
     result["seconds"] = round(time.perf_counter() - start, 2)
     result["dataset"] = args.dataset
     result["model"] = _model_description(args.model)
     result["skagegender_version"] = _version()
+    if result.get("interval_coverage") is None:
+        _error("evaluate", "warning: this model's age head gives no age intervals; interval "
+                           "coverage and width are n/a")
+    if args.report:
+        from .metrics import write_evaluation_report
+
+        page = write_evaluation_report(args.report, result, predictions)
+        _error("evaluate", f"report -> {page}")
     if args.json:
         _print_json(_rounded(result))
         return 0
-    gacc = result["gender_accuracy"]
-    print(f"{args.dataset}: {result['n_images']} images, {result['n_faces_found']} faces found, "
-          f"{result['seconds']} s")
-    print(f"MAE {result['mae']:.2f}  one-class-off {result['one_class_off']:.1%}  "
-          f"CS@5 {result['cs5']:.1%}  gender "
-          + ("n/a" if gacc is None else f"{gacc:.1%}"))
-    ece = "" if result.get("gender_ece") is None else f"  gender ECE {result['gender_ece']:.3f}"
-    if result.get("interval_coverage") is not None:
-        print(f"80 % age interval: coverage {result['interval_coverage']:.1%}, mean width "
-              f"{result['interval_width']:.1f} years" + ece)
-    else:
-        print("80 % age interval: n/a (this model's age head gives no intervals)" + ece)
-        _error("evaluate", "warning: this model's age head gives no age intervals; interval "
-                           "coverage and width are n/a")
+    from .metrics import evaluation_text
 
-    def cell(value, form):
-        missing = value is None or (isinstance(value, float) and math.isnan(value))
-        return f"{'':>8}" if missing else f"{value:>8{form}}"
-
-    print(f"{'group':<22}{'n':>7}{'MAE':>8}{'1CoA':>8}{'CS@5':>8}{'gender':>8}"
-          f"{'cover':>8}{'width':>8}{'ECE':>8}")
-    for kind, rows in result["per_group"].items():
-        for group, row in rows.items():
-            print(f"{kind + ' ' + group:<22}{row['n']:>7}{row['mae']:>8.2f}"
-                  f"{row['one_class_off']:>8.1%}{row['cs5']:>8.1%}"
-                  + cell(row.get("gender_accuracy"), ".1%")
-                  + cell(row.get("interval_coverage"), ".1%")
-                  + cell(row.get("interval_width"), ".1f") + cell(row.get("gender_ece"), ".3f"))
+    _write(sys.stdout, evaluation_text(result))
     return 0
 
 
@@ -827,6 +821,11 @@ def build_parser():
         add(p, name)
     add(p, "--json", help="print the scores as JSON on stdout, with the model (name or path and "
         "sha256) and skagegender version, floats to 4 decimals (default: off, a table)")
+    p.add_argument("--report", metavar="DIR",
+                   help="also write DIR/index.html, one self-contained page with the table "
+                   "and plots: predicted against true age, error and interval coverage per "
+                   "age group, gender reliability (needs matplotlib: pip install "
+                   "\"skagegender[plot]\") (default: no page)")
     p.set_defaults(func=cmd_evaluate)
 
     heads = list(HEAD_FAMILIES)

@@ -21,6 +21,7 @@ __all__ = [
     "expected_calibration_error",
     "interval_coverage",
     "interval_report",
+    "reliability_bins",
 ]
 
 
@@ -70,12 +71,46 @@ def expected_calibration_error(y_true: ArrayLike, y_proba: ArrayLike, *, n_bins:
     y_true, y_proba = y_true[present], y_proba[present]
     confidence = y_proba.max(axis=1)
     correct = labels[y_proba.argmax(axis=1)] == y_true
-    bin_index = np.minimum((confidence * n_bins).astype(int), n_bins - 1)
-    ece = 0.0
-    for b in np.unique(bin_index):
-        mask = bin_index == b
-        ece += mask.sum() * abs(correct[mask].mean() - confidence[mask].mean())
-    return float(ece / len(y_true))
+    return _binned_ece(*reliability_bins(correct, confidence, n_bins=n_bins))
+
+
+def _binned_ece(count, accuracy, mean_confidence):
+    """ECE of :func:`reliability_bins`: the count-weighted mean ``|accuracy - confidence|``."""
+    used = count > 0
+    gaps = np.abs(accuracy[used] - mean_confidence[used])
+    return float((count[used] * gaps).sum() / count.sum())
+
+
+def reliability_bins(correct, confidence, *, n_bins=10):
+    """Samples, accuracy and mean confidence per equal-width confidence bin over [0, 1].
+
+    The bins of :func:`expected_calibration_error` and of
+    :class:`~skagegender.metrics.GenderReliabilityDisplay`; a confidence of 1 is in
+    the last bin.
+
+    Parameters
+    ----------
+    correct : array-like of shape (n_samples,)
+        Whether each prediction is right (bool or 0/1).
+    confidence : array-like of shape (n_samples,)
+        The probability given to each prediction, in [0, 1].
+    n_bins : int, default=10
+
+    Returns
+    -------
+    count : ndarray of shape (n_bins,)
+    accuracy, mean_confidence : ndarray of shape (n_bins,)
+        NaN for an empty bin.
+    """
+    correct = np.asarray(correct, dtype=float)
+    confidence = np.asarray(confidence, dtype=float)
+    check_consistent_length(correct, confidence)
+    index = np.clip((confidence * n_bins).astype(int), 0, n_bins - 1)
+    count = np.bincount(index, minlength=n_bins).astype(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        accuracy = np.bincount(index, weights=correct, minlength=n_bins) / count
+        mean_confidence = np.bincount(index, weights=confidence, minlength=n_bins) / count
+    return count.astype(int), accuracy, mean_confidence
 
 
 def _intervals(intervals, n):
