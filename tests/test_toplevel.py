@@ -53,7 +53,9 @@ def test_shipped_model_from_the_class_and_the_top_level():
     from skagegender import AgeGenderModel
     from skagegender.pretrained import MODELS, load
 
-    by_class = AgeGenderModel.load()
+    with pytest.raises(TypeError, match=r"shipped models load with skagegender\.load\(\)"):
+        AgeGenderModel.load()
+    by_class = AgeGenderModel.load(MODELS["default"])
     assert by_class.meta_ == load().meta_ == skagegender.load().meta_
     assert skagegender.load("fast").meta_ == AgeGenderModel.load(MODELS["fast"]).meta_
     assert by_class.meta_ != skagegender.load("fast").meta_

@@ -135,8 +135,8 @@ class AgeGenderModel(BaseEstimator):
 
     Examples
     --------
-    >>> from skagegender import AgeGenderModel
-    >>> model = AgeGenderModel.load()  # the shipped model  # doctest: +SKIP
+    >>> import skagegender
+    >>> model = skagegender.load()  # the shipped model      # doctest: +SKIP
     >>> model.predict_faces("photo.jpg")[0]["age"]        # doctest: +SKIP
     31.4
     """
@@ -388,7 +388,7 @@ class AgeGenderModel(BaseEstimator):
     @classmethod
     def load(cls, path: str | PathLike | None = None, *,
              embedder: ArcFaceEmbedder | None = None) -> AgeGenderModel:
-        """Read a model file written by :meth:`save`; no path reads the shipped model.
+        """Read a model file written by :meth:`save`.
 
         The heads are read by :func:`load_model_file` (no code chosen by the
         file runs). The embedder is not used as stored: a fresh
@@ -406,9 +406,9 @@ class AgeGenderModel(BaseEstimator):
 
         Parameters
         ----------
-        path : str, path-like or None, default=None
-            The model file. None reads the shipped default model (the same as
-            :func:`skagegender.load` and :func:`skagegender.pretrained.load`).
+        path : str or path-like
+            The model file. The shipped models load with :func:`skagegender.load`
+            (a missing path raises a TypeError that says so).
         embedder : ArcFaceEmbedder or None
             Run the heads behind this embedder instead of one rebuilt from the
             file; its backbone must be the one the heads were fitted on. When it
@@ -430,9 +430,9 @@ class AgeGenderModel(BaseEstimator):
             one the model was fitted on: its features would mean something else.
         """
         if path is None:
-            from ..pretrained import model_file
-
-            path = model_file("default")
+            raise TypeError(
+                "AgeGenderModel.load() needs the path of a model file; the shipped models "
+                "load with skagegender.load() (or skagegender.load('fast'))")
         estimators, meta = load_model_file(path)
         age_head, gender_head = _checked_heads(path, estimators, meta)
         weights = _checked_weights(path, estimators.get(FINETUNED_KEY))
