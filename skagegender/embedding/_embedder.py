@@ -118,6 +118,14 @@ class ArcFaceEmbedder(TransformerMixin, BaseEstimator):
     112) and passed through the recognition network with onnxruntime. Faces are
     batched through the network, ``batch_size`` images at a time.
 
+    **For age and gender, pass** ``layers="age-gender"`` (or
+    ``"age-gender-finetuned"``, the shipped model's features). The default,
+    ``layers=None``, is the backbone's 128-d identity embedding alone: made to tell
+    people apart whatever their age, it is a poor input for age (an age head on it
+    scores one-class-off 0.28-0.45). ``"age-gender"`` appends SFace's pooled
+    intermediate features, computed in the same network pass (no slower);
+    :class:`~skagegender.model.AgeGenderModel` uses it when given no embedder.
+
     Parameters
     ----------
     model : str or path, default="sface"
