@@ -606,6 +606,103 @@ def _training_maps(args, data, features):
     return maps
 
 
+#: Largest --params file (the JSON that `tune --json` prints is a few KiB).
+MAX_PARAMS_BYTES = 1 << 20
+
+
+def _params_file(path):
+    """(target, Optuna trial params) of a ``tune --json`` output saved in ``path``."""
+    import json
+
+    from ._utils import NotRegularFileError, open_regular_file
+
+    where = f"--params {path}"
+    try:
+        handle, info = open_regular_file(path)
+    except NotRegularFileError:
+        raise ValueError(f"{where}: not a regular file") from None
+    except OSError as exc:
+        raise FileNotFoundError(f"{where}: {exc.strerror or exc}") from None
+    with handle:
+        if info.st_size > MAX_PARAMS_BYTES:
+            raise ValueError(f"{where}: {info.st_size} bytes; a parameters file is the small "
+                             "JSON object that 'skagegender tune --json' prints")
+        try:
+            record = json.loads(handle.read().decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{where}: not JSON ({exc})") from None
+    params = record.get("best_trial_params") if isinstance(record, dict) else None
+    target = record.get("target") if isinstance(record, dict) else None
+    if target not in ("age", "gender") or not isinstance(params, dict):
+        raise ValueError(f"{where}: expected what 'skagegender tune --json' prints (with "
+                         "'target' and 'best_trial_params'); save it with "
+                         "'skagegender tune ... --json > best.json'")
+    return target, params
+
+
+def _study_params(storage, name):
+    """(target, best trial params) of the stored ``tune`` study ``name``."""
+    from .model_selection._search import _ATTR_SEARCH, _import_optuna, _open_storage
+
+    optuna = _import_optuna()
+    try:
+        study = optuna.load_study(study_name=name, storage=_open_storage(optuna, storage))
+    except KeyError:
+        names = optuna.get_all_study_names(storage=_open_storage(optuna, storage))
+        raise ValueError(f"--study {storage}: no study named {name!r}; it has {names} "
+                         "(choose one with --study-name)") from None
+    estimator = str((study.user_attrs.get(_ATTR_SEARCH) or {}).get("estimator", ""))
+    target = ("age" if estimator.startswith("AgeRegressor")
+              else "gender" if estimator.startswith("GenderClassifier") else None)
+    if target is None:
+        raise ValueError(f"--study {storage}: the study {name!r} was not made by "
+                         "'skagegender tune' (it searches no AgeRegressor or GenderClassifier)")
+    try:
+        best = study.best_trial
+    except ValueError:
+        raise ValueError(f"--study {storage}: the study {name!r} has no finished trial") from None
+    return target, best.params
+
+
+def _tuned_heads(args):
+    """Heads built from --params files and --study studies: {"age"|"gender": head}."""
+    if not args.params and not args.study:
+        return {}
+    found = [_params_file(path) for path in args.params or []]
+    if args.study:
+        names = args.study_name or [f"{args.dataset}-age", f"{args.dataset}-gender"]
+        from .model_selection._search import _import_optuna, _open_storage
+
+        optuna = _import_optuna()
+        stored = set(optuna.get_all_study_names(storage=_open_storage(optuna, args.study)))
+        if not args.study_name:
+            names = [name for name in names if name in stored]
+            if not names:
+                raise ValueError(f"--study {args.study}: no study named {args.dataset}-age or "
+                                 f"{args.dataset}-gender ('tune''s default names); it has "
+                                 f"{sorted(stored)}: choose with --study-name")
+        found += [_study_params(args.study, name) for name in names]
+    targets = [target for target, _ in found]
+    twice = {target for target in targets if targets.count(target) > 1}
+    if twice:
+        raise ValueError(f"two sets of tuned parameters for the {min(twice)} head")
+    from optuna.trial import FixedTrial
+
+    from .heads import AgeRegressor, GenderClassifier
+    from .model_selection import default_head_space
+
+    heads = {}
+    for target, params in found:
+        try:  # the trial replayed through tune's own search space
+            chosen = default_head_space(target)(FixedTrial(params))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"the tuned {target} parameters {params} do not fit this "
+                             f"version's search space: {exc}") from None
+        make = AgeRegressor if target == "age" else GenderClassifier
+        heads[target] = make(**chosen)
+    return heads
+
+
 def cmd_train(args):
     import numpy as np
 
@@ -616,6 +713,23 @@ def cmd_train(args):
 
     if args.shipped_layer and args.recipe != "default":
         _error("train", "--shipped-layer only applies to --recipe default")
+        return EXIT_USAGE
+    if args.study_name and not args.study:
+        _error("train", "--study-name needs --study STORAGE")
+        return EXIT_USAGE
+    if (args.params or args.study) and args.recipe is not None:
+        _error("train", f"--recipe {args.recipe} fixes the heads: drop --params/--study")
+        return EXIT_USAGE
+    try:  # before the work: a bad file or study is told at once
+        tuned = _tuned_heads(args)
+    except ValueError as exc:
+        _error("train", f"error: {exc}")
+        return EXIT_USAGE
+    clash = [f"--{target}-head" for target in tuned
+             if getattr(args, f"{target}_head") != "mlp"]
+    if clash:
+        _error("train", f"{clash[0]} and the tuned {clash[0][2:-5]} parameters both choose "
+                        "that head: drop one")
         return EXIT_USAGE
     if args.recipe is not None:
         from .training import make_recipe_embedder
@@ -663,8 +777,9 @@ def cmd_train(args):
                            groups=data.get("subject"), embedder=embedder, maps=maps,
                            layer=layer)
     else:
-        model = AgeGenderModel(embedder, age_head=AgeRegressor(head=args.age_head),
-                               gender_head=GenderClassifier(head=args.gender_head))
+        model = AgeGenderModel(
+            embedder, age_head=tuned.get("age", AgeRegressor(head=args.age_head)),
+            gender_head=tuned.get("gender", GenderClassifier(head=args.gender_head)))
         model.fit_features(features, data.age, gender if has_gender else None)
     extra = {"finetuned_layer": "trained" if layer == "train" else "shipped"}
     path = model.save(args.out, extra_meta={"trained_on": args.dataset,
@@ -854,11 +969,26 @@ def build_parser():
     p.add_argument("--layers", default="age-gender",
                    help="feature blocks: 'age-gender', 'age-gender-dlib', 'age-gender-finetuned' "
                    "or 'none' for the identity embedding only (default: %(default)s)")
+    p.add_argument("--params", metavar="FILE", action="append",
+                   help="use the best head found by 'skagegender tune': FILE is what "
+                   "'tune --json' printed (its target says which head); give it once per "
+                   "head (default: --age-head/--gender-head with their default settings)")
+    p.add_argument("--study", metavar="STORAGE",
+                   help="use the best trials of 'skagegender tune' studies in this Optuna "
+                   "storage (e.g. sqlite:///tune.db): the studies DATASET-age and "
+                   "DATASET-gender, tune's default names, where present (default: none)")
+    p.add_argument("--study-name", metavar="NAME", action="append",
+                   help="with --study: read this study instead (repeat for the other head) "
+                   "(default: tune's default names)")
     for name in ("--flip", "--cache", "--limit", "--n-jobs", "--json"):
         add(p, name)
     p.set_defaults(func=cmd_train)
 
-    p = command("tune", "Optuna search over heads (needs skagegender[optuna])", _COMMAND_CODES)
+    p = command("tune", "Optuna search over heads (needs skagegender[optuna])", _COMMAND_CODES,
+                "Optuna search over heads (needs skagegender[optuna]). Train a model with the "
+                "best head found: 'skagegender train ... --study STORAGE' (the study names "
+                "this command uses by default) or save '--json' output to a file and pass "
+                "'train --params FILE'.")
     add_tune_arguments(p)
     p.set_defaults(func=run_tune)
     return parser
