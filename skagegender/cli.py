@@ -884,8 +884,9 @@ def build_parser():
                 "the estimated age in years; in brackets the age interval that holds the true "
                 "age with probability --coverage (80 % by default; absent for a model without "
                 "intervals); the predicted gender and its probability (at least 50 %); "
-                "the face's box in pixels (left, top, right, bottom); and the detector's confidence, 0 to 1, "
-                "that the box holds a face (faces under 0.7 are not reported). An image "
+                "the face's box in pixels (left, top, right, bottom); and the detector's "
+                "confidence, 0 to 1, that the box holds a face (faces under 0.7 are not "
+                "reported). An image "
                 "without a face prints 'PATH: no face found'.")
     add(p, "paths")
     add(p, "--model")

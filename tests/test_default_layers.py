@@ -1,4 +1,4 @@
-"""The embedder's docstring advice holds: for age, layers="age-gender" beats the identity default."""
+"""The embedder's advice holds: for age, layers="age-gender" beats the identity default."""
 
 import numpy as np
 import pytest

@@ -30,9 +30,12 @@ def test_changelog_names_the_current_version():
 def _public_callables():
     from skagegender import metrics, model, pretrained
 
-    yield from (getattr(metrics, name) for name in metrics.__all__
-                if callable(getattr(metrics, name)) and name != "mean_absolute_error"
-                and not name.endswith("_scorer"))
+    for name in metrics.__all__:
+        value = getattr(metrics, name)
+        if isinstance(value, type):  # the Displays: their constructors
+            yield from (value.from_predictions, value.from_estimator)
+        elif callable(value) and name != "mean_absolute_error" and not name.endswith("_scorer"):
+            yield value
     yield from (pretrained.load, pretrained.model_file, model.evaluate_model,
                 model.has_intervals)
     cls = model.AgeGenderModel

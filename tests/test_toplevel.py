@@ -1,4 +1,4 @@
-"""One import line: the main names from the top level, lazily; the shipped model where users look."""
+"""One import line: the main names from the top level, lazily; skagegender.load()."""
 
 import json
 import subprocess

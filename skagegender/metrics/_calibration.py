@@ -81,7 +81,8 @@ def _binned_ece(count, accuracy, mean_confidence):
     return float((count[used] * gaps).sum() / count.sum())
 
 
-def reliability_bins(correct, confidence, *, n_bins=10):
+def reliability_bins(correct: ArrayLike, confidence: ArrayLike, *,
+                     n_bins: int = 10) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Samples, accuracy and mean confidence per equal-width confidence bin over [0, 1].
 
     The bins of :func:`expected_calibration_error` and of

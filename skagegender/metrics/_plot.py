@@ -8,6 +8,8 @@ imported inside ``plot`` (``pip install "skagegender[plot]"``).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 from numpy.typing import ArrayLike
 from sklearn.utils import check_consistent_length
@@ -16,6 +18,9 @@ from sklearn.utils._optional_dependencies import check_matplotlib_support
 from .._utils import known_labels
 from ._age import age_error_report
 from ._calibration import _binned_ece, interval_report, reliability_bins
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 __all__ = ["AgeErrorDisplay", "GenderReliabilityDisplay", "IntervalCoverageDisplay"]
 
@@ -125,7 +130,8 @@ class AgeErrorDisplay:
 
     @classmethod
     def from_predictions(cls, y_true: ArrayLike, y_pred: ArrayLike, *,
-                         kind: str = "actual_vs_predicted", ax=None) -> AgeErrorDisplay:
+                         kind: str = "actual_vs_predicted",
+                         ax: Axes | None = None) -> AgeErrorDisplay:
         """Plot the errors of predicted ages.
 
         Parameters
@@ -146,8 +152,9 @@ class AgeErrorDisplay:
         return cls(y_true=y_true, y_pred=y_pred).plot(ax=ax, kind=kind)
 
     @classmethod
-    def from_estimator(cls, estimator, X, y: ArrayLike, *, kind: str = "actual_vs_predicted",
-                       ax=None) -> AgeErrorDisplay:
+    def from_estimator(cls, estimator: Any, X: Any, y: ArrayLike, *,
+                       kind: str = "actual_vs_predicted",
+                       ax: Axes | None = None) -> AgeErrorDisplay:
         """Plot the errors of ``estimator.predict(X)`` against ``y``.
 
         Parameters
@@ -218,7 +225,8 @@ class IntervalCoverageDisplay:
 
     @classmethod
     def from_predictions(cls, y_true: ArrayLike, intervals: ArrayLike, *,
-                         coverage: float | None = None, ax=None) -> IntervalCoverageDisplay:
+                         coverage: float | None = None,
+                         ax: Axes | None = None) -> IntervalCoverageDisplay:
         """Plot the coverage of age intervals.
 
         Parameters
@@ -242,8 +250,8 @@ class IntervalCoverageDisplay:
                    n=np.array([r["n"] for r in rows]), nominal=coverage).plot(ax=ax)
 
     @classmethod
-    def from_estimator(cls, estimator, X, y: ArrayLike, *, coverage: float = 0.8,
-                       ax=None) -> IntervalCoverageDisplay:
+    def from_estimator(cls, estimator: Any, X: Any, y: ArrayLike, *, coverage: float = 0.8,
+                       ax: Axes | None = None) -> IntervalCoverageDisplay:
         """Plot the coverage of ``estimator``'s age intervals on ``X``.
 
         Parameters
@@ -316,7 +324,7 @@ class GenderReliabilityDisplay:
 
     @classmethod
     def from_predictions(cls, y_true: ArrayLike, y_pred: ArrayLike, y_proba: ArrayLike, *,
-                         n_bins: int = 10, ax=None) -> GenderReliabilityDisplay:
+                         n_bins: int = 10, ax: Axes | None = None) -> GenderReliabilityDisplay:
         """Plot the reliability of predicted genders.
 
         Parameters
@@ -349,8 +357,8 @@ class GenderReliabilityDisplay:
                    ece=_binned_ece(*bins)).plot(ax=ax)
 
     @classmethod
-    def from_estimator(cls, estimator, X, y: ArrayLike, *, n_bins: int = 10,
-                       ax=None) -> GenderReliabilityDisplay:
+    def from_estimator(cls, estimator: Any, X: Any, y: ArrayLike, *, n_bins: int = 10,
+                       ax: Axes | None = None) -> GenderReliabilityDisplay:
         """Plot the reliability of ``estimator``'s genders on ``X``.
 
         Parameters
