@@ -22,7 +22,7 @@ def test_age_gender_layers_score_better_than_the_identity_default(shared_data):
     from skagegender.datasets import load_utkface
 
     data = load_utkface(shared_data / "UTKFace")
-    pick = np.random.default_rng(0).choice(len(data.paths), size=150, replace=False)
+    pick = np.random.default_rng(0).choice(len(data.paths), size=100, replace=False)
     paths = [data.paths[i] for i in pick]
     X = ArcFaceEmbedder(layers="age-gender").transform(paths)
     identity = ArcFaceEmbedder().transform(paths[:10])
