@@ -1,6 +1,7 @@
 """skagegender evaluate --report DIR: one self-contained HTML page, opened in a real browser."""
 
 import html
+import os
 import re
 import shutil
 import subprocess
@@ -16,12 +17,19 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-
                   "--disable-sync", "--no-first-run"]
 
 
+def _no_browser(reason):
+    """Skip, or fail where the browser is required (.ci/run sets SKAGEGENDER_REQUIRE_BROWSER)."""
+    if os.environ.get("SKAGEGENDER_REQUIRE_BROWSER"):
+        pytest.fail(f"{reason}, and SKAGEGENDER_REQUIRE_BROWSER is set")
+    pytest.skip(reason)
+
+
 def _chromium():
     for name in ("chromium", "chromium-browser", "google-chrome"):
         path = shutil.which(name)
         if path:
             return path
-    pytest.skip("no Chromium here (.ci/run installs the Debian packages chromium and "
+    _no_browser("no Chromium here (.ci/run installs the Debian packages chromium and "
                 "chromium-driver)")
 
 
@@ -46,7 +54,7 @@ def test_report_page_has_the_printed_table_and_renders_its_figures(shared_data, 
     webdriver = pytest.importorskip("selenium.webdriver")
     driver_path = shutil.which("chromedriver")
     if driver_path is None:
-        pytest.skip("chromium-driver is not installed")
+        _no_browser("chromium-driver is not installed")
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
     for flag in [*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}",
