@@ -22,6 +22,11 @@ from .datasets import DATASETS
 _USAGE_ERROR = 2
 _INTERRUPTED = 130
 
+# Seconds between a running trial's heartbeats; a trial silent for _GRACE_BEATS of them
+# belonged to a worker that died.
+_HEARTBEAT = 10
+_GRACE_BEATS = 6
+
 # Feature files are read within this many MiB (the arrays used, as declared in their
 # headers, and the file itself): --max-features-mb changes it.
 _MAX_FEATURES_MB = 2048
@@ -86,9 +91,16 @@ def add_tune_arguments(parser):
                         "(default: %(default)s)")
     parser.add_argument("--storage", required=True,
                         help="Optuna storage URL (required), e.g. sqlite:///tune.db; a server "
-                        "database (postgresql://...) lets several machines work on one study. "
-                        "A stored study is continued only by the same target, scoring and "
-                        "search space")
+                        "database (postgresql+psycopg://user:password@host/db) lets several "
+                        "processes or machines work on one study: start the same command in "
+                        "each, together they run --n-trials trials. A stored study is "
+                        "continued only by the same target, scoring and search space. The "
+                        "password is never printed")
+    parser.add_argument("--heartbeat", type=_positive(int), default=_HEARTBEAT,
+                        help="seconds between the heartbeats a worker records while it runs "
+                        "a trial; a RUNNING trial without one for 6 heartbeats belongs to a "
+                        "worker that died (killed, machine lost): it is marked FAIL and a "
+                        "live worker runs another trial in its place (default: %(default)s)")
     parser.add_argument("--study-name", help="name of the study in the storage (default: "
                         "DATASET-TARGET, or FEATURES-TARGET with --features, FEATURES being "
                         "the file name without .npz)")
@@ -102,7 +114,8 @@ def add_tune_arguments(parser):
                         "--dataset)")
     parser.add_argument("--max-features-mb", type=_positive(float), default=_MAX_FEATURES_MB,
                         help="largest --features file, and largest total size of the arrays "
-                        "read from it, in MiB (default: %(default)s)")
+                        "read from it, in MiB, X counted as 8-byte floats as it is used; "
+                        "reading takes at most about twice this (default: %(default)s)")
     parser.add_argument("--cache", help="embedding cache folder; a second run re-uses it "
                         "(default: no cache)")
     parser.add_argument("--limit", type=_positive(int), help="embed a seeded random subset of "
@@ -257,10 +270,13 @@ def _read_members(archive, where, required, optional, max_bytes):
             raise _TuneError(f"{where}: the array {name!r} must be {wanted}; it is "
                              f"{len(shape)}-D of dtype {dtype}")
         shapes[name] = shape
-        total += math.prod(shape) * dtype.itemsize
+        # X is used as float64: count what it becomes, not what the file declares.
+        itemsize = max(dtype.itemsize, 8) if name == "X" else dtype.itemsize
+        total += math.prod(shape) * itemsize
         if total > max_bytes:
             raise _TuneError(f"{where}: its arrays declare more than the "
-                             f"{max_bytes / 2**20:.0f} MiB limit (--max-features-mb)")
+                             f"{max_bytes / 2**20:.0f} MiB limit (--max-features-mb), "
+                             "counting X as 8-byte floats, as it is used")
     n_samples, n_features = shapes["X"]
     if n_samples == 0 or n_features == 0:
         raise _TuneError(f"{where}: X is empty (shape {shapes['X']})")
@@ -274,6 +290,11 @@ def _read_members(archive, where, required, optional, max_bytes):
         try:
             with archive.open(item) as member:
                 arrays[name] = np.lib.format.read_array(member, allow_pickle=False)
+            if name == "X":  # one copy at a time: the file's, then the float64 one
+                arrays[name] = arrays[name].astype(float, copy=False)
+        except MemoryError:
+            raise _TuneError(f"{where}: not enough memory to read the array {name!r} (lower "
+                             "--max-features-mb to refuse such files early)") from None
         except _READ_ERRORS as exc:
             raise _TuneError(f"{where}: the array {name!r} cannot be read ({exc})") from None
     return arrays
@@ -283,10 +304,12 @@ def _from_features(args):
     path = Path(args.features)
     arrays = _read_features(path, ("X", args.target), ("groups",),
                             int(args.max_features_mb * 2**20))
-    X = np.asarray(arrays["X"], dtype=float)
+    X = arrays.pop("X")  # float64 already (_read_members)
     y, keep = _labeled(args.target, arrays.get("age"), arrays.get("gender"))
-    keep &= np.all(np.isfinite(X), axis=1)
-    X, y = X[keep], y[keep]
+    keep &= _finite_rows(X)
+    if not keep.all():
+        X = X[keep]
+    y = y[keep]
     if len(y) < args.cv:
         raise _TuneError(f"--features {path}: {len(y)} samples have both features and "
                          f"the {args.target} label, fewer than --cv {args.cv}")
@@ -299,6 +322,14 @@ def _from_features(args):
     # the groups are the subjects: a dataset without a protocol of its own
     cv, groups = _dataset_cv(None, None, groups, args)
     return X, y, groups, cv
+
+
+def _finite_rows(X, block=4096):
+    """Mask of the rows of ``X`` without NaN or infinity, a block of rows at a time."""
+    mask = np.empty(len(X), dtype=bool)
+    for start in range(0, len(X), block):
+        mask[start:start + block] = np.isfinite(X[start:start + block]).all(axis=1)
+    return mask
 
 
 def _dataset_cv(name, fold, subject, args):
@@ -327,12 +358,126 @@ def _from_dataset(args):
     return X[keep], y[keep], groups, cv
 
 
+#: Scorers whose values lie in [0, 1]: these names and their variants (``f1_macro``, ...).
+_UNIT_SCORERS = ("one_class_off", "exact_class", "cumulative_score", "accuracy",
+                 "balanced_accuracy", "top_k_accuracy", "average_precision", "roc_auc", "f1",
+                 "precision", "recall", "jaccard")
+
+
+def _score_range(scoring):
+    """The values the scorer ``scoring`` (a name, None for the default) can give."""
+    if scoring is None:  # one-class-off accuracy (age) or accuracy (gender)
+        return 0.0, 1.0
+    if scoring.startswith("neg_"):
+        return -math.inf, 0.0
+    if scoring in ("r2", "explained_variance") or scoring.startswith("d2_"):
+        return -math.inf, 1.0
+    if scoring == "matthews_corrcoef":
+        return -1.0, 1.0
+    if any(scoring == name or scoring.startswith(name + "_") for name in _UNIT_SCORERS):
+        return 0.0, 1.0
+    return -math.inf, math.inf
+
+
+def _trial_problem(search, trial, score_range, optuna):
+    """Why ``trial`` is not one this search could have written, or None.
+
+    A finished trial's score must be finite, within the scorer's range and the mean
+    of its stored per-split scores; every trial's parameters must be the ones the
+    search space asks for given them, each within its distribution, and recorded
+    with a distribution Optuna accepts beside the space's (a categorical parameter
+    with other choices makes every new trial fail).
+    """
+    import warnings
+
+    from .model_selection._search import _ATTR_TEST, _sample_params
+
+    if trial.state == optuna.trial.TrialState.COMPLETE:
+        value, (low, high) = trial.value, score_range
+        if value is None or not math.isfinite(value) or not low <= value <= high:
+            return f"score {value!r} outside the scorer's range [{low}, {high}]"
+        splits = trial.user_attrs.get(_ATTR_TEST)
+        try:
+            mean = float(np.mean(np.asarray(splits, dtype=float)))
+        except (TypeError, ValueError):
+            mean = math.nan
+        if not math.isclose(mean, value, rel_tol=1e-9, abs_tol=1e-12):
+            return f"score {value!r} is not the mean of its per-split scores {splits!r}"
+    if not trial.params:
+        return None
+    finished = trial.state == optuna.trial.TrialState.COMPLETE
+    replay, complete = optuna.trial.FixedTrial(trial.params), True
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            _sample_params(search.search_space, replay)
+        except (ValueError, TypeError, KeyError) as exc:
+            # A trial stopped while its parameters were drawn may lack the last ones.
+            if finished or "is not found" not in str(exc):
+                return f"parameters {trial.params!r} outside the search space ({exc})"
+            complete = False
+    outside = [str(w.message) for w in caught if "out of the range" in str(w.message)]
+    if outside:
+        return outside[0]
+    extra = sorted(set(trial.params) - set(replay.distributions))
+    if extra and complete:
+        return f"parameters {extra} that the search space never asks for"
+    for name, asked in replay.distributions.items():
+        stored = trial.distributions.get(name)
+        try:
+            optuna.distributions.check_distribution_compatibility(stored, asked)
+        except (ValueError, AttributeError):
+            return f"parameter {name!r} recorded over {stored}, the search space has {asked}"
+    return None
+
+
+def _check_trials(search, study, scoring, when):
+    """Refuse a study holding trials this search could not have written (forged, edited).
+
+    Such a trial would be reported as the best (a score of inf, or 5.0 for an
+    accuracy) or break every new trial (a categorical parameter with other
+    choices); nothing is written to the study.
+    """
+    import optuna
+
+    score_range = _score_range(scoring)
+    bad = []
+    for trial in study.get_trials(deepcopy=False):
+        problem = _trial_problem(search, trial, score_range, optuna)
+        if problem is not None:
+            bad.append(f"trial {trial.number}: {problem}")
+    if bad:
+        shown = "; ".join(bad[:3]) + (f"; and {len(bad) - 3} more" if len(bad) > 3 else "")
+        raise _TuneError(
+            f"the study {study.study_name!r} {when} holds {len(bad)} "
+            f"trial{'s' if len(bad) != 1 else ''} that this search could not have written "
+            f"({shown}); nothing was written to it. Delete the study or pass another "
+            "--study-name"
+        )
+
+
 def _default_study_name(args):
     if args.features:
         return f"{Path(args.features).stem}-{args.target}"
     if not args.dataset or not args.root:
         raise _TuneError("give --dataset and --root (or precomputed --features)")
     return f"{args.dataset}-{args.target}"
+
+
+def _open_storage(url, heartbeat):
+    """The Optuna storage at ``url``, with a heartbeat every ``heartbeat`` seconds."""
+    from .model_selection._search import _import_optuna
+    from .model_selection._search import _open_storage as open_storage
+
+    return open_storage(_import_optuna(), url, heartbeat_interval=heartbeat,
+                        grace_period=_GRACE_BEATS * heartbeat)
+
+
+def _shown_storage(url):
+    """The storage URL as printed: without its password."""
+    from .model_selection._search import _shown_url
+
+    return _shown_url(url)
 
 
 def run_tune(args):
@@ -346,9 +491,13 @@ def run_tune(args):
 
     The feature file is read without unpickling: arrays of Python objects are refused,
     and each wanted array's header is checked (dimensions, dtype, one entry per row of
-    ``X``, ``args.max_features_mb`` MiB for the file and for the arrays together) before
-    its data is read. A stored study made for another target, scorer or search space, or
-    one that minimizes, is refused before any trial runs.
+    ``X``, ``args.max_features_mb`` MiB for the file and for the arrays together, ``X``
+    counted as float64) before its data is read. A stored study made for another target,
+    scorer or search space, or one that minimizes, is refused before any trial runs, and
+    so is one holding trials this search could not have written (a score that is not
+    finite, outside the scorer's range or not the mean of its splits; parameters outside
+    the search space): nothing is written to it. The JSON output is strict (no NaN or
+    Infinity).
 
     Parameters
     ----------
@@ -378,13 +527,14 @@ def run_tune(args):
             scoring=args.scoring,
             n_trials=args.n_trials,
             timeout=args.timeout,
-            storage=args.storage,
+            storage=_open_storage(args.storage, args.heartbeat),
             study_name=args.study_name or default_name,
             refit=False,
             random_state=args.random_state,
             verbose=1,
         )
-        search.open_study()  # a bad storage or another search's study: before any embedding
+        study = search.open_study()  # a bad storage or another search's study: before any embedding
+        _check_trials(search, study, args.scoring, "in the storage")
         if args.features:
             X, y, groups, cv = _from_features(args)
         else:
@@ -392,6 +542,7 @@ def run_tune(args):
         if len(y) == 0:
             raise _TuneError(f"no sample has both features and a {args.target} label")
         search.set_params(cv=cv).fit(X, y, groups=groups)
+        _check_trials(search, search.study_, args.scoring, "after the search")
     except (_TuneError, StudyError) as exc:
         print(f"skagegender tune: error: {exc}", file=sys.stderr)
         return _USAGE_ERROR
@@ -405,7 +556,7 @@ def run_tune(args):
         "dataset": args.dataset,
         "features": args.features,
         "study_name": search.study_.study_name,
-        "storage": args.storage,
+        "storage": _shown_storage(args.storage),
         "n_samples": len(y),
         "n_splits": search.n_splits_,
         "n_trials": search.n_trials_,
@@ -415,7 +566,7 @@ def run_tune(args):
         "best_params": search.best_params_,
     }
     if args.json:
-        print(json.dumps(result, default=repr))
+        print(json.dumps(result, default=repr, allow_nan=False))
     else:
         print(f"study {result['study_name']}: {result['n_trials']} finished trials on "
               f"{result['n_samples']} samples, {result['n_splits']} folds")

@@ -281,6 +281,33 @@ class SFaceBackbone(_Backbone):
         return outputs
 
 
+def _insightface_pack(name):
+    """The folder of the InsightFace pack ``name``, downloaded by insightface when missing.
+
+    insightface prints its download messages on stdout: they go to stderr here, so
+    that a command's JSON output stays the only thing on stdout. A failed download
+    raises FileNotFoundError naming the pack and where it is looked for.
+    """
+    import contextlib
+    import sys
+
+    from insightface.utils.storage import ensure_available
+
+    root = os.environ.get("INSIGHTFACE_HOME", "~/.insightface")
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            return Path(ensure_available("models", name, root=root))
+    except Exception as exc:  # noqa: BLE001 - requests, zipfile and OS errors alike
+        reason = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+        folder = Path(os.path.expanduser(root)) / "models" / name
+        raise FileNotFoundError(
+            f"The InsightFace pack {name!r} is not in {folder} and could not be downloaded "
+            f"({type(exc).__name__}: {reason}). Without internet, unzip {name}.zip from "
+            "insightface's model zoo into that folder (or set INSIGHTFACE_HOME), or pass "
+            "--backbone a pack folder or an ArcFace .onnx file"
+        ) from None
+
+
 class InsightFaceBackbone(_Backbone):
     """An InsightFace ArcFace model (and SCRFD detector when the pack has one).
 
@@ -312,10 +339,7 @@ class InsightFaceBackbone(_Backbone):
                         f"Unknown backbone {model!r}: use 'sface', an InsightFace pack name "
                         f"{INSIGHTFACE_PACKS}, a pack folder or an ArcFace .onnx file"
                     )
-                from insightface.utils.storage import ensure_available
-
-                root = os.environ.get("INSIGHTFACE_HOME", "~/.insightface")
-                path = Path(ensure_available("models", str(model), root=root))
+                path = _insightface_pack(str(model))
             files = sorted(path.glob("*.onnx"))
             if not files:
                 raise FileNotFoundError(f"No .onnx files in the InsightFace pack folder {path}")

@@ -10,6 +10,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
 
+from .._utils import capped_n_jobs, user_stacklevel
 from ._backbones import get_backbone, resolve_layers
 from ._cache import EmbeddingCache, backbone_key, item_key
 from ._detection import YuNetDetector, align_face
@@ -117,6 +118,14 @@ class ArcFaceEmbedder(TransformerMixin, BaseEstimator):
     112) and passed through the recognition network with onnxruntime. Faces are
     batched through the network, ``batch_size`` images at a time.
 
+    **For age and gender, pass** ``layers="age-gender"`` (or
+    ``"age-gender-finetuned"``, the shipped model's features). The default,
+    ``layers=None``, is the backbone's 128-d identity embedding alone: made to tell
+    people apart whatever their age, it is a poor input for age (an age head on it
+    scores one-class-off 0.28-0.45). ``"age-gender"`` appends SFace's pooled
+    intermediate features, computed in the same network pass (no slower);
+    :class:`~skagegender.model.AgeGenderModel` uses it when given no embedder.
+
     Parameters
     ----------
     model : str or path, default="sface"
@@ -172,7 +181,9 @@ class ArcFaceEmbedder(TransformerMixin, BaseEstimator):
         many faces an image holds. On a GPU use larger batches.
     n_jobs : int or None, default=None
         Parallel workers (joblib); None means 1 unless inside a
-        :func:`joblib.parallel_config` context, e.g. ``backend="dask"``.
+        :func:`joblib.parallel_config` context, e.g. ``backend="dask"``. No more
+        workers are started than there are chunks of ``batch_size`` images to
+        embed, nor (for local processes) than there are cores.
     providers : list of str or None, default=None
         onnxruntime execution providers; None is CPU. Unavailable providers fall back
         to CPU with a warning.
@@ -583,7 +594,12 @@ class ArcFaceEmbedder(TransformerMixin, BaseEstimator):
         """Yield (indices, method's result) per chunk, as chunks finish."""
         from joblib import Parallel, delayed
 
-        parallel = Parallel(n_jobs=self.n_jobs, return_as="generator_unordered")
+        n_jobs = self.n_jobs if self.n_jobs in (None, 1) else capped_n_jobs(self.n_jobs, len(chunks))
+        parallel = Parallel(n_jobs=n_jobs, return_as="generator_unordered")
+        client = _single_thread_dask_client()
+        if client is not None:  # joblib would run the tasks here, not on the cluster
+            yield from self._run_chunks_on(client, method, images, chunks)
+            return
         if parallel.n_jobs == 1 and self.n_jobs in (None, 1):
             for chunk in chunks:
                 yield chunk, getattr(self, method)([images[i] for i in chunk])
@@ -593,6 +609,27 @@ class ArcFaceEmbedder(TransformerMixin, BaseEstimator):
             for k, chunk in enumerate(chunks)
         )
         for k, part in parallel(tasks):
+            yield chunks[k], part
+
+    def _run_chunks_on(self, client, method, images, chunks):
+        """:meth:`_run_chunks` through a Dask ``client``, two tasks in flight at a time."""
+        from distributed import as_completed
+
+        todo = iter(enumerate(chunks))
+
+        def submit():
+            k, chunk = next(todo, (None, None))
+            if chunk is None:
+                return None
+            return client.submit(_chunk_task, self, method, k, [images[i] for i in chunk],
+                                 pure=False)
+
+        running = as_completed([f for f in (submit(), submit()) if f is not None])
+        for future in running:
+            k, part = future.result()
+            following = submit()
+            if following is not None:
+                running.add(following)
             yield chunks[k], part
 
     def _chunks(self, indices):
@@ -734,7 +771,7 @@ class ArcFaceEmbedder(TransformerMixin, BaseEstimator):
             warnings.warn(
                 f"{len(bad)} of {len(result.outcomes)} images got NaN features: {shown}{more}",
                 MissingFacesWarning,
-                stacklevel=2,
+                stacklevel=user_stacklevel(),
             )
         return result.features
 
@@ -754,6 +791,21 @@ def _crop_face():
 
     return Face(box=np.array([0, 0, 112, 112], np.float32), score=1.0,
                 landmarks=ARCFACE_TEMPLATE.astype(np.float32))
+
+
+def _single_thread_dask_client():
+    """The Dask client when joblib's backend is Dask with one worker thread in all, else None.
+
+    joblib runs a call whose backend has a single worker in the calling process, so on
+    such a cluster (one worker process, e.g. one per GPU machine) the work would never
+    leave the client.
+    """
+    from joblib.parallel import get_active_backend
+
+    backend, _ = get_active_backend()
+    if type(backend).__name__ != "DaskDistributedBackend":
+        return None
+    return backend.client if backend.effective_n_jobs(-1) == 1 else None
 
 
 def _chunk_task(estimator, method, index, images):

@@ -7,6 +7,9 @@ Optuna is imported when a search is fitted, not when this module is imported, so
 import contextlib
 import copy
 import json
+import os
+import random
+import socket
 import time
 import traceback
 import warnings
@@ -41,6 +44,22 @@ __all__ = ["HeadSearchCV", "StudyError", "default_head_space"]
 _HEARTBEAT_INTERVAL = 10
 _GRACE_PERIOD = 60
 
+# Workers started at once on a fresh database race to create its tables (PostgreSQL: a
+# duplicate key in pg_type; SQLite: "table ... already exists"; both: the schema version
+# rows). The losers retry, up to _CREATE_ATTEMPTS times with a growing random pause: by
+# then the winner has made the tables and they are only read.
+_CREATE_ATTEMPTS = 8
+
+# Seconds between two looks at the study while the other workers run its last trials.
+_POLL_INTERVAL = 1.0
+
+# User attribute of a trial that a worker created but did not run: the study already
+# held n_trials finished or running trials (another worker took the last one).
+_ATTR_NOT_RUN = "not_run"
+
+# User attribute naming the worker ("host:pid") that ran a trial.
+_ATTR_WORKER = "worker"
+
 # Trial user attributes holding the per-fold results, so that ``cv_results_`` can be
 # rebuilt from the storage alone (trials run by another process or an earlier fit).
 _ATTR_TEST = "split_test_score"
@@ -59,6 +78,10 @@ _OPTUNA_HINT = "HeadSearchCV needs optuna: pip install optuna (or skagegender[op
 
 class StudyError(ValueError):
     """The storage cannot be opened, or the stored study belongs to another search."""
+
+
+class _TrialNotRun(Exception):
+    """A trial created when the study already held its ``n_trials`` (see ``_ATTR_NOT_RUN``)."""
 
 
 def _import_optuna():
@@ -153,23 +176,69 @@ class _TrialSeededSampler:
         """Nothing to do: each trial's randomness is fixed by its number."""
 
 
-def _open_storage(optuna, url):
-    """An RDBStorage with heartbeat for ``url``; StudyError if it cannot be opened."""
+def _shown_url(url):
+    """``url`` with its password replaced by ``***``; None if it is not a database URL."""
     try:
         from sqlalchemy.engine import make_url
 
-        shown = make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - unparseable: nothing of it is echoed (it may hold a password)
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - unparseable: nothing of it may be echoed
+        return None
+
+
+def _without_password(text, url):
+    """``text`` with the password of ``url`` (if any) replaced by ``***``."""
+    from sqlalchemy.engine import make_url
+
+    password = make_url(url).password
+    return text.replace(str(password), "***") if password else text
+
+
+def _is_creation_race(exc):
+    """Whether ``exc`` is what a worker gets when another creates the same tables at once."""
+    from sqlalchemy import exc as sql_errors
+
+    if isinstance(exc, sql_errors.IntegrityError):
+        return True
+    return (isinstance(exc, (sql_errors.ProgrammingError, sql_errors.OperationalError))
+            and "already exists" in str(exc))
+
+
+def _retry_creation_race(create):
+    """``create()``, retried while it loses a race with another worker creating the same."""
+    jitter = random.SystemRandom()  # the workers' pauses must differ
+    for attempt in range(_CREATE_ATTEMPTS):
+        try:
+            return create()
+        except Exception as exc:
+            if attempt == _CREATE_ATTEMPTS - 1 or not _is_creation_race(exc):
+                raise
+        time.sleep(min(1.0, 0.05 * 2**attempt) * jitter.uniform(0.5, 1.5))
+
+
+def _open_storage(optuna, url, *, heartbeat_interval=_HEARTBEAT_INTERVAL,
+                  grace_period=_GRACE_PERIOD):
+    """An RDBStorage with heartbeat for ``url``; StudyError if it cannot be opened.
+
+    Several workers may open a fresh database at once: creating its tables is retried
+    when another worker creates them at the same moment. Messages never show the
+    password.
+    """
+    shown = _shown_url(url)
+    if shown is None:
         raise StudyError(
             "the storage URL cannot be parsed; give a database URL such as "
             "'sqlite:///tune.db' or 'postgresql://user:password@host/db'"
-        ) from None
-    try:
-        return optuna.storages.RDBStorage(
-            url, heartbeat_interval=_HEARTBEAT_INTERVAL, grace_period=_GRACE_PERIOD
         )
+    try:
+        with warnings.catch_warnings():  # the heartbeat is "experimental" since Optuna 2.9
+            warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+            return _retry_creation_race(lambda: optuna.storages.RDBStorage(
+                url, heartbeat_interval=heartbeat_interval, grace_period=grace_period
+            ))
     except Exception as exc:
         reason = str(exc).split("\n")[0].split(" (Background on this error")[0]
+        reason = _without_password(reason, url)  # some drivers echo the connection string
         hint = (" (does its folder exist, and is it a writable SQLite file?)"
                 if shown.startswith("sqlite") else "")
         raise StudyError(f"cannot open the storage {shown!r}: {reason}{hint}") from exc
@@ -472,16 +541,20 @@ class HeadSearchCV(MetaEstimatorMixin, BaseEstimator):
         ``study_name`` and ``load_if_exists=True`` a new fit continues the stored study
         (all its finished trials count and appear in ``cv_results_``). Any URL that
         :class:`optuna.storages.RDBStorage` accepts works; with a server database
-        (``"postgresql://user:password@host/db"``) several processes or machines can fit
-        the same search at once and share the work: each stops when the study holds
-        ``n_trials`` finished trials. A URL gets a heartbeat: a trial left RUNNING by a
+        (``"postgresql+psycopg://user:password@host/db"``) several processes or machines
+        can fit the same search at once, also on a fresh database, and share the work:
+        together they run exactly ``n_trials`` finished trials, and each returns once
+        the study holds them (waiting, if need be, for the trials still running
+        elsewhere). Each trial records the worker that ran it (``"host:pid"``) in its
+        ``"worker"`` user attribute. A URL gets a heartbeat: a trial left RUNNING by a
         killed process is marked FAIL once its heartbeat is more than 60 s old (checked
-        at the start and end of :meth:`fit` and before each trial). Pass an
-        ``RDBStorage`` built with your own ``heartbeat_interval``/``grace_period`` to
-        change that; with a storage without heartbeat such trials stay RUNNING (they do
-        not count towards ``n_trials``). A URL that cannot be parsed or a database that
-        cannot be opened raises a ``ValueError`` naming the problem (the password is not
-        shown).
+        at the start and end of :meth:`fit`, before each trial and while waiting), and
+        a live worker runs another in its place. Pass an ``RDBStorage`` built with your
+        own ``heartbeat_interval``/``grace_period`` to change that; with a storage
+        without heartbeat such trials stay RUNNING (they do not count towards
+        ``n_trials``) and concurrent workers may finish a few trials more than asked. A
+        URL that cannot be parsed or a database that cannot be opened raises a
+        ``ValueError`` naming the problem (the password is not shown).
 
         The study records what it searches in its user attribute
         ``"skagegender_search"``: the estimator's class, the scorer, the direction
@@ -683,7 +756,9 @@ class HeadSearchCV(MetaEstimatorMixin, BaseEstimator):
 
     def _get_scorer(self):
         if callable(self.scoring):
-            return self.scoring
+            # scikit-learn's check: a metric function of its own is refused with a
+            # message naming make_scorer
+            return check_scoring(self.estimator, self.scoring)
         if isinstance(self.scoring, str):
             from ..metrics import get_scorer
 
@@ -722,7 +797,8 @@ class HeadSearchCV(MetaEstimatorMixin, BaseEstimator):
                 seed = int(check_random_state(seed).randint(np.iinfo(np.int32).max))
             sampler = _TrialSeededSampler(seed)
         pruner = optuna.pruners.NopPruner() if self.pruner is None else copy.deepcopy(self.pruner)
-        try:
+
+        def create():
             study = optuna.create_study(
                 storage=storage,
                 sampler=sampler,
@@ -731,14 +807,19 @@ class HeadSearchCV(MetaEstimatorMixin, BaseEstimator):
                 direction="maximize",
                 load_if_exists=self.load_if_exists,
             )
-        except optuna.exceptions.DuplicatedStudyError:
+            _check_study(study, record)
+            return study
+
+        try:
+            return _retry_creation_race(create)  # workers starting at once create it together
+        except (optuna.exceptions.DuplicatedStudyError, StudyError):
             raise
         except Exception as exc:
-            if isinstance(self.storage, str):  # the database is not usable as a storage
-                raise StudyError(f"cannot create or load the study in the storage: {exc}") from exc
+            if isinstance(storage, optuna.storages.RDBStorage):  # not usable as a storage
+                reason = _without_password(str(exc), storage.url)
+                raise StudyError(f"cannot create or load the study in the storage: {reason}") \
+                    from exc
             raise
-        _check_study(study, record)
-        return study
 
     def open_study(self):
         """Create or load the study in ``storage`` now and check that it is this search's.
@@ -834,19 +915,64 @@ class HeadSearchCV(MetaEstimatorMixin, BaseEstimator):
             warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
             study = self._create_study(optuna, record)
             optuna.storages.fail_stale_trials(study)
-            counted = _finished_states(optuna)
-            n_done = len(study.get_trials(deepcopy=False, states=counted))
             if self.n_trials is None:
                 study.optimize(objective, timeout=self.timeout)
-            elif n_done < self.n_trials:
-                study.optimize(
-                    objective,
-                    n_trials=self.n_trials - n_done,
-                    timeout=self.timeout,
-                    callbacks=[optuna.study.MaxTrialsCallback(self.n_trials, states=counted)],
-                )
+            else:
+                self._run_missing_trials(optuna, study, objective)
             optuna.storages.fail_stale_trials(study)
         return study
+
+    def _run_missing_trials(self, optuna, study, objective):
+        """Run trials until ``study`` holds ``n_trials`` finished ones, with any other workers.
+
+        Other processes may work on the same study. Each trial, once created, counts the
+        trials numbered before it that are finished, running or waiting; if they already
+        fill ``n_trials`` it is not run (it ends FAIL with the ``not_run`` user
+        attribute), so the study never holds more than ``n_trials`` finished trials. A
+        trial that runs records its worker, ``"host:pid"``, in the ``worker`` attribute. When
+        the trials still running elsewhere would fill the study, this process waits for
+        them: if one of their workers dies, its trial is marked FAIL once its heartbeat is
+        ``grace_period`` old, and this process runs a trial in its place. That needs a
+        storage with heartbeat (a URL gets one); without, the others' running trials are
+        not waited for and concurrent workers may finish a few trials more than asked.
+        At most ``n_trials`` minus the finished trials found at the start are run here
+        (failed trials included), and none is started after ``timeout``.
+        """
+        state = optuna.trial.TrialState
+        storage = study._storage
+        get_interval = getattr(storage, "get_heartbeat_interval", None)
+        heartbeat = callable(get_interval) and get_interval() is not None
+        finished = _finished_states(optuna)
+        claims = (*finished, state.WAITING) + ((state.RUNNING,) if heartbeat else ())
+
+        def claimed(trial):
+            taken = sum(t.number < trial.number
+                        for t in study.get_trials(deepcopy=False, states=claims))
+            if taken >= self.n_trials:
+                reason = (f"the study already held {self.n_trials} finished or running "
+                          "trials (another worker took the last one)")
+                trial.set_user_attr(_ATTR_NOT_RUN, reason)
+                raise _TrialNotRun(f"not run: {reason}")
+            trial.set_user_attr(_ATTR_WORKER, f"{socket.gethostname()}:{os.getpid()}")
+            return objective(trial)
+
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        budget = self.n_trials - len(study.get_trials(deepcopy=False, states=finished))
+        while budget > 0 and (deadline is None or time.monotonic() < deadline):
+            trials = study.get_trials(deepcopy=False)
+            n_done = sum(t.state in finished for t in trials)
+            n_running = sum(t.state == state.RUNNING for t in trials) if heartbeat else 0
+            if n_done >= self.n_trials:
+                break
+            if n_done + n_running >= self.n_trials:  # the others' trials would fill it
+                time.sleep(_POLL_INTERVAL)
+                optuna.storages.fail_stale_trials(study)
+                continue
+            try:
+                study.optimize(claimed, n_trials=1)
+            except _TrialNotRun:
+                continue  # another worker took the last slot first: look again
+            budget -= 1
 
     def _set_best(self, study, trials):
         """``n_trials_``, ``cv_results_`` and the ``best_*`` attributes from the finished trials."""
