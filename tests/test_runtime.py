@@ -238,7 +238,7 @@ def _faces_by_runtime(monkeypatch, name, paths):
         monkeypatch.setenv(RUNTIME_ENV, runtime)
         model = load(name)
         faces = [model.embedder_.detect_faces(path) for path in paths]
-        details = [model.predict_details(np.stack([f.embedding for f in found]))
+        details = [model.predict_features(np.stack([f.embedding for f in found]))
                    for found in faces]
         out[runtime] = (faces, details)
     return out

@@ -32,7 +32,7 @@ def test_the_fast_recipe_learns_gender_and_no_age_from_the_faces():
     old = fit_recipe("fast", features, np.full(n, 70.0), flipped)
     expected = age_probs @ DLIB_AGE_CLASSES
     for model in (young, old):  # the labels' ages change nothing: the network's own age
-        np.testing.assert_allclose(model.predict_details(features)["age"], expected, rtol=1e-5)
+        np.testing.assert_allclose(model.predict_features(features)["age"], expected, rtol=1e-5)
     # the gender head is learned: reversed labels give the opposite answers
-    assert (young.predict_details(features)["gender"]
-            != old.predict_details(features)["gender"]).mean() > 0.8
+    assert (young.predict_features(features)["gender"]
+            != old.predict_features(features)["gender"]).mean() > 0.8
