@@ -1,9 +1,15 @@
 """Shared test fixtures: real photos and the labeled data beside the repository."""
 
 import importlib.util
+import os
 from pathlib import Path
 
 import pytest
+
+# The suite runs the networks with onnxruntime (its tests count onnxruntime sessions
+# and their settings), also where the openvino extra is installed; tests/test_runtime.py
+# runs OpenVINO and compares. Set SKAGEGENDER_RUNTIME=openvino to run it all on OpenVINO.
+os.environ.setdefault("SKAGEGENDER_RUNTIME", "onnxruntime")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
