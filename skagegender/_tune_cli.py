@@ -8,14 +8,12 @@ Part of the command-line layer: only :mod:`skagegender.cli` imports it.
 import argparse
 import json
 import math
-import struct
 import sys
-import zipfile
-import zlib
 from pathlib import Path
 
 import numpy as np
 
+from ._archive import READ_ERRORS, ArchiveError, NotZipError, open_zip, zip_members
 from ._utils import NotRegularFileError, known_labels, npy_header, open_regular_file
 from .datasets import DATASETS
 
@@ -169,34 +167,10 @@ _COLUMNS = {
 }
 
 
-def _declared_members(fh, size):
-    """Number of members the zip's end record declares, read before zipfile lists them.
-
-    zipfile builds an object per member when it opens an archive, so a small file
-    declaring millions of members is refused before that. None if there is no end record
-    (not a zip; zipfile says so).
-    """
-    tail = min(size, 22 + 0xFFFF)  # the end record (22 bytes) and its comment
-    fh.seek(size - tail)
-    data = fh.read(tail)
-    at = data.rfind(b"PK\x05\x06")
-    if at < 0 or len(data) - at < 22:
-        return None
-    return struct.unpack("<H", data[at + 10: at + 12])[0]  # 0xFFFF: a zip64 count
-
-
 def _array_header(archive, item):
     """Shape and dtype declared in the .npy header of ``item``, without its data."""
     with archive.open(item) as member:
         return npy_header(member)
-
-
-# Everything reading a damaged or odd member can raise: zipfile (BadZipFile: bad CRC;
-# RuntimeError: encrypted; NotImplementedError: compression method), zlib (corrupt
-# deflate), numpy (ValueError, SyntaxError, TypeError: bad header; ValueError: truncated
-# data), the file system.
-_READ_ERRORS = (zipfile.BadZipFile, zlib.error, RuntimeError, NotImplementedError, ValueError,
-                SyntaxError, TypeError, EOFError, OSError, struct.error)
 
 
 def _read_features(path, required, optional, max_bytes):
@@ -225,22 +199,24 @@ def _read_features(path, required, optional, max_bytes):
         if magic == b"\x93NUMPY":
             raise _TuneError(f"{where}: a single .npy array, not an .npz file of named "
                              "arrays (np.savez(path, X=..., age=..., gender=...))")
-        n_members = _declared_members(fh, info.st_size)
-        if n_members is not None and n_members > _MAX_MEMBERS:
-            raise _TuneError(f"{where}: declares {n_members} members; a feature file has a "
-                             f"few arrays (at most {_MAX_MEMBERS} are accepted)")
-        fh.seek(0)
-        try:
-            archive = zipfile.ZipFile(fh)
-        except _READ_ERRORS as exc:
+        try:  # arrays past 4 GiB need zip64 (np.savez writes it)
+            archive = open_zip(fh, info.st_size, max_members=_MAX_MEMBERS, allow_zip64=True)
+        except NotZipError as exc:
             raise _TuneError(f"{where}: not an .npz file ({exc})") from None
+        except ArchiveError as exc:
+            raise _TuneError(f"{where}: {exc}") from None
         with archive:
-            return _read_members(archive, where, required, optional, max_bytes)
+            try:
+                infos = zip_members(archive, max_members=_MAX_MEMBERS)
+            except ArchiveError as exc:
+                raise _TuneError(f"{where}: {exc}") from None
+            return _read_members(archive, infos.values(), where, required, optional,
+                                 max_bytes)
 
 
-def _read_members(archive, where, required, optional, max_bytes):
+def _read_members(archive, infos, where, required, optional, max_bytes):
     members = {}
-    for item in archive.infolist():
+    for item in infos:
         name = item.filename.removesuffix(".npy")
         if name in required or name in optional:
             if name in members:
@@ -248,7 +224,7 @@ def _read_members(archive, where, required, optional, max_bytes):
             members[name] = item
     missing = [name for name in required if name not in members]
     if missing:
-        names = sorted(item.filename.removesuffix(".npy") for item in archive.infolist())
+        names = sorted(item.filename.removesuffix(".npy") for item in infos)
         hint = ("; it looks like `skagegender embed` output, which has no labels: save X, "
                 "age and gender with np.savez" if "embeddings" in names else "")
         raise _TuneError(f"{where}: lacks the array(s) {missing}; it has {names}{hint}")
@@ -257,7 +233,7 @@ def _read_members(archive, where, required, optional, max_bytes):
     for name, item in members.items():
         try:
             shape, dtype = _array_header(archive, item)
-        except _READ_ERRORS as exc:
+        except READ_ERRORS as exc:
             raise _TuneError(f"{where}: the array {name!r} cannot be read ({exc})") from None
         ndim, kinds, wanted = _COLUMNS[name]
         if dtype.hasobject:
@@ -295,7 +271,7 @@ def _read_members(archive, where, required, optional, max_bytes):
         except MemoryError:
             raise _TuneError(f"{where}: not enough memory to read the array {name!r} (lower "
                              "--max-features-mb to refuse such files early)") from None
-        except _READ_ERRORS as exc:
+        except READ_ERRORS as exc:
             raise _TuneError(f"{where}: the array {name!r} cannot be read ({exc})") from None
     return arrays
 

@@ -25,10 +25,10 @@ MAY_IMPORT = {
     "datasets": {"embedding"},
     **{layer: set(LAYERS[:i]) for i, layer in enumerate(LAYERS) if i > len(_BOTTOM)},
 }
-#: Modules of the top package that belong to a layer. ``_utils`` is free to all (and
-#: imports nothing of the package); so is the top ``__init__`` (``__version__``), which
+#: Modules of the top package that belong to a layer. ``_utils`` and ``_archive`` are
+#: free to all (and import nothing of the package); so is the top ``__init__`` (``__version__``), which
 #: loads the subpackages lazily by name.
-TOP_MODULES = {"cli": "cli", "_tune_cli": "cli", "__main__": "cli", "_utils": "_utils",
+TOP_MODULES = {"cli": "cli", "_tune_cli": "cli", "__main__": "cli", "_utils": "_utils", "_archive": "_utils",
                "__init__": "__init__"}
 
 

@@ -52,13 +52,12 @@ import itertools
 import json
 import math
 import re
-import struct
 import zipfile
-import zlib
 from collections import OrderedDict, defaultdict
 from pathlib import Path
 from typing import ClassVar
 
+from .._archive import ArchiveError, NotZipError, open_zip, read_member, zip_members
 from .._utils import NotRegularFileError, atomic_write, npy_header, open_regular_file
 
 __all__ = [
@@ -118,11 +117,8 @@ _MAX_META_BYTES = 1 << 20
 # (about 11 nodes).
 _MAX_SCHEMA_BYTES = 16 << 20
 _MAX_DEPTH = 100
-# The zip directory is read whole by zipfile before any member: 1 MiB holds
-# over 10,000 entries (the shipped payload has 51).
-_MAX_ZIP_DIRECTORY = 1 << 20
+# Members of either zip archive (the shipped payload has 51).
 _MAX_MEMBERS = 10_000
-_CHUNK = 1 << 20
 # skops protocols whose node semantics this loader implements.
 _SKOPS_PROTOCOLS = (2,)
 _WRITTEN_KEYS = ("format_version", "skagegender_version", "estimator_names", "payload_sha256")
@@ -393,82 +389,29 @@ def _read_regular_file(path, max_bytes):
 
 
 def _open_zip(data, where):
-    """A ZipFile over ``data``, after checking that its directory is small.
-
-    zipfile reads the whole central directory when it opens an archive, so its
-    size is read from the end record first (the way zipfile finds it).
-    """
-    end = b"PK\x05\x06"
-    at = len(data) - 22
-    if not (at >= 0 and data[at:at + 4] == end and data[-2:] == b"\x00\x00"):
-        tail_start = max(0, len(data) - 22 - 0xFFFF)
-        at = data.rfind(end, tail_start)
-    if at < 0 or len(data) - at < 22:
-        raise _Refused(f"{where} is not a skagegender model file, or is damaged (not a zip)")
-    entries, directory_size = struct.unpack("<HL", data[at + 10:at + 16])
-    if at >= 20 and data[at - 20:at - 16] == b"PK\x06\x07":
-        raise _Refused(f"{where} is a zip64 archive; model files never need one")
-    if directory_size > _MAX_ZIP_DIRECTORY or entries > _MAX_MEMBERS:
-        raise _Refused(
-            f"{where} declares a zip directory of {entries:,} entries and "
-            f"{directory_size:,} bytes, over the caps of {_MAX_MEMBERS:,} and "
-            f"{_MAX_ZIP_DIRECTORY:,}"
-        )
+    """A ZipFile over ``data`` (the bytes of ``where``), read within the archive caps."""
     try:
-        return zipfile.ZipFile(io.BytesIO(data))
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError, OSError,
-            NotImplementedError, RuntimeError) as exc:
+        return open_zip(io.BytesIO(data), len(data), max_members=_MAX_MEMBERS)
+    except NotZipError as exc:
         raise _Refused(f"{where} is not a skagegender model file, or is damaged ({exc})") from None
+    except ArchiveError as exc:
+        raise _Refused(f"{where} {exc}") from None
 
 
 def _zip_members(archive, where):
     """The members of ``archive`` by name, each readable without surprises."""
-    infos = archive.infolist()
-    if len(infos) > _MAX_MEMBERS:
-        raise _Refused(f"{where} has {len(infos):,} members, over the cap of {_MAX_MEMBERS:,}")
-    by_name = {}
-    for info in infos:
-        if info.filename in by_name:
-            raise _Refused(f"{where} holds the member {info.filename!r} twice")
-        if info.flag_bits & 0x1:
-            raise _Refused(f"{where}: member {info.filename!r} is encrypted")
-        if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
-            raise _Refused(
-                f"{where}: member {info.filename!r} uses compression method "
-                f"{info.compress_type}; model files use stored or deflated members"
-            )
-        by_name[info.filename] = info
-    return by_name
+    try:
+        return zip_members(archive, max_members=_MAX_MEMBERS)
+    except ArchiveError as exc:
+        raise _Refused(f"{where}: {exc}") from None
 
 
 def _read_member(archive, info, limit, where):
     """A member's bytes, refused if its declared or actual size exceeds ``limit``."""
-    if info.file_size > limit:
-        raise _Refused(
-            f"{where}: member {info.filename!r} declares {info.file_size:,} bytes "
-            f"decompressed, over the cap of {limit:,}"
-        )
-    chunks, total = [], 0
     try:
-        with archive.open(info) as member:
-            while chunk := member.read(_CHUNK):
-                total += len(chunk)
-                if total > limit:  # zipfile stops at the declared size; never trust that alone
-                    raise _Refused(
-                        f"{where}: member {info.filename!r} decompresses to over {limit:,} bytes"
-                    )
-                chunks.append(chunk)
-    except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, OSError,
-            NotImplementedError, RuntimeError) as exc:
-        raise _Refused(
-            f"{where}: member {info.filename!r} is damaged ({type(exc).__name__}: {exc})"
-        ) from None
-    if total != info.file_size:
-        raise _Refused(
-            f"{where}: member {info.filename!r} holds {total:,} bytes, not the "
-            f"{info.file_size:,} it declares"
-        )
-    return b"".join(chunks)
+        return read_member(archive, info, limit)
+    except ArchiveError as exc:
+        raise _Refused(f"{where}: {exc}") from None
 
 
 # -- the payload's node tree ------------------------------------------------------
