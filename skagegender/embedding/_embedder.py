@@ -3,7 +3,6 @@
 import numbers
 import os
 import warnings
-from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
@@ -22,7 +21,7 @@ from ._io import (
     describe_source,
     load_image,
 )
-from ._outcome import OK, Outcome
+from ._outcome import OK, AlignedFaces, EmbeddingResult, Outcome
 from ._spec import BackboneSpec
 
 
@@ -32,61 +31,6 @@ class NoFaceError(ValueError):
 
 class MissingFacesWarning(UserWarning):
     """Some images got a NaN row: unreadable, or no face found."""
-
-
-@dataclass
-class EmbeddingResult:
-    """What :meth:`ArcFaceEmbedder.embed` found for a batch of images.
-
-    Attributes
-    ----------
-    features : ndarray of shape (n_images, n_features), float32
-        One row per image; all-NaN where no face was embedded.
-    faces : list of Face or None
-        The selected face of each image (box, score, landmarks, embedding), or None.
-    outcomes : list of Outcome
-        What happened to each image: ``kind`` "ok", "no_face" or "load_error",
-        and a message naming the item.
-    """
-
-    features: np.ndarray
-    faces: list
-    outcomes: list
-
-    @property
-    def found(self):
-        """Boolean mask of shape (n_images,): True where a face was embedded."""
-        return np.array([o.ok for o in self.outcomes], dtype=bool)
-
-    @property
-    def errors(self):
-        """Per image, the outcome's message, or None where a face was embedded."""
-        return [o.error for o in self.outcomes]
-
-
-@dataclass
-class AlignedFaces:
-    """What :meth:`ArcFaceEmbedder.align` found for a batch of images.
-
-    Attributes
-    ----------
-    crops : ndarray of shape (n_images, 112, 112, 3), uint8
-        The selected face of each image aligned on the ArcFace template, in the
-        embedder's ``color`` order (RGB by default); all zero where no face was found.
-    faces : list of Face or None
-        The selected face of each image (box, score, landmarks), or None.
-    outcomes : list of Outcome
-        What happened to each image (as in :class:`EmbeddingResult`).
-    """
-
-    crops: np.ndarray
-    faces: list
-    outcomes: list
-
-    @property
-    def found(self):
-        """Boolean mask of shape (n_images,): True where a face was aligned."""
-        return np.array([o.ok for o in self.outcomes], dtype=bool)
 
 
 def _as_image_list(X):
