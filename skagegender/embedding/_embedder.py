@@ -98,8 +98,8 @@ class ArcFaceEmbedder(TransformerMixin, BaseEstimator):
     face_selection : {"largest", "center", "highest_score"}, default="largest"
         Which face to embed when several pass the thresholds.
     min_score : float, default=0.7
-        Minimum detection score. Chosen by measurement (``benchmarks/detection.py``,
-        results in ``benchmarks/results/detection.md``): a higher threshold starts
+        Minimum detection score. Chosen by measurement (the detection sweep in
+        ``skagegender/pretrained/MODEL_CARD.md``): a higher threshold starts
         to miss faces on the scanned FG-NET photos; a lower one puts a second box
         on many large portraits and, lower still, boxes on photos without faces.
     min_face_size : float, default=0
@@ -144,7 +144,7 @@ class ArcFaceEmbedder(TransformerMixin, BaseEstimator):
         Larger images are downscaled to this long side for detection only (the
         face is cut from the full image). YuNet finds faces within a range of
         sizes in pixels, so this decides which faces of a large photo can be
-        found. Chosen by measurement (``benchmarks/results/detection.md``): at
+        found. Chosen by measurement (the detection sweep of the model card): at
         1280 every face of a large group photo and of a crowd of small faces is
         found without extra boxes; a smaller side adds boxes on small faces or
         misses them, a larger one takes more time (several times more at full
@@ -157,7 +157,7 @@ class ArcFaceEmbedder(TransformerMixin, BaseEstimator):
         it (a smaller scale than the first detection). None: never. A face that
         fills much of a large photo (a close-up portrait from a camera) is too
         large for the detector at ``det_max_side`` and is found at this smaller
-        scale (``benchmarks/results/detection.md``, setting ``1280>640``). The
+        scale (the detection sweep of the model card). The
         second detection costs time only on images where the first found no face.
     cache : str, path or None, default=None
         A folder for a disk cache of embeddings (``embeddings.sqlite`` inside).
