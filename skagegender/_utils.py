@@ -290,3 +290,32 @@ def output_file_problem(path):
     os.close(fd)
     os.unlink(probe)
     return None
+
+
+def user_stacklevel():
+    """The ``stacklevel`` that makes a warning point at the user's line.
+
+    Counts the frames, from the function that calls :func:`warnings.warn` outwards,
+    that belong to skagegender or scikit-learn (a head fitted inside a ``Pipeline`` or
+    a search, a method wrapped by ``_fit_context``), so the warning names the first
+    line outside both packages.
+
+    Returns
+    -------
+    stacklevel : int
+        For ``warnings.warn(..., stacklevel=user_stacklevel())``.
+    """
+    import os
+    import sys
+
+    packages = [os.path.dirname(__file__)]
+    sklearn = sys.modules.get("sklearn")
+    if sklearn is not None and getattr(sklearn, "__file__", None):
+        packages.append(os.path.dirname(sklearn.__file__))
+    prefixes = tuple(os.path.join(p, "") for p in packages)
+    frame = sys._getframe(1)  # the function that warns: stacklevel 1
+    level = 1
+    while frame is not None and frame.f_code.co_filename.startswith(prefixes):
+        frame = frame.f_back
+        level += 1
+    return level

@@ -38,6 +38,8 @@ LAYER_BATCH = 128
 CACHED_FACES_LIMIT = 1000
 #: Longest line of a ``--files-from`` list.
 MAX_LIST_LINE = 65536
+#: predict's age interval coverage when --coverage is not given.
+DEFAULT_COVERAGE = 0.8
 
 
 def _version():
@@ -557,13 +559,19 @@ def cmd_predict(args):
             _error("predict", f"--annotate {args.annotate}: {exc.strerror or exc}")
             return EXIT_USAGE
     model = _load_model(args.model)
+    from .model import has_intervals
+
+    if args.coverage is not None and not has_intervals(model):
+        _error("predict", f"warning: --coverage {args.coverage}: this model's age head gives "
+                          "no age intervals, so none is printed")
+    coverage = DEFAULT_COVERAGE if args.coverage is None else args.coverage
     cache = _FaceCache(args.cache, model.embedder_) if args.cache else None
     targets = _annotation_targets(items, args.annotate)
     records, failed, done = [], 0, 0
     show = sys.stderr.isatty() and not sys.stdout.isatty() and len(items) > 1
     n_jobs = _capped_jobs("predict", args.n_jobs, sum(error is None for _, error in items))
     stream = _predict_stream(model, items, targets, n_jobs=n_jobs, cache=cache,
-                             coverage=args.coverage, overwrite=args.overwrite)
+                             coverage=coverage, overwrite=args.overwrite)
     try:
         for index, (path, faces, error) in enumerate(
                 _progress(stream, len(items), "predict", show)):
@@ -696,6 +704,17 @@ def _model_description(path):
 def cmd_evaluate(args):
     from .datasets import embed_dataset
 
+    if args.report:  # before the work: the page needs matplotlib and a writable folder
+        import importlib.util
+
+        if importlib.util.find_spec("matplotlib") is None:
+            _error("evaluate", '--report draws with matplotlib: pip install "skagegender[plot]"')
+            return EXIT_USAGE
+        try:
+            Path(args.report).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            _error("evaluate", f"--report {args.report}: {exc.strerror or exc}")
+            return EXIT_USAGE
     model = _load_model(args.model)
     if args.n_jobs is not None:
         model.embedder_.set_params(n_jobs=args.n_jobs)
@@ -704,39 +723,25 @@ def cmd_evaluate(args):
                                    cache=args.cache, limit=args.limit)
     from .model import evaluate_model
 
-    result = evaluate_model(model, features, data)
+    result, predictions = evaluate_model(model, features, data, return_predictions=True)
     result["seconds"] = round(time.perf_counter() - start, 2)
     result["dataset"] = args.dataset
     result["model"] = _model_description(args.model)
     result["skagegender_version"] = _version()
+    if result.get("interval_coverage") is None:
+        _error("evaluate", "warning: this model's age head gives no age intervals; interval "
+                           "coverage and width are n/a")
+    if args.report:
+        from .metrics import write_evaluation_report
+
+        page = write_evaluation_report(args.report, result, predictions)
+        _error("evaluate", f"report -> {page}")
     if args.json:
         _print_json(_rounded(result))
         return 0
-    gacc = result["gender_accuracy"]
-    print(f"{args.dataset}: {result['n_images']} images, {result['n_faces_found']} faces found, "
-          f"{result['seconds']} s")
-    print(f"MAE {result['mae']:.2f}  one-class-off {result['one_class_off']:.1%}  "
-          f"CS@5 {result['cs5']:.1%}  gender "
-          + ("n/a" if gacc is None else f"{gacc:.1%}"))
-    if result.get("interval_coverage") is not None:
-        print(f"80 % age interval: coverage {result['interval_coverage']:.1%}, mean width "
-              f"{result['interval_width']:.1f} years"
-              + ("" if result.get("gender_ece") is None
-                 else f"  gender ECE {result['gender_ece']:.3f}"))
+    from .metrics import evaluation_text
 
-    def cell(value, form):
-        missing = value is None or (isinstance(value, float) and math.isnan(value))
-        return f"{'':>8}" if missing else f"{value:>8{form}}"
-
-    print(f"{'group':<22}{'n':>7}{'MAE':>8}{'1CoA':>8}{'CS@5':>8}{'gender':>8}"
-          f"{'cover':>8}{'width':>8}{'ECE':>8}")
-    for kind, rows in result["per_group"].items():
-        for group, row in rows.items():
-            print(f"{kind + ' ' + group:<22}{row['n']:>7}{row['mae']:>8.2f}"
-                  f"{row['one_class_off']:>8.1%}{row['cs5']:>8.1%}"
-                  + cell(row.get("gender_accuracy"), ".1%")
-                  + cell(row.get("interval_coverage"), ".1%")
-                  + cell(row.get("interval_width"), ".1f") + cell(row.get("gender_ece"), ".3f"))
+    _write(sys.stdout, evaluation_text(result))
     return 0
 
 
@@ -777,6 +782,103 @@ def _training_maps(args, data, features):
     return maps
 
 
+#: Largest --params file (the JSON that `tune --json` prints is a few KiB).
+MAX_PARAMS_BYTES = 1 << 20
+
+
+def _params_file(path):
+    """(target, Optuna trial params) of a ``tune --json`` output saved in ``path``."""
+    import json
+
+    from ._utils import NotRegularFileError, open_regular_file
+
+    where = f"--params {path}"
+    try:
+        handle, info = open_regular_file(path)
+    except NotRegularFileError:
+        raise ValueError(f"{where}: not a regular file") from None
+    except OSError as exc:
+        raise FileNotFoundError(f"{where}: {exc.strerror or exc}") from None
+    with handle:
+        if info.st_size > MAX_PARAMS_BYTES:
+            raise ValueError(f"{where}: {info.st_size} bytes; a parameters file is the small "
+                             "JSON object that 'skagegender tune --json' prints")
+        try:
+            record = json.loads(handle.read().decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{where}: not JSON ({exc})") from None
+    params = record.get("best_trial_params") if isinstance(record, dict) else None
+    target = record.get("target") if isinstance(record, dict) else None
+    if target not in ("age", "gender") or not isinstance(params, dict):
+        raise ValueError(f"{where}: expected what 'skagegender tune --json' prints (with "
+                         "'target' and 'best_trial_params'); save it with "
+                         "'skagegender tune ... --json > best.json'")
+    return target, params
+
+
+def _study_params(storage, name):
+    """(target, best trial params) of the stored ``tune`` study ``name``."""
+    from .model_selection._search import _ATTR_SEARCH, _import_optuna, _open_storage
+
+    optuna = _import_optuna()
+    try:
+        study = optuna.load_study(study_name=name, storage=_open_storage(optuna, storage))
+    except KeyError:
+        names = optuna.get_all_study_names(storage=_open_storage(optuna, storage))
+        raise ValueError(f"--study {storage}: no study named {name!r}; it has {names} "
+                         "(choose one with --study-name)") from None
+    estimator = str((study.user_attrs.get(_ATTR_SEARCH) or {}).get("estimator", ""))
+    target = ("age" if estimator.startswith("AgeRegressor")
+              else "gender" if estimator.startswith("GenderClassifier") else None)
+    if target is None:
+        raise ValueError(f"--study {storage}: the study {name!r} was not made by "
+                         "'skagegender tune' (it searches no AgeRegressor or GenderClassifier)")
+    try:
+        best = study.best_trial
+    except ValueError:
+        raise ValueError(f"--study {storage}: the study {name!r} has no finished trial") from None
+    return target, best.params
+
+
+def _tuned_heads(args):
+    """Heads built from --params files and --study studies: {"age"|"gender": head}."""
+    if not args.params and not args.study:
+        return {}
+    found = [_params_file(path) for path in args.params or []]
+    if args.study:
+        names = args.study_name or [f"{args.dataset}-age", f"{args.dataset}-gender"]
+        from .model_selection._search import _import_optuna, _open_storage
+
+        optuna = _import_optuna()
+        stored = set(optuna.get_all_study_names(storage=_open_storage(optuna, args.study)))
+        if not args.study_name:
+            names = [name for name in names if name in stored]
+            if not names:
+                raise ValueError(f"--study {args.study}: no study named {args.dataset}-age or "
+                                 f"{args.dataset}-gender ('tune''s default names); it has "
+                                 f"{sorted(stored)}: choose with --study-name")
+        found += [_study_params(args.study, name) for name in names]
+    targets = [target for target, _ in found]
+    twice = {target for target in targets if targets.count(target) > 1}
+    if twice:
+        raise ValueError(f"two sets of tuned parameters for the {min(twice)} head")
+    from optuna.trial import FixedTrial
+
+    from .heads import AgeRegressor, GenderClassifier
+    from .model_selection import default_head_space
+
+    heads = {}
+    for target, params in found:
+        try:  # the trial replayed through tune's own search space
+            chosen = default_head_space(target)(FixedTrial(params))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"the tuned {target} parameters {params} do not fit this "
+                             f"version's search space: {exc}") from None
+        make = AgeRegressor if target == "age" else GenderClassifier
+        heads[target] = make(**chosen)
+    return heads
+
+
 def cmd_train(args):
     import numpy as np
 
@@ -791,6 +893,23 @@ def cmd_train(args):
     problem = output_file_problem(args.out)
     if problem is not None:
         _error("train", f"--out {args.out}: {problem}")
+        return EXIT_USAGE
+    if args.study_name and not args.study:
+        _error("train", "--study-name needs --study STORAGE")
+        return EXIT_USAGE
+    if (args.params or args.study) and args.recipe is not None:
+        _error("train", f"--recipe {args.recipe} fixes the heads: drop --params/--study")
+        return EXIT_USAGE
+    try:  # before the work: a bad file or study is told at once
+        tuned = _tuned_heads(args)
+    except ValueError as exc:
+        _error("train", f"error: {exc}")
+        return EXIT_USAGE
+    clash = [f"--{target}-head" for target in tuned
+             if getattr(args, f"{target}_head") != "mlp"]
+    if clash:
+        _error("train", f"{clash[0]} and the tuned {clash[0][2:-5]} parameters both choose "
+                        "that head: drop one")
         return EXIT_USAGE
     if args.recipe is not None:
         from .training import make_recipe_embedder
@@ -838,8 +957,9 @@ def cmd_train(args):
                            groups=data.get("subject"), embedder=embedder, maps=maps,
                            layer=layer)
     else:
-        model = AgeGenderModel(embedder, age_head=AgeRegressor(head=args.age_head),
-                               gender_head=GenderClassifier(head=args.gender_head))
+        model = AgeGenderModel(
+            embedder, age_head=tuned.get("age", AgeRegressor(head=args.age_head)),
+            gender_head=tuned.get("gender", GenderClassifier(head=args.gender_head)))
         model.fit_features(features, data.age, gender if has_gender else None)
     extra = {"finetuned_layer": "trained" if layer == "train" else "shipped"}
     path = model.save(args.out, extra_meta={"trained_on": args.dataset,
@@ -942,7 +1062,15 @@ def build_parser():
                 "Age and gender of every face in images. Faces are numbered left to right by "
                 "the centre of their box (ties top to bottom), in the output and in --annotate "
                 "pictures. Results are written as soon as each input is done, in input order; "
-                "in plain mode unreadable inputs are reported on stderr.")
+                "in plain mode unreadable inputs are reported on stderr. A plain line reads "
+                "'PATH face N: age 31 (25-38), female (93%), box [x1,y1,x2,y2], score 0.93': "
+                "the estimated age in years; in brackets the age interval that holds the true "
+                "age with probability --coverage (80 % by default; absent for a model without "
+                "intervals); the predicted gender and its probability (at least 50 %); "
+                "the face's box in pixels (left, top, right, bottom); and the detector's "
+                "confidence, 0 to 1, that the box holds a face (faces under 0.7 are not "
+                "reported). An image "
+                "without a face prints 'PATH: no face found'.")
     add(p, "paths")
     add(p, "--files-from")
     add(p, "--model")
@@ -965,9 +1093,10 @@ def build_parser():
         f"{PREDICT_CHUNK} at a time and results still come in input order (default: one process)")
     add(p, "--cache", help="embedding cache folder: the faces of every finished image are kept "
         "there, so a rerun (e.g. after Ctrl-C) only computes the others (default: no cache)")
-    p.add_argument("--coverage", type=_coverage, default=0.8,
+    p.add_argument("--coverage", type=_coverage, default=None,
                    help="probability that the printed age interval holds the true age, "
-                   "between 0 and 1 (default: %(default)s)")
+                   "between 0 and 1; with a model whose age head gives no intervals (the "
+                   f"shipped 'fast') a warning says so (default: {DEFAULT_COVERAGE})")
     p.set_defaults(func=cmd_predict)
 
     p = command("embed", "face features of images to an .npz file", _PER_INPUT_CODES,
@@ -1000,6 +1129,11 @@ def build_parser():
         add(p, name)
     add(p, "--json", help="print the scores as JSON on stdout, with the model (name or path and "
         "sha256) and skagegender version, floats to 4 decimals (default: off, a table)")
+    p.add_argument("--report", metavar="DIR",
+                   help="also write DIR/index.html, one self-contained page with the table "
+                   "and plots: predicted against true age, error and interval coverage per "
+                   "age group, gender reliability (needs matplotlib: pip install "
+                   "\"skagegender[plot]\") (default: no page)")
     p.set_defaults(func=cmd_evaluate)
 
     heads = list(HEAD_FAMILIES)
@@ -1028,11 +1162,26 @@ def build_parser():
     p.add_argument("--layers", default="age-gender",
                    help="feature blocks: 'age-gender', 'age-gender-dlib', 'age-gender-finetuned' "
                    "or 'none' for the identity embedding only (default: %(default)s)")
+    p.add_argument("--params", metavar="FILE", action="append",
+                   help="use the best head found by 'skagegender tune': FILE is what "
+                   "'tune --json' printed (its target says which head); give it once per "
+                   "head (default: --age-head/--gender-head with their default settings)")
+    p.add_argument("--study", metavar="STORAGE",
+                   help="use the best trials of 'skagegender tune' studies in this Optuna "
+                   "storage (e.g. sqlite:///tune.db): the studies DATASET-age and "
+                   "DATASET-gender, tune's default names, where present (default: none)")
+    p.add_argument("--study-name", metavar="NAME", action="append",
+                   help="with --study: read this study instead (repeat for the other head) "
+                   "(default: tune's default names)")
     for name in ("--flip", "--cache", "--limit", "--n-jobs", "--json"):
         add(p, name)
     p.set_defaults(func=cmd_train)
 
-    p = command("tune", "Optuna search over heads (needs skagegender[optuna])", _COMMAND_CODES)
+    p = command("tune", "Optuna search over heads (needs skagegender[optuna])", _COMMAND_CODES,
+                "Optuna search over heads (needs skagegender[optuna]). Train a model with the "
+                "best head found: 'skagegender train ... --study STORAGE' (the study names "
+                "this command uses by default) or save '--json' output to a file and pass "
+                "'train --params FILE'.")
     add_tune_arguments(p)
     p.set_defaults(func=run_tune)
     return parser

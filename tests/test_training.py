@@ -66,7 +66,7 @@ def test_default_recipe_on_utkface_calibrates_gender_on_held_out_faces(shared_da
     model = fit_recipe("default", X[:300], data.age[:300], data.gender[:300],
                        embedder=embedder, layer="shipped")
     assert isinstance(model.gender_head_, AgeAwareCalibratedClassifier)
-    pred = model.predict_details(X[300:])
+    pred = model.predict_features(X[300:])
     found = np.isfinite(X[300:, 0])
     age = np.asarray(data.age[300:], float)[found]
     # the shipped experts are good on UTKFace: a gate fitted on 60 faces keeps that

@@ -9,7 +9,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from .._utils import capped_n_jobs
+from .._utils import capped_n_jobs, user_stacklevel
 from ._backbones import get_backbone, resolve_layers
 from ._cache import EmbeddingCache, backbone_key, item_key
 from ._detection import YuNetDetector, align_face
@@ -61,6 +61,14 @@ class ArcFaceEmbedder(TransformerMixin, BaseEstimator):
     chosen by ``face_selection`` is aligned on the 5-point ArcFace template (112 x
     112) and passed through the recognition network with onnxruntime. Faces are
     batched through the network, ``batch_size`` images at a time.
+
+    **For age and gender, pass** ``layers="age-gender"`` (or
+    ``"age-gender-finetuned"``, the shipped model's features). The default,
+    ``layers=None``, is the backbone's 128-d identity embedding alone: made to tell
+    people apart whatever their age, it is a poor input for age (an age head on it
+    scores one-class-off 0.28-0.45). ``"age-gender"`` appends SFace's pooled
+    intermediate features, computed in the same network pass (no slower);
+    :class:`~skagegender.model.AgeGenderModel` uses it when given no embedder.
 
     Parameters
     ----------
@@ -707,7 +715,7 @@ class ArcFaceEmbedder(TransformerMixin, BaseEstimator):
             warnings.warn(
                 f"{len(bad)} of {len(result.outcomes)} images got NaN features: {shown}{more}",
                 MissingFacesWarning,
-                stacklevel=2,
+                stacklevel=user_stacklevel(),
             )
         return result.features
 

@@ -397,7 +397,9 @@ class HeadSearchCV(MetaEstimatorMixin, BaseEstimator):
 
     def _get_scorer(self):
         if callable(self.scoring):
-            return self.scoring
+            # scikit-learn's check: a metric function of its own is refused with a
+            # message naming make_scorer
+            return check_scoring(self.estimator, self.scoring)
         if isinstance(self.scoring, str):
             from ..metrics import get_scorer
 
