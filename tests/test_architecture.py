@@ -194,6 +194,13 @@ PRIVATE_IMPORTS = {
         "cli.py's face cache moves into the library with the cli/ split",
     ("skagegender/cli.py", "skagegender.embedding._io.frames_note"):
         "the cli/ split imports it from the library's public API",
+    ("skagegender/cli.py", "skagegender.model_selection._storage._ATTR_SEARCH"):
+        "train --study reads a study's search record; the cli/ split reads it through a "
+        "public model_selection function",
+    ("skagegender/cli.py", "skagegender.model_selection._storage._import_optuna"):
+        "the cli/ split opens studies with model_selection.open_storage (public)",
+    ("skagegender/cli.py", "skagegender.model_selection._storage._open_storage"):
+        "the cli/ split opens studies with model_selection.open_storage (public)",
     ("skagegender/training/_fast_recipe.py", "skagegender.embedding._chipnets.DLIB_AGE_CLASSES"):
         "training/ is being changed in parallel: import it from skagegender.embedding "
         "(public) after the merge",

@@ -45,10 +45,10 @@ def test_the_checks_fit_the_model_s_own_parts():
     X, age = rng.normal(size=(60, 3)), rng.integers(20, 60, 60).astype(float)
     X[:5] = np.nan  # no face in the first 5 "images"
     model = AgeGenderModel(RowsAsFeatures(), age_head=SMALL_AGE).fit(X, age)
-    assert model.n_features_in_ == 3 and model.fallback_age_ == np.median(age)
+    assert model.n_features_in_ == 3
     predicted = model.predict(X)
-    assert np.all(predicted[:5] == model.fallback_age_) and np.isfinite(predicted).all()
-    assert model.predict_details(X)["found"].sum() == 55
+    assert np.isnan(predicted[:5]).all() and np.isfinite(predicted[5:]).all()
+    assert model.predict_features(X)["found"].sum() == 55
 
 
 #: Known deviations from the sklearn contract: check name -> reason.
@@ -59,9 +59,8 @@ EXPECTED_FAILED_CHECKS = {
     ),
     "check_estimators_nan_inf": (
         "a feature row with NaN is an image without a face: fit leaves such rows out "
-        "(fallback_age_ is the median age of all rows) and predict gives them "
-        "fallback_age_, instead of raising; infinity is refused by the heads (the "
-        "check stops at the first case, NaN)"
+        "and predict gives them a NaN age, instead of raising; infinity is refused by "
+        "the heads (the check stops at the first case, NaN)"
     ),
 }
 
