@@ -619,10 +619,13 @@ class HeadSearchCV(MetaEstimatorMixin, BaseEstimator):
         """``n_trials_``, ``cv_results_`` and the ``best_*`` attributes from the finished trials."""
         self.n_trials_ = len(trials)
         self.cv_results_ = self._format_results(trials, self.n_splits_)
-        best = study.best_trial
-        self.best_index_ = next(i for i, t in enumerate(trials) if t.number == best.number)
+        # the best of these trials: another worker may finish a better one meanwhile,
+        # which study.best_trial would name although it is not among them
+        done = _import_optuna().trial.TrialState.COMPLETE
+        complete = [i for i, t in enumerate(trials) if t.state == done]
+        self.best_index_ = max(complete, key=lambda i: trials[i].value)
         self.best_params_ = self.cv_results_["params"][self.best_index_]
-        self.best_score_ = float(best.value)
+        self.best_score_ = float(trials[self.best_index_].value)
 
     def _refit(self, X, y, fit_params):
         """Fit ``best_estimator_`` with ``best_params_`` on all the data."""
