@@ -8,14 +8,12 @@ Part of the command-line layer: only :mod:`skagegender.cli` imports it.
 import argparse
 import json
 import math
-import struct
 import sys
-import zipfile
-import zlib
 from pathlib import Path
 
 import numpy as np
 
+from ._archive import READ_ERRORS, ArchiveError, NotZipError, open_zip, zip_members
 from ._utils import NotRegularFileError, known_labels, npy_header, open_regular_file
 from .datasets import DATASETS
 
@@ -169,34 +167,10 @@ _COLUMNS = {
 }
 
 
-def _declared_members(fh, size):
-    """Number of members the zip's end record declares, read before zipfile lists them.
-
-    zipfile builds an object per member when it opens an archive, so a small file
-    declaring millions of members is refused before that. None if there is no end record
-    (not a zip; zipfile says so).
-    """
-    tail = min(size, 22 + 0xFFFF)  # the end record (22 bytes) and its comment
-    fh.seek(size - tail)
-    data = fh.read(tail)
-    at = data.rfind(b"PK\x05\x06")
-    if at < 0 or len(data) - at < 22:
-        return None
-    return struct.unpack("<H", data[at + 10: at + 12])[0]  # 0xFFFF: a zip64 count
-
-
 def _array_header(archive, item):
     """Shape and dtype declared in the .npy header of ``item``, without its data."""
     with archive.open(item) as member:
         return npy_header(member)
-
-
-# Everything reading a damaged or odd member can raise: zipfile (BadZipFile: bad CRC;
-# RuntimeError: encrypted; NotImplementedError: compression method), zlib (corrupt
-# deflate), numpy (ValueError, SyntaxError, TypeError: bad header; ValueError: truncated
-# data), the file system.
-_READ_ERRORS = (zipfile.BadZipFile, zlib.error, RuntimeError, NotImplementedError, ValueError,
-                SyntaxError, TypeError, EOFError, OSError, struct.error)
 
 
 def _read_features(path, required, optional, max_bytes):
@@ -225,22 +199,24 @@ def _read_features(path, required, optional, max_bytes):
         if magic == b"\x93NUMPY":
             raise _TuneError(f"{where}: a single .npy array, not an .npz file of named "
                              "arrays (np.savez(path, X=..., age=..., gender=...))")
-        n_members = _declared_members(fh, info.st_size)
-        if n_members is not None and n_members > _MAX_MEMBERS:
-            raise _TuneError(f"{where}: declares {n_members} members; a feature file has a "
-                             f"few arrays (at most {_MAX_MEMBERS} are accepted)")
-        fh.seek(0)
-        try:
-            archive = zipfile.ZipFile(fh)
-        except _READ_ERRORS as exc:
+        try:  # arrays past 4 GiB need zip64 (np.savez writes it)
+            archive = open_zip(fh, info.st_size, max_members=_MAX_MEMBERS, allow_zip64=True)
+        except NotZipError as exc:
             raise _TuneError(f"{where}: not an .npz file ({exc})") from None
+        except ArchiveError as exc:
+            raise _TuneError(f"{where}: {exc}") from None
         with archive:
-            return _read_members(archive, where, required, optional, max_bytes)
+            try:
+                infos = zip_members(archive, max_members=_MAX_MEMBERS)
+            except ArchiveError as exc:
+                raise _TuneError(f"{where}: {exc}") from None
+            return _read_members(archive, infos.values(), where, required, optional,
+                                 max_bytes)
 
 
-def _read_members(archive, where, required, optional, max_bytes):
+def _read_members(archive, infos, where, required, optional, max_bytes):
     members = {}
-    for item in archive.infolist():
+    for item in infos:
         name = item.filename.removesuffix(".npy")
         if name in required or name in optional:
             if name in members:
@@ -248,7 +224,7 @@ def _read_members(archive, where, required, optional, max_bytes):
             members[name] = item
     missing = [name for name in required if name not in members]
     if missing:
-        names = sorted(item.filename.removesuffix(".npy") for item in archive.infolist())
+        names = sorted(item.filename.removesuffix(".npy") for item in infos)
         hint = ("; it looks like `skagegender embed` output, which has no labels: save X, "
                 "age and gender with np.savez" if "embeddings" in names else "")
         raise _TuneError(f"{where}: lacks the array(s) {missing}; it has {names}{hint}")
@@ -257,7 +233,7 @@ def _read_members(archive, where, required, optional, max_bytes):
     for name, item in members.items():
         try:
             shape, dtype = _array_header(archive, item)
-        except _READ_ERRORS as exc:
+        except READ_ERRORS as exc:
             raise _TuneError(f"{where}: the array {name!r} cannot be read ({exc})") from None
         ndim, kinds, wanted = _COLUMNS[name]
         if dtype.hasobject:
@@ -295,7 +271,7 @@ def _read_members(archive, where, required, optional, max_bytes):
         except MemoryError:
             raise _TuneError(f"{where}: not enough memory to read the array {name!r} (lower "
                              "--max-features-mb to refuse such files early)") from None
-        except _READ_ERRORS as exc:
+        except READ_ERRORS as exc:
             raise _TuneError(f"{where}: the array {name!r} cannot be read ({exc})") from None
     return arrays
 
@@ -358,104 +334,6 @@ def _from_dataset(args):
     return X[keep], y[keep], groups, cv
 
 
-#: Scorers whose values lie in [0, 1]: these names and their variants (``f1_macro``, ...).
-_UNIT_SCORERS = ("one_class_off", "exact_class", "cumulative_score", "accuracy",
-                 "balanced_accuracy", "top_k_accuracy", "average_precision", "roc_auc", "f1",
-                 "precision", "recall", "jaccard")
-
-
-def _score_range(scoring):
-    """The values the scorer ``scoring`` (a name, None for the default) can give."""
-    if scoring is None:  # one-class-off accuracy (age) or accuracy (gender)
-        return 0.0, 1.0
-    if scoring.startswith("neg_"):
-        return -math.inf, 0.0
-    if scoring in ("r2", "explained_variance") or scoring.startswith("d2_"):
-        return -math.inf, 1.0
-    if scoring == "matthews_corrcoef":
-        return -1.0, 1.0
-    if any(scoring == name or scoring.startswith(name + "_") for name in _UNIT_SCORERS):
-        return 0.0, 1.0
-    return -math.inf, math.inf
-
-
-def _trial_problem(search, trial, score_range, optuna):
-    """Why ``trial`` is not one this search could have written, or None.
-
-    A finished trial's score must be finite, within the scorer's range and the mean
-    of its stored per-split scores; every trial's parameters must be the ones the
-    search space asks for given them, each within its distribution, and recorded
-    with a distribution Optuna accepts beside the space's (a categorical parameter
-    with other choices makes every new trial fail).
-    """
-    import warnings
-
-    from .model_selection._search import _ATTR_TEST, _sample_params
-
-    if trial.state == optuna.trial.TrialState.COMPLETE:
-        value, (low, high) = trial.value, score_range
-        if value is None or not math.isfinite(value) or not low <= value <= high:
-            return f"score {value!r} outside the scorer's range [{low}, {high}]"
-        splits = trial.user_attrs.get(_ATTR_TEST)
-        try:
-            mean = float(np.mean(np.asarray(splits, dtype=float)))
-        except (TypeError, ValueError):
-            mean = math.nan
-        if not math.isclose(mean, value, rel_tol=1e-9, abs_tol=1e-12):
-            return f"score {value!r} is not the mean of its per-split scores {splits!r}"
-    if not trial.params:
-        return None
-    finished = trial.state == optuna.trial.TrialState.COMPLETE
-    replay, complete = optuna.trial.FixedTrial(trial.params), True
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            _sample_params(search.search_space, replay)
-        except (ValueError, TypeError, KeyError) as exc:
-            # A trial stopped while its parameters were drawn may lack the last ones.
-            if finished or "is not found" not in str(exc):
-                return f"parameters {trial.params!r} outside the search space ({exc})"
-            complete = False
-    outside = [str(w.message) for w in caught if "out of the range" in str(w.message)]
-    if outside:
-        return outside[0]
-    extra = sorted(set(trial.params) - set(replay.distributions))
-    if extra and complete:
-        return f"parameters {extra} that the search space never asks for"
-    for name, asked in replay.distributions.items():
-        stored = trial.distributions.get(name)
-        try:
-            optuna.distributions.check_distribution_compatibility(stored, asked)
-        except (ValueError, AttributeError):
-            return f"parameter {name!r} recorded over {stored}, the search space has {asked}"
-    return None
-
-
-def _check_trials(search, study, scoring, when):
-    """Refuse a study holding trials this search could not have written (forged, edited).
-
-    Such a trial would be reported as the best (a score of inf, or 5.0 for an
-    accuracy) or break every new trial (a categorical parameter with other
-    choices); nothing is written to the study.
-    """
-    import optuna
-
-    score_range = _score_range(scoring)
-    bad = []
-    for trial in study.get_trials(deepcopy=False):
-        problem = _trial_problem(search, trial, score_range, optuna)
-        if problem is not None:
-            bad.append(f"trial {trial.number}: {problem}")
-    if bad:
-        shown = "; ".join(bad[:3]) + (f"; and {len(bad) - 3} more" if len(bad) > 3 else "")
-        raise _TuneError(
-            f"the study {study.study_name!r} {when} holds {len(bad)} "
-            f"trial{'s' if len(bad) != 1 else ''} that this search could not have written "
-            f"({shown}); nothing was written to it. Delete the study or pass another "
-            "--study-name"
-        )
-
-
 def _default_study_name(args):
     if args.features:
         return f"{Path(args.features).stem}-{args.target}"
@@ -466,18 +344,10 @@ def _default_study_name(args):
 
 def _open_storage(url, heartbeat):
     """The Optuna storage at ``url``, with a heartbeat every ``heartbeat`` seconds."""
-    from .model_selection._search import _import_optuna
-    from .model_selection._search import _open_storage as open_storage
+    from .model_selection import open_storage
 
-    return open_storage(_import_optuna(), url, heartbeat_interval=heartbeat,
+    return open_storage(url, heartbeat_interval=heartbeat,
                         grace_period=_GRACE_BEATS * heartbeat)
-
-
-def _shown_storage(url):
-    """The storage URL as printed: without its password."""
-    from .model_selection._search import _shown_url
-
-    return _shown_url(url)
 
 
 def run_tune(args):
@@ -517,7 +387,12 @@ def run_tune(args):
         interrupted (the finished trials are kept in the storage). A search whose trials
         all fail raises ``ValueError`` (``skagegender.cli`` exits with 1).
     """
-    from .model_selection import HeadSearchCV, StudyError
+    from .model_selection import (
+        HeadSearchCV,
+        StudyError,
+        check_study_trials,
+        redact_storage_url,
+    )
 
     try:
         default_name = _default_study_name(args)  # also checks that there is data
@@ -534,7 +409,7 @@ def run_tune(args):
             verbose=1,
         )
         study = search.open_study()  # a bad storage or another search's study: before any embedding
-        _check_trials(search, study, args.scoring, "in the storage")
+        check_study_trials(search, study, when="in the storage")
         if args.features:
             X, y, groups, cv = _from_features(args)
         else:
@@ -542,7 +417,7 @@ def run_tune(args):
         if len(y) == 0:
             raise _TuneError(f"no sample has both features and a {args.target} label")
         search.set_params(cv=cv).fit(X, y, groups=groups)
-        _check_trials(search, search.study_, args.scoring, "after the search")
+        check_study_trials(search, search.study_, when="after the search")
     except (_TuneError, StudyError) as exc:
         print(f"skagegender tune: error: {exc}", file=sys.stderr)
         return _USAGE_ERROR
@@ -556,7 +431,7 @@ def run_tune(args):
         "dataset": args.dataset,
         "features": args.features,
         "study_name": search.study_.study_name,
-        "storage": _shown_storage(args.storage),
+        "storage": redact_storage_url(args.storage),
         "n_samples": len(y),
         "n_splits": search.n_splits_,
         "n_trials": search.n_trials_,

@@ -818,7 +818,7 @@ def _params_file(path):
 
 def _study_params(storage, name):
     """(target, best trial params) of the stored ``tune`` study ``name``."""
-    from .model_selection._search import _ATTR_SEARCH, _import_optuna, _open_storage
+    from .model_selection._storage import _ATTR_SEARCH, _import_optuna, _open_storage
 
     optuna = _import_optuna()
     try:
@@ -847,7 +847,7 @@ def _tuned_heads(args):
     found = [_params_file(path) for path in args.params or []]
     if args.study:
         names = args.study_name or [f"{args.dataset}-age", f"{args.dataset}-gender"]
-        from .model_selection._search import _import_optuna, _open_storage
+        from .model_selection._storage import _import_optuna, _open_storage
 
         optuna = _import_optuna()
         stored = set(optuna.get_all_study_names(storage=_open_storage(optuna, args.study)))

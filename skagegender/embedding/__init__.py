@@ -25,16 +25,10 @@ from ._backbones import (
 from ._cache import EmbeddingCache, item_key
 from ._chipnets import DLIB_AGE_CLASSES
 from ._detection import ARCFACE_TEMPLATE, Face, align_face
-from ._embedder import (
-    AlignedFaces,
-    ArcFaceEmbedder,
-    EmbeddingResult,
-    MissingFacesWarning,
-    NoFaceError,
-)
+from ._embedder import ArcFaceEmbedder, MissingFacesWarning, NoFaceError
 from ._finetuned import FINETUNED_AGE_CLASSES, FINETUNED_WEIGHT_ARRAYS, FineTunedWeights
 from ._io import IMAGE_FORMATS, IMAGE_SUFFIXES, ImageLoadError, load_image
-from ._outcome import Outcome
+from ._outcome import AlignedFaces, EmbeddingResult, Outcome
 from ._runtime import RUNTIMES, runtime_name
 from ._spec import BackboneSpec
 

@@ -117,6 +117,10 @@ class DamagedCacheWarning(UserWarning):
     """A damaged cache file was set aside and rebuilt, or damaged rows were ignored."""
 
 
+# What Pillow raises for damaged image data (truncated, broken stream or EXIF).
+_PIL_DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error)
+
+
 def item_key(image):
     """The cache key of one image source, or None when it cannot be keyed.
 
@@ -150,7 +154,7 @@ def item_key(image):
         try:
             orientation = image.getexif().get(0x0112, 1)
             pixels = image.tobytes()
-        except Exception:  # noqa: BLE001 - a damaged PIL image is simply not cached
+        except _PIL_DECODE_ERRORS:  # damaged: not cached; load_image reports why
             return None
         digest.update(f"pil\0{image.mode}\0{image.size}\0{orientation}\0".encode())
         digest.update(pixels)
@@ -503,17 +507,18 @@ class EmbeddingCache:
                              outcome.message))
         if not rows:
             return
+        import sqlite3
 
         def write(db):
             db.execute("BEGIN IMMEDIATE")
             try:
                 db.executemany("INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?, ?, ?, ?)", rows)
-            except BaseException:
+            except BaseException as exc:
                 if db.in_transaction:
                     try:
                         db.execute("ROLLBACK")
-                    except Exception:  # noqa: BLE001, S110 - a damaged file may refuse it too:
-                        pass  # the first error is the one to report
+                    except sqlite3.Error as failed:  # a damaged file may refuse it too
+                        exc.add_note(f"and the ROLLBACK that followed failed: {failed}")
                 raise
             db.execute("COMMIT")
 

@@ -3,7 +3,6 @@
 import numbers
 import os
 import warnings
-from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
@@ -22,7 +21,7 @@ from ._io import (
     describe_source,
     load_image,
 )
-from ._outcome import OK, Outcome
+from ._outcome import OK, AlignedFaces, EmbeddingResult, Outcome
 from ._spec import BackboneSpec
 
 
@@ -32,61 +31,6 @@ class NoFaceError(ValueError):
 
 class MissingFacesWarning(UserWarning):
     """Some images got a NaN row: unreadable, or no face found."""
-
-
-@dataclass
-class EmbeddingResult:
-    """What :meth:`ArcFaceEmbedder.embed` found for a batch of images.
-
-    Attributes
-    ----------
-    features : ndarray of shape (n_images, n_features), float32
-        One row per image; all-NaN where no face was embedded.
-    faces : list of Face or None
-        The selected face of each image (box, score, landmarks, embedding), or None.
-    outcomes : list of Outcome
-        What happened to each image: ``kind`` "ok", "no_face" or "load_error",
-        and a message naming the item.
-    """
-
-    features: np.ndarray
-    faces: list
-    outcomes: list
-
-    @property
-    def found(self):
-        """Boolean mask of shape (n_images,): True where a face was embedded."""
-        return np.array([o.ok for o in self.outcomes], dtype=bool)
-
-    @property
-    def errors(self):
-        """Per image, the outcome's message, or None where a face was embedded."""
-        return [o.error for o in self.outcomes]
-
-
-@dataclass
-class AlignedFaces:
-    """What :meth:`ArcFaceEmbedder.align` found for a batch of images.
-
-    Attributes
-    ----------
-    crops : ndarray of shape (n_images, 112, 112, 3), uint8
-        The selected face of each image aligned on the ArcFace template, in the
-        embedder's ``color`` order (RGB by default); all zero where no face was found.
-    faces : list of Face or None
-        The selected face of each image (box, score, landmarks), or None.
-    outcomes : list of Outcome
-        What happened to each image (as in :class:`EmbeddingResult`).
-    """
-
-    crops: np.ndarray
-    faces: list
-    outcomes: list
-
-    @property
-    def found(self):
-        """Boolean mask of shape (n_images,): True where a face was aligned."""
-        return np.array([o.ok for o in self.outcomes], dtype=bool)
 
 
 def _as_image_list(X):
@@ -162,8 +106,8 @@ class ArcFaceEmbedder(TransformerMixin, BaseEstimator):
     face_selection : {"largest", "center", "highest_score"}, default="largest"
         Which face to embed when several pass the thresholds.
     min_score : float, default=0.7
-        Minimum detection score. Chosen by measurement (``benchmarks/detection.py``,
-        results in ``benchmarks/results/detection.md``): a higher threshold starts
+        Minimum detection score. Chosen by measurement (the detection sweep in
+        ``skagegender/pretrained/MODEL_CARD.md``): a higher threshold starts
         to miss faces on the scanned FG-NET photos; a lower one puts a second box
         on many large portraits and, lower still, boxes on photos without faces.
     min_face_size : float, default=0
@@ -208,7 +152,7 @@ class ArcFaceEmbedder(TransformerMixin, BaseEstimator):
         Larger images are downscaled to this long side for detection only (the
         face is cut from the full image). YuNet finds faces within a range of
         sizes in pixels, so this decides which faces of a large photo can be
-        found. Chosen by measurement (``benchmarks/results/detection.md``): at
+        found. Chosen by measurement (the detection sweep of the model card): at
         1280 every face of a large group photo and of a crowd of small faces is
         found without extra boxes; a smaller side adds boxes on small faces or
         misses them, a larger one takes more time (several times more at full
@@ -221,7 +165,7 @@ class ArcFaceEmbedder(TransformerMixin, BaseEstimator):
         it (a smaller scale than the first detection). None: never. A face that
         fills much of a large photo (a close-up portrait from a camera) is too
         large for the detector at ``det_max_side`` and is found at this smaller
-        scale (``benchmarks/results/detection.md``, setting ``1280>640``). The
+        scale (the detection sweep of the model card). The
         second detection costs time only on images where the first found no face.
     cache : str, path or None, default=None
         A folder for a disk cache of embeddings (``embeddings.sqlite`` inside).

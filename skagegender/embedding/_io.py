@@ -17,6 +17,7 @@ read; :func:`peek_image` counts the frames, and ``skagegender predict`` and
 import io
 import os
 import stat
+import struct
 from typing import NamedTuple
 
 import numpy as np
@@ -154,7 +155,7 @@ def _unsupported_format(prefix):
             continue
         try:
             match = accept(prefix)
-        except Exception:  # noqa: BLE001, S112 - some checks assume a longer prefix
+        except (struct.error, IndexError, ValueError):  # a check that wants a longer prefix
             continue
         if match and not isinstance(match, str):
             return name
