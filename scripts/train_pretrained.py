@@ -52,7 +52,7 @@ def load_utkface(data_root, limit=None):
     return subsample(load_dataset("utkface", Path(data_root) / "UTKFace"), limit)
 
 
-def embed_all(data_root, cache, n_jobs, limit=None):
+def embed_parts(data_root, cache, n_jobs, limit=None):
     """Features of UTKFace, its degraded copies and FG-NET, through the cache.
 
     ``embed_training_data`` of the shipped mix (``training_sources``): ``limit``
@@ -72,6 +72,12 @@ def embed_all(data_root, cache, n_jobs, limit=None):
     return parts
 
 
+def embed_all(data_root, cache, n_jobs, limit=None):
+    """:func:`embed_parts` as ``(utk, utk_features, fgnet, fgnet_features, degraded)``."""
+    utk, fg = embed_parts(data_root, cache, n_jobs, limit)
+    return utk.data, utk.features, fg.data, fg.features, utk.degraded
+
+
 def calibration_rows(data_root, cache, maps_folder, n_jobs, n=N_CALIBRATION, fgnet_weight=1,
                      limit=None):
     """Held-out feature rows for calibrating the heads' uncertainty.
@@ -84,7 +90,7 @@ def calibration_rows(data_root, cache, maps_folder, n_jobs, n=N_CALIBRATION, fgn
     the layer's training) keep the shipped layer's columns.
 
     ``limit`` restricts UTKFace to its seeded subset of that many images (as
-    :func:`embed_all`); ``n`` must then be smaller than ``limit``.
+    :func:`embed_parts`); ``n`` must then be smaller than ``limit``.
 
     Returns
     -------
@@ -195,7 +201,7 @@ def main(argv=None):
     cal_rows = np.unique(source[domain == "utkface"])
     print(f"calibration rows: {dict(zip(*np.unique(domain, return_counts=True)))}", flush=True)
     start = time.perf_counter()
-    parts = embed_all(args.data, args.cache, args.n_jobs, args.limit)
+    parts = embed_parts(args.data, args.cache, args.n_jobs, args.limit)
     n_utk = len(parts[0].data.paths)
     # the calibration images (and their copies) stay out of the gender head's training
     train_rows = np.setdiff1d(np.arange(n_utk), cal_rows)
