@@ -930,11 +930,6 @@ def cmd_train(args):
         stack_training_data,
     )
 
-    try:  # before any work: every dataset named, found and weighed
-        sources = _training_sources(args)
-    except (ValueError, FileNotFoundError) as exc:
-        _error("train", f"error: {exc}")
-        return EXIT_USAGE
     if args.shipped_layer and args.recipe != "default":
         _error("train", "--shipped-layer only applies to --recipe default")
         return EXIT_USAGE
@@ -958,6 +953,11 @@ def cmd_train(args):
     if clash:
         _error("train", f"{clash[0]} and the tuned {clash[0][2:-5]} parameters both choose "
                         "that head: drop one")
+        return EXIT_USAGE
+    try:  # before any work: every dataset named, found and weighed
+        sources = _training_sources(args)
+    except (ValueError, FileNotFoundError) as exc:
+        _error("train", f"error: {exc}")
         return EXIT_USAGE
     if args.recipe is not None:
         from .training import make_recipe_embedder
