@@ -276,11 +276,9 @@ def _positive_or_all(text):
     return value
 
 
-# -- predict -------------------------------------------------------------------
-
 def _whole_number(text):
     """argparse type of --weight: a whole number >= 0."""
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):
         raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {text!r}")
     return int(text)
 
@@ -295,6 +293,8 @@ def _share(text):
         raise argparse.ArgumentTypeError(f"must be a number from 0 to 1, got {text!r}")
     return value
 
+
+# -- predict -------------------------------------------------------------------
 
 def _coverage(text):
     """argparse type of --coverage: a number strictly between 0 and 1."""
