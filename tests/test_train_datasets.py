@@ -229,3 +229,17 @@ def test_a_weight_changes_the_model(mixed):
     true = dict(zip(map(str, truth.paths), truth.age))
     y = np.array([true[p] for p in images])
     assert np.abs(age10 - y).mean() < np.abs(age0 - y).mean()
+
+
+def test_the_shipped_mix_is_stacked_by_the_same_function():
+    from skagegender.training._default_recipe import FGNET_WEIGHT, training_set
+
+    utk = _part("utkface", 30, copies=[2, 5, 9])
+    fg = _part("fgnet", 8, seed=1)
+    X, age, gender = training_set(utk.data, utk.features, utk.degraded, fg.data, fg.features,
+                                  utk_rows=np.arange(6))
+    # 6 allowed UTKFace images, the copies of 2 and 5, each FG-NET image FGNET_WEIGHT times
+    assert len(X) == 6 + 2 + 8 * FGNET_WEIGHT
+    assert np.array_equal(X[8:8 + FGNET_WEIGHT], np.repeat(fg.features[:1], FGNET_WEIGHT, 0))
+    assert list(age[6:8]) == list(utk.data.age[[2, 5]])
+    assert all(g is None for g in gender[8:])

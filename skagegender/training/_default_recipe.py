@@ -275,7 +275,9 @@ def training_set(utk, utk_features, degraded=None, fgnet=None, fgnet_features=No
     parts = [Bunch(name="utkface", weight=1, data=utk, features=utk_features,
                    degraded=degraded)]
     if fgnet is not None:
-        parts.append(Bunch(name="fgnet", weight=FGNET_WEIGHT, data=fgnet,
+        # FG-NET trains age only
+        parts.append(Bunch(name="fgnet", weight=FGNET_WEIGHT, data=Bunch(**{**fgnet,
+                                                                             "gender": None}),
                            features=fgnet_features, degraded=None))
     data = stack_training_data(parts, rows={"utkface": utk_rows, "fgnet": fgnet_rows})
     every = repeated_rows(data.sample_weight)
