@@ -276,6 +276,24 @@ def _positive_or_all(text):
     return value
 
 
+def _whole_number(text):
+    """argparse type of --weight: a whole number >= 0."""
+    if not (text.isascii() and text.isdigit()):
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {text!r}")
+    return int(text)
+
+
+def _share(text):
+    """argparse type of --degraded-copies: a number from 0 to 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be a number from 0 to 1, got {text!r}")
+    return value
+
+
 # -- predict -------------------------------------------------------------------
 
 def _coverage(text):
@@ -753,13 +771,14 @@ def _has_torch():
     return importlib.util.find_spec("torch") is not None
 
 
-def _training_maps(args, data, features):
-    """SFace maps of the dataset's images for training the fine-tuned layer, or None.
+def _training_maps(args, data):
+    """SFace maps of the training images (and copies) for the fine-tuned layer, or None.
 
-    None (after an error message) when there are too few training faces. The maps
-    are kept in ``--cache`` when given, else in a temporary folder. Rows whose face
-    was found by the embedder but not for the maps (never expected) get NaN
-    features, so nothing trains on them.
+    ``data`` is :func:`~skagegender.training.stack_training_data`'s. None (after an
+    error message) when there are too few training faces. The maps are kept in
+    ``--cache`` when given, else in a temporary folder. Rows whose face was found by
+    the embedder but not for the maps (never expected) get NaN features, so nothing
+    trains on them.
     """
     import tempfile
 
@@ -767,18 +786,19 @@ def _training_maps(args, data, features):
 
     from .training import frozen_maps, layer_training_rows
 
-    n_train = len(layer_training_rows(features, data.age, data.get("subject")))
+    n_train = len(layer_training_rows(data.X, data.age, data.groups, datasets=data.dataset,
+                                      sample_weight=data.sample_weight))
     if n_train < LAYER_BATCH:
         _error("train", f"only {n_train} faces to train the fine-tuned layer on (80 % of the "
                         f"images; it needs at least {LAYER_BATCH}, its batch size). Train on "
                         "more images, or pass --shipped-layer to keep the shipped layer.")
         return None
-    _error("train", f"computing SFace maps of {len(data.paths)} images for the fine-tuned "
+    _error("train", f"computing SFace maps of {len(data.images)} images for the fine-tuned "
                     "layer" + (f" (kept in {args.cache})" if args.cache else ""))
     with tempfile.TemporaryDirectory(prefix="skagegender-maps-") as folder:
-        maps, found = frozen_maps(f"train_{args.dataset}", [str(p) for p in data.paths],
+        maps, found = frozen_maps(f"train_{'+'.join(args.dataset)}", data.images,
                                   args.cache or folder, n_jobs=args.n_jobs or 1, verbose=False)
-    features[~found] = np.nan
+    data.X[~found] = np.nan
     return maps
 
 
@@ -846,7 +866,8 @@ def _tuned_heads(args):
         return {}
     found = [_params_file(path) for path in args.params or []]
     if args.study:
-        names = args.study_name or [f"{args.dataset}-age", f"{args.dataset}-gender"]
+        dataset = "+".join(args.dataset)  # tune's names are of one dataset
+        names = args.study_name or [f"{dataset}-age", f"{dataset}-gender"]
         from .model_selection._storage import _import_optuna, _open_storage
 
         optuna = _import_optuna()
@@ -854,8 +875,8 @@ def _tuned_heads(args):
         if not args.study_name:
             names = [name for name in names if name in stored]
             if not names:
-                raise ValueError(f"--study {args.study}: no study named {args.dataset}-age or "
-                                 f"{args.dataset}-gender ('tune''s default names); it has "
+                raise ValueError(f"--study {args.study}: no study named {dataset}-age or "
+                                 f"{dataset}-gender ('tune''s default names); it has "
                                  f"{sorted(stored)}: choose with --study-name")
         found += [_study_params(args.study, name) for name in names]
     targets = [target for target, _ in found]
@@ -879,13 +900,35 @@ def _tuned_heads(args):
     return heads
 
 
+def _training_sources(args):
+    """The ``--dataset``/``--root``/``--weight`` sets as TrainingSources (ValueError if bad)."""
+    from .training import TrainingSource, check_sources
+
+    names, roots = args.dataset, args.root
+    if len(names) != len(roots):
+        raise ValueError(f"{len(names)} --dataset but {len(roots)} --root: give one --root "
+                         "after each --dataset")
+    weights = args.weight or [1] * len(names)
+    if len(weights) != len(names):
+        raise ValueError(f"{len(weights)} --weight for {len(names)} --dataset: give one "
+                         "--weight per --dataset, in the same order, or none")
+    return check_sources([TrainingSource(name, root, weight, args.limit,
+                                         args.degraded_copies)
+                          for name, root, weight in zip(names, roots, weights)])
+
+
 def cmd_train(args):
     import numpy as np
 
-    from .datasets import embed_dataset
     from .embedding import ArcFaceEmbedder
     from .heads import AgeRegressor, GenderClassifier
     from .model import AgeGenderModel
+    from .training import (
+        calibration_split,
+        embed_training_data,
+        repeated_rows,
+        stack_training_data,
+    )
 
     if args.shipped_layer and args.recipe != "default":
         _error("train", "--shipped-layer only applies to --recipe default")
@@ -911,6 +954,11 @@ def cmd_train(args):
         _error("train", f"{clash[0]} and the tuned {clash[0][2:-5]} parameters both choose "
                         "that head: drop one")
         return EXIT_USAGE
+    try:  # before any work: every dataset named, found and weighed
+        sources = _training_sources(args)
+    except (ValueError, FileNotFoundError) as exc:
+        _error("train", f"error: {exc}")
+        return EXIT_USAGE
     if args.recipe is not None:
         from .training import make_recipe_embedder
 
@@ -933,8 +981,9 @@ def cmd_train(args):
         embedder = ArcFaceEmbedder(layers=None if args.layers == "none" else args.layers,
                                    flip_augment=args.flip, n_jobs=args.n_jobs)
     start = time.perf_counter()
-    features, data = embed_dataset(args.dataset, args.root, embedder=embedder,
-                                   cache=args.cache, limit=args.limit)
+    data = stack_training_data(embed_training_data(sources, embedder=embedder,
+                                                   cache=args.cache))
+    features = data.X
     embed_seconds = time.perf_counter() - start
     n_faces = int((~np.isnan(features).any(axis=1)).sum())
     if n_faces < FEW_FACES:
@@ -942,31 +991,50 @@ def cmd_train(args):
                         f"than {FEW_FACES} faces will be poor: that leaves a few faces per year of "
                         "age for the heads to learn from. Train on more images (raise or drop "
                         "--limit).")
-    gender = data.get("gender")
-    has_gender = gender is not None and known_labels(gender).any()
+    gender = data.gender
+    has_gender = known_labels(gender).any()
     layer = "shipped" if args.recipe != "default" or args.shipped_layer else "train"
+    counts = data.counts
     if args.recipe is not None:
         from .training import fit_recipe
 
         maps = None
         if layer == "train":
-            maps = _training_maps(args, data, features)
+            maps = _training_maps(args, data)
             if maps is None:
                 return EXIT_USAGE
         model = fit_recipe(args.recipe, features, data.age, gender if has_gender else None,
-                           groups=data.get("subject"), embedder=embedder, maps=maps,
+                           groups=data.groups, datasets=data.dataset,
+                           sample_weight=data.sample_weight, embedder=embedder, maps=maps,
                            layer=layer)
+        if args.recipe == "default":  # the split fit_recipe made, per dataset
+            _, held_out = calibration_split(len(data.age), data.groups, datasets=data.dataset)
+            for entry in counts:
+                mine = held_out[data.dataset[held_out] == entry["name"]]
+                entry["n_calibration"] = len(mine)
+                prefix = f"{entry['name']}:"  # groups of subject ids, not of single images
+                subjects = {g[len(prefix):] for g in (() if data.groups is None else
+                                                      data.groups[mine]) if
+                            isinstance(g, str) and g.startswith(prefix)}
+                if subjects:
+                    entry["calibration_subjects"] = sorted(subjects)
     else:
+        every = repeated_rows(data.sample_weight)
         model = AgeGenderModel(
             embedder, age_head=tuned.get("age", AgeRegressor(head=args.age_head)),
             gender_head=tuned.get("gender", GenderClassifier(head=args.gender_head)))
-        model.fit_features(features, data.age, gender if has_gender else None)
+        model.fit_features(features[every], data.age[every],
+                           gender[every] if has_gender else None)
     extra = {"finetuned_layer": "trained" if layer == "train" else "shipped"}
-    path = model.save(args.out, extra_meta={"trained_on": args.dataset,
+    path = model.save(args.out, extra_meta={"trained_on": "+".join(args.dataset),
+                                            "datasets": counts,
                                             "recipe": args.recipe or "custom",
                                             **(extra if args.recipe == "default" else {}),
                                             "n_train": int(np.isfinite(features[:, 0]).sum())})
-    summary = {"out": str(path), "dataset": args.dataset, "n_images": len(data.paths),
+    summary = {"out": str(path), "dataset": "+".join(args.dataset),
+               "datasets": [{k: c[k] for k in ("name", "weight", "n_images", "n_faces",
+                                               "n_degraded")} for c in counts],
+               "n_images": sum(c["n_images"] for c in counts),
                "n_faces_found": n_faces,
                "embed_seconds": round(embed_seconds, 1),
                "fit_seconds": round(time.perf_counter() - start - embed_seconds, 1)}
@@ -1138,15 +1206,33 @@ def build_parser():
 
     heads = list(HEAD_FAMILIES)
     p = command("train", "fit age and gender heads and save a model file", _COMMAND_CODES,
-                "Fit age and gender heads on a labeled dataset and save a model file. Warns on "
-                f"stderr when fewer than {FEW_FACES} faces are found: such a model is poor.")
-    add(p, "--dataset")
-    add(p, "--root")
+                "Fit age and gender heads on one or more labeled datasets and save a model "
+                "file. Several datasets: repeat --dataset NAME --root DIR, one pair each, "
+                "optionally with one --weight each in the same order, e.g. '--dataset "
+                "utkface --root UTKFace --dataset fgnet --root FGNET --weight 1 --weight 10' "
+                "(FG-NET images count ten times). The pairs are checked before any work. "
+                f"Warns on stderr when fewer than {FEW_FACES} faces are found: such a model "
+                "is poor.")
+    add(p, "--dataset", action="append",
+        help="the dataset's format; repeat for several datasets (required)")
+    add(p, "--root", action="append",
+        help="the dataset's folder, one per --dataset in the same order (required)")
+    p.add_argument("--weight", type=_whole_number, action="append", metavar="N",
+                   help="how many times each image of the dataset counts (0: not trained "
+                   "on), one per --dataset in the same order: the heads see its rows N "
+                   "times, the age gate and the fine-tuned layer of --recipe default weigh "
+                   "them N (default: 1 each)")
+    p.add_argument("--degraded-copies", type=_share, default=0.0, metavar="FRACTION",
+                   help="also train on degraded copies (smaller, blurred, recompressed, "
+                   "recoloured: as old or poor photos look) of this share, 0 to 1, of each "
+                   "dataset's images, seeded; a copy stays on its original's side of the "
+                   "calibration split (default: 0, none)")
     p.add_argument("--out", required=True, help="model file to write (required)")
     p.add_argument("--recipe", choices=("default", "fast"), default=None,
                    help="train a shipped model's recipe on this dataset: 'default' (the "
                    "shipped features, an age gate over the fine-tuned SFace layer and the "
-                   "dlib age network, calibrated on 20%% of the images held out by subject) "
+                   "dlib age network, calibrated on 20%% of each dataset's images, held out "
+                   "by subject where it has subject ids (FG-NET, Adience, MORPH, IMDB-WIKI)) "
                    "or 'fast' (the fast model's features and heads: its age is the dlib age "
                    "network's expected age as is, learned from none of these images; only the "
                    "gender head is trained); --age-head, "
@@ -1175,8 +1261,10 @@ def build_parser():
     p.add_argument("--study-name", metavar="NAME", action="append",
                    help="with --study: read this study instead (repeat for the other head) "
                    "(default: tune's default names)")
-    for name in ("--flip", "--cache", "--limit", "--n-jobs", "--json"):
+    for name in ("--flip", "--cache", "--n-jobs", "--json"):
         add(p, name)
+    add(p, "--limit", help="use a seeded random subset of this many images of each dataset "
+        "(default: all)")
     p.set_defaults(func=cmd_train)
 
     p = command("tune", "Optuna search over heads (needs skagegender[optuna])", _COMMAND_CODES,

@@ -10,19 +10,31 @@ from ._maps import frozen_maps
 from ._train import (
     CALIBRATION_SHARE,
     RECIPES,
+    TrainingSource,
+    calibration_split,
+    check_sources,
+    embed_training_data,
     fit_recipe,
     layer_training_rows,
     make_recipe_embedder,
+    repeated_rows,
+    stack_training_data,
 )
 
 __all__ = [
     "CALIBRATION_SHARE",
     "RECIPES",
     "FineTunedLayer",
+    "TrainingSource",
+    "calibration_split",
+    "check_sources",
     "degrade_photo",
+    "embed_training_data",
     "fit_recipe",
     "frozen_maps",
     "layer_training_rows",
     "make_recipe_embedder",
+    "repeated_rows",
+    "stack_training_data",
     "train_finetuned_layer",
 ]
