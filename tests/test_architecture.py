@@ -201,9 +201,6 @@ PRIVATE_IMPORTS = {
         "the cli/ split opens studies with model_selection.open_storage (public)",
     ("skagegender/cli.py", "skagegender.model_selection._storage._open_storage"):
         "the cli/ split opens studies with model_selection.open_storage (public)",
-    ("skagegender/training/_fast_recipe.py", "skagegender.embedding._chipnets.DLIB_AGE_CLASSES"):
-        "training/ is being changed in parallel: import it from skagegender.embedding "
-        "(public) after the merge",
 }
 
 
