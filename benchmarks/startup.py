@@ -2,6 +2,7 @@
 
     python benchmarks/startup.py                      # 5 runs of the default model
     python benchmarks/startup.py --runs 9 --model default --model fast
+    python benchmarks/startup.py --model default --runtime onnxruntime --runtime openvino
 
 Each run is a fresh ``python`` process that runs the real command line
 (``skagegender.cli.main()`` with the arguments ``predict IMAGE --model MODEL``, as
@@ -29,8 +30,10 @@ that spin on another core for a while.
 The modules of the heavy dependencies loaded by the end of each stage are listed,
 and one more run under ``python -X importtime`` splits the import time by top-level
 package (``-X importtime`` slows imports down a little; the split is what counts).
-Writes ``startup.json`` and ``startup.md`` into ``--out`` (default
-``benchmarks/results``).
+``--runtime`` (repeatable) runs each model with each engine
+(``$SKAGEGENDER_RUNTIME`` set for the child); without it the child inherits this
+process's environment. Writes ``startup.json`` and ``startup.md`` into ``--out``
+(default ``benchmarks/results``).
 """
 
 import argparse
@@ -49,8 +52,8 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_IMAGE = REPO.parent / "shared" / "data" / "FGNET" / "images" / "001A02.JPG"
 STAGES = ("interpreter", "import", "parser", "load_model", "first_image", "exit")
 BEFORE_FIRST_IMAGE = ("interpreter", "import", "parser", "load_model")
-HEAVY = ("cv2", "joblib", "lightgbm", "onnx", "onnxruntime", "optuna", "pandas", "PIL",
-         "scipy", "skops", "sklearn", "torch", "tqdm")
+HEAVY = ("cv2", "joblib", "lightgbm", "onnx", "onnxruntime", "openvino", "optuna", "pandas",
+         "PIL", "scipy", "skops", "sklearn", "torch", "tqdm")
 
 #: What each fresh process runs: the real command line, with marks at its stages. The
 #: stages are seen from outside the package: Python's audit events say when the model
@@ -183,9 +186,10 @@ def markdown(report):
              "Seconds, the minimum "
              "over the runs (median in brackets); CPU is user + system time of the process."),
              ""]
-    for model, result in report["models"].items():
+    for key, result in report["models"].items():
         summary = result["summary"]
-        lines += [f"## `--model {model}`", "",
+        model = key.split(", ")[0]
+        lines += [f"## `--model {model}`, runtime {result.get('runtime', 'auto')}", "",
                   "| stage | wall s | CPU s |", "|---|---:|---:|"]
         for stage in (*STAGES, "before_first_image", "total"):
             cells = [f"{summary[kind]['min'][stage]:.3f} ({summary[kind]['median'][stage]:.3f})"
@@ -211,6 +215,9 @@ def main(argv=None):
     parser.add_argument("--image", default=str(DEFAULT_IMAGE), help="the one image")
     parser.add_argument("--model", action="append", dest="models",
                         help="shipped model name or file, repeatable (default: default)")
+    parser.add_argument("--runtime", action="append", dest="runtimes",
+                        choices=("onnxruntime", "openvino", "auto"),
+                        help="engine for the networks, repeatable (default: the environment's)")
     parser.add_argument("--runs", type=int, default=5, help="timed runs per model")
     parser.add_argument("--warmup", type=int, default=1, help="untimed runs first")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
@@ -228,14 +235,19 @@ def main(argv=None):
               # Without .pyc files every start compiles skagegender's modules (~0.03 s).
               "bytecode_cache": not env.get("PYTHONDONTWRITEBYTECODE"),
               "models": {}}
-    for model in args.models or ["default"]:
+    for model, runtime in [(m, r) for m in args.models or ["default"]
+                           for r in args.runtimes or [None]]:
+        key = model if runtime is None else f"{model}, {runtime}"
+        run_env = env if runtime is None else {**env, "SKAGEGENDER_RUNTIME": runtime}
         for _ in range(args.warmup):
-            one_run(image, model, env)
-        runs = [one_run(image, model, env) for _ in range(args.runs)]
-        report["models"][model] = {"summary": summarise(runs), "runs": runs,
-                                   "import_seconds_by_package": import_seconds(image, model, env)}
-        best = report["models"][model]["summary"]
-        print(f"{model}: before the first image {best['wall']['min']['before_first_image']:.3f} s "
+            one_run(image, model, run_env)
+        runs = [one_run(image, model, run_env) for _ in range(args.runs)]
+        report["models"][key] = {"summary": summarise(runs), "runs": runs,
+                                 "runtime": runtime or env.get("SKAGEGENDER_RUNTIME", "auto"),
+                                 "import_seconds_by_package": import_seconds(image, model,
+                                                                             run_env)}
+        best = report["models"][key]["summary"]
+        print(f"{key}: before the first image {best['wall']['min']['before_first_image']:.3f} s "
               f"wall, {best['cpu']['min']['before_first_image']:.3f} s CPU (min of {args.runs})",
               flush=True)
     out = Path(args.out)

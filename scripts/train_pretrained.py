@@ -28,6 +28,7 @@ from skagegender import __version__
 from skagegender.datasets import embed_dataset
 from skagegender.model import AgeGenderModel
 from skagegender.pretrained import MODEL_FILE
+from skagegender.training import repeated_rows, stack_training_data
 from skagegender.training._default_recipe import (
     EMBEDDER_PARAMS,
     FGNET_CALIBRATION_WEIGHT,
@@ -35,10 +36,9 @@ from skagegender.training._default_recipe import (
     N_CALIBRATION,
     _embed_quietly,
     calibrate_heads,
-    embed_training_sets,
     make_embedder,
     make_heads,
-    training_set,
+    training_sources,
 )
 
 #: Calibration images are embedded in blocks of this many (the cache names follow).
@@ -52,14 +52,30 @@ def load_utkface(data_root, limit=None):
     return subsample(load_dataset("utkface", Path(data_root) / "UTKFace"), limit)
 
 
-def embed_all(data_root, cache, n_jobs, limit=None):
+def embed_parts(data_root, cache, n_jobs, limit=None):
     """Features of UTKFace, its degraded copies and FG-NET, through the cache.
 
-    ``limit`` embeds a seeded subset of that many UTKFace images (and
-    :func:`n_degraded` copies of them); FG-NET is always whole.
+    ``embed_training_data`` of the shipped mix (``training_sources``): ``limit``
+    embeds a seeded subset of that many UTKFace images (and :func:`n_degraded`
+    copies of them); FG-NET is always whole. Returns its parts.
     """
+    from skagegender.training import embed_training_data
+
     embedder = make_embedder(cache=str(cache), n_jobs=n_jobs)
-    return embed_training_sets(embedder, data_root, cache=cache, limit=limit)
+    parts = embed_training_data(training_sources(data_root, limit), embedder=embedder,
+                                cache=cache)
+    for part in parts:
+        print(f"{part.name}: {len(part.data.paths)} images, "
+              f"{np.isfinite(part.features[:, 0]).sum()} faces, "
+              f"{0 if part.degraded is None else len(part.degraded[0])} degraded copies",
+              flush=True)
+    return parts
+
+
+def embed_all(data_root, cache, n_jobs, limit=None):
+    """:func:`embed_parts` as ``(utk, utk_features, fgnet, fgnet_features, degraded)``."""
+    utk, fg = embed_parts(data_root, cache, n_jobs, limit)
+    return utk.data, utk.features, fg.data, fg.features, utk.degraded
 
 
 def calibration_rows(data_root, cache, maps_folder, n_jobs, n=N_CALIBRATION, fgnet_weight=1,
@@ -74,7 +90,7 @@ def calibration_rows(data_root, cache, maps_folder, n_jobs, n=N_CALIBRATION, fgn
     the layer's training) keep the shipped layer's columns.
 
     ``limit`` restricts UTKFace to its seeded subset of that many images (as
-    :func:`embed_all`); ``n`` must then be smaller than ``limit``.
+    :func:`embed_parts`); ``n`` must then be smaller than ``limit``.
 
     Returns
     -------
@@ -185,10 +201,13 @@ def main(argv=None):
     cal_rows = np.unique(source[domain == "utkface"])
     print(f"calibration rows: {dict(zip(*np.unique(domain, return_counts=True)))}", flush=True)
     start = time.perf_counter()
-    utk, utk_x, fg, fg_x, degraded = embed_all(args.data, args.cache, args.n_jobs, args.limit)
-    # the calibration images stay out of the gender head's training
-    train_rows = np.setdiff1d(np.arange(len(utk.paths)), cal_rows)
-    X, age, gender = training_set(utk, utk_x, degraded, fg, fg_x, utk_rows=train_rows)
+    parts = embed_parts(args.data, args.cache, args.n_jobs, args.limit)
+    n_utk = len(parts[0].data.paths)
+    # the calibration images (and their copies) stay out of the gender head's training
+    train_rows = np.setdiff1d(np.arange(n_utk), cal_rows)
+    data = stack_training_data(parts, rows={"utkface": train_rows})
+    every = repeated_rows(data.sample_weight)  # FG-NET images FGNET_WEIGHT times each
+    X, age, gender = data.X[every], data.age[every], data.gender[every]
     age_head, gender_head = make_heads()
     model = AgeGenderModel(make_embedder(), age_head=age_head, gender_head=gender_head)
     # fit_features sets the model's fallback and metadata; the age head is then
@@ -196,12 +215,13 @@ def main(argv=None):
     model.fit_features(X, age, gender)
     model.age_head_, model.gender_head_ = calibrate_heads(
         age_head, model.gender_head_, X_cal, age_cal, gender_cal, fgnet=domain == "fgnet")
-    meta = {"trained_on": f"UTKFace (shared/data, {len(train_rows)} of {len(utk.paths):,} "
+    meta = {"trained_on": f"UTKFace (shared/data, {len(train_rows)} of {n_utk:,} "
                           "images) + "
                           "their degraded copies + FG-NET subjects 001-010 "
                           f"x{FGNET_WEIGHT}; age gate on the held-out calibration rows",
             "licence_note": "trained on research-only datasets: non-commercial use only",
-            "n_training_rows": len(X)}
+            "n_training_rows": len(X),
+            "datasets": [{k: v for k, v in c.items() if k != "root"} for c in data.counts]}
     path = model.save(args.out, extra_meta={
         **meta,
         "calibrated_on": f"{args.n_calibration} held-out UTKFace images (fine-tuned layer "

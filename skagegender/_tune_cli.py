@@ -8,19 +8,22 @@ Part of the command-line layer: only :mod:`skagegender.cli` imports it.
 import argparse
 import json
 import math
-import struct
 import sys
-import zipfile
-import zlib
 from pathlib import Path
 
 import numpy as np
 
+from ._archive import READ_ERRORS, ArchiveError, NotZipError, open_zip, zip_members
 from ._utils import NotRegularFileError, known_labels, npy_header, open_regular_file
 from .datasets import DATASETS
 
 _USAGE_ERROR = 2
 _INTERRUPTED = 130
+
+# Seconds between a running trial's heartbeats; a trial silent for _GRACE_BEATS of them
+# belonged to a worker that died.
+_HEARTBEAT = 10
+_GRACE_BEATS = 6
 
 # Feature files are read within this many MiB (the arrays used, as declared in their
 # headers, and the file itself): --max-features-mb changes it.
@@ -86,9 +89,16 @@ def add_tune_arguments(parser):
                         "(default: %(default)s)")
     parser.add_argument("--storage", required=True,
                         help="Optuna storage URL (required), e.g. sqlite:///tune.db; a server "
-                        "database (postgresql://...) lets several machines work on one study. "
-                        "A stored study is continued only by the same target, scoring and "
-                        "search space")
+                        "database (postgresql+psycopg://user:password@host/db) lets several "
+                        "processes or machines work on one study: start the same command in "
+                        "each, together they run --n-trials trials. A stored study is "
+                        "continued only by the same target, scoring and search space. The "
+                        "password is never printed")
+    parser.add_argument("--heartbeat", type=_positive(int), default=_HEARTBEAT,
+                        help="seconds between the heartbeats a worker records while it runs "
+                        "a trial; a RUNNING trial without one for 6 heartbeats belongs to a "
+                        "worker that died (killed, machine lost): it is marked FAIL and a "
+                        "live worker runs another trial in its place (default: %(default)s)")
     parser.add_argument("--study-name", help="name of the study in the storage (default: "
                         "DATASET-TARGET, or FEATURES-TARGET with --features, FEATURES being "
                         "the file name without .npz)")
@@ -102,7 +112,8 @@ def add_tune_arguments(parser):
                         "--dataset)")
     parser.add_argument("--max-features-mb", type=_positive(float), default=_MAX_FEATURES_MB,
                         help="largest --features file, and largest total size of the arrays "
-                        "read from it, in MiB (default: %(default)s)")
+                        "read from it, in MiB, X counted as 8-byte floats as it is used; "
+                        "reading takes at most about twice this (default: %(default)s)")
     parser.add_argument("--cache", help="embedding cache folder; a second run re-uses it "
                         "(default: no cache)")
     parser.add_argument("--limit", type=_positive(int), help="embed a seeded random subset of "
@@ -156,34 +167,10 @@ _COLUMNS = {
 }
 
 
-def _declared_members(fh, size):
-    """Number of members the zip's end record declares, read before zipfile lists them.
-
-    zipfile builds an object per member when it opens an archive, so a small file
-    declaring millions of members is refused before that. None if there is no end record
-    (not a zip; zipfile says so).
-    """
-    tail = min(size, 22 + 0xFFFF)  # the end record (22 bytes) and its comment
-    fh.seek(size - tail)
-    data = fh.read(tail)
-    at = data.rfind(b"PK\x05\x06")
-    if at < 0 or len(data) - at < 22:
-        return None
-    return struct.unpack("<H", data[at + 10: at + 12])[0]  # 0xFFFF: a zip64 count
-
-
 def _array_header(archive, item):
     """Shape and dtype declared in the .npy header of ``item``, without its data."""
     with archive.open(item) as member:
         return npy_header(member)
-
-
-# Everything reading a damaged or odd member can raise: zipfile (BadZipFile: bad CRC;
-# RuntimeError: encrypted; NotImplementedError: compression method), zlib (corrupt
-# deflate), numpy (ValueError, SyntaxError, TypeError: bad header; ValueError: truncated
-# data), the file system.
-_READ_ERRORS = (zipfile.BadZipFile, zlib.error, RuntimeError, NotImplementedError, ValueError,
-                SyntaxError, TypeError, EOFError, OSError, struct.error)
 
 
 def _read_features(path, required, optional, max_bytes):
@@ -212,22 +199,24 @@ def _read_features(path, required, optional, max_bytes):
         if magic == b"\x93NUMPY":
             raise _TuneError(f"{where}: a single .npy array, not an .npz file of named "
                              "arrays (np.savez(path, X=..., age=..., gender=...))")
-        n_members = _declared_members(fh, info.st_size)
-        if n_members is not None and n_members > _MAX_MEMBERS:
-            raise _TuneError(f"{where}: declares {n_members} members; a feature file has a "
-                             f"few arrays (at most {_MAX_MEMBERS} are accepted)")
-        fh.seek(0)
-        try:
-            archive = zipfile.ZipFile(fh)
-        except _READ_ERRORS as exc:
+        try:  # arrays past 4 GiB need zip64 (np.savez writes it)
+            archive = open_zip(fh, info.st_size, max_members=_MAX_MEMBERS, allow_zip64=True)
+        except NotZipError as exc:
             raise _TuneError(f"{where}: not an .npz file ({exc})") from None
+        except ArchiveError as exc:
+            raise _TuneError(f"{where}: {exc}") from None
         with archive:
-            return _read_members(archive, where, required, optional, max_bytes)
+            try:
+                infos = zip_members(archive, max_members=_MAX_MEMBERS)
+            except ArchiveError as exc:
+                raise _TuneError(f"{where}: {exc}") from None
+            return _read_members(archive, infos.values(), where, required, optional,
+                                 max_bytes)
 
 
-def _read_members(archive, where, required, optional, max_bytes):
+def _read_members(archive, infos, where, required, optional, max_bytes):
     members = {}
-    for item in archive.infolist():
+    for item in infos:
         name = item.filename.removesuffix(".npy")
         if name in required or name in optional:
             if name in members:
@@ -235,7 +224,7 @@ def _read_members(archive, where, required, optional, max_bytes):
             members[name] = item
     missing = [name for name in required if name not in members]
     if missing:
-        names = sorted(item.filename.removesuffix(".npy") for item in archive.infolist())
+        names = sorted(item.filename.removesuffix(".npy") for item in infos)
         hint = ("; it looks like `skagegender embed` output, which has no labels: save X, "
                 "age and gender with np.savez" if "embeddings" in names else "")
         raise _TuneError(f"{where}: lacks the array(s) {missing}; it has {names}{hint}")
@@ -244,7 +233,7 @@ def _read_members(archive, where, required, optional, max_bytes):
     for name, item in members.items():
         try:
             shape, dtype = _array_header(archive, item)
-        except _READ_ERRORS as exc:
+        except READ_ERRORS as exc:
             raise _TuneError(f"{where}: the array {name!r} cannot be read ({exc})") from None
         ndim, kinds, wanted = _COLUMNS[name]
         if dtype.hasobject:
@@ -257,10 +246,13 @@ def _read_members(archive, where, required, optional, max_bytes):
             raise _TuneError(f"{where}: the array {name!r} must be {wanted}; it is "
                              f"{len(shape)}-D of dtype {dtype}")
         shapes[name] = shape
-        total += math.prod(shape) * dtype.itemsize
+        # X is used as float64: count what it becomes, not what the file declares.
+        itemsize = max(dtype.itemsize, 8) if name == "X" else dtype.itemsize
+        total += math.prod(shape) * itemsize
         if total > max_bytes:
             raise _TuneError(f"{where}: its arrays declare more than the "
-                             f"{max_bytes / 2**20:.0f} MiB limit (--max-features-mb)")
+                             f"{max_bytes / 2**20:.0f} MiB limit (--max-features-mb), "
+                             "counting X as 8-byte floats, as it is used")
     n_samples, n_features = shapes["X"]
     if n_samples == 0 or n_features == 0:
         raise _TuneError(f"{where}: X is empty (shape {shapes['X']})")
@@ -274,7 +266,12 @@ def _read_members(archive, where, required, optional, max_bytes):
         try:
             with archive.open(item) as member:
                 arrays[name] = np.lib.format.read_array(member, allow_pickle=False)
-        except _READ_ERRORS as exc:
+            if name == "X":  # one copy at a time: the file's, then the float64 one
+                arrays[name] = arrays[name].astype(float, copy=False)
+        except MemoryError:
+            raise _TuneError(f"{where}: not enough memory to read the array {name!r} (lower "
+                             "--max-features-mb to refuse such files early)") from None
+        except READ_ERRORS as exc:
             raise _TuneError(f"{where}: the array {name!r} cannot be read ({exc})") from None
     return arrays
 
@@ -283,10 +280,12 @@ def _from_features(args):
     path = Path(args.features)
     arrays = _read_features(path, ("X", args.target), ("groups",),
                             int(args.max_features_mb * 2**20))
-    X = np.asarray(arrays["X"], dtype=float)
+    X = arrays.pop("X")  # float64 already (_read_members)
     y, keep = _labeled(args.target, arrays.get("age"), arrays.get("gender"))
-    keep &= np.all(np.isfinite(X), axis=1)
-    X, y = X[keep], y[keep]
+    keep &= _finite_rows(X)
+    if not keep.all():
+        X = X[keep]
+    y = y[keep]
     if len(y) < args.cv:
         raise _TuneError(f"--features {path}: {len(y)} samples have both features and "
                          f"the {args.target} label, fewer than --cv {args.cv}")
@@ -299,6 +298,14 @@ def _from_features(args):
     # the groups are the subjects: a dataset without a protocol of its own
     cv, groups = _dataset_cv(None, None, groups, args)
     return X, y, groups, cv
+
+
+def _finite_rows(X, block=4096):
+    """Mask of the rows of ``X`` without NaN or infinity, a block of rows at a time."""
+    mask = np.empty(len(X), dtype=bool)
+    for start in range(0, len(X), block):
+        mask[start:start + block] = np.isfinite(X[start:start + block]).all(axis=1)
+    return mask
 
 
 def _dataset_cv(name, fold, subject, args):
@@ -335,6 +342,14 @@ def _default_study_name(args):
     return f"{args.dataset}-{args.target}"
 
 
+def _open_storage(url, heartbeat):
+    """The Optuna storage at ``url``, with a heartbeat every ``heartbeat`` seconds."""
+    from .model_selection import open_storage
+
+    return open_storage(url, heartbeat_interval=heartbeat,
+                        grace_period=_GRACE_BEATS * heartbeat)
+
+
 def run_tune(args):
     """Run ``skagegender tune``: search the head for ``args.target`` and print the best.
 
@@ -346,9 +361,13 @@ def run_tune(args):
 
     The feature file is read without unpickling: arrays of Python objects are refused,
     and each wanted array's header is checked (dimensions, dtype, one entry per row of
-    ``X``, ``args.max_features_mb`` MiB for the file and for the arrays together) before
-    its data is read. A stored study made for another target, scorer or search space, or
-    one that minimizes, is refused before any trial runs.
+    ``X``, ``args.max_features_mb`` MiB for the file and for the arrays together, ``X``
+    counted as float64) before its data is read. A stored study made for another target,
+    scorer or search space, or one that minimizes, is refused before any trial runs, and
+    so is one holding trials this search could not have written (a score that is not
+    finite, outside the scorer's range or not the mean of its splits; parameters outside
+    the search space): nothing is written to it. The JSON output is strict (no NaN or
+    Infinity).
 
     Parameters
     ----------
@@ -368,7 +387,12 @@ def run_tune(args):
         interrupted (the finished trials are kept in the storage). A search whose trials
         all fail raises ``ValueError`` (``skagegender.cli`` exits with 1).
     """
-    from .model_selection import HeadSearchCV, StudyError
+    from .model_selection import (
+        HeadSearchCV,
+        StudyError,
+        check_study_trials,
+        redact_storage_url,
+    )
 
     try:
         default_name = _default_study_name(args)  # also checks that there is data
@@ -378,13 +402,14 @@ def run_tune(args):
             scoring=args.scoring,
             n_trials=args.n_trials,
             timeout=args.timeout,
-            storage=args.storage,
+            storage=_open_storage(args.storage, args.heartbeat),
             study_name=args.study_name or default_name,
             refit=False,
             random_state=args.random_state,
             verbose=1,
         )
-        search.open_study()  # a bad storage or another search's study: before any embedding
+        study = search.open_study()  # a bad storage or another search's study: before any embedding
+        check_study_trials(search, study, when="in the storage")
         if args.features:
             X, y, groups, cv = _from_features(args)
         else:
@@ -392,6 +417,7 @@ def run_tune(args):
         if len(y) == 0:
             raise _TuneError(f"no sample has both features and a {args.target} label")
         search.set_params(cv=cv).fit(X, y, groups=groups)
+        check_study_trials(search, search.study_, when="after the search")
     except (_TuneError, StudyError) as exc:
         print(f"skagegender tune: error: {exc}", file=sys.stderr)
         return _USAGE_ERROR
@@ -405,7 +431,7 @@ def run_tune(args):
         "dataset": args.dataset,
         "features": args.features,
         "study_name": search.study_.study_name,
-        "storage": args.storage,
+        "storage": redact_storage_url(args.storage),
         "n_samples": len(y),
         "n_splits": search.n_splits_,
         "n_trials": search.n_trials_,
@@ -415,7 +441,7 @@ def run_tune(args):
         "best_params": search.best_params_,
     }
     if args.json:
-        print(json.dumps(result, default=repr))
+        print(json.dumps(result, default=repr, allow_nan=False))
     else:
         print(f"study {result['study_name']}: {result['n_trials']} finished trials on "
               f"{result['n_samples']} samples, {result['n_splits']} folds")

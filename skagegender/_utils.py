@@ -134,13 +134,17 @@ def open_regular_file(path):
     return os.fdopen(fd, "rb"), info
 
 
-def atomic_write(path, write, *, make_parents=False):
+def atomic_write(path, write, *, make_parents=False, overwrite=True):
     """Write a file so that readers see the old file or the whole new one, never a part.
 
     ``write(file)`` fills a temporary file in the same folder, which is flushed
     to disk and then renamed over ``path``; on any error the temporary file is
     removed and an existing ``path`` is untouched. The new file gets the
     permissions of a normally created one (``0o666`` less the umask).
+
+    The temporary file has an unpredictable name and is created exclusively, so
+    a link planted in the folder is never written through; renaming replaces a
+    link at ``path`` itself, never the file it points to.
 
     Parameters
     ----------
@@ -149,6 +153,9 @@ def atomic_write(path, write, *, make_parents=False):
         Called with the binary file object open for writing.
     make_parents : bool, default=False
         Create missing parent folders first.
+    overwrite : bool, default=True
+        If False, an existing ``path`` (a file, a link, anything) is left alone and
+        FileExistsError is raised; the check and the creation are one step.
 
     Returns
     -------
@@ -170,8 +177,145 @@ def atomic_write(path, write, *, make_parents=False):
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600
-        os.replace(tmp, path)
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            _link_new(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _link_new(tmp, path):
+    """Give the finished file ``tmp`` the name ``path`` only if nothing has that name."""
+    import errno
+    import os
+
+    try:
+        os.link(tmp, path)  # fails with EEXIST for any existing name, links included
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK,
+                             errno.EXDEV):
+            raise
+        # A file system without hard links: claim the name exclusively, then fill it.
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+        os.close(os.open(path, flags, 0o600))
+        os.replace(tmp, path)
+    else:
+        os.unlink(tmp)
+
+
+def capped_n_jobs(n_jobs, n_tasks):
+    """Worker processes worth starting for ``n_tasks`` tasks: at most the tasks and the cores.
+
+    The cores bound applies to joblib's local backends (loky, multiprocessing,
+    threading); inside ``joblib.parallel_config(backend="dask")`` only the tasks
+    bound does, since the workers are a cluster's.
+
+    Parameters
+    ----------
+    n_jobs : int or None
+        As joblib counts: None or 1 for one process, -1 for all cores, -2 for all
+        but one, ...
+    n_tasks : int
+        Tasks to share out.
+
+    Returns
+    -------
+    n_jobs : int
+        Between 1 and ``min(n_tasks, cores)``.
+
+    Examples
+    --------
+    >>> from skagegender._utils import capped_n_jobs
+    >>> capped_n_jobs(1000, 2)
+    2
+    >>> capped_n_jobs(None, 50)
+    1
+    """
+    from joblib import cpu_count, effective_n_jobs
+    from joblib.parallel import get_active_backend
+
+    wanted = min(effective_n_jobs(n_jobs), n_tasks)
+    backend = type(get_active_backend()[0]).__name__
+    if backend in ("LokyBackend", "MultiprocessingBackend", "ThreadingBackend",
+                   "SequentialBackend"):
+        wanted = min(wanted, cpu_count())
+    return max(1, wanted)
+
+
+def output_file_problem(path):
+    """Why a file cannot be written at ``path`` (by :func:`atomic_write`), or None.
+
+    Checked before long work so that it fails early, naming the user's path: the
+    folder must exist and take a new file (a real file is created and removed
+    there), and ``path`` must not be a link, a folder, a device or another
+    special file (writing ``/dev/null`` or through a planted link is refused).
+
+    Parameters
+    ----------
+    path : str or path-like
+
+    Returns
+    -------
+    problem : str or None
+        A short reason, e.g. "the folder missing/dir does not exist".
+    """
+    import os
+    import stat
+    import tempfile
+
+    path = os.fspath(path)
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        info = None
+    except OSError as exc:
+        return f"cannot be checked ({exc.strerror or exc})"
+    if info is not None:
+        if stat.S_ISLNK(info.st_mode):
+            return "is a symbolic link; links are not written through"
+        if stat.S_ISDIR(info.st_mode):
+            return "is a folder"
+        if not stat.S_ISREG(info.st_mode):
+            return "is a device or other special file, not a regular file"
+    folder = os.path.dirname(path) or "."
+    if not os.path.isdir(folder):
+        return f"the folder {folder} does not exist"
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".skagegender-probe-")
+    except OSError as exc:
+        return f"cannot write in the folder {folder} ({exc.strerror or exc})"
+    os.close(fd)
+    os.unlink(probe)
+    return None
+
+
+def user_stacklevel():
+    """The ``stacklevel`` that makes a warning point at the user's line.
+
+    Counts the frames, from the function that calls :func:`warnings.warn` outwards,
+    that belong to skagegender or scikit-learn (a head fitted inside a ``Pipeline`` or
+    a search, a method wrapped by ``_fit_context``), so the warning names the first
+    line outside both packages.
+
+    Returns
+    -------
+    stacklevel : int
+        For ``warnings.warn(..., stacklevel=user_stacklevel())``.
+    """
+    import os
+    import sys
+
+    packages = [os.path.dirname(__file__)]
+    sklearn = sys.modules.get("sklearn")
+    if sklearn is not None and getattr(sklearn, "__file__", None):
+        packages.append(os.path.dirname(sklearn.__file__))
+    prefixes = tuple(os.path.join(p, "") for p in packages)
+    frame = sys._getframe(1)  # the function that warns: stacklevel 1
+    level = 1
+    while frame is not None and frame.f_code.co_filename.startswith(prefixes):
+        frame = frame.f_back
+        level += 1
+    return level

@@ -21,10 +21,10 @@ import threading
 import time
 import unicodedata
 from collections import Counter
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
-from ._utils import known_labels
+from ._utils import capped_n_jobs, known_labels, output_file_problem
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 EMPTY_FOLDER = "no image files in this folder"
@@ -33,6 +33,13 @@ PREDICT_CHUNK = 4
 FEW_FACES = 1000
 #: Fewest training faces for the fine-tuned layer (its batch size).
 LAYER_BATCH = 128
+#: Most faces of one image that ``predict --cache`` keeps (when the model sets no
+#: ``max_faces``); an image with more stored rows is computed again.
+CACHED_FACES_LIMIT = 1000
+#: Longest line of a ``--files-from`` list.
+MAX_LIST_LINE = 65536
+#: predict's age interval coverage when --coverage is not given.
+DEFAULT_COVERAGE = 0.8
 
 
 def _version():
@@ -71,6 +78,90 @@ def _expand(paths):
                 skipped[suffix or "(no suffix)"] += 1
         items.extend(found or [(os.fspath(raw), EMPTY_FOLDER)])
     return items, skipped
+
+
+def _read_path_list(command, name):
+    """The paths listed in ``name`` (``-``: standard input), one per line; None on error.
+
+    Empty lines are skipped; a trailing carriage return is dropped. Bytes that are
+    not valid in the file system's encoding are kept as Python keeps them in file
+    names, so every name a shell would pass works.
+    """
+    try:
+        handle = sys.stdin.buffer if name == "-" else open(name, "rb")  # noqa: SIM115
+    except OSError as exc:
+        _error(command, f"--files-from {name}: {exc.strerror or exc}")
+        return None
+    paths = []
+    try:
+        with handle if name != "-" else nullcontext(handle):
+            for number, line in enumerate(iter(lambda: handle.readline(MAX_LIST_LINE), b""),
+                                          start=1):
+                if not line.endswith(b"\n") and len(line) == MAX_LIST_LINE:
+                    _error(command, f"--files-from {name}: line {number} is over "
+                                    f"{MAX_LIST_LINE} bytes; not a list of paths")
+                    return None
+                line = line.rstrip(b"\n").removesuffix(b"\r")
+                if line:
+                    paths.append(os.fsdecode(line))
+    except OSError as exc:
+        _error(command, f"--files-from {name}: {exc.strerror or exc}")
+        return None
+    return paths
+
+
+def _named_paths(command, args):
+    """The paths named on the command line and in ``--files-from``; None on error."""
+    paths = list(args.paths)
+    if args.files_from is not None:
+        listed = _read_path_list(command, args.files_from)
+        if listed is None:
+            return None
+        paths += listed
+    if not paths:
+        _error(command, "no paths given: name image files or folders, or --files-from FILE "
+                        "('-' for standard input)")
+        return None
+    return paths
+
+
+def _capped_jobs(command, n_jobs, n_inputs):
+    """``--n-jobs`` capped at the inputs and the cores, with a warning when it was more."""
+    if n_jobs in (None, 1):
+        return n_jobs
+    capped = capped_n_jobs(n_jobs, max(n_inputs, 1))
+    if n_jobs > capped:
+        from joblib import cpu_count
+
+        _error(command, f"warning: --n-jobs {n_jobs}: starting {capped} worker "
+                        f"process{'es' if capped != 1 else ''} ({n_inputs} "
+                        f"input{'s' if n_inputs != 1 else ''}, {cpu_count()} cores)")
+    return capped
+
+
+@contextmanager
+def _stdout_to_stderr():
+    """Send whatever else prints to stdout (libraries, worker processes) to stderr.
+
+    Both ``sys.stdout`` and file descriptor 1 are redirected, so that processes
+    started inside the block inherit the redirection too.
+    """
+    from contextlib import redirect_stdout
+
+    sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+        os.dup2(2, 1)
+    except OSError:  # no descriptor 1 or 2: Python-level redirection only
+        saved = None
+    try:
+        with redirect_stdout(sys.stderr):
+            yield
+    finally:
+        if saved is not None:
+            sys.stderr.flush()
+            os.dup2(saved, 1)
+            os.close(saved)
 
 
 def _inputs(command, paths):
@@ -185,6 +276,24 @@ def _positive_or_all(text):
     return value
 
 
+def _whole_number(text):
+    """argparse type of --weight: a whole number >= 0."""
+    if not (text.isascii() and text.isdigit()):
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {text!r}")
+    return int(text)
+
+
+def _share(text):
+    """argparse type of --degraded-copies: a number from 0 to 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be a number from 0 to 1, got {text!r}")
+    return value
+
+
 # -- predict -------------------------------------------------------------------
 
 def _coverage(text):
@@ -198,7 +307,7 @@ def _coverage(text):
     return value
 
 
-def _predict_chunk(model, paths, targets, coverage):
+def _predict_chunk(model, paths, targets, coverage, overwrite=False):
     """Predict (and draw) a few inputs: per input ``(faces, records, error)``.
 
     Module level so that joblib can send it to worker processes.
@@ -213,7 +322,7 @@ def _predict_chunk(model, paths, targets, coverage):
             out.append((None, [], exc.reason))
             continue
         records = model.predict_faces(path, faces=faces, coverage=coverage)
-        error = _annotate(model, path, records, target) if target else None
+        error = _annotate(model, path, records, target, overwrite) if target else None
         out.append((faces, records, error))
     return out
 
@@ -233,12 +342,21 @@ class _FaceCache:
 
         self.store = EmbeddingCache(folder, embedder.cache_key(faces="every"),
                                     dim=embedder.backbone_info().embedding_dim)
+        self.limit = embedder.max_faces or CACHED_FACES_LIMIT
+        self.too_many = 0
 
     def get(self, keys):
-        """Cached faces per key (a list, maybe empty), for the keys fully stored."""
+        """Cached faces per key (a list, maybe empty), for the keys fully stored.
+
+        An item with more than ``limit`` stored faces is not returned (it is
+        computed again); ``too_many`` counts such items.
+        """
         faces = {k: [] for k in keys if k is not None}
         pending, done, j = list(faces), {}, 0
         while pending:
+            if j > self.limit:  # more rows than an image may have: damage
+                self.too_many += len(pending)
+                break
             stored = self.store.get([f"{k}:{j}" for k in pending])
             still = []
             for k in pending:
@@ -255,7 +373,7 @@ class _FaceCache:
         return done
 
     def put(self, key, faces):
-        if key is None:
+        if key is None or len(faces) > self.limit:
             return
         from .embedding import Outcome
 
@@ -268,7 +386,34 @@ class _FaceCache:
         self.store.close()
 
 
-def _predict_stream(model, items, targets, *, n_jobs, cache, coverage):
+def _checked_cache(cache, items, keys, max_bytes):
+    """Cached faces per key, less those that do not fit their image (computed again)."""
+    from .embedding import ImageLoadError
+    from .embedding._cache import faces_fit_image
+    from .embedding._io import peek_image
+
+    cached = cache.get(keys)
+    damaged = cache.too_many
+    for (path, _), key in zip(items, keys):
+        if key not in cached or not cached[key]:
+            continue
+        try:
+            width, height, _ = peek_image(path, max_bytes=max_bytes)
+        except ImageLoadError:
+            fits = False  # changed since it was cached: read it again
+        else:
+            fits = faces_fit_image(cached[key], width, height)
+        if not fits:
+            del cached[key]
+            damaged += 1
+    if damaged:
+        _error("predict", f"warning: the cache {cache.store.path} held damaged faces for "
+                          f"{damaged} input{'s' if damaged != 1 else ''}; "
+                          f"{'they are' if damaged != 1 else 'it is'} computed again")
+    return cached
+
+
+def _predict_stream(model, items, targets, *, n_jobs, cache, coverage, overwrite=False):
     """Yield ``(path, records, error)`` per item, in input order, as each is done."""
     from joblib import Parallel, delayed
 
@@ -276,24 +421,27 @@ def _predict_stream(model, items, targets, *, n_jobs, cache, coverage):
 
     keys = [item_key(path) if error is None and cache is not None else None
             for path, error in items]
-    cached = cache.get(keys) if cache is not None else {}
+    cached = (_checked_cache(cache, items, keys, model.embedder_.max_bytes)
+              if cache is not None else {})
     todo = [i for i, (_, error) in enumerate(items) if error is None and keys[i] not in cached]
     parallel = Parallel(n_jobs=n_jobs, return_as="generator")
     size = 1 if parallel.n_jobs == 1 else PREDICT_CHUNK
     chunks = [todo[k:k + size] for k in range(0, len(todo), size)]
     tasks = (([items[i][0] for i in chunk], [targets[i] for i in chunk]) for chunk in chunks)
     if size == 1:
-        parts = (_predict_chunk(model, paths, chunk_targets, coverage)
+        parts = (_predict_chunk(model, paths, chunk_targets, coverage, overwrite)
                  for paths, chunk_targets in tasks)
     else:
-        parts = parallel(delayed(_predict_chunk)(model, *task, coverage) for task in tasks)
+        parts = parallel(delayed(_predict_chunk)(model, *task, coverage, overwrite)
+                         for task in tasks)
     results = (result for part in parts for result in part)
     for i, (path, error) in enumerate(items):
         if error is not None:
             yield path, [], error
         elif keys[i] in cached:
             records = model.predict_faces(path, faces=cached[keys[i]], coverage=coverage)
-            yield path, records, _annotate(model, path, records, targets[i]) if targets[i] else None
+            yield path, records, (_annotate(model, path, records, targets[i], overwrite)
+                                  if targets[i] else None)
         else:
             faces, records, error = next(results)
             if cache is not None and faces is not None:
@@ -335,14 +483,20 @@ def _annotation_targets(items, folder):
     return targets
 
 
-def _annotate(model, path, records, target):
+def _annotate(model, path, records, target, overwrite=False):
     """Draw every face's box and label on a copy of ``path`` written to ``target``.
+
+    The copy is written under an unpredictable temporary name created exclusively
+    and then linked to ``target`` only if nothing has that name (with
+    ``overwrite``: renamed over an existing regular file), so a planted link is
+    never written through and an existing file is not replaced unasked.
 
     Returns None, or the reason the copy could not be written.
     """
     import cv2
     from PIL import Image
 
+    from ._utils import atomic_write
     from .embedding import IMAGE_FORMATS, ImageLoadError, load_image
 
     embedder = model.embedder_
@@ -350,6 +504,32 @@ def _annotate(model, path, records, target):
         bgr = load_image(path, color=embedder.color, max_pixels=embedder.max_pixels)
     except ImageLoadError as exc:
         return f"cannot annotate: {exc.reason}"
+    try:
+        _draw(bgr, records)
+    except (cv2.error, OverflowError, ValueError):
+        return "cannot annotate: a face box lies outside the image"
+    suffix = os.path.splitext(target)[1].lower()
+    fmt = next((name for name, suffixes in IMAGE_FORMATS.items() if suffix in suffixes), "PNG")
+    options = {"JPEG": {"quality": 95}, "WEBP": {"quality": 95}}.get(fmt, {})
+    if overwrite and os.path.lexists(target) and (os.path.islink(target)
+                                                  or not os.path.isfile(target)):
+        return (f"cannot write the annotated copy {target}: it is a link or special file, "
+                "not replaced")
+    try:
+        atomic_write(target, lambda file: Image.fromarray(bgr[:, :, ::-1]).save(
+            file, format=fmt, **options), overwrite=overwrite)
+    except FileExistsError:
+        return (f"cannot write the annotated copy {target}: it exists (pass --overwrite "
+                "to replace it)")
+    except OSError as exc:
+        return f"cannot write the annotated copy {target}: {exc.strerror or exc}"
+    return None
+
+
+def _draw(bgr, records):
+    """Draw each face's numbered box and label on ``bgr`` in place."""
+    import cv2
+
     height, width = bgr.shape[:2]
     thick = max(1, round(min(height, width) / 300))
     scale = max(0.4, min(height, width) / 900)
@@ -365,16 +545,6 @@ def _annotate(model, path, records, target):
                       colour, -1)
         cv2.putText(bgr, label, (left + thick, top + th + thick), cv2.FONT_HERSHEY_SIMPLEX,
                     scale, (255, 255, 255), thick, cv2.LINE_AA)
-    suffix = os.path.splitext(target)[1].lower()
-    fmt = next((name for name, suffixes in IMAGE_FORMATS.items() if suffix in suffixes), "PNG")
-    options = {"JPEG": {"quality": 95}, "WEBP": {"quality": 95}}.get(fmt, {})
-    partial = f"{target}.partial"
-    try:
-        Image.fromarray(bgr[:, :, ::-1]).save(partial, format=fmt, **options)
-        os.replace(partial, target)
-    except OSError as exc:
-        return f"cannot write the annotated copy {target}: {exc.strerror or exc}"
-    return None
 
 
 def _plain_lines(path, records):
@@ -394,7 +564,10 @@ def _plain_lines(path, records):
 
 
 def cmd_predict(args):
-    items = _inputs("predict", args.paths)
+    from .embedding._io import frames_note
+
+    paths = _named_paths("predict", args)
+    items = _inputs("predict", paths) if paths is not None else None
     if items is None:
         return EXIT_USAGE
     if args.annotate:
@@ -404,12 +577,19 @@ def cmd_predict(args):
             _error("predict", f"--annotate {args.annotate}: {exc.strerror or exc}")
             return EXIT_USAGE
     model = _load_model(args.model)
+    from .model import has_intervals
+
+    if args.coverage is not None and not has_intervals(model):
+        _error("predict", f"warning: --coverage {args.coverage}: this model's age head gives "
+                          "no age intervals, so none is printed")
+    coverage = DEFAULT_COVERAGE if args.coverage is None else args.coverage
     cache = _FaceCache(args.cache, model.embedder_) if args.cache else None
     targets = _annotation_targets(items, args.annotate)
     records, failed, done = [], 0, 0
     show = sys.stderr.isatty() and not sys.stdout.isatty() and len(items) > 1
-    stream = _predict_stream(model, items, targets, n_jobs=args.n_jobs, cache=cache,
-                             coverage=args.coverage)
+    n_jobs = _capped_jobs("predict", args.n_jobs, sum(error is None for _, error in items))
+    stream = _predict_stream(model, items, targets, n_jobs=n_jobs, cache=cache,
+                             coverage=coverage, overwrite=args.overwrite)
     try:
         for index, (path, faces, error) in enumerate(
                 _progress(stream, len(items), "predict", show)):
@@ -417,6 +597,9 @@ def cmd_predict(args):
             record = {"path": path, "faces": faces, "error": error}
             if args.annotate and error is None:
                 record["annotated"] = targets[index]
+            note = frames_note(path) if error is None else None
+            if note is not None:
+                record["note"] = note
             with _no_interrupt():  # a result is written and counted, or neither
                 if args.json:
                     records.append(record)
@@ -424,8 +607,9 @@ def cmd_predict(args):
                     _write(sys.stdout, _json(record) + "\n")
                 else:
                     _write(sys.stdout, _plain_lines(path, faces) if faces or not error else "")
-                    if error is not None:
-                        _error("predict", f"{path}: {error}")
+                    for message in (note, error):
+                        if message is not None:
+                            _error("predict", f"{path}: {message}")
                 done += 1
     except KeyboardInterrupt:
         if args.json:
@@ -445,17 +629,29 @@ def cmd_predict(args):
 def cmd_embed(args):
     import numpy as np
 
+    from ._utils import atomic_write
     from .embedding import ArcFaceEmbedder
+    from .embedding._io import frames_note
 
-    items = _inputs("embed", args.paths)
+    # numpy's rule, said before the work: the file written ends in .npz.
+    out = args.out if args.out.endswith(".npz") else args.out + ".npz"
+    for where in dict.fromkeys((args.out, out)):
+        problem = output_file_problem(where)
+        if problem is not None:
+            _error("embed", f"--out {args.out}: "
+                            + (problem if where == args.out else f"{where} {problem}"))
+            return EXIT_USAGE
+    paths = _named_paths("embed", args)
+    items = _inputs("embed", paths) if paths is not None else None
     if items is None:
         return EXIT_USAGE
+    files = [path for path, error in items if error is None]
     embedder = ArcFaceEmbedder(args.backbone, layers=args.layers, flip_augment=args.flip,
-                               n_jobs=args.n_jobs)
+                               n_jobs=_capped_jobs("embed", args.n_jobs, len(files)))
     if args.cache:
         embedder.set_params(cache=args.cache)
-    files = [path for path, error in items if error is None]
-    result = embedder.embed(files)
+    with _stdout_to_stderr():  # e.g. insightface's download and loading messages
+        result = embedder.embed(files)
     n, dim = len(items), result.features.shape[1]
     features = np.full((n, dim), np.nan, dtype=np.float32)
     errors = [error and f"{path}: {error}" for path, error in items]
@@ -466,30 +662,36 @@ def cmd_embed(args):
         errors[i] = outcome.error
         failed[i] = outcome.kind == "load_error"
     found = np.array([e is None for e in errors], dtype=bool)
+    notes = [frames_note(path) if error is None else None for path, error in items]
     paths = [path for path, _ in items]
     # Plain numeric and unicode columns only: the file loads with allow_pickle=False.
-    np.savez_compressed(args.out, embeddings=features, paths=np.array(paths, dtype=str),
-                        found=found, errors=np.array([e or "" for e in errors], dtype=str))
+    columns = {"embeddings": features, "paths": np.array(paths, dtype=str), "found": found,
+               "errors": np.array([e or "" for e in errors], dtype=str),
+               "notes": np.array([note or "" for note in notes], dtype=str)}
+    atomic_write(out, lambda file: np.savez_compressed(file, **columns))
     failed = sum(failed)
+    for path, note in zip(paths, notes):
+        if note is not None:
+            _error("embed", f"{path}: {note}")
     for message in errors:
         if message is not None:
             _error("embed", message)
-    summary = {"out": args.out, "n_images": n, "n_faces_found": int(found.sum()),
+    summary = {"out": out, "n_images": n, "n_faces_found": int(found.sum()),
                "n_failed": failed, "embedding_dim": int(dim)}
     if args.json:
         _print_json(summary)
     else:
         print(f"{summary['n_faces_found']} of {n} images embedded ({dim} features), "
-              f"{failed} could not be read -> {args.out}")
+              f"{failed} could not be read -> {_printable(out)}")
     return EXIT_SOME_FAILED if failed else EXIT_OK
 
 
 # -- evaluate ------------------------------------------------------------------
 
 def _rounded(obj, digits=4):
-    """``obj`` with every float rounded to ``digits`` decimals (NaN becomes None)."""
+    """``obj`` with every float rounded to ``digits`` decimals (NaN and infinity become None)."""
     if isinstance(obj, float):
-        return None if math.isnan(obj) else round(obj, digits)
+        return None if not math.isfinite(obj) else round(obj, digits)
     if isinstance(obj, dict):
         return {key: _rounded(value, digits) for key, value in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -520,6 +722,17 @@ def _model_description(path):
 def cmd_evaluate(args):
     from .datasets import embed_dataset
 
+    if args.report:  # before the work: the page needs matplotlib and a writable folder
+        import importlib.util
+
+        if importlib.util.find_spec("matplotlib") is None:
+            _error("evaluate", '--report draws with matplotlib: pip install "skagegender[plot]"')
+            return EXIT_USAGE
+        try:
+            Path(args.report).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            _error("evaluate", f"--report {args.report}: {exc.strerror or exc}")
+            return EXIT_USAGE
     model = _load_model(args.model)
     if args.n_jobs is not None:
         model.embedder_.set_params(n_jobs=args.n_jobs)
@@ -528,39 +741,25 @@ def cmd_evaluate(args):
                                    cache=args.cache, limit=args.limit)
     from .model import evaluate_model
 
-    result = evaluate_model(model, features, data)
+    result, predictions = evaluate_model(model, features, data, return_predictions=True)
     result["seconds"] = round(time.perf_counter() - start, 2)
     result["dataset"] = args.dataset
     result["model"] = _model_description(args.model)
     result["skagegender_version"] = _version()
+    if result.get("interval_coverage") is None:
+        _error("evaluate", "warning: this model's age head gives no age intervals; interval "
+                           "coverage and width are n/a")
+    if args.report:
+        from .metrics import write_evaluation_report
+
+        page = write_evaluation_report(args.report, result, predictions)
+        _error("evaluate", f"report -> {page}")
     if args.json:
         _print_json(_rounded(result))
         return 0
-    gacc = result["gender_accuracy"]
-    print(f"{args.dataset}: {result['n_images']} images, {result['n_faces_found']} faces found, "
-          f"{result['seconds']} s")
-    print(f"MAE {result['mae']:.2f}  one-class-off {result['one_class_off']:.1%}  "
-          f"CS@5 {result['cs5']:.1%}  gender "
-          + ("n/a" if gacc is None else f"{gacc:.1%}"))
-    if result.get("interval_coverage") is not None:
-        print(f"80 % age interval: coverage {result['interval_coverage']:.1%}, mean width "
-              f"{result['interval_width']:.1f} years"
-              + ("" if result.get("gender_ece") is None
-                 else f"  gender ECE {result['gender_ece']:.3f}"))
+    from .metrics import evaluation_text
 
-    def cell(value, form):
-        missing = value is None or (isinstance(value, float) and math.isnan(value))
-        return f"{'':>8}" if missing else f"{value:>8{form}}"
-
-    print(f"{'group':<22}{'n':>7}{'MAE':>8}{'1CoA':>8}{'CS@5':>8}{'gender':>8}"
-          f"{'cover':>8}{'width':>8}{'ECE':>8}")
-    for kind, rows in result["per_group"].items():
-        for group, row in rows.items():
-            print(f"{kind + ' ' + group:<22}{row['n']:>7}{row['mae']:>8.2f}"
-                  f"{row['one_class_off']:>8.1%}{row['cs5']:>8.1%}"
-                  + cell(row.get("gender_accuracy"), ".1%")
-                  + cell(row.get("interval_coverage"), ".1%")
-                  + cell(row.get("interval_width"), ".1f") + cell(row.get("gender_ece"), ".3f"))
+    _write(sys.stdout, evaluation_text(result))
     return 0
 
 
@@ -572,13 +771,14 @@ def _has_torch():
     return importlib.util.find_spec("torch") is not None
 
 
-def _training_maps(args, data, features):
-    """SFace maps of the dataset's images for training the fine-tuned layer, or None.
+def _training_maps(args, data):
+    """SFace maps of the training images (and copies) for the fine-tuned layer, or None.
 
-    None (after an error message) when there are too few training faces. The maps
-    are kept in ``--cache`` when given, else in a temporary folder. Rows whose face
-    was found by the embedder but not for the maps (never expected) get NaN
-    features, so nothing trains on them.
+    ``data`` is :func:`~skagegender.training.stack_training_data`'s. None (after an
+    error message) when there are too few training faces. The maps are kept in
+    ``--cache`` when given, else in a temporary folder. Rows whose face was found by
+    the embedder but not for the maps (never expected) get NaN features, so nothing
+    trains on them.
     """
     import tempfile
 
@@ -586,31 +786,178 @@ def _training_maps(args, data, features):
 
     from .training import frozen_maps, layer_training_rows
 
-    n_train = len(layer_training_rows(features, data.age, data.get("subject")))
+    n_train = len(layer_training_rows(data.X, data.age, data.groups, datasets=data.dataset,
+                                      sample_weight=data.sample_weight))
     if n_train < LAYER_BATCH:
         _error("train", f"only {n_train} faces to train the fine-tuned layer on (80 % of the "
                         f"images; it needs at least {LAYER_BATCH}, its batch size). Train on "
                         "more images, or pass --shipped-layer to keep the shipped layer.")
         return None
-    _error("train", f"computing SFace maps of {len(data.paths)} images for the fine-tuned "
+    _error("train", f"computing SFace maps of {len(data.images)} images for the fine-tuned "
                     "layer" + (f" (kept in {args.cache})" if args.cache else ""))
     with tempfile.TemporaryDirectory(prefix="skagegender-maps-") as folder:
-        maps, found = frozen_maps(f"train_{args.dataset}", [str(p) for p in data.paths],
+        maps, found = frozen_maps(f"train_{'+'.join(args.dataset)}", data.images,
                                   args.cache or folder, n_jobs=args.n_jobs or 1, verbose=False)
-    features[~found] = np.nan
+    data.X[~found] = np.nan
     return maps
+
+
+#: Largest --params file (the JSON that `tune --json` prints is a few KiB).
+MAX_PARAMS_BYTES = 1 << 20
+
+
+def _params_file(path):
+    """(target, Optuna trial params) of a ``tune --json`` output saved in ``path``."""
+    import json
+
+    from ._utils import NotRegularFileError, open_regular_file
+
+    where = f"--params {path}"
+    try:
+        handle, info = open_regular_file(path)
+    except NotRegularFileError:
+        raise ValueError(f"{where}: not a regular file") from None
+    except OSError as exc:
+        raise FileNotFoundError(f"{where}: {exc.strerror or exc}") from None
+    with handle:
+        if info.st_size > MAX_PARAMS_BYTES:
+            raise ValueError(f"{where}: {info.st_size} bytes; a parameters file is the small "
+                             "JSON object that 'skagegender tune --json' prints")
+        try:
+            record = json.loads(handle.read().decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{where}: not JSON ({exc})") from None
+    params = record.get("best_trial_params") if isinstance(record, dict) else None
+    target = record.get("target") if isinstance(record, dict) else None
+    if target not in ("age", "gender") or not isinstance(params, dict):
+        raise ValueError(f"{where}: expected what 'skagegender tune --json' prints (with "
+                         "'target' and 'best_trial_params'); save it with "
+                         "'skagegender tune ... --json > best.json'")
+    return target, params
+
+
+def _study_params(storage, name):
+    """(target, best trial params) of the stored ``tune`` study ``name``."""
+    from .model_selection._storage import _ATTR_SEARCH, _import_optuna, _open_storage
+
+    optuna = _import_optuna()
+    try:
+        study = optuna.load_study(study_name=name, storage=_open_storage(optuna, storage))
+    except KeyError:
+        names = optuna.get_all_study_names(storage=_open_storage(optuna, storage))
+        raise ValueError(f"--study {storage}: no study named {name!r}; it has {names} "
+                         "(choose one with --study-name)") from None
+    estimator = str((study.user_attrs.get(_ATTR_SEARCH) or {}).get("estimator", ""))
+    target = ("age" if estimator.startswith("AgeRegressor")
+              else "gender" if estimator.startswith("GenderClassifier") else None)
+    if target is None:
+        raise ValueError(f"--study {storage}: the study {name!r} was not made by "
+                         "'skagegender tune' (it searches no AgeRegressor or GenderClassifier)")
+    try:
+        best = study.best_trial
+    except ValueError:
+        raise ValueError(f"--study {storage}: the study {name!r} has no finished trial") from None
+    return target, best.params
+
+
+def _tuned_heads(args):
+    """Heads built from --params files and --study studies: {"age"|"gender": head}."""
+    if not args.params and not args.study:
+        return {}
+    found = [_params_file(path) for path in args.params or []]
+    if args.study:
+        dataset = "+".join(args.dataset)  # tune's names are of one dataset
+        names = args.study_name or [f"{dataset}-age", f"{dataset}-gender"]
+        from .model_selection._storage import _import_optuna, _open_storage
+
+        optuna = _import_optuna()
+        stored = set(optuna.get_all_study_names(storage=_open_storage(optuna, args.study)))
+        if not args.study_name:
+            names = [name for name in names if name in stored]
+            if not names:
+                raise ValueError(f"--study {args.study}: no study named {dataset}-age or "
+                                 f"{dataset}-gender ('tune''s default names); it has "
+                                 f"{sorted(stored)}: choose with --study-name")
+        found += [_study_params(args.study, name) for name in names]
+    targets = [target for target, _ in found]
+    twice = {target for target in targets if targets.count(target) > 1}
+    if twice:
+        raise ValueError(f"two sets of tuned parameters for the {min(twice)} head")
+    from optuna.trial import FixedTrial
+
+    from .heads import AgeRegressor, GenderClassifier
+    from .model_selection import default_head_space
+
+    heads = {}
+    for target, params in found:
+        try:  # the trial replayed through tune's own search space
+            chosen = default_head_space(target)(FixedTrial(params))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"the tuned {target} parameters {params} do not fit this "
+                             f"version's search space: {exc}") from None
+        make = AgeRegressor if target == "age" else GenderClassifier
+        heads[target] = make(**chosen)
+    return heads
+
+
+def _training_sources(args):
+    """The ``--dataset``/``--root``/``--weight`` sets as TrainingSources (ValueError if bad)."""
+    from .training import TrainingSource, check_sources
+
+    names, roots = args.dataset, args.root
+    if len(names) != len(roots):
+        raise ValueError(f"{len(names)} --dataset but {len(roots)} --root: give one --root "
+                         "after each --dataset")
+    weights = args.weight or [1] * len(names)
+    if len(weights) != len(names):
+        raise ValueError(f"{len(weights)} --weight for {len(names)} --dataset: give one "
+                         "--weight per --dataset, in the same order, or none")
+    return check_sources([TrainingSource(name, root, weight, args.limit,
+                                         args.degraded_copies)
+                          for name, root, weight in zip(names, roots, weights)])
 
 
 def cmd_train(args):
     import numpy as np
 
-    from .datasets import embed_dataset
     from .embedding import ArcFaceEmbedder
     from .heads import AgeRegressor, GenderClassifier
     from .model import AgeGenderModel
+    from .training import (
+        calibration_split,
+        embed_training_data,
+        repeated_rows,
+        stack_training_data,
+    )
 
     if args.shipped_layer and args.recipe != "default":
         _error("train", "--shipped-layer only applies to --recipe default")
+        return EXIT_USAGE
+    problem = output_file_problem(args.out)
+    if problem is not None:
+        _error("train", f"--out {args.out}: {problem}")
+        return EXIT_USAGE
+    if args.study_name and not args.study:
+        _error("train", "--study-name needs --study STORAGE")
+        return EXIT_USAGE
+    if (args.params or args.study) and args.recipe is not None:
+        _error("train", f"--recipe {args.recipe} fixes the heads: drop --params/--study")
+        return EXIT_USAGE
+    try:  # before the work: a bad file or study is told at once
+        tuned = _tuned_heads(args)
+    except ValueError as exc:
+        _error("train", f"error: {exc}")
+        return EXIT_USAGE
+    clash = [f"--{target}-head" for target in tuned
+             if getattr(args, f"{target}_head") != "mlp"]
+    if clash:
+        _error("train", f"{clash[0]} and the tuned {clash[0][2:-5]} parameters both choose "
+                        "that head: drop one")
+        return EXIT_USAGE
+    try:  # before any work: every dataset named, found and weighed
+        sources = _training_sources(args)
+    except (ValueError, FileNotFoundError) as exc:
+        _error("train", f"error: {exc}")
         return EXIT_USAGE
     if args.recipe is not None:
         from .training import make_recipe_embedder
@@ -634,8 +981,9 @@ def cmd_train(args):
         embedder = ArcFaceEmbedder(layers=None if args.layers == "none" else args.layers,
                                    flip_augment=args.flip, n_jobs=args.n_jobs)
     start = time.perf_counter()
-    features, data = embed_dataset(args.dataset, args.root, embedder=embedder,
-                                   cache=args.cache, limit=args.limit)
+    data = stack_training_data(embed_training_data(sources, embedder=embedder,
+                                                   cache=args.cache))
+    features = data.X
     embed_seconds = time.perf_counter() - start
     n_faces = int((~np.isnan(features).any(axis=1)).sum())
     if n_faces < FEW_FACES:
@@ -643,30 +991,50 @@ def cmd_train(args):
                         f"than {FEW_FACES} faces will be poor: that leaves a few faces per year of "
                         "age for the heads to learn from. Train on more images (raise or drop "
                         "--limit).")
-    gender = data.get("gender")
-    has_gender = gender is not None and known_labels(gender).any()
+    gender = data.gender
+    has_gender = known_labels(gender).any()
     layer = "shipped" if args.recipe != "default" or args.shipped_layer else "train"
+    counts = data.counts
     if args.recipe is not None:
         from .training import fit_recipe
 
         maps = None
         if layer == "train":
-            maps = _training_maps(args, data, features)
+            maps = _training_maps(args, data)
             if maps is None:
                 return EXIT_USAGE
         model = fit_recipe(args.recipe, features, data.age, gender if has_gender else None,
-                           groups=data.get("subject"), embedder=embedder, maps=maps,
+                           groups=data.groups, datasets=data.dataset,
+                           sample_weight=data.sample_weight, embedder=embedder, maps=maps,
                            layer=layer)
+        if args.recipe == "default":  # the split fit_recipe made, per dataset
+            _, held_out = calibration_split(len(data.age), data.groups, datasets=data.dataset)
+            for entry in counts:
+                mine = held_out[data.dataset[held_out] == entry["name"]]
+                entry["n_calibration"] = len(mine)
+                prefix = f"{entry['name']}:"  # groups of subject ids, not of single images
+                subjects = {g[len(prefix):] for g in (() if data.groups is None else
+                                                      data.groups[mine]) if
+                            isinstance(g, str) and g.startswith(prefix)}
+                if subjects:
+                    entry["calibration_subjects"] = sorted(subjects)
     else:
-        model = AgeGenderModel(embedder, age_head=AgeRegressor(head=args.age_head),
-                               gender_head=GenderClassifier(head=args.gender_head))
-        model.fit_features(features, data.age, gender if has_gender else None)
+        every = repeated_rows(data.sample_weight)
+        model = AgeGenderModel(
+            embedder, age_head=tuned.get("age", AgeRegressor(head=args.age_head)),
+            gender_head=tuned.get("gender", GenderClassifier(head=args.gender_head)))
+        model.fit_features(features[every], data.age[every],
+                           gender[every] if has_gender else None)
     extra = {"finetuned_layer": "trained" if layer == "train" else "shipped"}
-    path = model.save(args.out, extra_meta={"trained_on": args.dataset,
+    path = model.save(args.out, extra_meta={"trained_on": "+".join(args.dataset),
+                                            "datasets": counts,
                                             "recipe": args.recipe or "custom",
                                             **(extra if args.recipe == "default" else {}),
                                             "n_train": int(np.isfinite(features[:, 0]).sum())})
-    summary = {"out": str(path), "dataset": args.dataset, "n_images": len(data.paths),
+    summary = {"out": str(path), "dataset": "+".join(args.dataset),
+               "datasets": [{k: c[k] for k in ("name", "weight", "n_images", "n_faces",
+                                               "n_degraded")} for c in counts],
+               "n_images": sum(c["n_images"] for c in counts),
                "n_faces_found": n_faces,
                "embed_seconds": round(embed_seconds, 1),
                "fit_seconds": round(time.perf_counter() - start - embed_seconds, 1)}
@@ -730,9 +1098,12 @@ def build_parser():
 
     suffixes = " ".join(sorted(IMAGE_SUFFIXES))
     shared = {
-        "paths": {"nargs": "+", "help": f"image files or folders; folders are searched "
+        "paths": {"nargs": "*", "help": f"image files or folders; folders are searched "
                   f"recursively for {suffixes} files (others are counted and reported on "
                   "stderr); a file named here is always tried"},
+        "--files-from": {"metavar": "FILE", "help": "also read the paths listed in FILE, one "
+                         "per line ('-' for standard input), after those named on the command "
+                         "line; for more paths than a command line holds (default: none)"},
         "--model": {"help": "a shipped model, 'default' or 'fast' (YuNet and two small "
                     "dlib networks, no SFace: several times faster, less accurate), or a "
                     "model file written by 'skagegender train' (./fast for a file named "
@@ -759,8 +1130,17 @@ def build_parser():
                 "Age and gender of every face in images. Faces are numbered left to right by "
                 "the centre of their box (ties top to bottom), in the output and in --annotate "
                 "pictures. Results are written as soon as each input is done, in input order; "
-                "in plain mode unreadable inputs are reported on stderr.")
+                "in plain mode unreadable inputs are reported on stderr. A plain line reads "
+                "'PATH face N: age 31 (25-38), female (93%), box [x1,y1,x2,y2], score 0.93': "
+                "the estimated age in years; in brackets the age interval that holds the true "
+                "age with probability --coverage (80 % by default; absent for a model without "
+                "intervals); the predicted gender and its probability (at least 50 %); "
+                "the face's box in pixels (left, top, right, bottom); and the detector's "
+                "confidence, 0 to 1, that the box holds a face (faces under 0.7 are not "
+                "reported). An image "
+                "without a face prints 'PATH: no face found'.")
     add(p, "paths")
+    add(p, "--files-from")
     add(p, "--model")
     form = p.add_mutually_exclusive_group()
     form.add_argument("--jsonl", action="store_true",
@@ -773,13 +1153,18 @@ def build_parser():
                    help="write into DIR a copy of each photo with every face's box and label "
                    "'number: age gender', same size and format as the photo (same-named photos "
                    "get -2, -3 ... suffixes) (default: no copies)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="with --annotate, replace existing files of the same names in DIR "
+                   "(links and special files are never replaced) (default: off, such an "
+                   "input is reported as not annotated)")
     add(p, "--n-jobs", help=f"worker processes, -1 for all cores; inputs go to the workers "
         f"{PREDICT_CHUNK} at a time and results still come in input order (default: one process)")
     add(p, "--cache", help="embedding cache folder: the faces of every finished image are kept "
         "there, so a rerun (e.g. after Ctrl-C) only computes the others (default: no cache)")
-    p.add_argument("--coverage", type=_coverage, default=0.8,
+    p.add_argument("--coverage", type=_coverage, default=None,
                    help="probability that the printed age interval holds the true age, "
-                   "between 0 and 1 (default: %(default)s)")
+                   "between 0 and 1; with a model whose age head gives no intervals (the "
+                   f"shipped 'fast') a warning says so (default: {DEFAULT_COVERAGE})")
     p.set_defaults(func=cmd_predict)
 
     p = command("embed", "face features of images to an .npz file", _PER_INPUT_CODES,
@@ -787,9 +1172,13 @@ def build_parser():
                 "was embedded). Inputs that could not be read or have no face are named on "
                 "stderr with the reason.")
     add(p, "paths")
+    add(p, "--files-from")
     p.add_argument("--out", required=True,
-                   help="output .npz with columns embeddings, paths, found and errors (numbers "
-                   "and strings only: np.load(..., allow_pickle=False) reads it) (required)")
+                   help="output .npz (.npz is added when missing) with columns embeddings, "
+                   "paths, found, errors and notes (e.g. 'first frame of 12 read' for an "
+                   "animation) (numbers and strings only: np.load(..., allow_pickle=False) "
+                   "reads it); checked before any work: links and special files are refused "
+                   "(required)")
     p.add_argument("--backbone", default="sface",
                    help="'sface', an InsightFace pack name or folder, or an ArcFace .onnx file "
                    "(default: %(default)s)")
@@ -808,20 +1197,45 @@ def build_parser():
         add(p, name)
     add(p, "--json", help="print the scores as JSON on stdout, with the model (name or path and "
         "sha256) and skagegender version, floats to 4 decimals (default: off, a table)")
+    p.add_argument("--report", metavar="DIR",
+                   help="also write DIR/index.html, one self-contained page with the table "
+                   "and plots: predicted against true age, error and interval coverage per "
+                   "age group, gender reliability (needs matplotlib: pip install "
+                   "\"skagegender[plot]\") (default: no page)")
     p.set_defaults(func=cmd_evaluate)
 
     heads = list(HEAD_FAMILIES)
     p = command("train", "fit age and gender heads and save a model file", _COMMAND_CODES,
-                "Fit age and gender heads on a labeled dataset and save a model file. Warns on "
-                f"stderr when fewer than {FEW_FACES} faces are found: such a model is poor.")
-    add(p, "--dataset")
-    add(p, "--root")
+                "Fit age and gender heads on one or more labeled datasets and save a model "
+                "file. Several datasets: repeat --dataset NAME --root DIR, one pair each, "
+                "optionally with one --weight each in the same order, e.g. '--dataset "
+                "utkface --root UTKFace --dataset fgnet --root FGNET --weight 1 --weight 10' "
+                "(FG-NET images count ten times). The pairs are checked before any work. "
+                f"Warns on stderr when fewer than {FEW_FACES} faces are found: such a model "
+                "is poor.")
+    add(p, "--dataset", action="append",
+        help="the dataset's format; repeat for several datasets (required)")
+    add(p, "--root", action="append",
+        help="the dataset's folder, one per --dataset in the same order (required)")
+    p.add_argument("--weight", type=_whole_number, action="append", metavar="N",
+                   help="how many times each image of the dataset counts (0: not trained "
+                   "on), one per --dataset in the same order: the heads see its rows N "
+                   "times, the age gate and the fine-tuned layer of --recipe default weigh "
+                   "them N (default: 1 each)")
+    p.add_argument("--degraded-copies", type=_share, default=0.0, metavar="FRACTION",
+                   help="also train on degraded copies (smaller, blurred, recompressed, "
+                   "recoloured: as old or poor photos look) of this share, 0 to 1, of each "
+                   "dataset's images, seeded; a copy stays on its original's side of the "
+                   "calibration split (default: 0, none)")
     p.add_argument("--out", required=True, help="model file to write (required)")
     p.add_argument("--recipe", choices=("default", "fast"), default=None,
                    help="train a shipped model's recipe on this dataset: 'default' (the "
                    "shipped features, an age gate over the fine-tuned SFace layer and the "
-                   "dlib age network, calibrated on 20%% of the images held out by subject) "
-                   "or 'fast' (the fast model's features and heads); --age-head, "
+                   "dlib age network, calibrated on 20%% of each dataset's images, held out "
+                   "by subject where it has subject ids (FG-NET, Adience, MORPH, IMDB-WIKI)) "
+                   "or 'fast' (the fast model's features and heads: its age is the dlib age "
+                   "network's expected age as is, learned from none of these images; only the "
+                   "gender head is trained); --age-head, "
                    "--gender-head, --layers and --flip then do not apply. 'default' also "
                    "trains the fine-tuned SFace layer on 80%% of the images (needs torch: "
                    "pip install \"skagegender[train]\"; at least 128 faces), stored in the "
@@ -836,11 +1250,28 @@ def build_parser():
     p.add_argument("--layers", default="age-gender",
                    help="feature blocks: 'age-gender', 'age-gender-dlib', 'age-gender-finetuned' "
                    "or 'none' for the identity embedding only (default: %(default)s)")
-    for name in ("--flip", "--cache", "--limit", "--n-jobs", "--json"):
+    p.add_argument("--params", metavar="FILE", action="append",
+                   help="use the best head found by 'skagegender tune': FILE is what "
+                   "'tune --json' printed (its target says which head); give it once per "
+                   "head (default: --age-head/--gender-head with their default settings)")
+    p.add_argument("--study", metavar="STORAGE",
+                   help="use the best trials of 'skagegender tune' studies in this Optuna "
+                   "storage (e.g. sqlite:///tune.db): the studies DATASET-age and "
+                   "DATASET-gender, tune's default names, where present (default: none)")
+    p.add_argument("--study-name", metavar="NAME", action="append",
+                   help="with --study: read this study instead (repeat for the other head) "
+                   "(default: tune's default names)")
+    for name in ("--flip", "--cache", "--n-jobs", "--json"):
         add(p, name)
+    add(p, "--limit", help="use a seeded random subset of this many images of each dataset "
+        "(default: all)")
     p.set_defaults(func=cmd_train)
 
-    p = command("tune", "Optuna search over heads (needs skagegender[optuna])", _COMMAND_CODES)
+    p = command("tune", "Optuna search over heads (needs skagegender[optuna])", _COMMAND_CODES,
+                "Optuna search over heads (needs skagegender[optuna]). Train a model with the "
+                "best head found: 'skagegender train ... --study STORAGE' (the study names "
+                "this command uses by default) or save '--json' output to a file and pass "
+                "'train --params FILE'.")
     add_tune_arguments(p)
     p.set_defaults(func=run_tune)
     return parser
@@ -850,6 +1281,9 @@ def main(argv=None):
     """Run the ``skagegender`` command; returns its exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "paths", None) == [] and args.files_from is None:
+        parser.error(f"{args.command}: give image files or folders, or --files-from FILE "
+                     "('-' for standard input)")
     try:
         return args.func(args)
     except KeyboardInterrupt:
@@ -862,7 +1296,8 @@ def main(argv=None):
         from .model import ModelFileError
 
         _error(args.command, f"error: {exc}")
-        usage = isinstance(exc, (FileNotFoundError, ModelFileError))
+        usage = isinstance(exc, (FileNotFoundError, ModelFileError)) or getattr(
+            exc, "usage", False) is True
         return EXIT_USAGE if usage else EXIT_SOME_FAILED
 
 

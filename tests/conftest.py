@@ -1,9 +1,15 @@
 """Shared test fixtures: real photos and the labeled data beside the repository."""
 
 import importlib.util
+import os
 from pathlib import Path
 
 import pytest
+
+# The suite runs the networks with onnxruntime (its tests count onnxruntime sessions
+# and their settings), also where the openvino extra is installed; tests/test_runtime.py
+# runs OpenVINO and compares. Set SKAGEGENDER_RUNTIME=openvino to run it all on OpenVINO.
+os.environ.setdefault("SKAGEGENDER_RUNTIME", "onnxruntime")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -32,6 +38,30 @@ def utkface_paths(shared_data):
     paths = sorted(str(p) for p in (shared_data / "UTKFace").glob("*.jpg"))
     keep = np.random.default_rng(0).choice(len(paths), size=200, replace=False)
     return [paths[i] for i in keep]
+
+
+#: FG-NET subjects of :func:`fgnet_ten` (the shared folder may hold more).
+FGNET_TEN_SUBJECTS = tuple(f"{i:03d}" for i in range(1, 11))
+
+
+def link_fgnet_subjects(fgnet_root, dest, subjects=FGNET_TEN_SUBJECTS):
+    """Link the images and landmark files of ``subjects`` into ``dest/{images,points}``."""
+    for sub in ("images", "points"):
+        (dest / sub).mkdir(parents=True, exist_ok=True)
+        for path in sorted((fgnet_root / sub).iterdir()):
+            if path.name[:3] in subjects:
+                (dest / sub / path.name).symlink_to(path)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def fgnet_ten(shared_data, tmp_path_factory):
+    """An FG-NET folder of links to subjects 001-010 (127 images), whatever else is shared.
+
+    Tests that pin counts or train on FG-NET read this fixed set, so they neither
+    change nor slow down when more subjects are shared.
+    """
+    return link_fgnet_subjects(shared_data / "FGNET", tmp_path_factory.mktemp("fgnet-ten"))
 
 
 @pytest.fixture(scope="session")

@@ -25,10 +25,10 @@ MAY_IMPORT = {
     "datasets": {"embedding"},
     **{layer: set(LAYERS[:i]) for i, layer in enumerate(LAYERS) if i > len(_BOTTOM)},
 }
-#: Modules of the top package that belong to a layer. ``_utils`` is free to all (and
-#: imports nothing of the package); so is the top ``__init__`` (``__version__``), which
+#: Modules of the top package that belong to a layer. ``_utils`` and ``_archive`` are
+#: free to all (and import nothing of the package); so is the top ``__init__`` (``__version__``), which
 #: loads the subpackages lazily by name.
-TOP_MODULES = {"cli": "cli", "_tune_cli": "cli", "__main__": "cli", "_utils": "_utils",
+TOP_MODULES = {"cli": "cli", "_tune_cli": "cli", "__main__": "cli", "_utils": "_utils", "_archive": "_utils",
                "__init__": "__init__"}
 
 
@@ -142,3 +142,138 @@ def test_the_readme_shows_the_same_layers():
     named = re.findall(r"[a-z_]+", layers)
     assert named == list(LAYERS)
     assert "Known exceptions" not in section
+
+
+# -- module size ----------------------------------------------------------------------
+
+#: Most lines a module of the package may have: past it, split it into modules named
+#: for what they hold.
+MAX_MODULE_LINES = 800
+#: Modules known to be longer, with the reason; each entry fails the test once the
+#: module is short enough, so that it is removed from here.
+LONG_MODULES = {
+    "skagegender/cli.py": "split into cli/ next (one module per command)",
+}
+
+
+def long_modules(limit=MAX_MODULE_LINES):
+    """``{path: lines}`` of the package's modules over ``limit`` lines."""
+    found = {}
+    for _, path, _ in _modules():
+        n_lines = len(path.read_text().splitlines())
+        if n_lines > limit:
+            found[str(path.relative_to(ROOT))] = n_lines
+    return found
+
+
+def test_no_module_is_over_800_lines():
+    found = long_modules()
+    new = {path: n for path, n in found.items() if path not in LONG_MODULES}
+    assert not new, f"modules over {MAX_MODULE_LINES} lines (split them): {new}"
+    fixed = sorted(set(LONG_MODULES) - set(found))
+    assert not fixed, f"now at most {MAX_MODULE_LINES} lines: remove {fixed} from LONG_MODULES"
+
+
+def test_the_size_check_sees_long_modules():
+    assert long_modules(limit=500)  # several modules are over 500 lines
+    assert all(n > 100 for n in long_modules(limit=100).values())
+
+
+# -- private names ----------------------------------------------------------------------
+
+#: Private modules of the top package that every subpackage may import (helpers that
+#: import nothing of the package).
+FREE_MODULES = {"_utils", "_archive"}
+
+#: Known imports of a private name across subpackages, ``(file, imported name)``, with
+#: the reason they remain. Each fails the test once it is gone, so that it is removed.
+PRIVATE_IMPORTS = {
+    ("skagegender/cli.py", "skagegender.embedding._cache.faces_fit_image"):
+        "cli.py's face cache moves into the library with the cli/ split",
+    ("skagegender/cli.py", "skagegender.embedding._io.peek_image"):
+        "cli.py's face cache moves into the library with the cli/ split",
+    ("skagegender/cli.py", "skagegender.embedding._io.frames_note"):
+        "the cli/ split imports it from the library's public API",
+    ("skagegender/cli.py", "skagegender.model_selection._storage._ATTR_SEARCH"):
+        "train --study reads a study's search record; the cli/ split reads it through a "
+        "public model_selection function",
+    ("skagegender/cli.py", "skagegender.model_selection._storage._import_optuna"):
+        "the cli/ split opens studies with model_selection.open_storage (public)",
+    ("skagegender/cli.py", "skagegender.model_selection._storage._open_storage"):
+        "the cli/ split opens studies with model_selection.open_storage (public)",
+}
+
+
+def _subpackage(dotted):
+    """The part of the package a module belongs to: its subpackage, or its layer."""
+    parts = dotted.split(".")
+    if len(parts) == 1:
+        return "__init__"
+    return TOP_MODULES.get(parts[1], parts[1])
+
+
+def private_imports(module, source, is_package=False):
+    """``(line, name)`` of the private names ``source`` imports from another subpackage.
+
+    A name is private when it, or a module on its path, starts with one underscore
+    (dunder names such as ``__version__`` are public); :data:`FREE_MODULES` are free.
+    """
+    package = module if is_package else module.rpartition(".")[0]
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names = [(alias.name, None) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module
+            names = [(target, alias.name) for alias in node.names]
+        else:
+            continue
+        for target, name in names:
+            if target.split(".")[0] != "skagegender":
+                continue
+            dotted = f"{target}.{name}" if name else target
+            if _subpackage(dotted) == _subpackage(module):
+                continue
+            parts = dotted.split(".")[1:]
+            private = [part for part in parts if part.startswith("_")
+                       and not part.startswith("__") and part not in FREE_MODULES]
+            if private:
+                found.append((node.lineno, dotted))
+    return found
+
+
+def test_the_checker_catches_private_imports():
+    cases = {
+        ("skagegender.training._fast_recipe", "from ..embedding._chipnets import X"): 1,
+        ("skagegender.training._fast_recipe", "from ..embedding import _chipnets"): 1,
+        ("skagegender.training._fast_recipe", "from ..embedding import _helper"): 1,
+        ("skagegender._tune_cli", "from .model_selection._search import _open_storage"): 1,
+        ("skagegender.heads._age", "def f():\n    import skagegender.metrics._age"): 1,
+        ("skagegender.cli", "from ._tune_cli import _TuneError\nfrom .embedding import _io"): 1,
+        # and the ways that are fine
+        ("skagegender.training._fast_recipe", "from ..embedding import DLIB_AGE_CLASSES"): 0,
+        ("skagegender.model._age_gender", "from ._persistence import _Refused"): 0,
+        ("skagegender.model._persistence", "from .. import __version__"): 0,
+        ("skagegender.heads._age", "from .._utils import round_age\nfrom .._archive import x"): 0,
+        ("skagegender.cli", "from ._tune_cli import run_tune"): 0,
+    }
+    for (module, source), n_private in cases.items():
+        assert len(private_imports(module, source)) == n_private, (module, source)
+
+
+def test_no_private_name_is_imported_across_subpackages():
+    found = {}
+    for name, path, is_package in _modules():
+        for line, dotted in private_imports(name, path.read_text(), is_package):
+            found.setdefault((str(path.relative_to(ROOT)), dotted), line)
+    new = [f"{path}:{line} imports {dotted}" for (path, dotted), line in found.items()
+           if (path, dotted) not in PRIVATE_IMPORTS]
+    assert not new, ("private names imported from another subpackage (export them from "
+                     "its __init__ or move the helper):\n" + "\n".join(new))
+    gone = sorted(set(PRIVATE_IMPORTS) - set(found))
+    assert not gone, f"no longer imported: remove {gone} from PRIVATE_IMPORTS"

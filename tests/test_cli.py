@@ -77,12 +77,12 @@ def test_help_gives_every_option_a_sentence_its_default_and_the_exit_codes(comma
 
 
 @pytest.fixture(scope="module")
-def trained_model(tmp_path_factory, shared_data):
+def trained_model(tmp_path_factory, fgnet_ten):
     out = tmp_path_factory.mktemp("model") / "small.skag"
     cache = tmp_path_factory.mktemp("cache")
     stderr = io.StringIO()
     with contextlib.redirect_stderr(stderr):
-        code = main(["train", "--dataset", "fgnet", "--root", str(shared_data / "FGNET"),
+        code = main(["train", "--dataset", "fgnet", "--root", str(fgnet_ten),
                      "--out", str(out), "--age-head", "ordinal", "--gender-head", "ordinal",
                      "--layers", "none", "--cache", str(cache), "--json"])
     assert code == 0
@@ -108,11 +108,11 @@ def _floats(obj):
 
 
 @pytest.mark.slow
-def test_train_then_evaluate_json(trained_model, shared_data, capsys):
+def test_train_then_evaluate_json(trained_model, fgnet_ten, capsys):
     model, cache, _ = trained_model
     capsys.readouterr()
     code, out, _ = _run(capsys, ["evaluate", "--dataset", "fgnet", "--root",
-                                 str(shared_data / "FGNET"), "--model", str(model),
+                                 str(fgnet_ten), "--model", str(model),
                                  "--cache", str(cache), "--json"])
     assert code == 0
     result = json.loads(out)  # nothing but JSON on stdout

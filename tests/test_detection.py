@@ -1,7 +1,7 @@
 """Face detection's defaults: score threshold, scale and the retry scale (det_retry_side).
 
-The defaults were chosen by ``benchmarks/detection.py`` (results in
-``benchmarks/results/detection.md``); these tests hold the photos behind the choice.
+The defaults were chosen by a detection sweep (``skagegender/pretrained/MODEL_CARD.md``,
+"Finished studies"); these tests hold the photos behind the choice.
 """
 
 import numpy as np

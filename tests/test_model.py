@@ -49,16 +49,16 @@ def test_fit_predict_and_every_face(fitted, group_photo):
 
 
 @pytest.mark.slow
-def test_missing_faces_get_the_fallback_age(fitted):
+def test_missing_faces_get_nan(fitted):
     model, paths, _, _ = fitted
     blank = np.full((200, 200, 3), 90, np.uint8)
     with pytest.warns(UserWarning, match="1 of 2"):
         pred = model.predict([blank, paths[0]])
-    assert pred[0] == model.fallback_age_
-    details = model.predict_details(np.full((1, model.n_features_in_), np.nan, np.float32))
+    assert np.isnan(pred[0]) and np.isfinite(pred[1])
+    details = model.predict_features(np.full((1, model.n_features_in_), np.nan, np.float32))
     assert not details["found"][0] and details["gender"][0] is None
     with pytest.raises(ValueError, match="2176 columns.*fitted on 128"):
-        model.predict_details(np.zeros((1, 2176), np.float32))
+        model.predict_features(np.zeros((1, 2176), np.float32))
 
 
 @pytest.mark.slow
@@ -163,16 +163,16 @@ def test_an_interval_error_is_raised_not_hidden():
     broken = AgeGenderModel(ArcFaceEmbedder(), age_head=_IntervalHead(error=ValueError))
     broken.fit_features(X, age)
     with pytest.raises(ValueError, match="interval failed"):
-        broken.predict_details(X[:2])
+        broken.predict_features(X[:2])
     # any error of a head that has intervals is a real one, whatever its type
     odd = AgeGenderModel(ArcFaceEmbedder(), age_head=_IntervalHead(error=NotImplementedError))
     with pytest.raises(NotImplementedError, match="interval failed"):
-        odd.fit_features(X, age).predict_details(X[:2])
+        odd.fit_features(X, age).predict_features(X[:2])
     # a head without intervals gives NaN intervals (None per face), not an error
     none = AgeGenderModel(ArcFaceEmbedder(), age_head=Ridge())
     assert not hasattr(none.fit_features(X, age).age_head_, "predict_interval")
-    details = none.predict_details(X[:2])
+    details = none.predict_features(X[:2])
     assert np.isnan(details["age_interval"]).all() and np.isfinite(details["age"]).all()
     with_interval = AgeGenderModel(ArcFaceEmbedder(), age_head=AgeRegressor("ordinal"))
-    details = with_interval.fit_features(X, age).predict_details(X[:2])
+    details = with_interval.fit_features(X, age).predict_features(X[:2])
     assert (details["age_interval"][:, 0] <= details["age_interval"][:, 1]).all()

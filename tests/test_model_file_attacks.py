@@ -447,7 +447,7 @@ def test_huge_zip_directory_is_refused(shipped, tmp_path):
     meta, members = shipped
     many = list(members.items()) + [(f"{i:08d}.npy", b"") for i in range(30_000)]
     path = _write(tmp_path / "m.skag", meta, {}, payload=_zip(many))
-    _refused(path, f"zip directory of {len(many):,} entries")
+    _refused(path, f"declares {len(many):,} members in a zip directory")
 
 
 # -- item 5: damaged files ---------------------------------------------------------

@@ -17,11 +17,11 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 import skagegender
+from skagegender.model._payload import _is_own_class
 from skagegender.model._persistence import (
     FORMAT_VERSION,
     BackboneMismatchError,
     ModelFileError,
-    _is_own_class,
     load_model_file,
     save_model_file,
 )

@@ -38,7 +38,7 @@ def test_cli_predict_uses_the_shipped_model(portrait, capsys):
 
 @pytest.mark.slow
 def test_fgnet_children_are_predicted_young(shared_data):
-    """FG-NET was in training (x10), so this is a sanity check, not a score."""
+    """FG-NET subjects 001-010 were in training (x10), so this is a sanity check, not a score."""
     from skagegender.datasets import load_fgnet
 
     data = load_fgnet(shared_data / "FGNET")
@@ -80,7 +80,7 @@ def test_shipped_uncertainty_is_calibrated_and_follows_the_face(fgnet_pair):
     width = default[:, 1] - default[:, 0]
     assert width[0] < width[1]  # a toddler's age is known to within fewer years
     assert default[0, 0] <= 2 <= default[0, 1] and default[1, 0] <= 29 <= default[1, 1]
-    details = model.predict_details(X)
+    details = model.predict_features(X)
     np.testing.assert_allclose(details["age_interval"], default)
     # a child's gender is hard: the calibration takes confidence away from the MLP's
     raw = model.gender_head_.estimator_.predict_proba(X).max(axis=1)
@@ -97,7 +97,7 @@ def test_coverage_reaches_predict_faces_and_the_cli(fgnet_pair, capsys):
         with pytest.raises(ValueError, match="coverage"):
             model.predict_faces("no-such-file.jpg", coverage=bad)  # refused before reading
         with pytest.raises(ValueError, match="coverage"):
-            model.predict_details(np.zeros((1, model.n_features_in_)), coverage=bad)
+            model.predict_features(np.zeros((1, model.n_features_in_)), coverage=bad)
     assert main(["predict", "--json", "--coverage", "0.95", str(fgnet_pair[1])]) == 0
     record = json.loads(capsys.readouterr().out)[0]
     assert record["faces"][0]["age_interval"] == pytest.approx(wide, abs=0.11)

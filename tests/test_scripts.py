@@ -1,7 +1,7 @@
 """Smoke runs of the training scripts and ``benchmarks/accuracy.py`` on tiny data.
 
 Each script runs end to end as a subprocess on a folder of symbolic links to 240
-UTKFace images and the 127 FG-NET images of the shared data (never copies), with
+UTKFace images and the 127 FG-NET images of subjects 001-010 of the shared data (never copies), with
 ``--limit`` keeping a seeded subset of the UTKFace ones; caches, maps, models and
 results go to temporary folders (never over the shipped model or the committed
 results). The tests read back what the run measured and check that it is sane.
@@ -32,13 +32,14 @@ def _run(argv, timeout=900):
 
 
 @pytest.fixture(scope="module")
-def tiny_data(shared_data, tmp_path_factory):
-    """A data folder of links: UTKFace/ (240 images spread over the ages) and FGNET/."""
+def tiny_data(shared_data, fgnet_ten, tmp_path_factory):
+    """A data folder of links: UTKFace/ (240 images spread over the ages) and FGNET/
+    (subjects 001-010)."""
     root = tmp_path_factory.mktemp("tiny-data")
     paths = sorted((shared_data / "UTKFace").glob("*.jpg"))
     _link(paths[3 :: len(paths) // N_LINKED][:N_LINKED], root / "UTKFace")
     for sub in ("images", "points"):
-        _link(sorted((shared_data / "FGNET" / sub).iterdir()), root / "FGNET" / sub)
+        _link(sorted((fgnet_ten / sub).iterdir()), root / "FGNET" / sub)
     return root
 
 

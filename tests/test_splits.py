@@ -34,7 +34,7 @@ def test_fgnet_leave_one_person_out(shared_data):
     cv, groups = dataset_cv(data, n_splits=5)
     assert isinstance(cv, LeaveOneGroupOut)
     splits = _assert_subject_disjoint(cv, groups, len(data.paths))
-    assert len(splits) == 10
+    assert len(splits) == len(set(data.subject)) >= 10  # one split per person
     assert all(len(set(groups[test])) == 1 for _, test in splits)
 
 

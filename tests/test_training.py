@@ -27,7 +27,7 @@ def test_recipe_and_custom_heads_do_not_mix(capsys, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("recipe", ["default", "fast"])
-def test_train_recipe_on_fgnet_gives_a_working_model(recipe, shared_data, tmp_path, capsys):
+def test_train_recipe_on_fgnet_gives_a_working_model(recipe, fgnet_ten, tmp_path, capsys):
     from skagegender.heads import ConformalAgeRegressor, GatedExpertsRegressor
     from skagegender.model import AgeGenderModel
 
@@ -36,14 +36,14 @@ def test_train_recipe_on_fgnet_gives_a_working_model(recipe, shared_data, tmp_pa
     # tests/test_finetuned_weights.py
     shipped = ["--shipped-layer"] if recipe == "default" else []
     code = main(["train", "--recipe", recipe, *shipped, "--dataset", "fgnet", "--root",
-                 str(shared_data / "FGNET"), "--out", str(out), "--json"])
+                 str(fgnet_ten), "--out", str(out), "--json"])
     assert code == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["n_faces_found"] > 100
     model = AgeGenderModel.load(out)
     assert model.meta_["recipe"] == recipe
     assert model.meta_.get("finetuned_layer") == ("shipped" if recipe == "default" else None)
-    faces = model.predict_faces(str(shared_data / "FGNET" / "images" / "001A02.JPG"))
+    faces = model.predict_faces(str(fgnet_ten / "images" / "001A02.JPG"))
     assert len(faces) == 1 and 0 <= faces[0]["age"] < 15  # a two-year-old
     assert faces[0]["gender"] is None  # FG-NET has no gender labels
     if recipe == "default":
@@ -66,7 +66,7 @@ def test_default_recipe_on_utkface_calibrates_gender_on_held_out_faces(shared_da
     model = fit_recipe("default", X[:300], data.age[:300], data.gender[:300],
                        embedder=embedder, layer="shipped")
     assert isinstance(model.gender_head_, AgeAwareCalibratedClassifier)
-    pred = model.predict_details(X[300:])
+    pred = model.predict_features(X[300:])
     found = np.isfinite(X[300:, 0])
     age = np.asarray(data.age[300:], float)[found]
     # the shipped experts are good on UTKFace: a gate fitted on 60 faces keeps that

@@ -263,7 +263,7 @@ def test_embed_writes_a_file_without_object_arrays(portrait, tmp_path, capsys):
     capsys.readouterr()
     with np.load(out_file, allow_pickle=False) as data:  # raises on any object array
         arrays = {name: data[name] for name in data.files}
-    assert set(arrays) == {"embeddings", "paths", "found", "errors"}
+    assert set(arrays) == {"embeddings", "paths", "found", "errors", "notes"}
     assert not any(value.dtype.hasobject for value in arrays.values())
     code, _, err = _tune(capsys, out_file, f"sqlite:///{tmp_path / 't.db'}")
     assert code == 2 and "looks like `skagegender embed` output" in err
@@ -398,7 +398,8 @@ def test_two_workers_with_the_same_seed_draw_different_points():
         thread.join(120)
     assert not errors and not _MeetingRidge.missed
     study = optuna.load_study(study_name="shared", storage=storage)
-    alphas = [t.params["alpha"] for t in study.trials]
+    # (a trial created when the other worker had just finished the 8th is not run: no alpha)
+    alphas = [t.params["alpha"] for t in study.trials if "not_run" not in t.user_attrs]
     assert len(alphas) >= 8
     # Both workers' first trials started before either finished: with one random
     # sequence per run they were the same point.

@@ -58,8 +58,8 @@ def test_sklearn_contract(estimator, check):
 
 
 @pytest.fixture(scope="module")
-def real_rows(shared_data, tmp_path_factory):
-    """Shipped-model features of 480 seeded UTKFace images and the 127 FG-NET images."""
+def real_rows(shared_data, fgnet_ten, tmp_path_factory):
+    """Shipped-model features of 480 seeded UTKFace images and FG-NET subjects 001-010."""
     from skagegender.datasets import embed_dataset
     from skagegender.training._default_recipe import make_embedder
 
@@ -67,7 +67,7 @@ def real_rows(shared_data, tmp_path_factory):
     embedder = make_embedder(cache=str(cache))
     utk_x, utk = embed_dataset("utkface", shared_data / "UTKFace", embedder=embedder,
                                cache=cache, limit=480, progress=False)
-    fg_x, fg = embed_dataset("fgnet", shared_data / "FGNET", embedder=embedder, cache=cache,
+    fg_x, fg = embed_dataset("fgnet", fgnet_ten, embedder=embedder, cache=cache,
                              progress=False)
     found = np.isfinite(utk_x[:, 0])
     return (utk_x[found], np.asarray(utk.age, float)[found],

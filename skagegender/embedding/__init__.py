@@ -7,8 +7,10 @@ each named block sits in the features, :meth:`ArcFaceEmbedder.align` and
 :func:`sface_weights` SFace's weights (to train a layer on them),
 :class:`FineTunedWeights` a trained layer's checked numbers (run with
 ``ArcFaceEmbedder(finetuned_weights=...)``), :class:`Outcome` what happened to
-each image and :class:`BackboneSpec` which backbone made a row. Heavy dependencies (onnx, onnxruntime, insightface)
-load on first use, not on import.
+each image and :class:`BackboneSpec` which backbone made a row. :func:`runtime_name`
+says which engine runs the networks (OpenVINO or onnxruntime, ``$SKAGEGENDER_RUNTIME``).
+Heavy dependencies (onnx, onnxruntime, openvino, insightface) load on first use, not on
+import.
 """
 
 from ._backbones import (
@@ -23,16 +25,11 @@ from ._backbones import (
 from ._cache import EmbeddingCache, item_key
 from ._chipnets import DLIB_AGE_CLASSES
 from ._detection import ARCFACE_TEMPLATE, Face, align_face
-from ._embedder import (
-    AlignedFaces,
-    ArcFaceEmbedder,
-    EmbeddingResult,
-    MissingFacesWarning,
-    NoFaceError,
-)
+from ._embedder import ArcFaceEmbedder, MissingFacesWarning, NoFaceError
 from ._finetuned import FINETUNED_AGE_CLASSES, FINETUNED_WEIGHT_ARRAYS, FineTunedWeights
 from ._io import IMAGE_FORMATS, IMAGE_SUFFIXES, ImageLoadError, load_image
-from ._outcome import Outcome
+from ._outcome import AlignedFaces, EmbeddingResult, Outcome
+from ._runtime import RUNTIMES, runtime_name
 from ._spec import BackboneSpec
 
 __all__ = [
@@ -44,6 +41,7 @@ __all__ = [
     "IMAGE_FORMATS",
     "IMAGE_SUFFIXES",
     "LAYER_PRESETS",
+    "RUNTIMES",
     "SFACE_MAP_LAYER",
     "AlignedFaces",
     "ArcFaceEmbedder",
@@ -61,6 +59,7 @@ __all__ = [
     "item_key",
     "load_image",
     "resolve_layers",
+    "runtime_name",
     "sface_maps",
     "sface_weights",
 ]

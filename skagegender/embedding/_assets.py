@@ -361,7 +361,7 @@ def verified_path(asset):
 
 
 def packaged_session(asset, *, providers=None, n_threads=1):
-    """An onnxruntime session of a packaged ONNX file, its sha256 checked first."""
+    """A session (:func:`make_session`) of a packaged ONNX file, its sha256 checked first."""
     return make_session(verified_path(asset), providers=providers, n_threads=n_threads,
                         optimization=asset.optimization)
 
@@ -483,15 +483,19 @@ def available_providers(providers=None):
     return wanted
 
 
-def make_session(path, *, providers=None, n_threads=1, optimization="all"):
-    """An onnxruntime InferenceSession with our defaults.
+def make_session(path, *, providers=None, n_threads=1, optimization="all", auto="onnxruntime"):
+    """A session of an ONNX file with our defaults, in the process's engine.
 
-    Options come from :func:`session_options`, providers from
-    :func:`available_providers` (``None`` means CPU; missing ones fall back to
-    CPU with a warning rather than failing).
+    OpenVINO or onnxruntime, as :func:`skagegender.embedding._runtime.runtime_name`
+    chooses (``$SKAGEGENDER_RUNTIME``); either way the session is called like an
+    onnxruntime ``InferenceSession``. onnxruntime's options come from
+    :func:`session_options`, its providers from :func:`available_providers`
+    (``None`` means CPU; missing ones fall back to CPU with a warning rather than
+    failing); a provider other than the CPU's makes it an onnxruntime session.
+    ``auto``: the engine for this network when ``$SKAGEGENDER_RUNTIME`` is
+    ``"auto"`` or unset (``"openvino"`` for SFace).
     """
-    import onnxruntime as ort
+    from ._runtime import make_session as runtime_session
 
-    return ort.InferenceSession(
-        str(path), sess_options=session_options(n_threads=n_threads, optimization=optimization),
-        providers=available_providers(providers))
+    return runtime_session(path, providers=providers, n_threads=n_threads,
+                           optimization=optimization, auto=auto)

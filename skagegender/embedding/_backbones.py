@@ -32,6 +32,7 @@ from ._assets import (
 from ._chipnets import CHIP_NETS, chip_blob, cut_chip
 from ._detection import YuNetDetector, align_face
 from ._finetuned import FINETUNED_NETS, SFACE_FINETUNED
+from ._runtime import runtime_name
 
 #: Pooled SFace activations that carry age and gender (see the accuracy benchmark).
 AGE_GENDER_LAYERS = ("conv_8_relu", "conv_12_relu", "conv_14_relu")
@@ -89,7 +90,8 @@ def get_backbone(model, *, layers=(), flip_augment=False, providers=None, n_thre
     key = (model if isinstance(model, str) else os.fspath(model), tuple(layers),
            bool(flip_augment), tuple(providers or ()), int(n_threads), float(min_score),
            int(det_max_side), bool(identity),
-           None if finetuned_weights is None else finetuned_weights.sha256)
+           None if finetuned_weights is None else finetuned_weights.sha256,
+           runtime_name(), runtime_name(auto="onnxruntime"))
     with _cache_lock:
         backbone = _cache.get(key)
         if backbone is None:
@@ -212,7 +214,8 @@ class SFaceBackbone(_Backbone):
         if self.needs_crop:
             path = converted_model(SFACE, symbolic_dims={0: "batch"}, pooled_layers=pooled,
                                    raw_layers=raw)
-            self.session = make_session(path, providers=providers, n_threads=n_threads)
+            self.session = make_session(path, providers=providers, n_threads=n_threads,
+                                        auto="openvino")
             probe = self.session.run(self._outputs,
                                      {"data": np.zeros((1, 3, 112, 112), np.float32)})
         self._chip_sessions = [packaged_session(net.asset, providers=providers,
@@ -278,6 +281,33 @@ class SFaceBackbone(_Backbone):
         return outputs
 
 
+def _insightface_pack(name):
+    """The folder of the InsightFace pack ``name``, downloaded by insightface when missing.
+
+    insightface prints its download messages on stdout: they go to stderr here, so
+    that a command's JSON output stays the only thing on stdout. A failed download
+    raises FileNotFoundError naming the pack and where it is looked for.
+    """
+    import contextlib
+    import sys
+
+    from insightface.utils.storage import ensure_available
+
+    root = os.environ.get("INSIGHTFACE_HOME", "~/.insightface")
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            return Path(ensure_available("models", name, root=root))
+    except Exception as exc:  # noqa: BLE001 - requests, zipfile and OS errors alike
+        reason = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+        folder = Path(os.path.expanduser(root)) / "models" / name
+        raise FileNotFoundError(
+            f"The InsightFace pack {name!r} is not in {folder} and could not be downloaded "
+            f"({type(exc).__name__}: {reason}). Without internet, unzip {name}.zip from "
+            "insightface's model zoo into that folder (or set INSIGHTFACE_HOME), or pass "
+            "--backbone a pack folder or an ArcFace .onnx file"
+        ) from None
+
+
 class InsightFaceBackbone(_Backbone):
     """An InsightFace ArcFace model (and SCRFD detector when the pack has one).
 
@@ -309,10 +339,7 @@ class InsightFaceBackbone(_Backbone):
                         f"Unknown backbone {model!r}: use 'sface', an InsightFace pack name "
                         f"{INSIGHTFACE_PACKS}, a pack folder or an ArcFace .onnx file"
                     )
-                from insightface.utils.storage import ensure_available
-
-                root = os.environ.get("INSIGHTFACE_HOME", "~/.insightface")
-                path = Path(ensure_available("models", str(model), root=root))
+                path = _insightface_pack(str(model))
             files = sorted(path.glob("*.onnx"))
             if not files:
                 raise FileNotFoundError(f"No .onnx files in the InsightFace pack folder {path}")
@@ -450,13 +477,13 @@ def sface_maps(crops, *, layer=SFACE_MAP_LAYER, color="rgb", batch_size=32, prov
         raise ValueError(f"crops must have shape (n, 112, 112, 3), got {crops.shape}")
     if color not in ("rgb", "bgr"):
         raise ValueError(f"color must be 'rgb' or 'bgr', got {color!r}")
-    key = (layer, tuple(providers or ()), int(n_threads))
+    key = (layer, tuple(providers or ()), int(n_threads), runtime_name(auto="openvino"))
     with _cache_lock:
         session = _map_sessions.get(key)
         if session is None:
             path = converted_model(SFACE, symbolic_dims={0: "batch"}, raw_layers=(layer,))
             session = _map_sessions[key] = make_session(path, providers=providers,
-                                                        n_threads=n_threads)
+                                                        n_threads=n_threads, auto="openvino")
     rgb = crops if color == "rgb" else crops[..., ::-1]
     parts = []
     for start in range(0, len(rgb), batch_size):

@@ -38,9 +38,12 @@ Damage (a file that is not ours is never touched):
   or it is ours with a wrong table layout: it is renamed (with its ``-wal`` and
   ``-shm`` files) to ``embeddings.sqlite.damaged-<UTC time>``, a new cache is
   started and a :class:`DamagedCacheWarning` says so;
-- single damaged rows (a feature or face blob of the wrong length or with
-  non-finite values, an unknown status): ignored and recomputed, with a
-  :class:`DamagedCacheWarning`;
+- single damaged rows (a feature or face blob of the wrong length, features
+  that are not finite or beyond +-:data:`FEATURE_LIMIT`, a face box that is
+  empty, not finite or beyond +-:data:`COORD_LIMIT` pixels, a score outside
+  [0, 1], an unknown status): ignored and recomputed, with a
+  :class:`DamagedCacheWarning`; :func:`faces_fit_image` checks boxes and
+  landmarks against the image itself;
 - other SQLite failures (locked for longer than the timeout, read-only, disk
   full): :class:`CacheError`.
 
@@ -85,13 +88,37 @@ _COLUMNS = [("backbone_key", "TEXT", 1, 1), ("item_key", "TEXT", 1, 2),
 # SQLite's verdicts on a file that is damaged rather than busy or unwritable.
 _DAMAGED = {"SQLITE_CORRUPT", "SQLITE_NOTADB"}
 
+#: Largest magnitude of a stored feature value. The networks' features lie within
+#: about +-1.3 (L2-normalised embeddings, pooled activations, probabilities); a
+#: larger value is damage, and would overflow the heads' scaling.
+FEATURE_LIMIT = 1000.0
+#: Largest magnitude of a stored box or landmark coordinate, in pixels.
+COORD_LIMIT = float(2**24)
+
 
 class CacheError(ValueError):
-    """The embedding cache cannot be used; the message names the file and the fix."""
+    """The embedding cache cannot be used; the message names the file and the fix.
+
+    Attributes
+    ----------
+    usage : bool
+        True when the cache named is not usable as given (not a folder, not a
+        regular file, another program's database, a folder that cannot be
+        created): a usage error. False for failures while running (locked,
+        read-only, disk full).
+    """
+
+    def __init__(self, message, *, usage=False):
+        super().__init__(message)
+        self.usage = usage
 
 
 class DamagedCacheWarning(UserWarning):
     """A damaged cache file was set aside and rebuilt, or damaged rows were ignored."""
+
+
+# What Pillow raises for damaged image data (truncated, broken stream or EXIF).
+_PIL_DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error)
 
 
 def item_key(image):
@@ -127,7 +154,7 @@ def item_key(image):
         try:
             orientation = image.getexif().get(0x0112, 1)
             pixels = image.tobytes()
-        except Exception:  # noqa: BLE001 - a damaged PIL image is simply not cached
+        except _PIL_DECODE_ERRORS:  # damaged: not cached; load_image reports why
             return None
         digest.update(f"pil\0{image.mode}\0{image.size}\0{orientation}\0".encode())
         digest.update(pixels)
@@ -172,20 +199,63 @@ def _unpack_face(blob, embedding):
                 landmarks=values[5:].reshape(5, 2).copy(), embedding=embedding)
 
 
+def _plausible_row(row):
+    """Finite features within +-FEATURE_LIMIT (a NaN row is not a found face)."""
+    return bool(np.isfinite(row).all() and np.abs(row).max(initial=0.0) <= FEATURE_LIMIT)
+
+
+def _plausible_face(face):
+    """A box with x1 < x2 and y1 < y2, a score in [0, 1], coordinates within +-COORD_LIMIT."""
+    coords = np.concatenate([face.box.ravel(), face.landmarks.ravel()])
+    if not (np.isfinite(coords).all() and np.abs(coords).max() <= COORD_LIMIT):
+        return False
+    x1, y1, x2, y2 = face.box
+    return bool(x1 < x2 and y1 < y2 and 0.0 <= face.score <= 1.0)
+
+
+def faces_fit_image(faces, width, height):
+    """Whether every face's box and landmarks lie on (or near) a ``width x height`` image.
+
+    Detected boxes of faces at the border reach a little outside the image, so
+    points up to half the image's size beyond each edge are accepted; a cached
+    face further out is damage.
+
+    Parameters
+    ----------
+    faces : list of Face
+    width, height : int
+        The image's size as :func:`~skagegender.embedding.load_image` returns it.
+
+    Returns
+    -------
+    fit : bool
+    """
+    for face in faces:
+        points = np.concatenate([np.asarray(face.box, float).reshape(2, 2),
+                                 np.asarray(face.landmarks, float).reshape(-1, 2)])
+        if not np.isfinite(points).all():
+            return False
+        x, y = points[:, 0], points[:, 1]
+        if (x.min() < -width / 2 or x.max() > 1.5 * width
+                or y.min() < -height / 2 or y.max() > 1.5 * height):
+            return False
+    return True
+
+
 def _decode(status, features, face, message, dim):
     """A stored row as (row, face, outcome), or None when the row is damaged."""
     if status == _STATUS["ok"] and not isinstance(status, bool):
         if not isinstance(features, bytes) or len(features) != 4 * dim:
             return None
         row = np.frombuffer(features, dtype=np.float32).copy()
-        if not np.isfinite(row).all():  # a NaN row is not a found face
+        if not _plausible_row(row):
             return None
         if face is None:
             return row, None, OK
         if not isinstance(face, bytes) or len(face) != _FACE.size:
             return None
         found = _unpack_face(face, row)
-        if not (np.isfinite(found.box).all() and np.isfinite(found.landmarks).all()):
+        if not _plausible_face(found):
             return None
         return row, found, OK
     kind = _KIND.get(status) if not isinstance(status, bool) else None
@@ -238,12 +308,14 @@ class EmbeddingCache:
         except FileExistsError:
             raise CacheError(
                 f"The embedding cache folder {folder} exists but is not a folder: pass "
-                f"cache= a folder (the cache is kept in <folder>/{FILENAME})"
+                f"cache= a folder (the cache is kept in <folder>/{FILENAME})",
+                usage=True,
             ) from None
         except OSError as exc:
             raise CacheError(
                 f"Cannot create the embedding cache folder {folder} ({exc.strerror}): "
-                "pass cache= a folder you can write to"
+                "pass cache= a folder you can write to",
+                usage=True,
             ) from None
         self.path = os.path.join(folder, FILENAME)
         self.backbone_key = backbone_key
@@ -282,7 +354,8 @@ class EmbeddingCache:
             if not stat.S_ISREG(st.st_mode):
                 raise CacheError(
                     f"The embedding cache {self.path} is not a regular file: remove it or "
-                    "pass cache= another folder"
+                    "pass cache= another folder",
+                    usage=True,
                 )
         self._db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
         self._inode = os.stat(self.path).st_ino
@@ -299,7 +372,8 @@ class EmbeddingCache:
             raise CacheError(
                 f"{self.path} is an SQLite database of another program, not a skagegender "
                 f"embedding cache (tables: {shown}; application_id {application_id}): move "
-                "it away or pass cache= another folder"
+                "it away or pass cache= another folder",
+                usage=True,
             )
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
@@ -416,7 +490,7 @@ class EmbeddingCache:
             ``row`` a float32 array of shape (dim,) when the :class:`Outcome` is
             "ok" (``face`` may be None), else ignored. Not stored: items with key
             None, a transient outcome, or an "ok" row that is not ``dim`` finite
-            values.
+            values within +-:data:`FEATURE_LIMIT`.
         """
         rows = []
         for key, row, face, outcome in entries:
@@ -424,7 +498,7 @@ class EmbeddingCache:
                 continue
             if outcome.ok:
                 row = np.asarray(row, dtype=np.float32).ravel()
-                if row.shape != (self.dim,) or not np.isfinite(row).all():
+                if row.shape != (self.dim,) or not _plausible_row(row):
                     continue
                 rows.append((self.backbone_key, key, _STATUS["ok"], row.tobytes(),
                              _pack_face(face), None))
@@ -433,17 +507,18 @@ class EmbeddingCache:
                              outcome.message))
         if not rows:
             return
+        import sqlite3
 
         def write(db):
             db.execute("BEGIN IMMEDIATE")
             try:
                 db.executemany("INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?, ?, ?, ?)", rows)
-            except BaseException:
+            except BaseException as exc:
                 if db.in_transaction:
                     try:
                         db.execute("ROLLBACK")
-                    except Exception:  # noqa: BLE001, S110 - a damaged file may refuse it too:
-                        pass  # the first error is the one to report
+                    except sqlite3.Error as failed:  # a damaged file may refuse it too
+                        exc.add_note(f"and the ROLLBACK that followed failed: {failed}")
                 raise
             db.execute("COMMIT")
 

@@ -114,7 +114,10 @@ def _nms(boxes, scores, iou_threshold):
 
 
 class YuNetDetector:
-    """YuNet face detector run by onnxruntime at (close to) native resolution.
+    """YuNet face detector run at (close to) native resolution.
+
+    ``session`` is a session of the converted YuNet graph, onnxruntime's or
+    OpenVINO's (:func:`skagegender.embedding._assets.make_session`).
 
     Images larger than ``max_side`` on their long side are downscaled for
     detection (boxes and landmarks are mapped back); smaller ones are only padded

@@ -3,13 +3,13 @@
 import numbers
 import os
 import warnings
-from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
 
+from .._utils import capped_n_jobs, user_stacklevel
 from ._backbones import get_backbone, resolve_layers
 from ._cache import EmbeddingCache, backbone_key, item_key
 from ._detection import YuNetDetector, align_face
@@ -21,7 +21,7 @@ from ._io import (
     describe_source,
     load_image,
 )
-from ._outcome import OK, Outcome
+from ._outcome import OK, AlignedFaces, EmbeddingResult, Outcome
 from ._spec import BackboneSpec
 
 
@@ -31,61 +31,6 @@ class NoFaceError(ValueError):
 
 class MissingFacesWarning(UserWarning):
     """Some images got a NaN row: unreadable, or no face found."""
-
-
-@dataclass
-class EmbeddingResult:
-    """What :meth:`ArcFaceEmbedder.embed` found for a batch of images.
-
-    Attributes
-    ----------
-    features : ndarray of shape (n_images, n_features), float32
-        One row per image; all-NaN where no face was embedded.
-    faces : list of Face or None
-        The selected face of each image (box, score, landmarks, embedding), or None.
-    outcomes : list of Outcome
-        What happened to each image: ``kind`` "ok", "no_face" or "load_error",
-        and a message naming the item.
-    """
-
-    features: np.ndarray
-    faces: list
-    outcomes: list
-
-    @property
-    def found(self):
-        """Boolean mask of shape (n_images,): True where a face was embedded."""
-        return np.array([o.ok for o in self.outcomes], dtype=bool)
-
-    @property
-    def errors(self):
-        """Per image, the outcome's message, or None where a face was embedded."""
-        return [o.error for o in self.outcomes]
-
-
-@dataclass
-class AlignedFaces:
-    """What :meth:`ArcFaceEmbedder.align` found for a batch of images.
-
-    Attributes
-    ----------
-    crops : ndarray of shape (n_images, 112, 112, 3), uint8
-        The selected face of each image aligned on the ArcFace template, in the
-        embedder's ``color`` order (RGB by default); all zero where no face was found.
-    faces : list of Face or None
-        The selected face of each image (box, score, landmarks), or None.
-    outcomes : list of Outcome
-        What happened to each image (as in :class:`EmbeddingResult`).
-    """
-
-    crops: np.ndarray
-    faces: list
-    outcomes: list
-
-    @property
-    def found(self):
-        """Boolean mask of shape (n_images,): True where a face was aligned."""
-        return np.array([o.ok for o in self.outcomes], dtype=bool)
 
 
 def _as_image_list(X):
@@ -116,6 +61,14 @@ class ArcFaceEmbedder(TransformerMixin, BaseEstimator):
     chosen by ``face_selection`` is aligned on the 5-point ArcFace template (112 x
     112) and passed through the recognition network with onnxruntime. Faces are
     batched through the network, ``batch_size`` images at a time.
+
+    **For age and gender, pass** ``layers="age-gender"`` (or
+    ``"age-gender-finetuned"``, the shipped model's features). The default,
+    ``layers=None``, is the backbone's 128-d identity embedding alone: made to tell
+    people apart whatever their age, it is a poor input for age (an age head on it
+    scores one-class-off 0.28-0.45). ``"age-gender"`` appends SFace's pooled
+    intermediate features, computed in the same network pass (no slower);
+    :class:`~skagegender.model.AgeGenderModel` uses it when given no embedder.
 
     Parameters
     ----------
@@ -153,8 +106,8 @@ class ArcFaceEmbedder(TransformerMixin, BaseEstimator):
     face_selection : {"largest", "center", "highest_score"}, default="largest"
         Which face to embed when several pass the thresholds.
     min_score : float, default=0.7
-        Minimum detection score. Chosen by measurement (``benchmarks/detection.py``,
-        results in ``benchmarks/results/detection.md``): a higher threshold starts
+        Minimum detection score. Chosen by measurement (the detection sweep in
+        ``skagegender/pretrained/MODEL_CARD.md``): a higher threshold starts
         to miss faces on the scanned FG-NET photos; a lower one puts a second box
         on many large portraits and, lower still, boxes on photos without faces.
     min_face_size : float, default=0
@@ -172,7 +125,9 @@ class ArcFaceEmbedder(TransformerMixin, BaseEstimator):
         many faces an image holds. On a GPU use larger batches.
     n_jobs : int or None, default=None
         Parallel workers (joblib); None means 1 unless inside a
-        :func:`joblib.parallel_config` context, e.g. ``backend="dask"``.
+        :func:`joblib.parallel_config` context, e.g. ``backend="dask"``. No more
+        workers are started than there are chunks of ``batch_size`` images to
+        embed, nor (for local processes) than there are cores.
     providers : list of str or None, default=None
         onnxruntime execution providers; None is CPU. Unavailable providers fall back
         to CPU with a warning.
@@ -197,7 +152,7 @@ class ArcFaceEmbedder(TransformerMixin, BaseEstimator):
         Larger images are downscaled to this long side for detection only (the
         face is cut from the full image). YuNet finds faces within a range of
         sizes in pixels, so this decides which faces of a large photo can be
-        found. Chosen by measurement (``benchmarks/results/detection.md``): at
+        found. Chosen by measurement (the detection sweep of the model card): at
         1280 every face of a large group photo and of a crowd of small faces is
         found without extra boxes; a smaller side adds boxes on small faces or
         misses them, a larger one takes more time (several times more at full
@@ -210,7 +165,7 @@ class ArcFaceEmbedder(TransformerMixin, BaseEstimator):
         it (a smaller scale than the first detection). None: never. A face that
         fills much of a large photo (a close-up portrait from a camera) is too
         large for the detector at ``det_max_side`` and is found at this smaller
-        scale (``benchmarks/results/detection.md``, setting ``1280>640``). The
+        scale (the detection sweep of the model card). The
         second detection costs time only on images where the first found no face.
     cache : str, path or None, default=None
         A folder for a disk cache of embeddings (``embeddings.sqlite`` inside).
@@ -583,7 +538,12 @@ class ArcFaceEmbedder(TransformerMixin, BaseEstimator):
         """Yield (indices, method's result) per chunk, as chunks finish."""
         from joblib import Parallel, delayed
 
-        parallel = Parallel(n_jobs=self.n_jobs, return_as="generator_unordered")
+        n_jobs = self.n_jobs if self.n_jobs in (None, 1) else capped_n_jobs(self.n_jobs, len(chunks))
+        parallel = Parallel(n_jobs=n_jobs, return_as="generator_unordered")
+        client = _single_thread_dask_client()
+        if client is not None:  # joblib would run the tasks here, not on the cluster
+            yield from self._run_chunks_on(client, method, images, chunks)
+            return
         if parallel.n_jobs == 1 and self.n_jobs in (None, 1):
             for chunk in chunks:
                 yield chunk, getattr(self, method)([images[i] for i in chunk])
@@ -593,6 +553,27 @@ class ArcFaceEmbedder(TransformerMixin, BaseEstimator):
             for k, chunk in enumerate(chunks)
         )
         for k, part in parallel(tasks):
+            yield chunks[k], part
+
+    def _run_chunks_on(self, client, method, images, chunks):
+        """:meth:`_run_chunks` through a Dask ``client``, two tasks in flight at a time."""
+        from distributed import as_completed
+
+        todo = iter(enumerate(chunks))
+
+        def submit():
+            k, chunk = next(todo, (None, None))
+            if chunk is None:
+                return None
+            return client.submit(_chunk_task, self, method, k, [images[i] for i in chunk],
+                                 pure=False)
+
+        running = as_completed([f for f in (submit(), submit()) if f is not None])
+        for future in running:
+            k, part = future.result()
+            following = submit()
+            if following is not None:
+                running.add(following)
             yield chunks[k], part
 
     def _chunks(self, indices):
@@ -734,7 +715,7 @@ class ArcFaceEmbedder(TransformerMixin, BaseEstimator):
             warnings.warn(
                 f"{len(bad)} of {len(result.outcomes)} images got NaN features: {shown}{more}",
                 MissingFacesWarning,
-                stacklevel=2,
+                stacklevel=user_stacklevel(),
             )
         return result.features
 
@@ -754,6 +735,21 @@ def _crop_face():
 
     return Face(box=np.array([0, 0, 112, 112], np.float32), score=1.0,
                 landmarks=ARCFACE_TEMPLATE.astype(np.float32))
+
+
+def _single_thread_dask_client():
+    """The Dask client when joblib's backend is Dask with one worker thread in all, else None.
+
+    joblib runs a call whose backend has a single worker in the calling process, so on
+    such a cluster (one worker process, e.g. one per GPU machine) the work would never
+    leave the client.
+    """
+    from joblib.parallel import get_active_backend
+
+    backend, _ = get_active_backend()
+    if type(backend).__name__ != "DaskDistributedBackend":
+        return None
+    return backend.client if backend.effective_n_jobs(-1) == 1 else None
 
 
 def _chunk_task(estimator, method, index, images):

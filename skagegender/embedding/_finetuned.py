@@ -222,14 +222,15 @@ class FineTunedWeights:
         return model
 
     def session(self, *, providers=None, n_threads=1):
-        """An onnxruntime session of :meth:`onnx_model` (input ``maps``, output ``probs``)."""
-        import onnxruntime as ort
+        """A session of :meth:`onnx_model` (input ``maps``, output ``probs``).
 
-        from ._assets import available_providers, session_options
+        Run by the process's engine, OpenVINO or onnxruntime
+        (:func:`skagegender.embedding._assets.make_session`).
+        """
+        from ._assets import make_session
 
-        return ort.InferenceSession(self.onnx_model().SerializeToString(),
-                                    sess_options=session_options(n_threads=n_threads),
-                                    providers=available_providers(providers))
+        return make_session(self.onnx_model().SerializeToString(), providers=providers,
+                            n_threads=n_threads)
 
     def outputs(self, maps, rows=None, *, batch_size=256, session=None):
         """(n, 102) float32: the layer's age probabilities and P(female) on maps.
@@ -245,7 +246,7 @@ class FineTunedWeights:
             Which maps (all by default); read ``batch_size`` at a time, so a
             memory-mapped array is never loaded whole.
         batch_size : int, default=256
-        session : onnxruntime session or None
+        session : session or None
             From :meth:`session` (made here when None).
 
         Returns

@@ -8,11 +8,17 @@ Files are hostile until checked: only regular files are opened (a FIFO, a device
 such as ``/dev/zero`` or a socket is refused before it is opened, symlinks
 followed), a file over ``max_bytes`` is refused before it is read, and only the
 formats of :data:`IMAGE_FORMATS` are decoded.
+
+Of an animated GIF, WebP or PNG and of a multi-page TIFF only the first frame is
+read; :func:`peek_image` counts the frames, and ``skagegender predict`` and
+``embed`` say "first frame of N read" for such an input.
 """
 
 import io
 import os
 import stat
+import struct
+from typing import NamedTuple
 
 import numpy as np
 
@@ -149,7 +155,7 @@ def _unsupported_format(prefix):
             continue
         try:
             match = accept(prefix)
-        except Exception:  # noqa: BLE001, S112 - some checks assume a longer prefix
+        except (struct.error, IndexError, ValueError):  # a check that wants a longer prefix
             continue
         if match and not isinstance(match, str):
             return name
@@ -301,3 +307,69 @@ def load_image(image, *, color="rgb", max_pixels=DEFAULT_MAX_PIXELS,
         raise
     except Exception as exc:
         raise ImageLoadError(source, f"cannot decode the image ({exc})") from exc
+
+
+class ImageHeader(NamedTuple):
+    """What an image file's header says: its size as loaded and its number of frames."""
+
+    width: int
+    height: int
+    frames: int
+
+
+def peek_image(path, *, max_bytes=DEFAULT_MAX_BYTES):
+    """Size and frame count of an image file, without decoding its pixels.
+
+    The file is checked and read as :func:`load_image` does. The size is the one
+    :func:`load_image` returns (EXIF orientation applied); ``frames`` is above 1
+    for an animated GIF, WebP or PNG and a multi-page TIFF, of which only the
+    first frame is read.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    max_bytes : int, default=100_000_000
+
+    Returns
+    -------
+    header : ImageHeader
+        ``(width, height, frames)``.
+
+    Raises
+    ------
+    ImageLoadError
+        When :func:`load_image` would refuse the file before decoding it.
+    """
+    from PIL import Image
+
+    source = describe_source(path)
+    data = _read_file(path, source, max_bytes)
+    try:
+        with Image.open(io.BytesIO(data), formats=tuple(IMAGE_FORMATS)) as img:
+            width, height = img.size
+            if img.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # turned by a quarter
+                width, height = height, width
+            frames = int(getattr(img, "n_frames", 1))
+    except Exception as exc:  # any decoder complaint: the loader says why
+        raise ImageLoadError(source, f"cannot read the image header ({exc})") from exc
+    return ImageHeader(width, height, frames)
+
+
+def frames_note(path, *, max_bytes=DEFAULT_MAX_BYTES):
+    """"first frame of N read" for a multi-frame image file, else None.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    max_bytes : int, default=100_000_000
+
+    Returns
+    -------
+    note : str or None
+        None also when the file cannot be read (the loader reports that).
+    """
+    try:
+        frames = peek_image(path, max_bytes=max_bytes).frames
+    except ImageLoadError:
+        return None
+    return f"first frame of {frames} read" if frames > 1 else None

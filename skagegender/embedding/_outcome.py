@@ -1,6 +1,8 @@
-"""What happened to one image: embedded, no face found, or not readable."""
+"""What happened to one image (embedded, no face found, or not readable), and to a batch."""
 
 from dataclasses import dataclass
+
+import numpy as np
 
 #: The kinds of :class:`Outcome`.
 OUTCOME_KINDS = ("ok", "no_face", "load_error")
@@ -66,3 +68,58 @@ class Outcome:
 
 #: The outcome of an embedded image.
 OK = Outcome("ok")
+
+
+@dataclass
+class EmbeddingResult:
+    """What :meth:`ArcFaceEmbedder.embed` found for a batch of images.
+
+    Attributes
+    ----------
+    features : ndarray of shape (n_images, n_features), float32
+        One row per image; all-NaN where no face was embedded.
+    faces : list of Face or None
+        The selected face of each image (box, score, landmarks, embedding), or None.
+    outcomes : list of Outcome
+        What happened to each image: ``kind`` "ok", "no_face" or "load_error",
+        and a message naming the item.
+    """
+
+    features: np.ndarray
+    faces: list
+    outcomes: list
+
+    @property
+    def found(self):
+        """Boolean mask of shape (n_images,): True where a face was embedded."""
+        return np.array([o.ok for o in self.outcomes], dtype=bool)
+
+    @property
+    def errors(self):
+        """Per image, the outcome's message, or None where a face was embedded."""
+        return [o.error for o in self.outcomes]
+
+
+@dataclass
+class AlignedFaces:
+    """What :meth:`ArcFaceEmbedder.align` found for a batch of images.
+
+    Attributes
+    ----------
+    crops : ndarray of shape (n_images, 112, 112, 3), uint8
+        The selected face of each image aligned on the ArcFace template, in the
+        embedder's ``color`` order (RGB by default); all zero where no face was found.
+    faces : list of Face or None
+        The selected face of each image (box, score, landmarks), or None.
+    outcomes : list of Outcome
+        What happened to each image (as in :class:`EmbeddingResult`).
+    """
+
+    crops: np.ndarray
+    faces: list
+    outcomes: list
+
+    @property
+    def found(self):
+        """Boolean mask of shape (n_images,): True where a face was aligned."""
+        return np.array([o.ok for o in self.outcomes], dtype=bool)

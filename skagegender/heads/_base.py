@@ -6,6 +6,8 @@ import numpy as np
 from sklearn.base import clone
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from .._utils import user_stacklevel
+
 
 class MissingRowsMixin:
     """For heads that take rows of NaN (no face found upstream): the ``allow_nan`` tag.
@@ -52,6 +54,7 @@ def drop_missing_rows(estimator, X, *arrays):
             f"{name}: dropped {n_missing} of {len(X)} training rows that contain NaN "
             "(no face found upstream).",
             UserWarning,
+            stacklevel=user_stacklevel(),
         )
         keep = ~missing
         X = X[keep]

@@ -15,6 +15,11 @@ Naming rule: ``*_score`` is higher-is-better, ``*_error`` is lower-is-better.
   intervals, overall and per age group.
 - :func:`evaluation_report`: every score above of age and gender predictions at once,
   overall and per group (what ``skagegender evaluate`` prints).
+- :func:`reliability_bins`: accuracy and confidence per probability bin.
+- Plots: :class:`AgeErrorDisplay` (predicted against true age, error per age group),
+  :class:`IntervalCoverageDisplay`, :class:`GenderReliabilityDisplay`, each with
+  ``from_predictions`` and ``from_estimator``; :func:`write_evaluation_report` writes
+  them with the tables of ``skagegender evaluate`` into one HTML page.
 - Scorers :data:`one_class_off_scorer`, :data:`exact_class_scorer`,
   :data:`cumulative_scorer` and :func:`get_scorer` (our names, then scikit-learn's).
 """
@@ -36,8 +41,11 @@ from ._calibration import (
     expected_calibration_error,
     interval_coverage,
     interval_report,
+    reliability_bins,
 )
 from ._evaluation import evaluation_report
+from ._plot import AgeErrorDisplay, GenderReliabilityDisplay, IntervalCoverageDisplay
+from ._report import evaluation_html, evaluation_text, write_evaluation_report
 from ._scorer import (
     SCORERS,
     cumulative_scorer,
@@ -50,13 +58,18 @@ __all__ = [
     "ADIENCE_EDGES",
     "FIVE_YEAR_EDGES",
     "SCORERS",
+    "AgeErrorDisplay",
+    "GenderReliabilityDisplay",
+    "IntervalCoverageDisplay",
     "age_classes",
     "age_error_report",
     "age_group_labels",
     "calibration_report",
     "cumulative_score",
     "cumulative_scorer",
+    "evaluation_html",
     "evaluation_report",
+    "evaluation_text",
     "exact_class_score",
     "exact_class_scorer",
     "expected_calibration_error",
@@ -66,4 +79,6 @@ __all__ = [
     "mean_absolute_error",
     "one_class_off_score",
     "one_class_off_scorer",
+    "reliability_bins",
+    "write_evaluation_report",
 ]

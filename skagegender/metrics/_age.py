@@ -1,12 +1,16 @@
 """Age metrics: age classes, one-class-off accuracy, cumulative score, error report."""
 
+from __future__ import annotations
+
 from itertools import pairwise
 
 import numpy as np
+from numpy.typing import ArrayLike
 from sklearn.metrics import mean_absolute_error
 from sklearn.utils import check_consistent_length
 
 from .._utils import round_age
+from ._base import metric_and_scorer
 
 __all__ = [
     "ADIENCE_EDGES",
@@ -35,7 +39,7 @@ _REPORT_AGE_GROUPS = [("0-12", 0, 12), ("13-19", 13, 19), ("20-39", 20, 39),
                       ("40-59", 40, 59), ("60+", 60, np.inf)]
 
 
-def age_group_labels(ages):
+def age_group_labels(ages: ArrayLike) -> np.ndarray:
     """The report age group of each age: "0-12", "13-19", "20-39", "40-59" or "60+".
 
     The groups of :func:`age_error_report`, :func:`interval_report` and
@@ -76,7 +80,7 @@ def _edges(bins):
     return edges
 
 
-def age_classes(ages, *, bins=None):
+def age_classes(ages: ArrayLike, *, bins: str | ArrayLike | None = None) -> np.ndarray:
     """Age class index of each age.
 
     Ages are first rounded to the nearest whole year (halves up, so 4.5 -> 5). With
@@ -127,12 +131,19 @@ def _class_score(y_true, y_pred, bins, sample_weight, max_distance):
     return float(np.average(distance <= max_distance, weights=sample_weight))
 
 
-def one_class_off_score(y_true, y_pred, *, bins=None, sample_weight=None):
+@metric_and_scorer
+def one_class_off_score(y_true: ArrayLike, y_pred: ArrayLike, *,
+                        bins: str | ArrayLike | None = None,
+                        sample_weight: ArrayLike | None = None) -> float:
     """One-class-off accuracy: fraction whose predicted class is within one class.
 
     Both ages are rounded to the nearest whole year (halves up) and binned by
     :func:`age_classes`; a prediction counts as correct when
     ``|class(y_pred) - class(y_true)| <= 1``. A NaN prediction counts as wrong.
+
+    It is also a scorer: ``cross_val_score(estimator, X, y,
+    scoring=one_class_off_score)`` (and ``GridSearchCV``, ``HeadSearchCV``) calls
+    ``one_class_off_score(estimator, X, y)``, which scores ``estimator.predict(X)``.
 
     Parameters
     ----------
@@ -158,10 +169,14 @@ def one_class_off_score(y_true, y_pred, *, bins=None, sample_weight=None):
     return _class_score(y_true, y_pred, bins, sample_weight, max_distance=1)
 
 
-def exact_class_score(y_true, y_pred, *, bins=None, sample_weight=None):
+@metric_and_scorer
+def exact_class_score(y_true: ArrayLike, y_pred: ArrayLike, *,
+                      bins: str | ArrayLike | None = None,
+                      sample_weight: ArrayLike | None = None) -> float:
     """Exact-class accuracy: fraction whose predicted class equals the true class.
 
     Same rounding and classes as :func:`one_class_off_score`; NaN predictions are wrong.
+    Also a scorer, like :func:`one_class_off_score`: ``scoring=exact_class_score``.
 
     Parameters
     ----------
@@ -184,11 +199,16 @@ def exact_class_score(y_true, y_pred, *, bins=None, sample_weight=None):
     return _class_score(y_true, y_pred, bins, sample_weight, max_distance=0)
 
 
-def cumulative_score(y_true, y_pred, *, threshold=5, sample_weight=None):
+@metric_and_scorer
+def cumulative_score(y_true: ArrayLike, y_pred: ArrayLike, *, threshold: float = 5,
+                     sample_weight: ArrayLike | None = None) -> float:
     """Cumulative score CS@k: fraction with absolute error at most ``threshold`` years.
 
     The error is taken on the predictions as given (no rounding); NaN predictions are
     wrong.
+
+    Also a scorer, like :func:`one_class_off_score`: ``scoring=cumulative_score`` scores
+    CS@5, ``scoring=functools.partial(cumulative_score, threshold=10)`` CS@10.
 
     Parameters
     ----------
@@ -230,7 +250,8 @@ def _report_row(group_type, group, y_true, y_pred):
     }
 
 
-def age_error_report(y_true, y_pred, *, groups=None):
+def age_error_report(y_true: ArrayLike, y_pred: ArrayLike, *,
+                     groups: dict[str, ArrayLike] | None = None) -> list[dict]:
     """Age errors overall, per true-age group and per given group labels.
 
     Missing predictions (NaN, e.g. no face found) are excluded from the MAE and counted

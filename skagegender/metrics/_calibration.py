@@ -8,7 +8,10 @@
   overall, per true-age group and per given group labels.
 """
 
+from __future__ import annotations
+
 import numpy as np
+from numpy.typing import ArrayLike
 from sklearn.utils import check_consistent_length
 
 from ._age import _REPORT_AGE_GROUPS, age_group_labels
@@ -18,10 +21,12 @@ __all__ = [
     "expected_calibration_error",
     "interval_coverage",
     "interval_report",
+    "reliability_bins",
 ]
 
 
-def expected_calibration_error(y_true, y_proba, *, n_bins=10, labels=None):
+def expected_calibration_error(y_true: ArrayLike, y_proba: ArrayLike, *, n_bins: int = 10,
+                               labels: ArrayLike | None = None) -> float:
     """Expected calibration error (ECE) of the top-label probability.
 
     Samples are binned by their confidence (largest predicted probability) into
@@ -66,12 +71,47 @@ def expected_calibration_error(y_true, y_proba, *, n_bins=10, labels=None):
     y_true, y_proba = y_true[present], y_proba[present]
     confidence = y_proba.max(axis=1)
     correct = labels[y_proba.argmax(axis=1)] == y_true
-    bin_index = np.minimum((confidence * n_bins).astype(int), n_bins - 1)
-    ece = 0.0
-    for b in np.unique(bin_index):
-        mask = bin_index == b
-        ece += mask.sum() * abs(correct[mask].mean() - confidence[mask].mean())
-    return float(ece / len(y_true))
+    return _binned_ece(*reliability_bins(correct, confidence, n_bins=n_bins))
+
+
+def _binned_ece(count, accuracy, mean_confidence):
+    """ECE of :func:`reliability_bins`: the count-weighted mean ``|accuracy - confidence|``."""
+    used = count > 0
+    gaps = np.abs(accuracy[used] - mean_confidence[used])
+    return float((count[used] * gaps).sum() / count.sum())
+
+
+def reliability_bins(correct: ArrayLike, confidence: ArrayLike, *,
+                     n_bins: int = 10) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Samples, accuracy and mean confidence per equal-width confidence bin over [0, 1].
+
+    The bins of :func:`expected_calibration_error` and of
+    :class:`~skagegender.metrics.GenderReliabilityDisplay`; a confidence of 1 is in
+    the last bin.
+
+    Parameters
+    ----------
+    correct : array-like of shape (n_samples,)
+        Whether each prediction is right (bool or 0/1).
+    confidence : array-like of shape (n_samples,)
+        The probability given to each prediction, in [0, 1].
+    n_bins : int, default=10
+
+    Returns
+    -------
+    count : ndarray of shape (n_bins,)
+    accuracy, mean_confidence : ndarray of shape (n_bins,)
+        NaN for an empty bin.
+    """
+    correct = np.asarray(correct, dtype=float)
+    confidence = np.asarray(confidence, dtype=float)
+    check_consistent_length(correct, confidence)
+    index = np.clip((confidence * n_bins).astype(int), 0, n_bins - 1)
+    count = np.bincount(index, minlength=n_bins).astype(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        accuracy = np.bincount(index, weights=correct, minlength=n_bins) / count
+        mean_confidence = np.bincount(index, weights=confidence, minlength=n_bins) / count
+    return count.astype(int), accuracy, mean_confidence
 
 
 def _intervals(intervals, n):
@@ -81,7 +121,7 @@ def _intervals(intervals, n):
     return intervals
 
 
-def interval_coverage(y_true, intervals):
+def interval_coverage(y_true: ArrayLike, intervals: ArrayLike) -> float:
     """Fraction of samples whose interval holds the true value (bounds included).
 
     A missing interval (NaN, e.g. no face found) counts as not covering.
@@ -125,7 +165,8 @@ def _age_groups(age, groups):
             yield name, value.item() if hasattr(value, "item") else value, labels == value
 
 
-def interval_report(y_true, intervals, *, groups=None):
+def interval_report(y_true: ArrayLike, intervals: ArrayLike, *,
+                    groups: dict[str, ArrayLike] | None = None) -> list[dict]:
     """Coverage and mean width of age intervals, overall and per group.
 
     Parameters
@@ -168,7 +209,9 @@ def interval_report(y_true, intervals, *, groups=None):
     return records
 
 
-def calibration_report(y_true, y_proba, *, age, groups=None, n_bins=10, labels=None):
+def calibration_report(y_true: ArrayLike, y_proba: ArrayLike, *, age: ArrayLike,
+                       groups: dict[str, ArrayLike] | None = None, n_bins: int = 10,
+                       labels: ArrayLike | None = None) -> list[dict]:
     """Accuracy, mean confidence and ECE of probabilities, overall and per age group.
 
     Parameters

@@ -1,6 +1,9 @@
 """One report of every score of age and gender predictions, overall and per group."""
 
+from __future__ import annotations
+
 import numpy as np
+from numpy.typing import ArrayLike
 from sklearn.utils import check_consistent_length
 
 from .._utils import known_labels
@@ -25,8 +28,12 @@ def _labels(values, name, n):
     return values
 
 
-def evaluation_report(age_true, age_pred, *, gender_true=None, gender_pred=None,
-                      gender_proba=None, interval=None, groups=None):
+def evaluation_report(age_true: ArrayLike, age_pred: ArrayLike, *,
+                      gender_true: ArrayLike | None = None,
+                      gender_pred: ArrayLike | None = None,
+                      gender_proba: ArrayLike | None = None,
+                      interval: ArrayLike | None = None,
+                      groups: dict[str, ArrayLike] | None = None) -> dict:
     """Every score of age and gender predictions, overall and per group, in one dict.
 
     Age scores (:func:`age_error_report`: MAE, one-class-off with 5-year classes, CS@5)
@@ -55,7 +62,7 @@ def evaluation_report(age_true, age_pred, *, gender_true=None, gender_pred=None,
         with no known true gender) there is nothing to score: the gender keys are None.
     gender_proba : array-like of shape (n_samples,), default=None
         Probability of the predicted gender (what
-        :meth:`~skagegender.model.AgeGenderModel.predict_details` gives as
+        :meth:`~skagegender.model.AgeGenderModel.predict_features` gives as
         ``gender_probability``), NaN where missing. Needs ``gender_pred``.
     interval : array-like of shape (n_samples, 2), default=None
         Lower and upper age of each prediction interval, NaN where missing.

@@ -6,7 +6,7 @@ code chosen by the file, within size caps (:data:`MAX_MODEL_BYTES`).
 """
 
 from ._age_gender import AgeGenderModel
-from ._evaluate import evaluate_model
+from ._evaluate import evaluate_model, has_intervals
 from ._persistence import (
     DEFAULT_TRUSTED_TYPES,
     MAX_MODEL_BYTES,
@@ -23,6 +23,7 @@ __all__ = [
     "BackboneMismatchError",
     "ModelFileError",
     "evaluate_model",
+    "has_intervals",
     "load_model_file",
     "save_model_file",
 ]

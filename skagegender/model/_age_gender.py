@@ -1,7 +1,10 @@
 """AgeGenderModel: photos in, age and gender of every face out."""
 
+from __future__ import annotations
+
 import numbers
-from typing import ClassVar
+from os import PathLike
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 from sklearn.base import BaseEstimator, _fit_context, clone
@@ -15,6 +18,14 @@ from ._persistence import (
     load_model_file,
     save_model_file,
 )
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from pathlib import Path
+
+    from numpy.typing import ArrayLike
+
+    from ..embedding import ArcFaceEmbedder, Face
 
 #: ArcFaceEmbedder settings taken from a model file: the backbone and those that
 #: decide which face is embedded and how. The backbone is checked against
@@ -105,15 +116,27 @@ class AgeGenderModel(BaseEstimator):
     ----------
     age_head_, gender_head_ : fitted estimators (``gender_head_`` may be None)
     fallback_age_ : float
-        The median training age, predicted for images where no face is found by
-        :meth:`predict` (so such images count as errors in metrics, not as skips).
+        The median training age. :func:`~skagegender.model.evaluate_model` (and
+        ``skagegender evaluate``) scores images without a face with it, so they count
+        as errors, not as skips.
     backbone_ : BackboneSpec
         The embedder's backbone (name, weights sha256, options), checked on load.
 
+    Notes
+    -----
+    **No face**, one rule for every method and for a ``Pipeline`` of an embedder and
+    heads: an image in which no face is found (or that cannot be read) gets a NaN
+    age, a NaN interval, gender None and NaN probability, and the embedder warns
+    once, counting and naming such images (``ArcFaceEmbedder(on_missing="raise")``
+    raises instead). :meth:`predict_faces` returns an empty list for it. The
+    metrics count a NaN age as wrong. :meth:`predict`, :meth:`predict_details` and
+    :meth:`fit` take images; :meth:`predict_features` and :meth:`fit_features` take
+    the embedder's feature rows (a row of NaN is an image without a face).
+
     Examples
     --------
-    >>> from skagegender.pretrained import load
-    >>> model = load()                                    # doctest: +SKIP
+    >>> import skagegender
+    >>> model = skagegender.load()  # the shipped model      # doctest: +SKIP
     >>> model.predict_faces("photo.jpg")[0]["age"]        # doctest: +SKIP
     31.4
     """
@@ -124,7 +147,8 @@ class AgeGenderModel(BaseEstimator):
         "gender_head": [HasMethods(["fit", "predict_proba"]), None],
     }
 
-    def __init__(self, embedder=None, *, age_head=None, gender_head=None):
+    def __init__(self, embedder: ArcFaceEmbedder | None = None, *, age_head: Any = None,
+                 gender_head: Any = None) -> None:
         self.embedder = embedder
         self.age_head = age_head
         self.gender_head = gender_head
@@ -133,7 +157,7 @@ class AgeGenderModel(BaseEstimator):
         return self.embedder if self.embedder is not None else _default_embedder()
 
     @_fit_context(prefer_skip_nested_validation=False)  # the heads validate their own
-    def fit(self, X, age, gender=None):
+    def fit(self, X: Sequence, age: ArrayLike, gender: ArrayLike | None = None) -> AgeGenderModel:
         """Embed images X and fit the heads.
 
         Parameters
@@ -149,7 +173,8 @@ class AgeGenderModel(BaseEstimator):
         return self.fit_features(self._embedder().transform(X), age, gender)
 
     @_fit_context(prefer_skip_nested_validation=False)
-    def fit_features(self, features, age, gender=None):
+    def fit_features(self, features: np.ndarray, age: ArrayLike,
+                     gender: ArrayLike | None = None) -> AgeGenderModel:
         """Fit the heads on precomputed features (rows of NaN are dropped by the heads).
 
         Parameters
@@ -203,27 +228,53 @@ class AgeGenderModel(BaseEstimator):
                 probability[found] = proba[np.arange(len(rows)), best]
         return ages, intervals, genders, probability, found
 
-    def predict(self, X):
-        """Age in years of the selected face of each image.
+    def predict(self, X: Sequence) -> np.ndarray:
+        """Age in years of the selected face of each image, NaN where no face is found.
 
-        Images without a face get ``fallback_age_``; use :meth:`predict_details`
-        to tell them apart.
+        Parameters
+        ----------
+        X : sequence of images
+            Paths, encoded bytes, arrays or PIL images, as for :meth:`fit`.
 
         Returns
         -------
         age : ndarray of shape (n_images,)
+            NaN for an image without a face (see Notes in the class docstring).
         """
         check_is_fitted(self, "age_head_")
-        ages, _, _, _, found = self._age_and_gender(self.embedder_.transform(X))
-        ages[~found] = self.fallback_age_
-        return ages
+        return self._age_and_gender(self.embedder_.transform(X))[0]
 
-    def predict_details(self, features, *, coverage=0.8):
+    def predict_details(self, X: Sequence, *, coverage: float = 0.8) -> dict[str, np.ndarray]:
+        """Everything the heads say about the selected face of each image.
+
+        Parameters
+        ----------
+        X : sequence of images
+            Paths, encoded bytes, arrays or PIL images, as for :meth:`predict`.
+        coverage : float in (0, 1), default=0.8
+            Probability that the age interval holds the true age.
+
+        Returns
+        -------
+        details : dict of arrays
+            As :meth:`predict_features` returns for the images' feature rows.
+        """
+        check_is_fitted(self, "age_head_")
+        if isinstance(X, np.ndarray) and X.ndim == 2 and X.dtype.kind in "fiu":
+            raise TypeError(
+                "predict_details takes images, like predict; for feature rows of this "
+                "model's embedder use predict_features(features)")
+        _check_coverage(coverage)  # before any embedding work
+        return self.predict_features(self.embedder_.transform(X), coverage=coverage)
+
+    def predict_features(self, features: ArrayLike, *,
+                         coverage: float = 0.8) -> dict[str, np.ndarray]:
         """Everything the heads say about precomputed feature rows.
 
         Parameters
         ----------
-        features : ndarray of shape (n_images, n_features); NaN rows = no face
+        features : ndarray of shape (n_images, n_features)
+            Rows of this model's embedder; a row of NaN is an image without a face.
         coverage : float in (0, 1), default=0.8
             Probability that the age interval holds the true age.
 
@@ -231,8 +282,8 @@ class AgeGenderModel(BaseEstimator):
         -------
         details : dict of arrays
             ``age`` (NaN where no face), ``age_interval`` (n, 2; ``coverage``,
-            NaN where the head gives none), ``gender`` (None where unknown),
-            ``gender_probability``, ``found``.
+            NaN where no face or where the head gives none), ``gender`` (None where
+            no face or no gender head), ``gender_probability``, ``found``.
         """
         check_is_fitted(self, "age_head_")
         features = np.asarray(features, dtype=np.float32)
@@ -245,7 +296,8 @@ class AgeGenderModel(BaseEstimator):
         return {"age": ages, "age_interval": intervals, "gender": genders,
                 "gender_probability": probability, "found": found}
 
-    def predict_faces(self, image, *, faces=None, coverage=0.8):
+    def predict_faces(self, image: Any, *, faces: list[Face] | None = None,
+                      coverage: float = 0.8) -> list[dict]:
         """Age and gender of **every** face in one image.
 
         Faces come in a stable reading order: left to right by the x of their box
@@ -287,7 +339,8 @@ class AgeGenderModel(BaseEstimator):
             return []
         faces = sorted(faces, key=lambda f: ((float(f.box[0]) + float(f.box[2])) / 2,
                                              (float(f.box[1]) + float(f.box[3])) / 2))
-        details = self.predict_details(np.stack([f.embedding for f in faces]), coverage=coverage)
+        details = self.predict_features(np.stack([f.embedding for f in faces]),
+                                        coverage=coverage)
         records = []
         for i, face in enumerate(faces):
             interval = details["age_interval"][i]
@@ -307,7 +360,7 @@ class AgeGenderModel(BaseEstimator):
 
     # -- files ---------------------------------------------------------------
 
-    def save(self, path, *, extra_meta=None):
+    def save(self, path: str | PathLike, *, extra_meta: dict | None = None) -> Path:
         """Write the fitted model to one safe model file (see :func:`save_model_file`).
 
         An embedder that runs a fine-tuned layer of its own
@@ -333,7 +386,8 @@ class AgeGenderModel(BaseEstimator):
         return save_model_file(path, estimators, meta)
 
     @classmethod
-    def load(cls, path, *, embedder=None):
+    def load(cls, path: str | PathLike | None = None, *,
+             embedder: ArcFaceEmbedder | None = None) -> AgeGenderModel:
         """Read a model file written by :meth:`save`.
 
         The heads are read by :func:`load_model_file` (no code chosen by the
@@ -353,6 +407,8 @@ class AgeGenderModel(BaseEstimator):
         Parameters
         ----------
         path : str or path-like
+            The model file. The shipped models load with :func:`skagegender.load`
+            (a missing path raises a TypeError that says so).
         embedder : ArcFaceEmbedder or None
             Run the heads behind this embedder instead of one rebuilt from the
             file; its backbone must be the one the heads were fitted on. When it
@@ -373,6 +429,10 @@ class AgeGenderModel(BaseEstimator):
             When the backbone available here (or ``embedder``'s) differs from the
             one the model was fitted on: its features would mean something else.
         """
+        if path is None:
+            raise TypeError(
+                "AgeGenderModel.load() needs the path of a model file; the shipped models "
+                "load with skagegender.load() (or skagegender.load('fast'))")
         estimators, meta = load_model_file(path)
         age_head, gender_head = _checked_heads(path, estimators, meta)
         weights = _checked_weights(path, estimators.get(FINETUNED_KEY))

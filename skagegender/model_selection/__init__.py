@@ -1,6 +1,17 @@
 """Model selection: subject-disjoint splits and head search."""
 
-from ._search import HeadSearchCV, StudyError, default_head_space
+from ._search import HeadSearchCV
+from ._space import default_head_space
 from ._splits import dataset_cv
+from ._storage import StudyError, open_storage, redact_storage_url
+from ._trials import check_study_trials
 
-__all__ = ["HeadSearchCV", "StudyError", "dataset_cv", "default_head_space"]
+__all__ = [
+    "HeadSearchCV",
+    "StudyError",
+    "check_study_trials",
+    "dataset_cv",
+    "default_head_space",
+    "open_storage",
+    "redact_storage_url",
+]

@@ -1,21 +1,19 @@
-"""Hyperparameter search over head families with Optuna, shaped like GridSearchCV.
+"""HeadSearchCV: search over head families with Optuna, shaped like GridSearchCV.
 
 Optuna is imported when a search is fitted, not when this module is imported, so
 ``import skagegender.model_selection`` stays cheap (``pip install optuna`` to fit).
 """
 
-import contextlib
 import copy
 import json
+import os
+import socket
 import time
-import traceback
 import warnings
-from collections import Counter
 from numbers import Integral, Real
 from typing import ClassVar
 
 import numpy as np
-from joblib import effective_n_jobs
 from scipy.stats import rankdata
 from sklearn.base import (
     BaseEstimator,
@@ -24,192 +22,39 @@ from sklearn.base import (
     clone,
     is_classifier,
 )
-from sklearn.exceptions import FitFailedWarning, NotFittedError
+from sklearn.exceptions import NotFittedError
 from sklearn.metrics import check_scoring
 from sklearn.model_selection import check_cv
-from sklearn.utils import _safe_indexing, check_random_state, get_tags
+from sklearn.utils import check_random_state, get_tags
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
-from sklearn.utils.metaestimators import _safe_split, available_if
-from sklearn.utils.parallel import Parallel, delayed
-from sklearn.utils.validation import _num_samples, check_is_fitted, indexable
+from sklearn.utils.metaestimators import available_if
+from sklearn.utils.validation import check_is_fitted, indexable
 
-__all__ = ["HeadSearchCV", "StudyError", "default_head_space"]
+from ._objective import _summarize_errors, _TrialObjective, _warn_fit_errors
+from ._space import _sample_params
+from ._storage import (
+    _ATTR_ERRORS,
+    _ATTR_FIT_TIME,
+    _ATTR_NOT_RUN,
+    _ATTR_SCORE_TIME,
+    _ATTR_TEST,
+    _ATTR_TRAIN,
+    _ATTR_WORKER,
+    _POLL_INTERVAL,
+    StudyError,
+    _check_study,
+    _describe,
+    _finished_states,
+    _import_optuna,
+    _open_storage,
+    _optuna_verbosity,
+    _retry_creation_race,
+    _TrialNotRun,
+    _TrialSeededSampler,
+    _without_password,
+)
 
-# Heartbeat used when ``storage`` is given as a URL: a running trial writes a heartbeat
-# every _HEARTBEAT_INTERVAL seconds; a RUNNING trial whose heartbeat is older than
-# _GRACE_PERIOD seconds belongs to a dead process and is marked FAIL.
-_HEARTBEAT_INTERVAL = 10
-_GRACE_PERIOD = 60
-
-# Trial user attributes holding the per-fold results, so that ``cv_results_`` can be
-# rebuilt from the storage alone (trials run by another process or an earlier fit).
-_ATTR_TEST = "split_test_score"
-_ATTR_TRAIN = "split_train_score"
-_ATTR_FIT_TIME = "split_fit_time"
-_ATTR_SCORE_TIME = "split_score_time"
-_ATTR_ERRORS = "fit_errors"
-
-# Study user attribute holding what the study searches (see HeadSearchCV._study_record):
-# a stored study is continued only by a search of the same estimator, scorer, direction
-# and search space.
-_ATTR_SEARCH = "skagegender_search"
-
-_OPTUNA_HINT = "HeadSearchCV needs optuna: pip install optuna (or skagegender[optuna])"
-
-
-class StudyError(ValueError):
-    """The storage cannot be opened, or the stored study belongs to another search."""
-
-
-def _import_optuna():
-    try:
-        import optuna
-    except ImportError as exc:  # pragma: no cover - optuna is a test dependency
-        raise ImportError(_OPTUNA_HINT) from exc
-    return optuna
-
-
-def _suggest(trial, name, distribution):
-    """Ask ``trial`` for ``name`` drawn from an Optuna distribution."""
-    optuna = _import_optuna()
-    dists = optuna.distributions
-    if isinstance(distribution, dists.FloatDistribution):
-        return trial.suggest_float(
-            name, distribution.low, distribution.high, log=distribution.log, step=distribution.step
-        )
-    if isinstance(distribution, dists.IntDistribution):
-        return trial.suggest_int(
-            name, distribution.low, distribution.high, log=distribution.log, step=distribution.step
-        )
-    if isinstance(distribution, dists.CategoricalDistribution):
-        return trial.suggest_categorical(name, distribution.choices)
-    raise TypeError(
-        f"search_space[{name!r}] must be an optuna FloatDistribution, IntDistribution or "
-        f"CategoricalDistribution, got {distribution!r}"
-    )
-
-
-def _sample_params(search_space, trial):
-    """Estimator parameters for ``trial``: the search space evaluated on it."""
-    if callable(search_space):
-        params = search_space(trial)
-        if not isinstance(params, dict):
-            raise TypeError(
-                f"search_space(trial) must return a dict of estimator parameters, got "
-                f"{type(params).__name__}"
-            )
-        return params
-    return {name: _suggest(trial, name, dist) for name, dist in search_space.items()}
-
-
-def _describe(obj):
-    """A description of a scorer or search space that is the same in every process."""
-    text = repr(obj)
-    if " at 0x" in text or text.startswith("<"):  # default reprs carry a memory address
-        name = getattr(obj, "__qualname__", None) or type(obj).__qualname__
-        module = getattr(obj, "__module__", None) or type(obj).__module__
-        return f"{module}.{name}"
-    return text
-
-
-def _trial_seed(seed, number):
-    """Seed of the sampler for trial ``number`` of a search seeded with ``seed``."""
-    return int(np.random.SeedSequence([seed, number]).generate_state(1)[0])
-
-
-class _TrialSeededSampler:
-    """TPE whose randomness is seeded afresh for each trial from (seed, trial number).
-
-    One random sequence per run (``TPESampler(seed=seed)``) replays the points of the
-    first trials when a stored study is resumed, and two processes sharing a study propose
-    the same points. The storage numbers a study's trials uniquely, so seeding each trial
-    from its number keeps a fresh seeded search reproducible while resumed and parallel
-    runs draw new points. TPE keeps no other state between trials: it reads the finished
-    trials from the study each time.
-    """
-
-    def __init__(self, seed):
-        self.seed = seed
-        self._sampler = None
-
-    def before_trial(self, study, trial):
-        optuna = _import_optuna()
-        self._sampler = optuna.samplers.TPESampler(seed=_trial_seed(self.seed, trial.number))
-        self._sampler.before_trial(study, trial)
-
-    def infer_relative_search_space(self, study, trial):
-        return self._sampler.infer_relative_search_space(study, trial)
-
-    def sample_relative(self, study, trial, search_space):
-        return self._sampler.sample_relative(study, trial, search_space)
-
-    def sample_independent(self, study, trial, param_name, param_distribution):
-        return self._sampler.sample_independent(study, trial, param_name, param_distribution)
-
-    def after_trial(self, study, trial, state, values):
-        self._sampler.after_trial(study, trial, state, values)
-
-    def reseed_rng(self):
-        """Nothing to do: each trial's randomness is fixed by its number."""
-
-
-def _open_storage(optuna, url):
-    """An RDBStorage with heartbeat for ``url``; StudyError if it cannot be opened."""
-    try:
-        from sqlalchemy.engine import make_url
-
-        shown = make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - unparseable: nothing of it is echoed (it may hold a password)
-        raise StudyError(
-            "the storage URL cannot be parsed; give a database URL such as "
-            "'sqlite:///tune.db' or 'postgresql://user:password@host/db'"
-        ) from None
-    try:
-        return optuna.storages.RDBStorage(
-            url, heartbeat_interval=_HEARTBEAT_INTERVAL, grace_period=_GRACE_PERIOD
-        )
-    except Exception as exc:
-        reason = str(exc).split("\n")[0].split(" (Background on this error")[0]
-        hint = (" (does its folder exist, and is it a writable SQLite file?)"
-                if shown.startswith("sqlite") else "")
-        raise StudyError(f"cannot open the storage {shown!r}: {reason}{hint}") from exc
-
-
-def _check_study(study, record):
-    """Refuse ``study`` unless it maximizes and was created by a search like ``record``.
-
-    A study without a record gets ``record`` if it holds no trial yet.
-    """
-    optuna = _import_optuna()
-    name = study.study_name
-    remedy = "give another study_name (--study-name) or storage"
-    if study.directions != [optuna.study.StudyDirection.MAXIMIZE]:
-        directions = ", ".join(d.name.lower() for d in study.directions)
-        raise StudyError(
-            f"the stored study {name!r} has direction {directions}; HeadSearchCV maximizes "
-            f"its score (higher is better), so its best trial would be the worst: {remedy}"
-        )
-    stored = study.user_attrs.get(_ATTR_SEARCH)
-    if stored is None:
-        n_trials = len(study.get_trials(deepcopy=False))
-        if n_trials:
-            raise StudyError(
-                f"the stored study {name!r} holds {n_trials} trials of unknown origin (it "
-                f"has no {_ATTR_SEARCH!r} record of what it searches): {remedy}"
-            )
-        study.set_user_attr(_ATTR_SEARCH, record)
-        stored = study.user_attrs.get(_ATTR_SEARCH)  # a worker starting at once may differ
-    if stored != record:
-        if isinstance(stored, dict):
-            changes = "; ".join(f"{key}: stored {stored.get(key)!r}, now {record.get(key)!r}"
-                                for key in sorted(set(stored) | set(record))
-                                if stored.get(key) != record.get(key))
-        else:
-            changes = f"its record is {stored!r}"
-        raise StudyError(
-            f"the stored study {name!r} belongs to another search ({changes}); its trials "
-            f"cannot be continued or compared with this one: {remedy}"
-        )
+__all__ = ["HeadSearchCV"]
 
 
 def _search_estimator_has(attr):
@@ -266,141 +111,6 @@ def _is_age_regressor(estimator):
     from ..heads import AgeRegressor
 
     return isinstance(_final_estimator(estimator), AgeRegressor)
-
-
-def _summarize_errors(errors):
-    """Distinct tracebacks with their counts, as GridSearchCV reports them."""
-    delimiter = "-" * 80 + "\n"
-    summary = "\n".join(
-        f"{delimiter}{n} fits failed with the following error:\n{error}"
-        for error, n in Counter(errors).items()
-    )
-    return f"Below are more details about the failures:\n{summary}"
-
-
-@contextlib.contextmanager
-def _optuna_verbosity(optuna, verbose):
-    previous = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.INFO if verbose > 0 else optuna.logging.WARNING)
-    try:
-        yield
-    finally:
-        optuna.logging.set_verbosity(previous)
-
-
-def _fit_and_score(estimator, X, y, scorer, train, test, fit_params, return_train, error_score):
-    """Fit on one split and score; a failure gives ``error_score`` and its traceback."""
-    X_train, y_train = _safe_split(estimator, X, y, train)
-    X_test, y_test = _safe_split(estimator, X, y, test, train)
-    n_samples = _num_samples(X)
-    fit_params = {
-        k: _safe_indexing(v, train) if hasattr(v, "__len__") and len(v) == n_samples else v
-        for k, v in fit_params.items()
-    }
-    result = {"test": error_score, "train": error_score, "score_time": 0.0, "error": None}
-    start = time.perf_counter()
-    try:
-        estimator.fit(X_train, y_train, **fit_params)
-        result["fit_time"] = time.perf_counter() - start
-        start = time.perf_counter()
-        result["test"] = float(scorer(estimator, X_test, y_test))
-        result["score_time"] = time.perf_counter() - start
-        if return_train:
-            result["train"] = float(scorer(estimator, X_train, y_train))
-    except Exception:
-        if isinstance(error_score, str) and error_score == "raise":
-            raise
-        result.setdefault("fit_time", time.perf_counter() - start)
-        result["error"] = traceback.format_exc()
-    return result
-
-
-def _finished_states(optuna):
-    """The trial states that count towards ``n_trials`` and appear in ``cv_results_``."""
-    return (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-
-
-def _warn_fit_errors(fit_errors, n_fits, error_score):
-    """Warn, as GridSearchCV does, that some of the ``n_fits`` fits of this call failed."""
-    warnings.warn(
-        f"\n{len(fit_errors)} fits failed out of a total of {n_fits}.\n"
-        f"The score on these splits was set to {error_score}; a trial with a NaN "
-        "score ends FAIL and is left out of cv_results_. You can debug the errors "
-        f"by setting error_score='raise'.\n\n{_summarize_errors(fit_errors)}",
-        FitFailedWarning,
-    )
-
-
-class _TrialObjective:
-    """The Optuna objective of one :meth:`HeadSearchCV.fit`: the mean score over the splits.
-
-    Each trial fits and scores a clone of the estimator with the sampled parameters on
-    every split, ``n_jobs`` splits at a time; after each batch it reports the running mean
-    so that the pruner may stop the trial. The per-split results are stored in the trial's
-    user attributes. ``n_fits`` and ``fit_errors`` count over all the trials of this call.
-    """
-
-    def __init__(self, search, X, y, splits, scorer, fit_params):
-        self.search = search
-        self.X, self.y = X, y
-        self.splits = splits
-        self.scorer = scorer
-        self.fit_params = fit_params
-        self.batch = max(1, min(len(splits), effective_n_jobs(search.n_jobs)))
-        self.parallel = Parallel(n_jobs=search.n_jobs)
-        self.n_fits = 0
-        self.fit_errors = []
-
-    def __call__(self, trial):
-        optuna = _import_optuna()
-        search = self.search
-        n_splits = len(self.splits)
-        params = _sample_params(search.search_space, trial)
-        base = clone(search.estimator).set_params(**clone(params, safe=False))
-        results = {attr: [np.nan] * n_splits
-                   for attr in (_ATTR_TEST, _ATTR_TRAIN, _ATTR_FIT_TIME, _ATTR_SCORE_TIME)}
-        errors = []
-        for start in range(0, n_splits, self.batch):
-            indices = range(start, min(start + self.batch, n_splits))
-            self._fit_batch(base, indices, results, errors)
-            for i in indices:
-                running = np.mean(results[_ATTR_TEST][: i + 1])
-                if np.isfinite(running):
-                    trial.report(float(running), step=i)
-            if indices[-1] < n_splits - 1 and trial.should_prune():
-                self._record(trial, results, errors)
-                raise optuna.TrialPruned()
-        self._record(trial, results, errors)
-        return float(np.mean(results[_ATTR_TEST]))
-
-    def _fit_batch(self, base, indices, results, errors):
-        """Fit and score clones of ``base`` on the splits ``indices``, in parallel."""
-        search = self.search
-        outcomes = self.parallel(
-            delayed(_fit_and_score)(
-                clone(base), self.X, self.y, self.scorer, *self.splits[i], self.fit_params,
-                search.return_train_score, search.error_score,
-            )
-            for i in indices
-        )
-        self.n_fits += len(indices)
-        for i, outcome in zip(indices, outcomes):
-            results[_ATTR_TEST][i] = outcome["test"]
-            results[_ATTR_TRAIN][i] = outcome["train"]
-            results[_ATTR_FIT_TIME][i] = outcome["fit_time"]
-            results[_ATTR_SCORE_TIME][i] = outcome["score_time"]
-            if outcome["error"] is not None:
-                errors.append(outcome["error"])
-                self.fit_errors.append(outcome["error"])
-
-    def _record(self, trial, results, errors):
-        """Store the trial's per-split results: once per trial, each is a database write."""
-        for attr in (_ATTR_TEST, _ATTR_FIT_TIME, _ATTR_SCORE_TIME):
-            trial.set_user_attr(attr, results[attr])
-        if self.search.return_train_score:
-            trial.set_user_attr(_ATTR_TRAIN, results[_ATTR_TRAIN])
-        if errors:
-            trial.set_user_attr(_ATTR_ERRORS, errors)
 
 
 class HeadSearchCV(MetaEstimatorMixin, BaseEstimator):
@@ -472,16 +182,20 @@ class HeadSearchCV(MetaEstimatorMixin, BaseEstimator):
         ``study_name`` and ``load_if_exists=True`` a new fit continues the stored study
         (all its finished trials count and appear in ``cv_results_``). Any URL that
         :class:`optuna.storages.RDBStorage` accepts works; with a server database
-        (``"postgresql://user:password@host/db"``) several processes or machines can fit
-        the same search at once and share the work: each stops when the study holds
-        ``n_trials`` finished trials. A URL gets a heartbeat: a trial left RUNNING by a
+        (``"postgresql+psycopg://user:password@host/db"``) several processes or machines
+        can fit the same search at once, also on a fresh database, and share the work:
+        together they run exactly ``n_trials`` finished trials, and each returns once
+        the study holds them (waiting, if need be, for the trials still running
+        elsewhere). Each trial records the worker that ran it (``"host:pid"``) in its
+        ``"worker"`` user attribute. A URL gets a heartbeat: a trial left RUNNING by a
         killed process is marked FAIL once its heartbeat is more than 60 s old (checked
-        at the start and end of :meth:`fit` and before each trial). Pass an
-        ``RDBStorage`` built with your own ``heartbeat_interval``/``grace_period`` to
-        change that; with a storage without heartbeat such trials stay RUNNING (they do
-        not count towards ``n_trials``). A URL that cannot be parsed or a database that
-        cannot be opened raises a ``ValueError`` naming the problem (the password is not
-        shown).
+        at the start and end of :meth:`fit`, before each trial and while waiting), and
+        a live worker runs another in its place. Pass an ``RDBStorage`` built with your
+        own ``heartbeat_interval``/``grace_period`` to change that; with a storage
+        without heartbeat such trials stay RUNNING (they do not count towards
+        ``n_trials``) and concurrent workers may finish a few trials more than asked. A
+        URL that cannot be parsed or a database that cannot be opened raises a
+        ``ValueError`` naming the problem (the password is not shown).
 
         The study records what it searches in its user attribute
         ``"skagegender_search"``: the estimator's class, the scorer, the direction
@@ -683,7 +397,9 @@ class HeadSearchCV(MetaEstimatorMixin, BaseEstimator):
 
     def _get_scorer(self):
         if callable(self.scoring):
-            return self.scoring
+            # scikit-learn's check: a metric function of its own is refused with a
+            # message naming make_scorer
+            return check_scoring(self.estimator, self.scoring)
         if isinstance(self.scoring, str):
             from ..metrics import get_scorer
 
@@ -722,7 +438,8 @@ class HeadSearchCV(MetaEstimatorMixin, BaseEstimator):
                 seed = int(check_random_state(seed).randint(np.iinfo(np.int32).max))
             sampler = _TrialSeededSampler(seed)
         pruner = optuna.pruners.NopPruner() if self.pruner is None else copy.deepcopy(self.pruner)
-        try:
+
+        def create():
             study = optuna.create_study(
                 storage=storage,
                 sampler=sampler,
@@ -731,14 +448,19 @@ class HeadSearchCV(MetaEstimatorMixin, BaseEstimator):
                 direction="maximize",
                 load_if_exists=self.load_if_exists,
             )
-        except optuna.exceptions.DuplicatedStudyError:
+            _check_study(study, record)
+            return study
+
+        try:
+            return _retry_creation_race(create)  # workers starting at once create it together
+        except (optuna.exceptions.DuplicatedStudyError, StudyError):
             raise
         except Exception as exc:
-            if isinstance(self.storage, str):  # the database is not usable as a storage
-                raise StudyError(f"cannot create or load the study in the storage: {exc}") from exc
+            if isinstance(storage, optuna.storages.RDBStorage):  # not usable as a storage
+                reason = _without_password(str(exc), storage.url)
+                raise StudyError(f"cannot create or load the study in the storage: {reason}") \
+                    from exc
             raise
-        _check_study(study, record)
-        return study
 
     def open_study(self):
         """Create or load the study in ``storage`` now and check that it is this search's.
@@ -834,28 +556,76 @@ class HeadSearchCV(MetaEstimatorMixin, BaseEstimator):
             warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
             study = self._create_study(optuna, record)
             optuna.storages.fail_stale_trials(study)
-            counted = _finished_states(optuna)
-            n_done = len(study.get_trials(deepcopy=False, states=counted))
             if self.n_trials is None:
                 study.optimize(objective, timeout=self.timeout)
-            elif n_done < self.n_trials:
-                study.optimize(
-                    objective,
-                    n_trials=self.n_trials - n_done,
-                    timeout=self.timeout,
-                    callbacks=[optuna.study.MaxTrialsCallback(self.n_trials, states=counted)],
-                )
+            else:
+                self._run_missing_trials(optuna, study, objective)
             optuna.storages.fail_stale_trials(study)
         return study
+
+    def _run_missing_trials(self, optuna, study, objective):
+        """Run trials until ``study`` holds ``n_trials`` finished ones, with any other workers.
+
+        Other processes may work on the same study. Each trial, once created, counts the
+        trials numbered before it that are finished, running or waiting; if they already
+        fill ``n_trials`` it is not run (it ends FAIL with the ``not_run`` user
+        attribute), so the study never holds more than ``n_trials`` finished trials. A
+        trial that runs records its worker, ``"host:pid"``, in the ``worker`` attribute. When
+        the trials still running elsewhere would fill the study, this process waits for
+        them: if one of their workers dies, its trial is marked FAIL once its heartbeat is
+        ``grace_period`` old, and this process runs a trial in its place. That needs a
+        storage with heartbeat (a URL gets one); without, the others' running trials are
+        not waited for and concurrent workers may finish a few trials more than asked.
+        At most ``n_trials`` minus the finished trials found at the start are run here
+        (failed trials included), and none is started after ``timeout``.
+        """
+        state = optuna.trial.TrialState
+        storage = study._storage
+        get_interval = getattr(storage, "get_heartbeat_interval", None)
+        heartbeat = callable(get_interval) and get_interval() is not None
+        finished = _finished_states(optuna)
+        claims = (*finished, state.WAITING) + ((state.RUNNING,) if heartbeat else ())
+
+        def claimed(trial):
+            taken = sum(t.number < trial.number
+                        for t in study.get_trials(deepcopy=False, states=claims))
+            if taken >= self.n_trials:
+                reason = (f"the study already held {self.n_trials} finished or running "
+                          "trials (another worker took the last one)")
+                trial.set_user_attr(_ATTR_NOT_RUN, reason)
+                raise _TrialNotRun(f"not run: {reason}")
+            trial.set_user_attr(_ATTR_WORKER, f"{socket.gethostname()}:{os.getpid()}")
+            return objective(trial)
+
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        budget = self.n_trials - len(study.get_trials(deepcopy=False, states=finished))
+        while budget > 0 and (deadline is None or time.monotonic() < deadline):
+            trials = study.get_trials(deepcopy=False)
+            n_done = sum(t.state in finished for t in trials)
+            n_running = sum(t.state == state.RUNNING for t in trials) if heartbeat else 0
+            if n_done >= self.n_trials:
+                break
+            if n_done + n_running >= self.n_trials:  # the others' trials would fill it
+                time.sleep(_POLL_INTERVAL)
+                optuna.storages.fail_stale_trials(study)
+                continue
+            try:
+                study.optimize(claimed, n_trials=1)
+            except _TrialNotRun:
+                continue  # another worker took the last slot first: look again
+            budget -= 1
 
     def _set_best(self, study, trials):
         """``n_trials_``, ``cv_results_`` and the ``best_*`` attributes from the finished trials."""
         self.n_trials_ = len(trials)
         self.cv_results_ = self._format_results(trials, self.n_splits_)
-        best = study.best_trial
-        self.best_index_ = next(i for i, t in enumerate(trials) if t.number == best.number)
+        # the best of these trials: another worker may finish a better one meanwhile,
+        # which study.best_trial would name although it is not among them
+        done = _import_optuna().trial.TrialState.COMPLETE
+        complete = [i for i, t in enumerate(trials) if t.state == done]
+        self.best_index_ = max(complete, key=lambda i: trials[i].value)
         self.best_params_ = self.cv_results_["params"][self.best_index_]
-        self.best_score_ = float(best.value)
+        self.best_score_ = float(trials[self.best_index_].value)
 
     def _refit(self, X, y, fit_params):
         """Fit ``best_estimator_`` with ``best_params_`` on all the data."""
@@ -983,90 +753,3 @@ class HeadSearchCV(MetaEstimatorMixin, BaseEstimator):
 
     def __sklearn_is_fitted__(self):
         return hasattr(self, "study_")
-
-
-class _DefaultHeadSpace:
-    """Picklable callable behind :func:`default_head_space`."""
-
-    def __init__(self, task, prefix, families, random_state):
-        self.task = task
-        self.prefix = prefix
-        self.families = families
-        self.random_state = random_state
-
-    def __repr__(self):
-        return (
-            f"default_head_space({self.task!r}, prefix={self.prefix!r}, "
-            f"families={list(self.families)!r}, random_state={self.random_state!r})"
-        )
-
-    def __call__(self, trial):
-        from ..heads import HEAD_FAMILIES
-
-        family = trial.suggest_categorical(f"{self.prefix}head", list(self.families))
-        head = HEAD_FAMILIES[family].suggest(
-            self.task, trial, prefix=self.prefix, random_state=self.random_state)
-        return {f"{self.prefix}head": head}
-
-
-def default_head_space(task="age", *, prefix="", families=None, random_state=None):
-    """Search space over the head families of :mod:`skagegender.heads` and their settings.
-
-    The returned callable is a ``search_space`` for :class:`HeadSearchCV` around an
-    :class:`~skagegender.heads.AgeRegressor` or
-    :class:`~skagegender.heads.GenderClassifier`: each trial picks a family and its key
-    hyperparameters and sets ``head`` to the family's default estimator
-    (:func:`~skagegender.heads.make_age_head` / :func:`~skagegender.heads.make_gender_head`)
-    with those hyperparameters on its ``model`` step. The families, their estimators and
-    their spaces are those of :data:`skagegender.heads.HEAD_FAMILIES`
-    (``"lightgbm"`` is offered only when lightgbm is installed).
-
-    Optuna's own parameter names are the family name and the hyperparameters prefixed
-    by their family (``{"head": "mlp", "mlp__alpha": 0.01, ...}``, in
-    ``study_.best_trial.params``); the estimator parameter set is
-    ``{prefix + "head": <estimator>}``.
-
-    Parameters
-    ----------
-    task : {"age", "gender"}, default="age"
-        Which estimator the space is for.
-
-    prefix : str, default=""
-        Parameter path of the head estimator inside a pipeline, with its trailing
-        ``"__"``, e.g. ``"age__"`` for a pipeline step named ``"age"``.
-
-    families : sequence of str or None, default=None
-        Restrict the families; None offers every family available.
-
-    random_state : int or None, default=None
-        Seed of the heads' own randomness (MLP initialisation, LightGBM bagging), so that
-        a seeded search is reproducible.
-
-    Returns
-    -------
-    search_space : callable
-        ``search_space(trial) -> dict`` of estimator parameters. Picklable.
-
-    Examples
-    --------
-    >>> from optuna.trial import FixedTrial
-    >>> space = default_head_space("age", families=["mlp", "ordinal"])
-    >>> params = space(FixedTrial({"head": "ordinal", "ordinal__alpha": 0.1}))
-    >>> params["head"].get_params()["model__alpha"]
-    0.1
-    """
-    from ..heads import available_head_families
-
-    if task not in ("age", "gender"):
-        raise ValueError(f"task must be 'age' or 'gender', got {task!r}")
-    available = list(available_head_families())
-    if families is None:
-        families = available
-    else:
-        families = list(families)
-        unknown = sorted(set(families) - set(available))
-        if unknown or not families:
-            raise ValueError(
-                f"families {unknown or families} are not available; choose among {available}"
-            )
-    return _DefaultHeadSpace(task, prefix, tuple(families), random_state)

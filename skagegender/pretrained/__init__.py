@@ -17,7 +17,14 @@ weights inherit that restriction. ``scripts/train_pretrained.py`` and
 ``scripts/train_fast.py`` rebuild the files.
 """
 
+from __future__ import annotations
+
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..embedding import ArcFaceEmbedder
+    from ..model import AgeGenderModel
 
 #: Shipped model files by name.
 MODELS = {
@@ -29,7 +36,7 @@ MODEL_FILE = MODELS["default"]
 __all__ = ["MODELS", "MODEL_FILE", "load", "model_file"]
 
 
-def model_file(name):
+def model_file(name: str) -> Path:
     """The file of a shipped model.
 
     Parameters
@@ -59,7 +66,7 @@ def model_file(name):
     return path
 
 
-def load(name="default", *, embedder=None):
+def load(name: str = "default", *, embedder: ArcFaceEmbedder | None = None) -> AgeGenderModel:
     """Load a shipped age and gender model.
 
     Parameters

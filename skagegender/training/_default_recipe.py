@@ -72,7 +72,7 @@ def make_heads(random_state=0):
 
 
 def calibrate_heads(age_head, gender_head, X, age, gender, fgnet=None, *, gate_sigma=None,
-                    gate_fgnet_weight=None):
+                    gate_fgnet_weight=None, sample_weight=None):
     """Fit the age gate and the calibrators on held-out rows.
 
     The age gate (unfitted, from :func:`make_heads`) is fitted on these rows, FG-NET
@@ -100,6 +100,10 @@ def calibrate_heads(age_head, gender_head, X, age, gender, fgnet=None, *, gate_s
         keeps the gate's own, :data:`GATE_LABEL_SIGMA` in the one of :func:`make_heads`.
     gate_fgnet_weight : float or None
         Weight of each FG-NET row in the gate's fit; None: :data:`GATE_FGNET_WEIGHT`.
+    sample_weight : ndarray of shape (n,) or None
+        How many times each row counts (whole numbers >= 0), on top of the FG-NET
+        weights: a factor of the gate's ``sample_weight``; the calibrators see each
+        row that many times. None: once each.
 
     Returns
     -------
@@ -110,23 +114,30 @@ def calibrate_heads(age_head, gender_head, X, age, gender, fgnet=None, *, gate_s
 
     from ..embedding import FINETUNED_AGE_CLASSES, feature_blocks
     from ..heads import AgeAwareCalibratedClassifier, ConformalAgeRegressor
+    from ._train import repeated_rows
 
     fgnet = np.zeros(len(X), bool) if fgnet is None else np.asarray(fgnet, bool)
+    weight = (np.ones(len(X)) if sample_weight is None
+              else np.asarray(sample_weight, float))
+    repeated_rows(weight)  # checks the weights
     found = ~np.isnan(X).any(axis=1)
-    X, age, gender, fgnet = (X[found], np.asarray(age, float)[found],
-                             np.asarray(gender, object)[found], fgnet[found])
+    X, age, gender, fgnet, weight = (X[found], np.asarray(age, float)[found],
+                                     np.asarray(gender, object)[found], fgnet[found],
+                                     weight[found])
     gate = clone(age_head)
     if gate_sigma is not None:
         gate.set_params(label_sigma=gate_sigma)
     fgnet_weight = GATE_FGNET_WEIGHT if gate_fgnet_weight is None else gate_fgnet_weight
-    gate.fit(X, age, sample_weight=np.where(fgnet, fgnet_weight, 1.0))
-    rows = np.concatenate([np.flatnonzero(~fgnet),
-                           np.repeat(np.flatnonzero(fgnet), FGNET_CALIBRATION_WEIGHT)])
+    gate.fit(X, age, sample_weight=np.where(fgnet, fgnet_weight, 1.0) * weight)
+    counts = weight.astype(int)
+    others, fg_rows = np.flatnonzero(~fgnet), np.flatnonzero(fgnet)
+    rows = np.concatenate([np.repeat(others, counts[others]),
+                           np.repeat(fg_rows, FGNET_CALIBRATION_WEIGHT * counts[fg_rows])])
     age_head = ConformalAgeRegressor(FrozenEstimator(gate), spread_floor=AGE_SPREAD_FLOOR,
                                      age_edges=AGE_INTERVAL_EDGES, cv=None).fit(X[rows],
                                                                                  age[rows])
     if gender_head is not None:
-        known = known_labels(gender)
+        known = np.repeat(np.flatnonzero(known_labels(gender)), counts[known_labels(gender)])
         age_start = feature_blocks(EMBEDDER_PARAMS["layers"])["sface_finetuned_age"].start
         gender_head = AgeAwareCalibratedClassifier(
             FrozenEstimator(gender_head), age_start=age_start,
@@ -193,35 +204,53 @@ def n_degraded(limit=None):
     return max(1, round(N_DEGRADED * limit / UTKFACE_SIZE))
 
 
+def training_sources(data_root, limit=None):
+    """The shipped training mix under ``data_root``: a list of ``TrainingSource``.
+
+    UTKFace (``limit``: a seeded subset of that many images) with degraded copies of
+    the share ``N_DEGRADED / UTKFACE_SIZE`` of its images (:func:`n_degraded`), and
+    FG-NET whole, each image counted :data:`FGNET_WEIGHT` times.
+    """
+    from pathlib import Path
+
+    from ._train import TrainingSource
+
+    return [TrainingSource("utkface", Path(data_root) / "UTKFace", limit=limit,
+                           degraded=N_DEGRADED / UTKFACE_SIZE),
+            TrainingSource("fgnet", Path(data_root) / "FGNET", weight=FGNET_WEIGHT)]
+
+
 def embed_training_sets(embedder, data_root, *, cache, limit=None):
     """Features of UTKFace, its degraded copies and FG-NET under ``data_root``, cached.
 
+    :func:`~skagegender.training.embed_training_data` of :func:`training_sources`:
     ``limit`` embeds a seeded subset of that many UTKFace images
-    (:func:`~skagegender.datasets.subsample`) and :func:`n_degraded` copies; FG-NET is
-    always whole. Prints one progress line per set. Returns ``(utk, utk_features,
+    (:func:`~skagegender.datasets.subsample`) and :func:`n_degraded` copies; FG-NET
+    is always whole. Prints one progress line per set. Returns ``(utk, utk_features,
     fgnet, fgnet_features, degraded)``, ``degraded`` as :func:`degraded_features`
     gives it.
     """
     import time
-    from pathlib import Path
 
-    from ..datasets import embed_dataset
+    from ._train import embed_training_data
 
     start = time.perf_counter()
-    utk_x, utk = embed_dataset("utkface", Path(data_root) / "UTKFace", embedder=embedder,
-                               cache=cache, limit=limit)
-    print(f"UTKFace: {len(utk.paths)} images, {np.isfinite(utk_x[:, 0]).sum()} faces, "
-          f"{time.perf_counter() - start:.0f} s", flush=True)
-    fg_x, fg = embed_dataset("fgnet", Path(data_root) / "FGNET", embedder=embedder, cache=cache)
-    print(f"FG-NET: {len(fg.paths)} images, {np.isfinite(fg_x[:, 0]).sum()} faces", flush=True)
-    degraded = degraded_features(embedder, utk.paths, n=n_degraded(limit))
-    print(f"degraded copies: {len(degraded[0])}, {time.perf_counter() - start:.0f} s", flush=True)
-    return utk, utk_x, fg, fg_x, degraded
+    utk, fg = embed_training_data(training_sources(data_root, limit), embedder=embedder,
+                                  cache=cache)
+    for part, label in ((utk, "UTKFace"), (fg, "FG-NET")):
+        print(f"{label}: {len(part.data.paths)} images, "
+              f"{np.isfinite(part.features[:, 0]).sum()} faces", flush=True)
+    n_copies = 0 if utk.degraded is None else len(utk.degraded[0])
+    print(f"degraded copies: {n_copies}, {time.perf_counter() - start:.0f} s", flush=True)
+    return utk.data, utk.features, fg.data, fg.features, utk.degraded
 
 
 def training_set(utk, utk_features, degraded=None, fgnet=None, fgnet_features=None, *,
                  utk_rows=None, fgnet_rows=None):
     """Stack UTKFace rows, their degraded copies and weighted FG-NET rows.
+
+    :func:`~skagegender.training.stack_training_data` with the shipped weights
+    (FG-NET :data:`FGNET_WEIGHT`), each row repeated as many times as it counts.
 
     Parameters
     ----------
@@ -239,21 +268,17 @@ def training_set(utk, utk_features, degraded=None, fgnet=None, fgnet_features=No
     age : ndarray of shape (n,)
     gender : ndarray of shape (n,), object ("female"/"male"/None)
     """
-    utk_rows = np.arange(len(utk.paths)) if utk_rows is None else np.asarray(utk_rows)
-    parts_x = [utk_features[utk_rows]]
-    parts_age = [np.asarray(utk.age)[utk_rows]]
-    parts_gender = [np.asarray(utk.gender, dtype=object)[utk_rows]]
-    if degraded is not None:
-        source, feats = degraded
-        keep = np.isin(source, utk_rows)
-        parts_x.append(feats[keep])
-        parts_age.append(np.asarray(utk.age)[source[keep]])
-        parts_gender.append(np.asarray(utk.gender, dtype=object)[source[keep]])
+    from sklearn.utils import Bunch
+
+    from ._train import repeated_rows, stack_training_data
+
+    parts = [Bunch(name="utkface", weight=1, data=utk, features=utk_features,
+                   degraded=degraded)]
     if fgnet is not None:
-        rows = np.arange(len(fgnet.paths)) if fgnet_rows is None else np.asarray(fgnet_rows)
-        rows = np.repeat(rows, FGNET_WEIGHT)
-        parts_x.append(fgnet_features[rows])
-        parts_age.append(np.asarray(fgnet.age)[rows])
-        parts_gender.append(np.full(len(rows), None, dtype=object))
-    return (np.concatenate(parts_x), np.concatenate(parts_age),
-            np.concatenate(parts_gender))
+        # FG-NET trains age only
+        parts.append(Bunch(name="fgnet", weight=FGNET_WEIGHT, data=Bunch(**{**fgnet,
+                                                                             "gender": None}),
+                           features=fgnet_features, degraded=None))
+    data = stack_training_data(parts, rows={"utkface": utk_rows, "fgnet": fgnet_rows})
+    every = repeated_rows(data.sample_weight)
+    return data.X[every], data.age[every], data.gender[every]

@@ -9,7 +9,6 @@ stays a cross-dataset test. ``scripts/train_fast.py`` trains, measures (5-fold C
 on UTKFace, FG-NET) and writes ``skagegender/pretrained/fast.skag``.
 """
 
-import numpy as np
 
 #: Embedder options of the fast model (83 features: 81 dlib age probabilities,
 #: then P(female), P(male) of the dlib gender network).
@@ -39,7 +38,7 @@ def make_heads(random_state=0, expected_weight=EXPECTED_AGE_WEIGHT):
     """
     from sklearn.ensemble import VotingRegressor
 
-    from ..embedding._chipnets import DLIB_AGE_CLASSES
+    from ..embedding import DLIB_AGE_CLASSES
     from ..heads import AgeRegressor, ExpectedAgeRegressor, GenderClassifier
 
     expected = ExpectedAgeRegressor(start=0, class_ages=DLIB_AGE_CLASSES)
@@ -51,10 +50,3 @@ def make_heads(random_state=0, expected_weight=EXPECTED_AGE_WEIGHT):
             weights=[expected_weight, 1 - expected_weight])
     return (AgeRegressor(head=age, random_state=random_state),
             GenderClassifier(head="mlp", random_state=random_state))
-
-
-def fill_missing(pred, fallback):
-    """Predictions where a face was missed are the fallback age (as the model does)."""
-    pred = np.asarray(pred, float).copy()
-    pred[~np.isfinite(pred)] = fallback
-    return pred
