@@ -5,6 +5,15 @@ torch, which training the fine-tuned layer needs: ``pip install "skagegender[tra
 """
 
 from ._augment import degrade_photo
+from ._deep import (
+    DEPTHS,
+    DeepModel,
+    aligned_crops,
+    augment_crop,
+    sface_torch,
+    train_deep,
+    training_views,
+)
 from ._finetune import FineTunedLayer, train_finetuned_layer
 from ._maps import frozen_maps
 from ._train import (
@@ -23,9 +32,13 @@ from ._train import (
 
 __all__ = [
     "CALIBRATION_SHARE",
+    "DEPTHS",
     "RECIPES",
+    "DeepModel",
     "FineTunedLayer",
     "TrainingSource",
+    "aligned_crops",
+    "augment_crop",
     "calibration_split",
     "check_sources",
     "degrade_photo",
@@ -35,6 +48,9 @@ __all__ = [
     "layer_training_rows",
     "make_recipe_embedder",
     "repeated_rows",
+    "sface_torch",
     "stack_training_data",
+    "train_deep",
     "train_finetuned_layer",
+    "training_views",
 ]

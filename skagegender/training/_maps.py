@@ -8,9 +8,9 @@ import numpy as np
 from ._finetune import MAP_LAYER, MAP_SHAPE
 
 
-def _map_chunk(items):
-    """Aligned crops of ``items`` (paths, or (path, seed) for degraded copies) -> maps."""
-    from ..embedding import ArcFaceEmbedder, load_image, sface_maps
+def aligned_chunk(items):
+    """Aligned RGB crops of ``items`` (paths, or (path, seed) for degraded copies), found mask."""
+    from ..embedding import ArcFaceEmbedder, load_image
     from ._augment import degrade_photo
 
     images = []
@@ -26,10 +26,17 @@ def _map_chunk(items):
         else:
             images.append(str(item))
     aligned = ArcFaceEmbedder().align(images)
+    return aligned.crops, aligned.found
+
+
+def _map_chunk(items):
+    """Aligned crops of ``items`` (paths, or (path, seed) for degraded copies) -> maps."""
+    from ..embedding import sface_maps
+
+    crops, found = aligned_chunk(items)
     maps = np.zeros((len(items), *MAP_SHAPE), np.float16)
-    found = aligned.found
     if found.any():
-        maps[found] = sface_maps(aligned.crops[found], layer=MAP_LAYER).astype(np.float16)
+        maps[found] = sface_maps(crops[found], layer=MAP_LAYER).astype(np.float16)
     return maps, found
 
 
