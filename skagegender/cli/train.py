@@ -22,6 +22,7 @@ FEW_FACES = 1000
 def add_arguments(sub):
     """Declare ``train`` and its options on the sub-command parsers ``sub``."""
     from ..heads import HEAD_FAMILIES
+    from ..training import RECIPES
 
     heads = list(HEAD_FAMILIES)
     p = add_command(
@@ -48,7 +49,7 @@ def add_arguments(sub):
                    "dataset's images, seeded; a copy stays on its original's side of the "
                    "calibration split (default: 0, none)")
     p.add_argument("--out", required=True, help="model file to write (required)")
-    p.add_argument("--recipe", choices=("default", "fast"), default=None,
+    p.add_argument("--recipe", choices=RECIPES, default=None,
                    help="train a shipped model's recipe on this dataset: 'default' (the "
                    "shipped features, an age gate over the fine-tuned SFace layer and the "
                    "dlib age network, calibrated on 20%% of each dataset's images, held out "
