@@ -13,6 +13,7 @@ Heavy dependencies (onnx, onnxruntime, openvino, insightface) load on first use,
 import.
 """
 
+from ._assets import SFACE, converted_model
 from ._backbones import (
     AGE_GENDER_LAYERS,
     LAYER_PRESETS,
@@ -44,6 +45,7 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "LAYER_PRESETS",
     "RUNTIMES",
+    "SFACE",
     "SFACE_MAP_LAYER",
     "AlignedFaces",
     "ArcFaceEmbedder",
@@ -58,6 +60,7 @@ __all__ = [
     "NoFaceError",
     "Outcome",
     "align_face",
+    "converted_model",
     "feature_blocks",
     "frames_note",
     "item_key",
