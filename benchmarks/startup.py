@@ -121,7 +121,9 @@ def one_run(image, model, env):
     with tempfile.TemporaryDirectory() as tmp:
         marks_file = Path(tmp) / "marks.json"
         env = child_env(env, image, model, marks_file)
-        command = [sys.executable, "-c", CHILD, "predict", str(image), "--model", model]
+        # -P: the child imports the skagegender this script imports (an installed one), not
+        # a source tree in the working folder
+        command = [sys.executable, "-P", "-c", CHILD, "predict", str(image), "--model", model]
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.time()
         done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
@@ -154,7 +156,7 @@ def import_seconds(image, model, env):
     """Seconds of import (self time) per top-level package, from one ``-X importtime`` run."""
     with tempfile.TemporaryDirectory() as tmp:
         env = child_env(env, image, model, Path(tmp) / "marks.json")
-        done = subprocess.run([sys.executable, "-X", "importtime", "-c", CHILD, "predict",
+        done = subprocess.run([sys.executable, "-P", "-X", "importtime", "-c", CHILD, "predict",
                                str(image), "--model", model], env=env, capture_output=True,
                               text=True, check=False)
     if done.returncode != 0:

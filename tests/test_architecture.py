@@ -28,8 +28,7 @@ MAY_IMPORT = {
 #: Modules of the top package that belong to a layer. ``_utils`` and ``_archive`` are
 #: free to all (and import nothing of the package); so is the top ``__init__`` (``__version__``), which
 #: loads the subpackages lazily by name.
-TOP_MODULES = {"cli": "cli", "_tune_cli": "cli", "__main__": "cli", "_utils": "_utils", "_archive": "_utils",
-               "__init__": "__init__"}
+TOP_MODULES = {"__main__": "cli", "_utils": "_utils", "_archive": "_utils", "__init__": "__init__"}
 
 
 def _layer(dotted):
@@ -99,7 +98,8 @@ def test_the_checker_catches_upward_imports():
         ("skagegender.heads._age", "import skagegender.metrics"): 1,
         ("skagegender.heads._age", "def f():\n    from skagegender.datasets import x"): 1,
         ("skagegender.datasets._registry", "from ..heads import AgeRegressor"): 1,
-        ("skagegender.embedding._io", "from .._tune_cli import run_tune"): 1,
+        ("skagegender.embedding._io", "from ..cli.tune import run"): 1,
+        ("skagegender.model._stream", "from ..cli import _common"): 1,
         ("skagegender._utils", "from .embedding import load_image"): 1,
         # and the ways that are fine
         ("skagegender.datasets._registry", "from ..embedding import ArcFaceEmbedder"): 0,
@@ -107,7 +107,8 @@ def test_the_checker_catches_upward_imports():
                                            "from .._utils import round_age\nimport numpy")): 0,
         ("skagegender.heads._age", "from ._base import resolve_head"): 0,
         ("skagegender.model._persistence", "from .. import __version__"): 0,
-        ("skagegender._tune_cli", "from .model_selection import HeadSearchCV"): 0,
+        ("skagegender.cli.tune", "from ..model_selection import HeadSearchCV"): 0,
+        ("skagegender.cli.predict", "from ..model import predict_stream"): 0,
     }
     for (module, source), n_upward in cases.items():
         assert len(upward_imports(module, source)) == n_upward, (module, source)
@@ -151,9 +152,7 @@ def test_the_readme_shows_the_same_layers():
 MAX_MODULE_LINES = 800
 #: Modules known to be longer, with the reason; each entry fails the test once the
 #: module is short enough, so that it is removed from here.
-LONG_MODULES = {
-    "skagegender/cli.py": "split into cli/ next (one module per command)",
-}
+LONG_MODULES = {}
 
 
 def long_modules(limit=MAX_MODULE_LINES):
@@ -187,21 +186,7 @@ FREE_MODULES = {"_utils", "_archive"}
 
 #: Known imports of a private name across subpackages, ``(file, imported name)``, with
 #: the reason they remain. Each fails the test once it is gone, so that it is removed.
-PRIVATE_IMPORTS = {
-    ("skagegender/cli.py", "skagegender.embedding._cache.faces_fit_image"):
-        "cli.py's face cache moves into the library with the cli/ split",
-    ("skagegender/cli.py", "skagegender.embedding._io.peek_image"):
-        "cli.py's face cache moves into the library with the cli/ split",
-    ("skagegender/cli.py", "skagegender.embedding._io.frames_note"):
-        "the cli/ split imports it from the library's public API",
-    ("skagegender/cli.py", "skagegender.model_selection._storage._ATTR_SEARCH"):
-        "train --study reads a study's search record; the cli/ split reads it through a "
-        "public model_selection function",
-    ("skagegender/cli.py", "skagegender.model_selection._storage._import_optuna"):
-        "the cli/ split opens studies with model_selection.open_storage (public)",
-    ("skagegender/cli.py", "skagegender.model_selection._storage._open_storage"):
-        "the cli/ split opens studies with model_selection.open_storage (public)",
-}
+PRIVATE_IMPORTS = {}
 
 
 def _subpackage(dotted):
@@ -252,15 +237,15 @@ def test_the_checker_catches_private_imports():
         ("skagegender.training._fast_recipe", "from ..embedding._chipnets import X"): 1,
         ("skagegender.training._fast_recipe", "from ..embedding import _chipnets"): 1,
         ("skagegender.training._fast_recipe", "from ..embedding import _helper"): 1,
-        ("skagegender._tune_cli", "from .model_selection._search import _open_storage"): 1,
+        ("skagegender.cli.tune", "from ..model_selection._search import _open_storage"): 1,
         ("skagegender.heads._age", "def f():\n    import skagegender.metrics._age"): 1,
-        ("skagegender.cli", "from ._tune_cli import _TuneError\nfrom .embedding import _io"): 1,
+        ("skagegender.cli.tune", "from ._tune_inputs import _TuneError\nfrom ..embedding import _io"): 1,
         # and the ways that are fine
         ("skagegender.training._fast_recipe", "from ..embedding import DLIB_AGE_CLASSES"): 0,
         ("skagegender.model._age_gender", "from ._persistence import _Refused"): 0,
         ("skagegender.model._persistence", "from .. import __version__"): 0,
         ("skagegender.heads._age", "from .._utils import round_age\nfrom .._archive import x"): 0,
-        ("skagegender.cli", "from ._tune_cli import run_tune"): 0,
+        ("skagegender.cli", "from .tune import run"): 0,
     }
     for (module, source), n_private in cases.items():
         assert len(private_imports(module, source)) == n_private, (module, source)
@@ -277,3 +262,38 @@ def test_no_private_name_is_imported_across_subpackages():
                      "its __init__ or move the helper):\n" + "\n".join(new))
     gone = sorted(set(PRIVATE_IMPORTS) - set(found))
     assert not gone, f"no longer imported: remove {gone} from PRIVATE_IMPORTS"
+
+
+# -- the command line ----------------------------------------------------------------
+
+#: Most lines of a command's module under ``skagegender/cli/``: a command declares its
+#: options and runs over library functions (no cache, workers or drawing of its own).
+MAX_COMMAND_LINES = 200
+#: Command modules known to be longer, with the reason.
+LONG_COMMANDS = {
+    "tune.py": "its options carry long help texts (storage URLs, heartbeats, the feature "
+               "file's format) and run() documents the JSON it prints",
+}
+
+
+def test_each_command_module_is_short():
+    folder = PACKAGE / "cli"
+    commands = [path for path in sorted(folder.glob("*.py")) if not path.name.startswith("_")]
+    assert {path.stem for path in commands} == {"predict", "embed", "evaluate", "train", "tune"}
+    sizes = {path.name: len(path.read_text().splitlines()) for path in commands}
+    long = {name: n for name, n in sizes.items() if n > MAX_COMMAND_LINES}
+    assert set(long) == set(LONG_COMMANDS), f"over {MAX_COMMAND_LINES} lines: {long}"
+    assert all(n <= 2 * MAX_COMMAND_LINES for n in sizes.values()), sizes
+    helpers = [path for path in folder.glob("_*.py") if path.name != "__init__.py"]
+    assert all(len(path.read_text().splitlines()) <= 2 * MAX_COMMAND_LINES for path in helpers)
+
+
+def test_the_commands_hold_no_cache_workers_or_drawing():
+    # that is library work (skagegender.model.predict_stream, annotate_image, FaceCache)
+    banned = re.compile(r"\b(?:Parallel|delayed|EmbeddingCache|FaceCache|cv2|atomic_write"
+                        r"|ThreadPoolExecutor|ProcessPoolExecutor)\b")
+    for path in sorted((PACKAGE / "cli").glob("*.py")):
+        found = sorted(set(banned.findall(path.read_text())))
+        if path.name == "embed.py":  # writes its .npz through the one safe writer
+            found = [name for name in found if name != "atomic_write"]
+        assert not found, f"{path.name} uses {found}"

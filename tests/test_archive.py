@@ -20,7 +20,7 @@ from skagegender._archive import (
     read_member,
     zip_members,
 )
-from skagegender._tune_cli import _read_features, _TuneError
+from skagegender.cli._tune_inputs import _read_features, _TuneError
 from skagegender.model import ModelFileError, load_model_file
 
 

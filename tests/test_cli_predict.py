@@ -150,11 +150,10 @@ def test_cache_and_n_jobs_give_the_same_records_in_order(utk40, group_photo, tmp
     code, first, _ = _run(capsys, ["predict", "--jsonl", "--cache", str(cache), *inputs])
     assert code == 0 and [json.loads(line) for line in first.splitlines()] == expected
     # every face of every image is stored
-    from skagegender.cli import _FaceCache
-    from skagegender.embedding._cache import item_key
+    from skagegender.embedding import FaceCache, item_key
     from skagegender.pretrained import load
 
-    store = _FaceCache(cache, load().embedder_)
+    store = FaceCache(cache, load().embedder_)
     keys = [item_key(path) for path in inputs]
     stored = store.get(keys)
     assert [len(stored[key]) for key in keys] == [len(r["faces"]) for r in expected]

@@ -25,8 +25,8 @@ import pytest
 from packaging.requirements import Requirement
 from PIL import Image
 
-from skagegender import cli
 from skagegender.cli import main
+from skagegender.embedding import CACHED_FACES_LIMIT
 from skagegender.embedding._cache import DamagedCacheWarning
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -203,7 +203,7 @@ def test_poisoned_cache_rows_are_recomputed_and_the_batch_completes(
     stem3 = item3.rsplit(":", 1)[0]  # more faces than an image has: no "no more" row
     db.execute("DELETE FROM embeddings WHERE item_key LIKE ?", [stem3 + ":%"])
     db.executemany("INSERT INTO embeddings VALUES (?, ?, 0, ?, ?, NULL)",
-                   [(bb3, f"{stem3}:{j}", feats0, face0) for j in range(cli.CACHED_FACES_LIMIT + 5)])
+                   [(bb3, f"{stem3}:{j}", feats0, face0) for j in range(CACHED_FACES_LIMIT + 5)])
     db.commit()
     db.close()
 
@@ -402,7 +402,8 @@ def test_a_cache_path_that_is_not_a_cache_is_a_usage_error(tmp_path, capsys):
 
 
 def test_evaluate_json_turns_every_non_finite_number_into_null():
-    from skagegender.cli import _json, _rounded
+    from skagegender.cli._common import _json
+    from skagegender.cli.evaluate import _rounded
 
     text = _json(_rounded({"mae": float("inf"), "per_group": {"0-12": [float("nan"),
                                                                       -float("inf"), 1.23456]}}))

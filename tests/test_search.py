@@ -34,7 +34,8 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 from threadpoolctl import threadpool_limits
 
 import skagegender.heads as skagegender_heads
-from skagegender._tune_cli import add_tune_arguments, run_tune
+from skagegender.cli.tune import add_tune_arguments
+from skagegender.cli.tune import run as run_tune
 from skagegender.model_selection import HeadSearchCV, default_head_space
 
 # Two shared cores: BLAS threads fighting over them make a 67x10 logistic fit 30x slower.
@@ -523,11 +524,11 @@ def test_run_tune_from_features_file(tmp_path, capsys, monkeypatch):
     storage = f"sqlite:///{tmp_path / 'tune.db'}"
     # A small MLP-only space keeps the test fast; the command's space is the default one.
     monkeypatch.setattr(
-        "skagegender._tune_cli._make_search_space",
+        "skagegender.cli.tune._make_search_space",
         lambda target: _tiny_space,
     )
     monkeypatch.setattr(
-        "skagegender._tune_cli._make_estimator", lambda target: _tiny_estimator()
+        "skagegender.cli.tune._make_estimator", lambda target: _tiny_estimator()
     )
     args = _tune_args(["--features", str(features), "--target", "age", "--n-trials", "3",
                        "--storage", storage, "--cv", "3", "--json"])
@@ -555,7 +556,7 @@ def test_run_tune_gender_with_the_real_head(tmp_path, capsys, monkeypatch):
     _write_features(features)
     # The ordinal family (a logistic regression for two genders) keeps the test fast.
     monkeypatch.setattr(
-        "skagegender._tune_cli._make_search_space",
+        "skagegender.cli.tune._make_search_space",
         lambda target: default_head_space(target, families=["ordinal"]),
     )
     storage = f"sqlite:///{tmp_path / 'tune.db'}"
@@ -588,9 +589,9 @@ def test_run_tune_embeds_the_dataset_and_keeps_subjects_apart(tmp_path, capsys, 
                         fold=None)
 
     monkeypatch.setattr(skagegender.datasets, "embed_dataset", fake_embed_dataset)
-    monkeypatch.setattr("skagegender._tune_cli._make_search_space",
+    monkeypatch.setattr("skagegender.cli.tune._make_search_space",
                         lambda target: _tiny_space)
-    monkeypatch.setattr("skagegender._tune_cli._make_estimator",
+    monkeypatch.setattr("skagegender.cli.tune._make_estimator",
                         lambda target: _tiny_estimator())
     seen_groups = []
     original_fit = HeadSearchCV.fit

@@ -9,7 +9,8 @@ pytest.importorskip("optuna")
 
 from optuna.trial import FixedTrial
 
-from skagegender.cli import _tuned_heads, build_parser, main
+from skagegender.cli import build_parser, main
+from skagegender.cli._train_inputs import _tuned_heads
 from skagegender.model_selection import default_head_space
 
 

@@ -22,8 +22,8 @@ from sklearn.datasets import make_regression
 from sklearn.linear_model import Ridge
 from threadpoolctl import threadpool_limits
 
-from skagegender._tune_cli import add_tune_arguments
 from skagegender.cli import main
+from skagegender.cli.tune import add_tune_arguments
 from skagegender.model_selection import HeadSearchCV
 
 

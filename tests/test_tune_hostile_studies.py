@@ -19,8 +19,9 @@ optuna = pytest.importorskip("optuna")
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from threadpoolctl import threadpool_limits
 
-from skagegender._tune_cli import _from_features, add_tune_arguments
 from skagegender.cli import main
+from skagegender.cli._tune_inputs import _from_features
+from skagegender.cli.tune import add_tune_arguments
 
 
 @pytest.fixture(autouse=True)

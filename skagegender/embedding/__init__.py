@@ -13,6 +13,7 @@ Heavy dependencies (onnx, onnxruntime, openvino, insightface) load on first use,
 import.
 """
 
+from ._assets import SFACE, converted_model
 from ._backbones import (
     AGE_GENDER_LAYERS,
     LAYER_PRESETS,
@@ -26,8 +27,9 @@ from ._cache import EmbeddingCache, item_key
 from ._chipnets import DLIB_AGE_CLASSES
 from ._detection import ARCFACE_TEMPLATE, Face, align_face
 from ._embedder import ArcFaceEmbedder, MissingFacesWarning, NoFaceError
+from ._face_cache import CACHED_FACES_LIMIT, FaceCache
 from ._finetuned import FINETUNED_AGE_CLASSES, FINETUNED_WEIGHT_ARRAYS, FineTunedWeights
-from ._io import IMAGE_FORMATS, IMAGE_SUFFIXES, ImageLoadError, load_image
+from ._io import IMAGE_FORMATS, IMAGE_SUFFIXES, ImageLoadError, frames_note, load_image
 from ._outcome import AlignedFaces, EmbeddingResult, Outcome
 from ._runtime import RUNTIMES, runtime_name
 from ._spec import BackboneSpec
@@ -35,6 +37,7 @@ from ._spec import BackboneSpec
 __all__ = [
     "AGE_GENDER_LAYERS",
     "ARCFACE_TEMPLATE",
+    "CACHED_FACES_LIMIT",
     "DLIB_AGE_CLASSES",
     "FINETUNED_AGE_CLASSES",
     "FINETUNED_WEIGHT_ARRAYS",
@@ -42,6 +45,7 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "LAYER_PRESETS",
     "RUNTIMES",
+    "SFACE",
     "SFACE_MAP_LAYER",
     "AlignedFaces",
     "ArcFaceEmbedder",
@@ -49,13 +53,16 @@ __all__ = [
     "EmbeddingCache",
     "EmbeddingResult",
     "Face",
+    "FaceCache",
     "FineTunedWeights",
     "ImageLoadError",
     "MissingFacesWarning",
     "NoFaceError",
     "Outcome",
     "align_face",
+    "converted_model",
     "feature_blocks",
+    "frames_note",
     "item_key",
     "load_image",
     "resolve_layers",

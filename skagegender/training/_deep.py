@@ -64,7 +64,7 @@ def sface_graph():
     import onnx
     from onnx import helper, numpy_helper
 
-    from ..embedding._assets import SFACE, converted_model
+    from ..embedding import SFACE, converted_model
 
     model = onnx.load(str(converted_model(SFACE, symbolic_dims={0: "batch"})))
     weights = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
