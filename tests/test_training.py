@@ -1,6 +1,7 @@
 """skagegender.training: recipes fitted on your own faces, the fine-tuned layer, frozen maps."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -122,6 +123,46 @@ def test_frozen_maps_are_cached_and_match_the_embedder(shared_data, tmp_path):
     (tmp_path / "t_maps.npy").write_bytes(b"not an array")  # damaged: recomputed
     fixed, _ = frozen_maps("t", items, tmp_path, verbose=False)
     np.testing.assert_array_equal(fixed, maps)
+
+
+def test_cached_rows_are_computed_again_when_a_file_changes_or_the_cache_is_damaged(tmp_path):
+    import os
+
+    from skagegender.training import cached_rows
+
+    files = [tmp_path / f"{i}.txt" for i in range(3)]
+    for i, path in enumerate(files):
+        path.write_text(str(i))
+    calls = []
+
+    def compute(chunk):  # a row of each file's number (and seed)
+        calls.append(len(chunk))
+        rows = np.array([[float(Path(item[0] if isinstance(item, tuple) else item).read_text())
+                          + (item[1] if isinstance(item, tuple) else 0)] * 2 for item in chunk])
+        return rows, np.ones(len(chunk), bool)
+
+    items = [str(p) for p in files] + [(str(files[0]), 10)]
+    cache = tmp_path / "cache"
+
+    def rows():
+        got, found = cached_rows("r", items, cache, compute, row_shape=(2,), dtype=np.float32,
+                                 chunk=2, verbose=False)
+        assert found.all() and got.dtype == np.float32
+        return got[:, 0].tolist()
+
+    assert rows() == [0, 1, 2, 10] and calls == [2, 2]
+    assert rows() == [0, 1, 2, 10] and calls == [2, 2]  # read back, not computed
+    files[1].write_text("7")  # same name, new content (and size)
+    assert rows() == [0, 7, 2, 10] and calls == [2, 2, 2, 2]
+    stat = files[2].stat()
+    files[2].write_text("5")  # same size: the modification time tells
+    os.utime(files[2], ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert rows() == [0, 7, 5, 10] and len(calls) == 6
+    (cache / "r.npy").write_bytes(b"not an array")  # damaged: computed again
+    assert rows() == [0, 7, 5, 10] and len(calls) == 8
+    np.save(cache / "r.npy", np.zeros((4, 3), np.float32))  # foreign shape: computed again
+    assert rows() == [0, 7, 5, 10] and len(calls) == 10
+    assert rows() == [0, 7, 5, 10] and len(calls) == 10
 
 
 def _gate_rows(n_utk=120, n_fgnet=40, seed=0):

@@ -15,7 +15,7 @@ from ._deep import (
     training_views,
 )
 from ._finetune import FineTunedLayer, train_finetuned_layer
-from ._maps import frozen_maps
+from ._maps import cached_rows, frozen_maps
 from ._train import (
     CALIBRATION_SHARE,
     RECIPES,
@@ -39,6 +39,7 @@ __all__ = [
     "TrainingSource",
     "aligned_crops",
     "augment_crop",
+    "cached_rows",
     "calibration_split",
     "check_sources",
     "degrade_photo",

@@ -679,20 +679,14 @@ def _state_digest(module):
     return digest.hexdigest()
 
 
-def _align_chunk(items):
-    from ._maps import aligned_chunk
-
-    return aligned_chunk(items)
-
-
 def aligned_crops(name, items, folder, *, n_jobs=1, chunk=64, verbose=True):
     """Aligned 112 x 112 RGB crops of each item's face, computed once and kept in ``folder``.
 
     Faces are chosen and aligned as ``ArcFaceEmbedder()`` does
     (:meth:`~skagegender.embedding.ArcFaceEmbedder.align`); items are image paths or
     ``(path, seed)`` pairs for :func:`degrade_photo` copies, as in :func:`frozen_maps`.
-    Kept as ``folder/{name}_crops.npy`` (uint8) with an index; read back when the
-    items are the same (never unpickling; damaged files are computed again).
+    Kept by :func:`~skagegender.training.cached_rows` as ``folder/{name}_crops.npy``
+    (uint8); a later call with the same items, unchanged on disk, reads them back.
 
     Returns
     -------
@@ -700,33 +694,8 @@ def aligned_crops(name, items, folder, *, n_jobs=1, chunk=64, verbose=True):
         Zeros where no face was found.
     found : ndarray of shape (n,), bool
     """
-    from joblib import Parallel, delayed
+    from ._maps import aligned_chunk, cached_rows
 
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    crops_file, index_file = folder / f"{name}_crops.npy", folder / f"{name}_crops_index.npz"
-    keys = [str(item) for item in items]
-    if crops_file.is_file() and index_file.is_file():
-        try:
-            with np.load(index_file, allow_pickle=False) as index:
-                same = index["keys"].tolist() == keys
-                found = index["found"].astype(bool)
-            if same:
-                crops = np.load(crops_file, allow_pickle=False)
-                if crops.shape == (len(keys), 112, 112, 3) and crops.dtype == np.uint8 \
-                        and len(found) == len(keys):
-                    return crops, found
-        except (OSError, ValueError, KeyError, EOFError):
-            pass
-    start = time.perf_counter()
-    parts = Parallel(n_jobs=n_jobs)(delayed(_align_chunk)(items[i:i + chunk])
-                                    for i in range(0, len(items), chunk))
-    crops = (np.concatenate([p[0] for p in parts]) if parts
-             else np.zeros((0, 112, 112, 3), np.uint8))
-    found = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, bool)
-    atomic_write(crops_file, lambda f: np.save(f, crops))
-    atomic_write(index_file, lambda f: np.savez(f, keys=np.array(keys, dtype=str), found=found))
-    if verbose:
-        print(f"{name}: {int(found.sum())} faces aligned in {len(items)} images, "
-              f"{time.perf_counter() - start:.0f} s", flush=True)
-    return crops, found
+    return cached_rows(f"{name}_crops", items, folder, aligned_chunk,
+                       row_shape=(112, 112, 3), dtype=np.uint8, n_jobs=n_jobs,
+                       chunk=chunk, verbose=verbose, what="crops")

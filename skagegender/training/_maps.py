@@ -40,15 +40,96 @@ def _map_chunk(items):
     return maps, found
 
 
+def _item_key(item):
+    """An item's cache key: its path (and seed) with the file's size and modification time.
+
+    A file changed under the same name gets a new key, so its rows are computed again.
+    """
+    path, seed = item if isinstance(item, tuple) else (item, None)
+    try:
+        info = Path(path).stat()
+        stamp = f"{info.st_size}:{info.st_mtime_ns}"
+    except OSError:
+        stamp = "missing"
+    return f"{path}|{stamp}" if seed is None else f"{path}|{stamp}|seed={int(seed)}"
+
+
+def cached_rows(name, items, folder, compute, *, row_shape, dtype, n_jobs=1, chunk=64,
+                verbose=True, what="rows"):
+    """One array row per item, computed by ``compute`` in chunks, kept in ``folder``.
+
+    ``folder/{name}.npy`` holds the rows and ``folder/{name}_index.npz`` the items'
+    keys (path, file size and modification time, seed) and a found mask. A later call
+    whose items have the same keys reads them back (never unpickling; damaged, foreign
+    or stale files are computed again). Both files are written atomically.
+
+    Parameters
+    ----------
+    name : str
+        Cache file stem.
+    items : list
+        Image paths, or ``(path, seed)`` pairs for degraded copies.
+    folder : str or path
+    compute : callable
+        ``compute(items_chunk) -> (rows, found)``, rows of shape ``(len(chunk), *row_shape)``.
+    row_shape : tuple of int
+    dtype : numpy dtype
+    n_jobs : int, default=1
+        Worker processes.
+    chunk : int, default=64
+        Items per task.
+    verbose : bool, default=True
+    what : str, default="rows"
+        Named in the progress line.
+
+    Returns
+    -------
+    rows : ndarray of shape (n, *row_shape)
+        Zeros where no face was found.
+    found : ndarray of shape (n,), bool
+    """
+    from joblib import Parallel, delayed
+
+    from .._utils import atomic_write
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rows_file, index_file = folder / f"{name}.npy", folder / f"{name}_index.npz"
+    keys = [_item_key(item) for item in items]
+    shape = (len(keys), *row_shape)
+    if rows_file.is_file() and index_file.is_file():
+        try:
+            with np.load(index_file, allow_pickle=False) as index:
+                same = index["keys"].tolist() == keys
+                found = index["found"].astype(bool)
+            if same:
+                rows = np.load(rows_file, allow_pickle=False, mmap_mode="r")
+                if rows.shape == shape and rows.dtype == dtype and len(found) == len(keys):
+                    return np.array(rows), found
+        except (OSError, ValueError, KeyError, EOFError):
+            pass  # damaged or foreign files: computed again below
+    start = time.perf_counter()
+    parts = Parallel(n_jobs=n_jobs)(delayed(compute)(items[i:i + chunk])
+                                    for i in range(0, len(items), chunk))
+    rows = (np.concatenate([p[0] for p in parts]).astype(dtype, copy=False) if parts
+            else np.zeros(shape, dtype))
+    found = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, bool)
+    atomic_write(rows_file, lambda f: np.save(f, rows))
+    atomic_write(index_file, lambda f: np.savez(f, keys=np.array(keys, dtype=str), found=found))
+    if verbose:
+        print(f"{name}: {what} of {int(found.sum())} faces in {len(items)} images, "
+              f"{time.perf_counter() - start:.0f} s", flush=True)
+    return rows, found
+
+
 def frozen_maps(name, items, folder, *, n_jobs=1, chunk=64, verbose=True):
     """SFace ``conv_14_relu`` maps of each item's face, cached in ``folder``.
 
     Each image's face is chosen and aligned as ``ArcFaceEmbedder()`` does
     (:meth:`~skagegender.embedding.ArcFaceEmbedder.align`), then run through SFace up
-    to ``conv_14_relu`` (:func:`~skagegender.embedding.sface_maps`). The maps are
-    written to ``folder/{name}_maps.npy`` (float16, 100 KB per face) with an index of
-    the items; a later call with the same items reads them back (never unpickling;
-    damaged files are computed again).
+    to ``conv_14_relu`` (:func:`~skagegender.embedding.sface_maps`). The maps are kept
+    by :func:`cached_rows` as ``folder/{name}_maps.npy`` (float16, 100 KB per face);
+    a later call with the same items, unchanged on disk, reads them back.
 
     Parameters
     ----------
@@ -69,32 +150,6 @@ def frozen_maps(name, items, folder, *, n_jobs=1, chunk=64, verbose=True):
         Zeros where no face was found.
     found : ndarray of shape (n,), bool
     """
-    from joblib import Parallel, delayed
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    maps_file, index_file = folder / f"{name}_maps.npy", folder / f"{name}_index.npz"
-    keys = [str(item) for item in items]
-    if maps_file.is_file() and index_file.is_file():
-        try:
-            with np.load(index_file, allow_pickle=False) as index:
-                same = index["keys"].tolist() == keys
-                found = index["found"].astype(bool)
-            if same:
-                maps = np.load(maps_file, allow_pickle=False)
-                if maps.shape == (len(keys), *MAP_SHAPE) and len(found) == len(keys):
-                    return maps, found
-        except (OSError, ValueError, KeyError, EOFError):
-            pass  # damaged or foreign files: computed again below
-    start = time.perf_counter()
-    parts = Parallel(n_jobs=n_jobs)(delayed(_map_chunk)(items[i:i + chunk])
-                                    for i in range(0, len(items), chunk))
-    maps = (np.concatenate([p[0] for p in parts]) if parts
-            else np.zeros((0, *MAP_SHAPE), np.float16))
-    found = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, bool)
-    np.save(maps_file, maps)
-    np.savez(index_file, keys=np.array(keys, dtype=str), found=found)
-    if verbose:
-        print(f"{name}: maps of {int(found.sum())} faces in {len(items)} images, "
-              f"{time.perf_counter() - start:.0f} s", flush=True)
-    return maps, found
+    return cached_rows(f"{name}_maps", items, folder, _map_chunk, row_shape=MAP_SHAPE,
+                       dtype=np.float16, n_jobs=n_jobs, chunk=chunk, verbose=verbose,
+                       what="maps")
