@@ -125,6 +125,17 @@ def test_frozen_maps_are_cached_and_match_the_embedder(shared_data, tmp_path):
     np.testing.assert_array_equal(fixed, maps)
 
 
+@pytest.mark.slow
+def test_an_unreadable_degraded_copy_is_not_found_and_the_others_are_aligned(fgnet_pair, tmp_path):
+    from skagegender.training._maps import aligned_chunk
+
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8 not a JPEG")
+    crops, found = aligned_chunk([(str(broken), 1), fgnet_pair[0], (fgnet_pair[1], 2)])
+    assert found.tolist() == [False, True, True]
+    assert crops.shape == (3, 112, 112, 3) and not crops[0].any() and crops[1:].any()
+
+
 def test_cached_rows_are_computed_again_when_a_file_changes_or_the_cache_is_damaged(tmp_path):
     import os
 

@@ -9,24 +9,33 @@ from ._finetune import MAP_LAYER, MAP_SHAPE
 
 
 def aligned_chunk(items):
-    """Aligned RGB crops of ``items`` (paths, or (path, seed) for degraded copies), found mask."""
-    from ..embedding import ArcFaceEmbedder, load_image
+    """Aligned RGB crops of ``items`` (paths, or (path, seed) for degraded copies), found mask.
+
+    An item whose degraded copy cannot be made (an unreadable file) is not found, as an
+    image without a face is; the others are aligned as ``ArcFaceEmbedder().align`` does.
+    """
+    from ..embedding import ArcFaceEmbedder, ImageLoadError, load_image
     from ._augment import degrade_photo
 
-    images = []
-    for item in items:
+    images, usable = [], []
+    for index, item in enumerate(items):
         if isinstance(item, tuple):
             path, seed = item
             try:
                 # load_image gives BGR; degrade it there, hand the embedder RGB
-                images.append(np.ascontiguousarray(
-                    degrade_photo(load_image(path), int(seed))[..., ::-1]))
-            except Exception as exc:  # noqa: BLE001 - the embedder reports it per item
-                images.append(b"unreadable: " + str(exc).encode())
+                image = np.ascontiguousarray(degrade_photo(load_image(path), int(seed))[..., ::-1])
+            except ImageLoadError:
+                continue
         else:
-            images.append(str(item))
-    aligned = ArcFaceEmbedder().align(images)
-    return aligned.crops, aligned.found
+            image = str(item)
+        images.append(image)
+        usable.append(index)
+    crops = np.zeros((len(items), 112, 112, 3), np.uint8)
+    found = np.zeros(len(items), bool)
+    if images:
+        aligned = ArcFaceEmbedder().align(images)
+        crops[usable], found[usable] = aligned.crops, aligned.found
+    return crops, found
 
 
 def _map_chunk(items):
