@@ -204,6 +204,79 @@ class AgeGenderModel(BaseEstimator):
         self.n_features_in_ = features.shape[1]
         return self
 
+    @classmethod
+    def from_fitted_heads(cls, embedder: ArcFaceEmbedder, age_head: Any,
+                          gender_head: Any = None, *, fallback_age: float,
+                          meta: dict | None = None) -> AgeGenderModel:
+        """A fitted model from heads already fitted on ``embedder``'s features.
+
+        The model is the one :meth:`fit_features` leaves, with these heads used as
+        they are (not cloned, not refitted): ``embedder_`` is a clone of
+        ``embedder``, ``backbone_`` its backbone, ``n_features_in_`` the heads'
+        feature width.
+
+        Parameters
+        ----------
+        embedder : ArcFaceEmbedder
+            The embedder whose features the heads were fitted on.
+        age_head : fitted regressor
+        gender_head : fitted classifier or None
+            None: the model predicts no gender.
+        fallback_age : float
+            The age :func:`~skagegender.model.evaluate_model` gives an image
+            without a face (the median training age, in :meth:`fit`).
+        meta : dict or None
+            Kept as ``meta_`` (the metadata of a model file, in :meth:`load`);
+            None sets no ``meta_``, as :meth:`fit` does.
+
+        Returns
+        -------
+        model : AgeGenderModel
+            Fitted.
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            When a head is not fitted.
+        ValueError
+            When the heads take a feature width other than the embedder's (or
+            other than each other's), or ``fallback_age`` is not a finite number.
+        """
+        if (isinstance(fallback_age, bool) or not isinstance(fallback_age, numbers.Real)
+                or not np.isfinite(fallback_age)):
+            raise ValueError(f"fallback_age must be a finite number of years, "
+                             f"got {fallback_age!r}")
+        if age_head is None or not hasattr(age_head, "predict"):
+            raise ValueError(f"age_head must be a fitted regressor, got {age_head!r}")
+        if gender_head is not None and not hasattr(gender_head, "predict_proba"):
+            raise ValueError(f"gender_head must be a fitted classifier or None, "
+                             f"got a {type(gender_head).__name__}")
+        heads = {"age_head": age_head, "gender_head": gender_head}
+        for head in heads.values():
+            if head is not None:
+                check_is_fitted(head)
+        model = cls(embedder=embedder)
+        model.embedder_ = clone(embedder)
+        model.backbone_ = model.embedder_.backbone_info()
+        widths = {"the embedder": model.backbone_.embedding_dim,
+                  **{name: getattr(head, "n_features_in_", None)
+                     for name, head in heads.items()}}
+        known = {name: int(w) for name, w in widths.items() if w is not None}
+        if len(set(known.values())) > 1:
+            raise ValueError(
+                "the heads must take the embedder's features: feature widths "
+                + ", ".join(f"{name} {w}" for name, w in known.items()))
+        if not known:
+            raise ValueError("the feature width is unknown: neither the embedder nor the "
+                             "heads give one (n_features_in_)")
+        model.age_head_ = age_head
+        model.gender_head_ = gender_head
+        model.fallback_age_ = float(fallback_age)
+        model.n_features_in_ = next(iter(known.values()))
+        if meta is not None:
+            model.meta_ = meta
+        return model
+
     # -- prediction ----------------------------------------------------------
 
     def _age_and_gender(self, features, coverage=0.8):
@@ -464,15 +537,8 @@ class AgeGenderModel(BaseEstimator):
                 f"model file {str(path)!r}: its heads take {meta['n_features']} features, "
                 f"the embedder gives {spec.embedding_dim}"
             )
-        model = cls(embedder=use, age_head=None, gender_head=None)
-        model.embedder_ = use
-        model.backbone_ = spec
-        model.age_head_ = age_head
-        model.gender_head_ = gender_head
-        model.fallback_age_ = float(meta["fallback_age"])
-        model.n_features_in_ = int(meta["n_features"])
-        model.meta_ = meta
-        return model
+        return cls.from_fitted_heads(use, age_head, gender_head,
+                                     fallback_age=meta["fallback_age"], meta=meta)
 
 
 def _checked_heads(path, estimators, meta):
