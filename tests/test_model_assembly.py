@@ -95,3 +95,61 @@ def test_fit_recipe_builds_the_model_a_fit_leaves():
     assert model.backbone_ == embedder.backbone_info()
     assert np.isfinite(model.predict_features(X[:3])["age"]).all()
 
+
+def _arrays(obj, path="model", seen=None):
+    """Every array (and the name of every attribute) reachable from ``obj``, by path."""
+    seen = set() if seen is None else seen
+    if id(obj) in seen:
+        return {}
+    seen.add(id(obj))
+    if isinstance(obj, np.ndarray):
+        return {path: obj.copy()}
+    if isinstance(obj, (list, tuple)):
+        found = {f"{path}.len": len(obj)}
+        for i, item in enumerate(obj):
+            found.update(_arrays(item, f"{path}[{i}]", seen))
+        return found
+    if not hasattr(obj, "__dict__") or isinstance(obj, type):
+        return {}
+    found = {f"{path}.attributes": sorted(vars(obj))}
+    for name, value in vars(obj).items():
+        found.update(_arrays(value, f"{path}.{name}", seen))
+    return found
+
+
+@pytest.mark.slow
+def test_save_leaves_the_model_as_it_was(tmp_path):
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neural_network import MLPClassifier, MLPRegressor
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X, age, gender = _features(n=80)
+    mlp = {"hidden_layer_sizes": (8,), "max_iter": 5, "early_stopping": True,
+           "random_state": 0}
+    model = AgeGenderModel(ArcFaceEmbedder(),
+                           age_head=make_pipeline(StandardScaler(), MLPRegressor(**mlp)),
+                           gender_head=MLPClassifier(**mlp))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.fit_features(X, age, gender)
+    before, details = _arrays(model), model.predict_features(X)
+    assert before["model.gender_head_.coefs_[0]"].dtype == np.float64
+    model.save(tmp_path / "model.skag")
+    after = _arrays(model)
+    assert sorted(after) == sorted(before)
+    for key, value in before.items():
+        if isinstance(value, np.ndarray):
+            assert after[key].dtype == value.dtype, key
+            np.testing.assert_array_equal(after[key], value, err_msg=key)
+        else:
+            assert after[key] == value, key
+    again = model.predict_features(X)
+    for key in details:
+        np.testing.assert_array_equal(again[key], details[key])
+    # the file holds the compact heads: float32 weights, no optimizer state
+    loaded = AgeGenderModel.load(tmp_path / "model.skag")
+    assert loaded.gender_head_.coefs_[0].dtype == np.float32
+    assert loaded.gender_head_._optimizer is None

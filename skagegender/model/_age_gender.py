@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import numbers
 from os import PathLike
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -70,7 +71,7 @@ def _default_gender():
 
 
 def _compact(obj, seen=None):
-    """Drop training-only state from fitted MLPs inside ``obj`` (in place).
+    """Drop training-only state from fitted MLPs inside ``obj`` (in place, on save's copies).
 
     A fitted MLP keeps its Adam moments and, with early stopping, a copy of its
     best weights: three extra copies of every weight, useless for prediction.
@@ -441,19 +442,20 @@ class AgeGenderModel(BaseEstimator):
         beside the heads, as plain arrays under the estimator name ``"finetuned"``.
         """
         check_is_fitted(self, "age_head_")
-        _compact(self.age_head_)
-        _compact(self.gender_head_)
+        # the file gets compact copies of the heads; this model keeps its own
+        age_head, gender_head = copy.deepcopy((self.age_head_, self.gender_head_))
+        _compact((age_head, gender_head))
         embedder = self.embedder_
         weights = getattr(embedder, "finetuned_weights", None)
         if weights is not None:
             # the layer's numbers are stored as plain arrays, never as an object; the
             # stored embedder names none (load rebuilds them through FineTunedWeights)
             embedder = clone(embedder).set_params(finetuned_weights=None)
-        estimators = {"age": self.age_head_, "embedder": embedder}
+        estimators = {"age": age_head, "embedder": embedder}
         if weights is not None and FINETUNED_LAYER in _resolved_layers(self.embedder_):
             estimators[FINETUNED_KEY] = dict(weights.arrays)
-        if self.gender_head_ is not None:
-            estimators["gender"] = self.gender_head_
+        if gender_head is not None:
+            estimators["gender"] = gender_head
         meta = {"backbone": self.backbone_.to_dict(), "fallback_age": self.fallback_age_,
                 "n_features": int(self.n_features_in_), **(extra_meta or {})}
         return save_model_file(path, estimators, meta)
