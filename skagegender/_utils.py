@@ -3,6 +3,11 @@
 numpy is imported inside each function: ``import skagegender`` stays light.
 """
 
+#: Lower edges of the age groups 0-12, 13-19, 20-39, 40-59 and 60+: the groups of
+#: the metrics' reports (by true age, rounded) and of the heads' calibrators (by
+#: predicted age).
+AGE_GROUP_EDGES = (13.0, 20.0, 40.0, 60.0)
+
 
 def npy_header(fp):
     """Shape and dtype declared by the .npy header at the start of file object ``fp``.

@@ -24,6 +24,7 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from .._utils import AGE_GROUP_EDGES
 from ._base import (
     MissingRowsMixin,
     drop_missing_rows,
@@ -33,9 +34,6 @@ from ._base import (
 from ._expected import expected_age_moments
 
 __all__ = ["AgeAwareCalibratedClassifier", "ConformalAgeRegressor"]
-
-#: Predicted-age group edges of both calibrators: 0-12, 13-19, 20-39, 40-59, 60+.
-AGE_GROUP_EDGES = (13.0, 20.0, 40.0, 60.0)
 
 
 def _cross_fit(estimator, X, y, cv, random_state, predict, splitter=KFold):
