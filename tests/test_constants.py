@@ -1,6 +1,7 @@
 """One definition per constant: the places that share a constant agree."""
 
 import numpy as np
+import pytest
 
 
 def test_report_and_calibrator_age_groups_are_the_same_groups():
@@ -16,3 +17,28 @@ def test_report_and_calibrator_age_groups_are_the_same_groups():
         # the calibrator's group of each whole age is the report's group of it
         np.testing.assert_array_equal(np.digitize(ages, edges),
                                       [names.index(label) for label in labels])
+
+
+@pytest.mark.slow
+def test_coverage_is_checked_once_with_one_message(capsys):
+
+    from skagegender.cli import main
+    from skagegender.heads import AgeRegressor, ConformalAgeRegressor
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(120, 3))
+    age = np.clip(40 + 10 * X[:, 0], 1, 90)
+    heads = (AgeRegressor("ordinal").fit(X, age),
+             ConformalAgeRegressor(AgeRegressor("ordinal"), min_group_size=5, cv=2).fit(X, age))
+    message = "coverage must be a number strictly between 0 and 1, got "
+    for bad in (0, 1, 1.5, -0.2, float("nan"), True, "0.8"):
+        for head in heads:
+            with pytest.raises(ValueError, match=message):
+                head.predict_interval(X[:2], coverage=bad)
+    with pytest.raises(SystemExit):
+        main(["predict", "--coverage", "1.5", "x.jpg"])
+    assert message + "1.5" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["predict", "--coverage", "wide", "x.jpg"])
+    assert message + "'wide'" in capsys.readouterr().err
+

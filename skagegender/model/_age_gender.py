@@ -12,7 +12,7 @@ from sklearn.base import BaseEstimator, _fit_context, clone
 from sklearn.utils._param_validation import HasMethods
 from sklearn.utils.validation import check_is_fitted
 
-from .._utils import known_labels
+from .._utils import check_coverage, known_labels
 from ._persistence import (
     BackboneMismatchError,
     ModelFileError,
@@ -45,11 +45,6 @@ FINETUNED_LAYER = "sface_finetuned"
 # Every other setting (cache, n_jobs, providers, n_threads, batch_size, on_missing,
 # color, and any added later) is about the machine or the caller: a loaded model
 # gets its default, and the caller sets it after loading.
-
-
-def _check_coverage(coverage):
-    if isinstance(coverage, bool) or not (isinstance(coverage, numbers.Real) and 0 < coverage < 1):
-        raise ValueError(f"coverage must be a number strictly between 0 and 1, got {coverage!r}")
 
 
 def _default_embedder():
@@ -281,7 +276,7 @@ class AgeGenderModel(BaseEstimator):
     # -- prediction ----------------------------------------------------------
 
     def _age_and_gender(self, features, coverage=0.8):
-        _check_coverage(coverage)
+        check_coverage(coverage)
         n = len(features)
         found = ~np.isnan(features).any(axis=1)
         ages = np.full(n, np.nan)
@@ -338,7 +333,7 @@ class AgeGenderModel(BaseEstimator):
             raise TypeError(
                 "predict_details takes images, like predict; for feature rows of this "
                 "model's embedder use predict_features(features)")
-        _check_coverage(coverage)  # before any embedding work
+        check_coverage(coverage)  # before any embedding work
         return self.predict_features(self.embedder_.transform(X), coverage=coverage)
 
     def predict_features(self, features: ArrayLike, *,
@@ -406,7 +401,7 @@ class AgeGenderModel(BaseEstimator):
             When the image cannot be read.
         """
         check_is_fitted(self, "age_head_")
-        _check_coverage(coverage)  # before any detection work
+        check_coverage(coverage)  # before any detection work
         if faces is None:
             faces = self.embedder_.detect_faces(image)
         if not faces:
