@@ -42,3 +42,12 @@ def test_coverage_is_checked_once_with_one_message(capsys):
         main(["predict", "--coverage", "wide", "x.jpg"])
     assert message + "'wide'" in capsys.readouterr().err
 
+
+def test_the_aligned_crop_size_is_one_constant():
+    from skagegender.embedding import ALIGNED_SIZE, ARCFACE_TEMPLATE, align_face
+
+    assert ALIGNED_SIZE == 112
+    assert (0 < ARCFACE_TEMPLATE).all() and (ARCFACE_TEMPLATE < ALIGNED_SIZE).all()
+    image = np.zeros((300, 300, 3), np.uint8)
+    assert align_face(image, ARCFACE_TEMPLATE * 2).shape == (ALIGNED_SIZE, ALIGNED_SIZE, 3)
+

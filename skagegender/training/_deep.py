@@ -341,13 +341,16 @@ class DeepModel:
         """
         import onnx
 
+        from ..embedding import ALIGNED_SIZE
+
         torch = _torch()
         buffer = io.BytesIO()
         with warnings.catch_warnings():
             # The TorchScript exporter is deprecated but needs no extra package; the
             # exported graph is compared with torch in the tests and the benchmark.
             warnings.simplefilter("ignore", DeprecationWarning)
-            torch.onnx.export(self.network(), torch.zeros(1, 3, 112, 112), buffer,
+            probe = torch.zeros(1, 3, ALIGNED_SIZE, ALIGNED_SIZE)
+            torch.onnx.export(self.network(), probe, buffer,
                               input_names=["data"], output_names=["probs"],
                               dynamic_axes={"data": {0: "batch"}, "probs": {0: "batch"}},
                               opset_version=17, dynamo=False)
@@ -532,9 +535,12 @@ def train_deep(crops, age, female, rows=None, *, depth="layer", init=None, epoch
     if n_threads is not None:
         torch.set_num_threads(int(n_threads))
     crops = np.asarray(crops)
-    if crops.ndim != 4 or crops.shape[1:] != (112, 112, 3) or crops.dtype != np.uint8:
-        raise ValueError(f"crops must be uint8 of shape (n, 112, 112, 3), got {crops.dtype} "
-                         f"{crops.shape}")
+    from ..embedding import ALIGNED_SIZE
+
+    if crops.ndim != 4 or crops.shape[1:] != (ALIGNED_SIZE, ALIGNED_SIZE, 3) \
+            or crops.dtype != np.uint8:
+        raise ValueError(f"crops must be uint8 of shape (n, {ALIGNED_SIZE}, {ALIGNED_SIZE}, 3), "
+                         f"got {crops.dtype} {crops.shape}")
     age = np.asarray(age, dtype=np.float32)
     female = np.asarray(female, dtype=np.float32)
     rows = np.arange(len(crops)) if rows is None else np.asarray(rows)
@@ -702,6 +708,8 @@ def aligned_crops(name, items, folder, *, n_jobs=1, chunk=64, verbose=True):
     """
     from joblib import Parallel, delayed
 
+    from ..embedding import ALIGNED_SIZE
+
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     crops_file, index_file = folder / f"{name}_crops.npy", folder / f"{name}_crops_index.npz"
@@ -713,8 +721,8 @@ def aligned_crops(name, items, folder, *, n_jobs=1, chunk=64, verbose=True):
                 found = index["found"].astype(bool)
             if same:
                 crops = np.load(crops_file, allow_pickle=False)
-                if crops.shape == (len(keys), 112, 112, 3) and crops.dtype == np.uint8 \
-                        and len(found) == len(keys):
+                shape = (len(keys), ALIGNED_SIZE, ALIGNED_SIZE, 3)
+                if crops.shape == shape and crops.dtype == np.uint8 and len(found) == len(keys):
                     return crops, found
         except (OSError, ValueError, KeyError, EOFError):
             pass
@@ -722,7 +730,7 @@ def aligned_crops(name, items, folder, *, n_jobs=1, chunk=64, verbose=True):
     parts = Parallel(n_jobs=n_jobs)(delayed(_align_chunk)(items[i:i + chunk])
                                     for i in range(0, len(items), chunk))
     crops = (np.concatenate([p[0] for p in parts]) if parts
-             else np.zeros((0, 112, 112, 3), np.uint8))
+             else np.zeros((0, ALIGNED_SIZE, ALIGNED_SIZE, 3), np.uint8))
     found = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, bool)
     atomic_write(crops_file, lambda f: np.save(f, crops))
     atomic_write(index_file, lambda f: np.savez(f, keys=np.array(keys, dtype=str), found=found))
