@@ -51,3 +51,14 @@ def test_the_aligned_crop_size_is_one_constant():
     image = np.zeros((300, 300, 3), np.uint8)
     assert align_face(image, ARCFACE_TEMPLATE * 2).shape == (ALIGNED_SIZE, ALIGNED_SIZE, 3)
 
+
+def test_the_layer_batch_size_is_one_constant():
+    from skagegender.training import LAYER_BATCH_SIZE, fit_recipe, train_finetuned_layer
+
+    assert train_finetuned_layer.__kwdefaults__["batch_size"] == LAYER_BATCH_SIZE == 128
+    n = 40
+    rng = np.random.default_rng(0)
+    X, age = rng.normal(size=(n, 8)), rng.uniform(1, 80, n)
+    maps = np.zeros((n, 1024, 7, 7), np.float16)
+    with pytest.raises(ValueError, match=f"at least its batch size, {LAYER_BATCH_SIZE}"):
+        fit_recipe("default", X, age, maps=maps)

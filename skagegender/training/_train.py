@@ -373,7 +373,7 @@ def fit_recipe(recipe, features, age, gender=None, *, groups=None, datasets=None
     ValueError
         For an unknown recipe or layer, a ``sample_weight`` that is not whole
         numbers >= 0, missing or misshapen ``maps``, or fewer
-        training faces than the layer's batch size (128 by default): train on
+        training faces than the layer's batch size (:data:`LAYER_BATCH_SIZE`): train on
         more images or keep the shipped layer.
 
     Examples
@@ -456,7 +456,7 @@ def _with_trained_layer(features, age, gender, groups, embedder, maps, layer_par
     from sklearn.base import clone
 
     from ..embedding import feature_blocks
-    from ._finetune import MAP_SHAPE, train_finetuned_layer
+    from ._finetune import LAYER_BATCH_SIZE, MAP_SHAPE, train_finetuned_layer
 
     if maps is None:
         raise ValueError(
@@ -469,7 +469,7 @@ def _with_trained_layer(features, age, gender, groups, embedder, maps, layer_par
     params = {"random_state": random_state, **(layer_params or {})}
     rows = layer_training_rows(features, age, groups, datasets=datasets, sample_weight=weight,
                                random_state=random_state)
-    batch_size = params.get("batch_size", 128)
+    batch_size = params.get("batch_size", LAYER_BATCH_SIZE)
     if len(rows) < batch_size:
         raise ValueError(
             f"only {len(rows)} training faces: training the fine-tuned layer needs at least "
