@@ -36,6 +36,7 @@ from skagegender.training._default_recipe import (
     N_CALIBRATION,
     _embed_quietly,
     calibrate_heads,
+    fit_gender_head,
     make_embedder,
     make_heads,
     training_sources,
@@ -209,12 +210,13 @@ def main(argv=None):
     every = repeated_rows(data.sample_weight)  # FG-NET images FGNET_WEIGHT times each
     X, age, gender = data.X[every], data.age[every], data.gender[every]
     age_head, gender_head = make_heads()
-    model = AgeGenderModel(make_embedder(), age_head=age_head, gender_head=gender_head)
-    # fit_features sets the model's fallback and metadata; the age head is then
-    # replaced by the gate fitted on the held-out rows
-    model.fit_features(X, age, gender)
-    model.age_head_, model.gender_head_ = calibrate_heads(
-        age_head, model.gender_head_, X_cal, age_cal, gender_cal, fgnet=domain == "fgnet")
+    # the gender head is fitted on the training rows; the age gate and both
+    # calibrators on the held-out calibration rows
+    gender_head = fit_gender_head(gender_head, X, gender)
+    age_head, gender_head = calibrate_heads(
+        age_head, gender_head, X_cal, age_cal, gender_cal, fgnet=domain == "fgnet")
+    model = AgeGenderModel.from_fitted_heads(make_embedder(), age_head, gender_head,
+                                             fallback_age=float(np.nanmedian(age)))
     meta = {"trained_on": f"UTKFace (shared/data, {len(train_rows)} of {n_utk:,} "
                           "images) + "
                           "their degraded copies + FG-NET subjects 001-010 "

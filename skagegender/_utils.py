@@ -3,6 +3,29 @@
 numpy is imported inside each function: ``import skagegender`` stays light.
 """
 
+#: Lower edges of the age groups 0-12, 13-19, 20-39, 40-59 and 60+: the groups of
+#: the metrics' reports (by true age, rounded) and of the heads' calibrators (by
+#: predicted age).
+AGE_GROUP_EDGES = (13.0, 20.0, 40.0, 60.0)
+
+
+def check_coverage(coverage):
+    """``coverage`` as a float, once it is a number strictly between 0 and 1.
+
+    The one check of the intervals' coverage (heads, models, command line).
+    Raises ValueError otherwise (a bool, a string or NaN included).
+
+    >>> from skagegender._utils import check_coverage
+    >>> check_coverage(0.8)
+    0.8
+    """
+    import numbers
+
+    if isinstance(coverage, bool) or not (isinstance(coverage, numbers.Real)
+                                          and 0 < coverage < 1):
+        raise ValueError(f"coverage must be a number strictly between 0 and 1, got {coverage!r}")
+    return float(coverage)
+
 
 def npy_header(fp):
     """Shape and dtype declared by the .npy header at the start of file object ``fp``.

@@ -17,7 +17,7 @@ from collections import Counter
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
-from .._utils import capped_n_jobs
+from .._utils import capped_n_jobs, check_coverage
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 EMPTY_FOLDER = "no image files in this folder"
@@ -280,14 +280,15 @@ def _share(text):
 
 
 def _coverage(text):
-    """argparse type of --coverage: a number strictly between 0 and 1."""
+    """argparse type of --coverage: a number strictly between 0 and 1 (``check_coverage``)."""
     try:
         value = float(text)
     except ValueError:
-        value = float("nan")
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"must be a number strictly between 0 and 1, got {text!r}")
-    return value
+        value = text  # refused below, named as given
+    try:
+        return check_coverage(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 

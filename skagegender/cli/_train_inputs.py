@@ -3,8 +3,6 @@
 from .._utils import output_file_problem
 from ._common import _error
 
-#: Fewest training faces for the fine-tuned layer (its batch size).
-LAYER_BATCH = 128
 #: Largest --params file (the JSON that `tune --json` prints is a few KiB).
 MAX_PARAMS_BYTES = 1 << 20
 
@@ -80,13 +78,13 @@ def training_maps(args, data):
 
     import numpy as np
 
-    from ..training import frozen_maps, layer_training_rows
+    from ..training import LAYER_BATCH_SIZE, frozen_maps, layer_training_rows
 
     n_train = len(layer_training_rows(data.X, data.age, data.groups, datasets=data.dataset,
                                       sample_weight=data.sample_weight))
-    if n_train < LAYER_BATCH:
+    if n_train < LAYER_BATCH_SIZE:
         _error("train", f"only {n_train} faces to train the fine-tuned layer on (80 % of the "
-                        f"images; it needs at least {LAYER_BATCH}, its batch size). Train on "
+                        f"images; it needs at least {LAYER_BATCH_SIZE}, its batch size). Train on "
                         "more images, or pass --shipped-layer to keep the shipped layer.")
         return None
     _error("train", f"computing SFace maps of {len(data.images)} images for the fine-tuned "

@@ -25,7 +25,7 @@ from ._backbones import (
 )
 from ._cache import EmbeddingCache, item_key
 from ._chipnets import DLIB_AGE_CLASSES
-from ._detection import ARCFACE_TEMPLATE, Face, align_face
+from ._detection import ALIGNED_SIZE, ARCFACE_TEMPLATE, Face, align_face
 from ._embedder import ArcFaceEmbedder, MissingFacesWarning, NoFaceError
 from ._face_cache import CACHED_FACES_LIMIT, FaceCache
 from ._finetuned import FINETUNED_AGE_CLASSES, FINETUNED_WEIGHT_ARRAYS, FineTunedWeights
@@ -36,6 +36,7 @@ from ._spec import BackboneSpec
 
 __all__ = [
     "AGE_GENDER_LAYERS",
+    "ALIGNED_SIZE",
     "ARCFACE_TEMPLATE",
     "CACHED_FACES_LIMIT",
     "DLIB_AGE_CLASSES",

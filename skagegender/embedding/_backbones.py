@@ -30,7 +30,7 @@ from ._assets import (
     sha256_file,
 )
 from ._chipnets import CHIP_NETS, chip_blob, cut_chip
-from ._detection import YuNetDetector, align_face
+from ._detection import ALIGNED_SIZE, YuNetDetector, align_face
 from ._finetuned import FINETUNED_NETS, SFACE_FINETUNED
 from ._runtime import runtime_name
 
@@ -216,8 +216,8 @@ class SFaceBackbone(_Backbone):
                                    raw_layers=raw)
             self.session = make_session(path, providers=providers, n_threads=n_threads,
                                         auto="openvino")
-            probe = self.session.run(self._outputs,
-                                     {"data": np.zeros((1, 3, 112, 112), np.float32)})
+            blank = np.zeros((1, 3, ALIGNED_SIZE, ALIGNED_SIZE), np.float32)
+            probe = self.session.run(self._outputs, {"data": blank})
         self._chip_sessions = [packaged_session(net.asset, providers=providers,
                                                 n_threads=n_threads) for net in self.chip_nets]
         user = {SFACE_FINETUNED.name: finetuned_weights} if finetuned_weights is not None else {}
@@ -365,7 +365,7 @@ class InsightFaceBackbone(_Backbone):
         else:
             self.detect = _yunet(providers, n_threads, min_score, det_max_side)
         self.weights_sha256 = sha256_file(self.recognition_file)
-        probe = self._run(np.zeros((1, 112, 112, 3), np.uint8))
+        probe = self._run(np.zeros((1, ALIGNED_SIZE, ALIGNED_SIZE, 3), np.uint8))
         self.dim = int(probe.shape[1])
         self.feature_names = [f"arcface_{i}" for i in range(self.dim)]
         self.blocks = {"arcface": slice(0, self.dim)}
@@ -473,8 +473,9 @@ def sface_maps(crops, *, layer=SFACE_MAP_LAYER, color="rgb", batch_size=32, prov
         ``(n, 1024, 7, 7)`` for ``conv_14_relu``.
     """
     crops = np.asarray(crops)
-    if crops.ndim != 4 or crops.shape[1:] != (112, 112, 3):
-        raise ValueError(f"crops must have shape (n, 112, 112, 3), got {crops.shape}")
+    if crops.ndim != 4 or crops.shape[1:] != (ALIGNED_SIZE, ALIGNED_SIZE, 3):
+        raise ValueError(f"crops must have shape (n, {ALIGNED_SIZE}, {ALIGNED_SIZE}, 3), "
+                         f"got {crops.shape}")
     if color not in ("rgb", "bgr"):
         raise ValueError(f"color must be 'rgb' or 'bgr', got {color!r}")
     key = (layer, tuple(providers or ()), int(n_threads), runtime_name(auto="openvino"))
@@ -492,7 +493,8 @@ def sface_maps(crops, *, layer=SFACE_MAP_LAYER, color="rgb", batch_size=32, prov
                                     dtype=np.float32)
         parts.append(session.run([layer], {"data": blob})[0])
     if not parts:  # the layer's shape, from one blank crop
-        probe = session.run([layer], {"data": np.zeros((1, 3, 112, 112), np.float32)})[0]
+        blank = np.zeros((1, 3, ALIGNED_SIZE, ALIGNED_SIZE), np.float32)
+        probe = session.run([layer], {"data": blank})[0]
         return np.zeros((0, *probe.shape[1:]), np.float32)
     return np.concatenate(parts).astype(np.float32, copy=False)
 

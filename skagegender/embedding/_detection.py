@@ -4,6 +4,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+#: Side in pixels of an aligned face crop, the frame of :data:`ARCFACE_TEMPLATE`: the
+#: networks read ``ALIGNED_SIZE`` x ``ALIGNED_SIZE`` crops.
+ALIGNED_SIZE = 112
 #: The 5-point ArcFace template for a 112 x 112 crop: image-left eye, image-right
 #: eye, nose tip, image-left and image-right mouth corners.
 ARCFACE_TEMPLATE = np.array(
@@ -75,7 +78,7 @@ def similarity_transform(src, dst):
     return np.hstack([scale * rotation, translation[:, None]])
 
 
-def align_face(image, landmarks, size=112):
+def align_face(image, landmarks, size=ALIGNED_SIZE):
     """Warp a face so that its 5 landmarks land on the ArcFace template.
 
     Parameters
@@ -91,7 +94,7 @@ def align_face(image, landmarks, size=112):
     """
     import cv2
 
-    matrix = similarity_transform(landmarks, ARCFACE_TEMPLATE * (size / 112.0))
+    matrix = similarity_transform(landmarks, ARCFACE_TEMPLATE * (size / ALIGNED_SIZE))
     return cv2.warpAffine(image, matrix, (size, size), borderValue=0.0)
 
 

@@ -12,7 +12,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from .._utils import capped_n_jobs, user_stacklevel
 from ._backbones import get_backbone, resolve_layers
 from ._cache import EmbeddingCache, backbone_key, item_key
-from ._detection import YuNetDetector, align_face
+from ._detection import ALIGNED_SIZE, YuNetDetector, align_face
 from ._finetuned import FineTunedWeights
 from ._io import (
     DEFAULT_MAX_BYTES,
@@ -365,7 +365,7 @@ class ArcFaceEmbedder(TransformerMixin, BaseEstimator):
     def _is_aligned(self, image):
         if self.detect is False:
             return True
-        return self.detect == "auto" and image.shape[:2] == (112, 112)
+        return self.detect == "auto" and image.shape[:2] == (ALIGNED_SIZE, ALIGNED_SIZE)
 
     def _candidate_faces(self, image, backbone):
         """The faces passing ``min_score`` and ``min_face_size``, with the retry scale."""
@@ -480,7 +480,7 @@ class ArcFaceEmbedder(TransformerMixin, BaseEstimator):
     def _align_chunk(self, images):
         """Align a list of images; returns (crops, faces, outcomes)."""
         backbone = self._backbone()
-        crops = np.zeros((len(images), 112, 112, 3), np.uint8)
+        crops = np.zeros((len(images), ALIGNED_SIZE, ALIGNED_SIZE, 3), np.uint8)
         faces, outcomes = [], []
         for i, image in enumerate(images):
             bgr, face, outcome = self._face_of(image, backbone)
@@ -672,7 +672,7 @@ class ArcFaceEmbedder(TransformerMixin, BaseEstimator):
         ((1, 112, 112, 3), [True])
         """
         images = _as_image_list(X)
-        crops = np.zeros((len(images), 112, 112, 3), np.uint8)
+        crops = np.zeros((len(images), ALIGNED_SIZE, ALIGNED_SIZE, 3), np.uint8)
         faces, outcomes = [None] * len(images), [None] * len(images)
         for chunk, (chunk_crops, chunk_faces, chunk_outcomes) in self._run_chunks(
                 "_align_chunk", images, self._chunks(list(range(len(images))))):
@@ -722,18 +722,18 @@ class ArcFaceEmbedder(TransformerMixin, BaseEstimator):
 
 def _as_crop(bgr):
     """An aligned crop at the networks' size, 112 x 112."""
-    if bgr.shape[:2] == (112, 112):
+    if bgr.shape[:2] == (ALIGNED_SIZE, ALIGNED_SIZE):
         return bgr
     import cv2
 
-    return cv2.resize(bgr, (112, 112), interpolation=cv2.INTER_AREA)
+    return cv2.resize(bgr, (ALIGNED_SIZE, ALIGNED_SIZE), interpolation=cv2.INTER_AREA)
 
 
 def _crop_face():
     """The face of an aligned 112 x 112 crop: the whole crop, landmarks on the template."""
     from ._detection import ARCFACE_TEMPLATE, Face
 
-    return Face(box=np.array([0, 0, 112, 112], np.float32), score=1.0,
+    return Face(box=np.array([0, 0, ALIGNED_SIZE, ALIGNED_SIZE], np.float32), score=1.0,
                 landmarks=ARCFACE_TEMPLATE.astype(np.float32))
 
 

@@ -17,7 +17,7 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import validate_data
 
-from .._utils import round_age
+from .._utils import check_coverage, round_age
 from ._base import (
     MissingRowsMixin,
     drop_missing_rows,
@@ -238,8 +238,7 @@ class AgeRegressor(MissingRowsMixin, RegressorMixin, BaseEstimator):
             Lower and upper ages, clipped to ``age_range``; NaN rows for rows of ``X``
             that contain NaN.
         """
-        if not 0 < coverage < 1:
-            raise ValueError(f"coverage must be in (0, 1); got {coverage}.")
+        coverage = check_coverage(coverage)
         X = validate_for_predict(self, X)
         quantiles = np.array([(1 - coverage) / 2, (1 + coverage) / 2])
 

@@ -24,6 +24,7 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from .._utils import AGE_GROUP_EDGES, check_coverage
 from ._base import (
     MissingRowsMixin,
     drop_missing_rows,
@@ -33,9 +34,6 @@ from ._base import (
 from ._expected import expected_age_moments
 
 __all__ = ["AgeAwareCalibratedClassifier", "ConformalAgeRegressor"]
-
-#: Predicted-age group edges of both calibrators: 0-12, 13-19, 20-39, 40-59, 60+.
-AGE_GROUP_EDGES = (13.0, 20.0, 40.0, 60.0)
 
 
 def _cross_fit(estimator, X, y, cv, random_state, predict, splitter=KFold):
@@ -270,8 +268,7 @@ class ConformalAgeRegressor(MissingRowsMixin, RegressorMixin, BaseEstimator):
         quantiles : ndarray of shape (len(age_edges) + 1, 2)
         """
         check_is_fitted(self)
-        if not 0 < coverage < 1:
-            raise ValueError(f"coverage must be in (0, 1); got {coverage}.")
+        coverage = check_coverage(coverage)
         out = np.zeros((len(self.age_edges) + 1, 2))
         for g in range(len(out)):
             scores = self.scores_[self.score_groups_ == g]

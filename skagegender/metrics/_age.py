@@ -9,7 +9,7 @@ from numpy.typing import ArrayLike
 from sklearn.metrics import mean_absolute_error
 from sklearn.utils import check_consistent_length
 
-from .._utils import round_age
+from .._utils import AGE_GROUP_EDGES, round_age
 from ._base import metric_and_scorer
 
 __all__ = [
@@ -35,8 +35,11 @@ ADIENCE_EDGES = np.array(
 )
 
 # age groups of age_error_report, by true age: (label, lowest age, highest age)
-_REPORT_AGE_GROUPS = [("0-12", 0, 12), ("13-19", 13, 19), ("20-39", 20, 39),
-                      ("40-59", 40, 59), ("60+", 60, np.inf)]
+_REPORT_AGE_GROUPS = [
+    *((f"{low:.0f}-{high - 1:.0f}", low, high - 1)
+      for low, high in pairwise((0.0, *AGE_GROUP_EDGES))),
+    (f"{AGE_GROUP_EDGES[-1]:.0f}+", AGE_GROUP_EDGES[-1], np.inf),
+]
 
 
 def age_group_labels(ages: ArrayLike) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import numbers
 from os import PathLike
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -11,7 +12,7 @@ from sklearn.base import BaseEstimator, _fit_context, clone
 from sklearn.utils._param_validation import HasMethods
 from sklearn.utils.validation import check_is_fitted
 
-from .._utils import known_labels
+from .._utils import check_coverage, known_labels
 from ._persistence import (
     BackboneMismatchError,
     ModelFileError,
@@ -46,11 +47,6 @@ FINETUNED_LAYER = "sface_finetuned"
 # gets its default, and the caller sets it after loading.
 
 
-def _check_coverage(coverage):
-    if isinstance(coverage, bool) or not (isinstance(coverage, numbers.Real) and 0 < coverage < 1):
-        raise ValueError(f"coverage must be a number strictly between 0 and 1, got {coverage!r}")
-
-
 def _default_embedder():
     from ..embedding import ArcFaceEmbedder
 
@@ -70,7 +66,7 @@ def _default_gender():
 
 
 def _compact(obj, seen=None):
-    """Drop training-only state from fitted MLPs inside ``obj`` (in place).
+    """Drop training-only state from fitted MLPs inside ``obj`` (in place, on save's copies).
 
     A fitted MLP keeps its Adam moments and, with early stopping, a copy of its
     best weights: three extra copies of every weight, useless for prediction.
@@ -204,10 +200,83 @@ class AgeGenderModel(BaseEstimator):
         self.n_features_in_ = features.shape[1]
         return self
 
+    @classmethod
+    def from_fitted_heads(cls, embedder: ArcFaceEmbedder, age_head: Any,
+                          gender_head: Any = None, *, fallback_age: float,
+                          meta: dict | None = None) -> AgeGenderModel:
+        """A fitted model from heads already fitted on ``embedder``'s features.
+
+        The model is the one :meth:`fit_features` leaves, with these heads used as
+        they are (not cloned, not refitted): ``embedder_`` is a clone of
+        ``embedder``, ``backbone_`` its backbone, ``n_features_in_`` the heads'
+        feature width.
+
+        Parameters
+        ----------
+        embedder : ArcFaceEmbedder
+            The embedder whose features the heads were fitted on.
+        age_head : fitted regressor
+        gender_head : fitted classifier or None
+            None: the model predicts no gender.
+        fallback_age : float
+            The age :func:`~skagegender.model.evaluate_model` gives an image
+            without a face (the median training age, in :meth:`fit`).
+        meta : dict or None
+            Kept as ``meta_`` (the metadata of a model file, in :meth:`load`);
+            None sets no ``meta_``, as :meth:`fit` does.
+
+        Returns
+        -------
+        model : AgeGenderModel
+            Fitted.
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            When a head is not fitted.
+        ValueError
+            When the heads take a feature width other than the embedder's (or
+            other than each other's), or ``fallback_age`` is not a finite number.
+        """
+        if (isinstance(fallback_age, bool) or not isinstance(fallback_age, numbers.Real)
+                or not np.isfinite(fallback_age)):
+            raise ValueError(f"fallback_age must be a finite number of years, "
+                             f"got {fallback_age!r}")
+        if age_head is None or not hasattr(age_head, "predict"):
+            raise ValueError(f"age_head must be a fitted regressor, got {age_head!r}")
+        if gender_head is not None and not hasattr(gender_head, "predict_proba"):
+            raise ValueError(f"gender_head must be a fitted classifier or None, "
+                             f"got a {type(gender_head).__name__}")
+        heads = {"age_head": age_head, "gender_head": gender_head}
+        for head in heads.values():
+            if head is not None:
+                check_is_fitted(head)
+        model = cls(embedder=embedder)
+        model.embedder_ = clone(embedder)
+        model.backbone_ = model.embedder_.backbone_info()
+        widths = {"the embedder": model.backbone_.embedding_dim,
+                  **{name: getattr(head, "n_features_in_", None)
+                     for name, head in heads.items()}}
+        known = {name: int(w) for name, w in widths.items() if w is not None}
+        if len(set(known.values())) > 1:
+            raise ValueError(
+                "the heads must take the embedder's features: feature widths "
+                + ", ".join(f"{name} {w}" for name, w in known.items()))
+        if not known:
+            raise ValueError("the feature width is unknown: neither the embedder nor the "
+                             "heads give one (n_features_in_)")
+        model.age_head_ = age_head
+        model.gender_head_ = gender_head
+        model.fallback_age_ = float(fallback_age)
+        model.n_features_in_ = next(iter(known.values()))
+        if meta is not None:
+            model.meta_ = meta
+        return model
+
     # -- prediction ----------------------------------------------------------
 
     def _age_and_gender(self, features, coverage=0.8):
-        _check_coverage(coverage)
+        check_coverage(coverage)
         n = len(features)
         found = ~np.isnan(features).any(axis=1)
         ages = np.full(n, np.nan)
@@ -264,7 +333,7 @@ class AgeGenderModel(BaseEstimator):
             raise TypeError(
                 "predict_details takes images, like predict; for feature rows of this "
                 "model's embedder use predict_features(features)")
-        _check_coverage(coverage)  # before any embedding work
+        check_coverage(coverage)  # before any embedding work
         return self.predict_features(self.embedder_.transform(X), coverage=coverage)
 
     def predict_features(self, features: ArrayLike, *,
@@ -332,7 +401,7 @@ class AgeGenderModel(BaseEstimator):
             When the image cannot be read.
         """
         check_is_fitted(self, "age_head_")
-        _check_coverage(coverage)  # before any detection work
+        check_coverage(coverage)  # before any detection work
         if faces is None:
             faces = self.embedder_.detect_faces(image)
         if not faces:
@@ -368,19 +437,20 @@ class AgeGenderModel(BaseEstimator):
         beside the heads, as plain arrays under the estimator name ``"finetuned"``.
         """
         check_is_fitted(self, "age_head_")
-        _compact(self.age_head_)
-        _compact(self.gender_head_)
+        # the file gets compact copies of the heads; this model keeps its own
+        age_head, gender_head = copy.deepcopy((self.age_head_, self.gender_head_))
+        _compact((age_head, gender_head))
         embedder = self.embedder_
         weights = getattr(embedder, "finetuned_weights", None)
         if weights is not None:
             # the layer's numbers are stored as plain arrays, never as an object; the
             # stored embedder names none (load rebuilds them through FineTunedWeights)
             embedder = clone(embedder).set_params(finetuned_weights=None)
-        estimators = {"age": self.age_head_, "embedder": embedder}
+        estimators = {"age": age_head, "embedder": embedder}
         if weights is not None and FINETUNED_LAYER in _resolved_layers(self.embedder_):
             estimators[FINETUNED_KEY] = dict(weights.arrays)
-        if self.gender_head_ is not None:
-            estimators["gender"] = self.gender_head_
+        if gender_head is not None:
+            estimators["gender"] = gender_head
         meta = {"backbone": self.backbone_.to_dict(), "fallback_age": self.fallback_age_,
                 "n_features": int(self.n_features_in_), **(extra_meta or {})}
         return save_model_file(path, estimators, meta)
@@ -464,15 +534,8 @@ class AgeGenderModel(BaseEstimator):
                 f"model file {str(path)!r}: its heads take {meta['n_features']} features, "
                 f"the embedder gives {spec.embedding_dim}"
             )
-        model = cls(embedder=use, age_head=None, gender_head=None)
-        model.embedder_ = use
-        model.backbone_ = spec
-        model.age_head_ = age_head
-        model.gender_head_ = gender_head
-        model.fallback_age_ = float(meta["fallback_age"])
-        model.n_features_in_ = int(meta["n_features"])
-        model.meta_ = meta
-        return model
+        return cls.from_fitted_heads(use, age_head, gender_head,
+                                     fallback_age=meta["fallback_age"], meta=meta)
 
 
 def _checked_heads(path, estimators, meta):

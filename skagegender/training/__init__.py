@@ -14,7 +14,7 @@ from ._deep import (
     train_deep,
     training_views,
 )
-from ._finetune import FineTunedLayer, train_finetuned_layer
+from ._finetune import LAYER_BATCH_SIZE, FineTunedLayer, train_finetuned_layer
 from ._maps import cached_rows, frozen_maps
 from ._train import (
     CALIBRATION_SHARE,
@@ -33,6 +33,7 @@ from ._train import (
 __all__ = [
     "CALIBRATION_SHARE",
     "DEPTHS",
+    "LAYER_BATCH_SIZE",
     "RECIPES",
     "DeepModel",
     "FineTunedLayer",

@@ -341,13 +341,16 @@ class DeepModel:
         """
         import onnx
 
+        from ..embedding import ALIGNED_SIZE
+
         torch = _torch()
         buffer = io.BytesIO()
         with warnings.catch_warnings():
             # The TorchScript exporter is deprecated but needs no extra package; the
             # exported graph is compared with torch in the tests and the benchmark.
             warnings.simplefilter("ignore", DeprecationWarning)
-            torch.onnx.export(self.network(), torch.zeros(1, 3, 112, 112), buffer,
+            probe = torch.zeros(1, 3, ALIGNED_SIZE, ALIGNED_SIZE)
+            torch.onnx.export(self.network(), probe, buffer,
                               input_names=["data"], output_names=["probs"],
                               dynamic_axes={"data": {0: "batch"}, "probs": {0: "batch"}},
                               opset_version=17, dynamo=False)
@@ -532,9 +535,12 @@ def train_deep(crops, age, female, rows=None, *, depth="layer", init=None, epoch
     if n_threads is not None:
         torch.set_num_threads(int(n_threads))
     crops = np.asarray(crops)
-    if crops.ndim != 4 or crops.shape[1:] != (112, 112, 3) or crops.dtype != np.uint8:
-        raise ValueError(f"crops must be uint8 of shape (n, 112, 112, 3), got {crops.dtype} "
-                         f"{crops.shape}")
+    from ..embedding import ALIGNED_SIZE
+
+    if crops.ndim != 4 or crops.shape[1:] != (ALIGNED_SIZE, ALIGNED_SIZE, 3) \
+            or crops.dtype != np.uint8:
+        raise ValueError(f"crops must be uint8 of shape (n, {ALIGNED_SIZE}, {ALIGNED_SIZE}, 3), "
+                         f"got {crops.dtype} {crops.shape}")
     age = np.asarray(age, dtype=np.float32)
     female = np.asarray(female, dtype=np.float32)
     rows = np.arange(len(crops)) if rows is None else np.asarray(rows)
@@ -694,8 +700,9 @@ def aligned_crops(name, items, folder, *, n_jobs=1, chunk=64, verbose=True):
         Zeros where no face was found.
     found : ndarray of shape (n,), bool
     """
+    from ..embedding import ALIGNED_SIZE
     from ._maps import aligned_chunk, cached_rows
 
     return cached_rows(f"{name}_crops", items, folder, aligned_chunk,
-                       row_shape=(112, 112, 3), dtype=np.uint8, n_jobs=n_jobs,
-                       chunk=chunk, verbose=verbose, what="crops")
+                       row_shape=(ALIGNED_SIZE, ALIGNED_SIZE, 3), dtype=np.uint8,
+                       n_jobs=n_jobs, chunk=chunk, verbose=verbose, what="crops")

@@ -71,6 +71,28 @@ def make_heads(random_state=0):
             GenderClassifier(head="mlp", random_state=random_state))
 
 
+def fit_gender_head(gender_head, X, gender):
+    """A clone of the gender head, fitted on the rows of known gender.
+
+    Parameters
+    ----------
+    gender_head : unfitted classifier (from :func:`make_heads`)
+    X : ndarray of shape (n, n_features)
+        The training rows (held out from :func:`calibrate_heads`'s rows).
+    gender : array-like of shape (n,)
+        "female", "male", or unknown (None, NaN or "": such rows are left out).
+
+    Returns
+    -------
+    gender_head : fitted clone
+    """
+    from sklearn.base import clone
+
+    gender = np.asarray(gender, dtype=object)
+    known = known_labels(gender)
+    return clone(gender_head).fit(X[known], gender[known].astype(str))
+
+
 def calibrate_heads(age_head, gender_head, X, age, gender, fgnet=None, *, gate_sigma=None,
                     gate_fgnet_weight=None, sample_weight=None):
     """Fit the age gate and the calibrators on held-out rows.

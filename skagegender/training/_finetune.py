@@ -25,6 +25,9 @@ N_AGES = 101
 MAP_LAYER = "conv_14_relu"
 #: Shape of one face's maps.
 MAP_SHAPE = (1024, 7, 7)
+#: Faces per step of :func:`train_finetuned_layer` by default: the fewest training
+#: faces it takes.
+LAYER_BATCH_SIZE = 128
 
 
 def _torch():
@@ -201,7 +204,7 @@ class FineTunedLayer:
 
 
 def train_finetuned_layer(maps, age, female, rows=None, *, epochs=4, sigma=3.0, lr=3e-4,
-                          batch_size=128, random_state=0, n_threads=None, callback=None,
+                          batch_size=LAYER_BATCH_SIZE, random_state=0, n_threads=None, callback=None,
                           sample_weight=None):
     """Fine-tune SFace's embedding layer on ``maps[rows]``.
 

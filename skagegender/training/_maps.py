@@ -14,7 +14,7 @@ def aligned_chunk(items):
     An item whose degraded copy cannot be made (an unreadable file) is not found, as an
     image without a face is; the others are aligned as ``ArcFaceEmbedder().align`` does.
     """
-    from ..embedding import ArcFaceEmbedder, ImageLoadError, load_image
+    from ..embedding import ALIGNED_SIZE, ArcFaceEmbedder, ImageLoadError, load_image
     from ._augment import degrade_photo
 
     images, usable = [], []
@@ -30,7 +30,7 @@ def aligned_chunk(items):
             image = str(item)
         images.append(image)
         usable.append(index)
-    crops = np.zeros((len(items), 112, 112, 3), np.uint8)
+    crops = np.zeros((len(items), ALIGNED_SIZE, ALIGNED_SIZE, 3), np.uint8)
     found = np.zeros(len(items), bool)
     if images:
         aligned = ArcFaceEmbedder().align(images)

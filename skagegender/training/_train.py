@@ -373,7 +373,7 @@ def fit_recipe(recipe, features, age, gender=None, *, groups=None, datasets=None
     ValueError
         For an unknown recipe or layer, a ``sample_weight`` that is not whole
         numbers >= 0, missing or misshapen ``maps``, or fewer
-        training faces than the layer's batch size (128 by default): train on
+        training faces than the layer's batch size (:data:`LAYER_BATCH_SIZE`): train on
         more images or keep the shipped layer.
 
     Examples
@@ -428,8 +428,7 @@ def fit_recipe(recipe, features, age, gender=None, *, groups=None, datasets=None
         raise ValueError(f"unknown recipe {recipe!r}: choose from {', '.join(RECIPES)}")
     if layer not in ("train", "shipped"):
         raise ValueError(f"layer must be 'train' or 'shipped', got {layer!r}")
-    from ..heads import ExpectedAgeRegressor
-    from ._default_recipe import calibrate_heads, expert_blocks, make_heads
+    from ._default_recipe import calibrate_heads, fit_gender_head, make_heads
 
     train, held_out = calibration_split(len(age), groups, datasets=datasets,
                                         random_state=random_state)
@@ -439,19 +438,16 @@ def fit_recipe(recipe, features, age, gender=None, *, groups=None, datasets=None
     if weight is not None:  # each row as many times as it counts
         train = train[repeated_rows(weight[train])]
     age_head, gender_head = make_heads(random_state=random_state)
-    # the heads proper are fitted below; the placeholder age head keeps fit_features
-    # from fitting the gate on the training rows, where the features are not held out
-    placeholder = ExpectedAgeRegressor(start=expert_blocks()[0][0],
-                                       class_ages=expert_blocks()[0][1])
-    model = AgeGenderModel(embedder, age_head=placeholder, gender_head=gender_head)
-    model.fit_features(features[train], age[train],
-                       None if gender is None else gender[train])
-    model.age_head_, model.gender_head_ = calibrate_heads(
-        age_head, model.gender_head_, features[held_out], age[held_out],
+    # the gender head is fitted on the training rows; the age gate and both
+    # calibrators on the held-out rows, where the features are held out
+    fitted_gender = None if gender is None else fit_gender_head(
+        gender_head, features[train], gender[train])
+    age_head, gender_head = calibrate_heads(
+        age_head, fitted_gender, features[held_out], age[held_out],
         np.full(len(held_out), None, dtype=object) if gender is None else gender[held_out],
         sample_weight=None if weight is None else weight[held_out])
-    model.fallback_age_ = float(np.nanmedian(age[every]))
-    return model
+    return AgeGenderModel.from_fitted_heads(embedder, age_head, gender_head,
+                                            fallback_age=float(np.nanmedian(age[every])))
 
 
 def _with_trained_layer(features, age, gender, groups, embedder, maps, layer_params,
@@ -460,7 +456,7 @@ def _with_trained_layer(features, age, gender, groups, embedder, maps, layer_par
     from sklearn.base import clone
 
     from ..embedding import feature_blocks
-    from ._finetune import MAP_SHAPE, train_finetuned_layer
+    from ._finetune import LAYER_BATCH_SIZE, MAP_SHAPE, train_finetuned_layer
 
     if maps is None:
         raise ValueError(
@@ -473,7 +469,7 @@ def _with_trained_layer(features, age, gender, groups, embedder, maps, layer_par
     params = {"random_state": random_state, **(layer_params or {})}
     rows = layer_training_rows(features, age, groups, datasets=datasets, sample_weight=weight,
                                random_state=random_state)
-    batch_size = params.get("batch_size", 128)
+    batch_size = params.get("batch_size", LAYER_BATCH_SIZE)
     if len(rows) < batch_size:
         raise ValueError(
             f"only {len(rows)} training faces: training the fine-tuned layer needs at least "
