@@ -8,6 +8,10 @@ numpy is imported inside each function: ``import skagegender`` stays light.
 #: predicted age).
 AGE_GROUP_EDGES = (13.0, 20.0, 40.0, 60.0)
 
+#: The eight official Adience age groups, as inclusive (low, high) years (60+ ends at
+#: 100): the Adience loader's labels and the metrics' Adience classes.
+ADIENCE_AGE_GROUPS = ((0, 2), (4, 6), (8, 13), (15, 20), (25, 32), (38, 43), (48, 53), (60, 100))
+
 
 def check_coverage(coverage):
     """``coverage`` as a float, once it is a number strictly between 0 and 1.

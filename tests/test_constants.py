@@ -19,6 +19,17 @@ def test_report_and_calibrator_age_groups_are_the_same_groups():
                                       [names.index(label) for label in labels])
 
 
+def test_the_adience_loader_and_the_adience_classes_use_the_same_groups():
+    from skagegender.datasets import ADIENCE_AGE_GROUPS, adience_age_group
+    from skagegender.metrics import age_classes
+
+    assert len(ADIENCE_AGE_GROUPS) == 8
+    for index, (low, high) in enumerate(ADIENCE_AGE_GROUPS):
+        for age in (low, (low + high) / 2, high):  # inside a group: the same class in both
+            assert adience_age_group(str(age)) == index
+            assert age_classes([age], bins="adience")[0] == index
+
+
 @pytest.mark.slow
 def test_coverage_is_checked_once_with_one_message(capsys):
 

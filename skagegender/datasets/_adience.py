@@ -5,10 +5,8 @@ import re
 
 import numpy as np
 
+from .._utils import ADIENCE_AGE_GROUPS
 from ._base import DatasetLayoutError, _check_root, _fill_doc, _make_bunch
-
-#: The eight official Adience age groups, as inclusive (low, high) years.
-ADIENCE_AGE_GROUPS = ((0, 2), (4, 6), (8, 13), (15, 20), (25, 32), (38, 43), (48, 53), (60, 100))
 
 _N_FOLDS = 5
 _RANGE = re.compile(r"^\(\s*(\d+(?:\.\d+)?)\s*,\s*(\d+(?:\.\d+)?)\s*\)$")

@@ -9,7 +9,7 @@ from numpy.typing import ArrayLike
 from sklearn.metrics import mean_absolute_error
 from sklearn.utils import check_consistent_length
 
-from .._utils import AGE_GROUP_EDGES, round_age
+from .._utils import ADIENCE_AGE_GROUPS, AGE_GROUP_EDGES, round_age
 from ._base import metric_and_scorer
 
 __all__ = [
@@ -28,10 +28,9 @@ FIVE_YEAR_EDGES = np.arange(0, 90, 5)
 # Adience groups 0-2, 4-6, 8-13, 15-20, 25-32, 38-43, 48-53, 60+. An age in a gap
 # goes to the nearer group; the midpoint of a gap goes to the older group. That is the
 # same as lower edges at the gap midpoints.
-_ADIENCE_GROUPS = [(0, 2), (4, 6), (8, 13), (15, 20), (25, 32), (38, 43), (48, 53), (60, None)]
 #: Lower edges equivalent to the 8 Adience groups with gaps assigned to the nearer group.
 ADIENCE_EDGES = np.array(
-    [0.0] + [(hi + lo) / 2 for (_, hi), (lo, _) in pairwise(_ADIENCE_GROUPS)]
+    [0.0] + [(hi + lo) / 2 for (_, hi), (lo, _) in pairwise(ADIENCE_AGE_GROUPS)]
 )
 
 # age groups of age_error_report, by true age: (label, lowest age, highest age)
