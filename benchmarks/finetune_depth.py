@@ -116,6 +116,27 @@ def run_onnx(path, crops, batch=64):
     return np.concatenate(parts)
 
 
+#: Options whose values are paths of this machine: the recorded command names them
+#: by a placeholder (the results are committed; the paths are not the reader's).
+PATH_OPTIONS = {"--data": "DATA", "--work": "WORK", "--out": "OUT"}
+
+
+def shown_command(argv):
+    """The command line as the results record it: path options' values replaced."""
+    shown, hide = [], None
+    for arg in argv:
+        option, eq, _ = arg.partition("=")
+        if hide is not None:
+            shown.append(hide)
+            hide = None
+        elif eq and option in PATH_OPTIONS:
+            shown.append(f"{option}={PATH_OPTIONS[option]}")
+        else:
+            shown.append(arg)
+            hide = PATH_OPTIONS.get(arg)
+    return "python benchmarks/finetune_depth.py " + " ".join(shown)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(REPO.parent / "shared" / "data"))
@@ -197,8 +218,7 @@ def main(argv=None):
                   "frozen_output_seconds": model.cache_seconds,
                   "onnx_vs_torch_max_abs_diff": diff,
                   "onnx_cpu_ms_per_face": onnx_ms_per_face(onnx_path, check),
-                  "command": "python benchmarks/finetune_depth.py " + " ".join(
-                      sys.argv[1:] if argv is None else argv),
+                  "command": shown_command(sys.argv[1:] if argv is None else argv),
                   "finished_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
                   "domains": {}}
         for name, (x, y, g, subject) in domains.items():
@@ -214,8 +234,7 @@ def main(argv=None):
                   f"{values['gender_accuracy']}", flush=True)
 
     setup = {
-        "command": "python benchmarks/finetune_depth.py " + " ".join(
-            sys.argv[1:] if argv is None else argv),
+        "command": shown_command(sys.argv[1:] if argv is None else argv),
         "split": {"n_train_faces": len(train_rows), "n_test_faces": len(test),
                   "n_degraded_faces": int(deg_found.sum()), "n_fgnet_images": int(fg_found.sum()),
                   "n_fgnet_subjects": len(set(domains["fgnet"][3])), "seed": args.seed},

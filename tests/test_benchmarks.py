@@ -229,3 +229,13 @@ def test_peer_fgnet_benchmark_on_four_images(shared_data, tmp_path, capsys):
     assert result["found_faces"]["n"] == len(found) and result["all_images"]["n"] == 4
     assert result["seconds_per_image"] > 0
     assert "faces it finds" in capsys.readouterr().out
+
+
+def test_finetune_depth_records_its_command_without_machine_paths():
+    bench = _script("finetune_depth.py")  # importing it needs no torch
+    assert bench.shown_command(["--work", "/x/w", "--data=/x/d", "--n-train", "30",
+                                "--depths", "layer", "--out", "o"]) == (
+        "python benchmarks/finetune_depth.py --work WORK --data=DATA --n-train 30 "
+        "--depths layer --out OUT")
+    committed = (BENCHMARKS / "results" / "finetune_depth.json").read_text()
+    assert "--work WORK" in committed and "/work/" not in committed

@@ -165,7 +165,12 @@ def test_finetune_depth_benchmark_on_tiny_data(shared_data, tmp_path):
     for domain in ("utkface", "utkface-degraded", "fgnet"):
         assert np.isfinite(stage["domains"][domain]["mae"])
     assert stage["domains"]["fgnet"]["gender_accuracy"] is None
-    assert "| last-stage | fgnet |" in (out / "finetune_depth.md").read_text()
+    report = (out / "finetune_depth.md").read_text()
+    assert "| last-stage | fgnet |" in report
+    # the committed results name no path of the machine that ran them
+    commands = [result["setup"]["command"], *(r["command"] for r in result["depths"].values())]
+    assert all("--work WORK" in c and "--data DATA" in c and "--out OUT" in c for c in commands)
+    assert str(tmp_path) not in json.dumps(result) + report
 
 
 def test_benchmark_uses_no_machine_path_and_no_private_api():
