@@ -135,7 +135,7 @@ def test_training_resumes_to_the_same_network_and_refuses_other_settings(torch, 
     from skagegender.training import train_compact
 
     crops, age, female = _tiny_set()
-    settings = dict(epochs=2, batch_size=32, augment=False, n_threads=1, bf16=False)
+    settings = {"epochs": 2, "batch_size": 32, "augment": False, "n_threads": 1, "bf16": False}
     whole = train_compact(crops, age, female, np.arange(64), validation_rows=np.arange(64, 96),
                           checkpoint_folder=tmp_path / "a", **settings)
     part = train_compact(crops, age, female, np.arange(64), validation_rows=np.arange(64, 96),
@@ -160,8 +160,8 @@ def test_the_teacher_moves_the_network(torch):
 
     crops, age, female = _tiny_set()
     age[:] = 10.0
-    settings = dict(epochs=3, batch_size=32, augment=False, n_threads=1, bf16=False,
-                    lr=5e-3)
+    settings = {"epochs": 3, "batch_size": 32, "augment": False, "n_threads": 1, "bf16": False,
+                    "lr": 5e-3}
     labels = train_compact(crops, age, female, np.arange(96), alpha=0.0, **settings)
     teacher = np.full(96, 70.0, np.float32)
     taught = train_compact(crops, age, female, np.arange(96), teacher_age=teacher,

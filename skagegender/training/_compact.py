@@ -27,11 +27,11 @@ import json
 import math
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
 
 from .._utils import atomic_write
+from ._checkpoint import Checkpoint
 from ._finetune import N_AGES, _torch
 
 #: Side in pixels of the compact network's input (the aligned crop, shrunk).
@@ -45,7 +45,6 @@ _SFACE_CHAIN = (("conv_1", 32, 1),
                 ("conv_8", 512, 1), ("conv_9", 512, 1), ("conv_10", 512, 1),
                 ("conv_11", 512, 1), ("conv_12", 512, 1), ("conv_13", 1024, 2),
                 ("conv_14", 1024, 1))
-_CHECKPOINT = "checkpoint.pt"
 
 
 def shrink_crops(crops, size=COMPACT_SIZE):
@@ -393,28 +392,15 @@ def train_compact(crops, age, female, rows, *, teacher_age=None, teacher_sigma=N
                          "batch_size": batch_size, "lr": lr, "augment": bool(augment), "bf16": bool(bf16),
                          "random_state": random_state}, sort_keys=True)
 
-    step, train_seconds, history = 0, 0.0, []
-    checkpoint = None if checkpoint_folder is None else Path(checkpoint_folder) / _CHECKPOINT
-    if checkpoint is not None and checkpoint.is_file():
-        state = torch.load(checkpoint, weights_only=True)
-        if state.get("config") != config:
-            raise ValueError(f"{checkpoint} is a checkpoint of other data or settings: "
-                             "use another checkpoint_folder")
-        net.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["torch_rng"])
-        step, train_seconds = int(state["step"]), float(state["train_seconds"])
-        history = json.loads(state["history"])
-    else:
-        torch.manual_seed(random_state)
+    checkpoint = Checkpoint(checkpoint_folder, config)
+    counters = checkpoint.restore(net, optimizer, random_state)
+    step = int(counters.get("step", 0))
+    train_seconds = float(counters.get("train_seconds", 0.0))
+    history = json.loads(counters.get("history", "[]"))
 
     def save():
-        if checkpoint is None:
-            return
-        state = {"config": config, "model": net.state_dict(), "optimizer": optimizer.state_dict(),
-                 "torch_rng": torch.get_rng_state(), "step": step,
-                 "train_seconds": train_seconds, "history": json.dumps(history)}
-        atomic_write(checkpoint, lambda f: torch.save(state, f), make_parents=True)
+        checkpoint.save(net, optimizer, step=step, train_seconds=train_seconds,
+                        history=json.dumps(history))
 
     ages = torch.arange(N_AGES, dtype=torch.float32)
     model = CompactModel(net, size, finished=False, step=step, train_seconds=train_seconds,
