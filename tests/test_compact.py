@@ -60,15 +60,22 @@ def test_the_compact_layer_appends_to_other_blocks(faces):
 @pytest.mark.slow
 def test_the_shipped_fast_model_is_the_compact_network_with_calibrated_heads(faces):
     from skagegender import load
+    from skagegender.training._fast_recipe import EMBEDDER_PARAMS
 
     model = load("fast")
-    assert model.embedder_.layers == ("compact",) and model.embedder_.identity is False
+    assert model.embedder_.layers == EMBEDDER_PARAMS["layers"]
+    assert model.embedder_.layers[0] == "compact" and model.embedder_.identity is False
     assert type(model.age_head_).__name__ == "ConformalAgeRegressor"
     assert type(model.gender_head_).__name__ == "AgeAwareCalibratedClassifier"
     details = model.predict_details(faces)
     X = model.embedder_.transform(faces)
     expected = X[:, 128:229] @ COMPACT_AGE_CLASSES
-    np.testing.assert_allclose(details["age"], np.clip(expected, 0, 100), atol=1e-6)
+    if model.embedder_.layers == ("compact",):  # the age is the network's expected age
+        np.testing.assert_allclose(details["age"], np.clip(expected, 0, 100), atol=1e-6)
+    else:  # an age gate over it and the dlib age network: between the two
+        dlib = X[:, 230:311] @ np.r_[0.25, np.arange(1, 81)]
+        low, high = np.minimum(expected, dlib), np.maximum(expected, dlib)
+        assert ((details["age"] >= low - 1) & (details["age"] <= high + 1)).all()
     lo, hi = details["age_interval"].T
     assert (lo <= details["age"]).all() and (details["age"] <= hi).all() and (hi > lo).all()
     # a wider promise gives a wider interval
