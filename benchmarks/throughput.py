@@ -712,8 +712,8 @@ def markdown(report):
         ("SFace, batch 32", "embed_ms_batch32", ".1f", "face"),
         (("default model's features (SFace, fine-tuned layer, dlib age + gender chips and "
          "networks), batch 8"), "networks_ms_default", ".1f", "face"),
-        ("fast model's features (dlib age + gender chips and networks), batch 8",
-         "networks_ms_fast", ".1f", "face"),
+        (("fast model's features (compact network and dlib age network, chips, face and "
+          "mirror image), batch 8"), "networks_ms_fast", ".1f", "face"),
     ]
     if "full_decode_ms" in s:
         shape = "x".join(map(str, s["full_shape"][:2]))
