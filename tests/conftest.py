@@ -87,3 +87,26 @@ def portrait():
     if images is None or not (images / "Tom_Hanks_54745.png").is_file():
         pytest.skip("the insightface wheel (with its sample images) is not installed")
     return str(images / "Tom_Hanks_54745.png")
+
+
+@pytest.fixture(scope="session")
+def model_without_intervals(utkface_paths, tmp_path_factory):
+    """Path of a model file whose age head gives no intervals (the fast model's features,
+    its network's expected age, a logistic gender head), fitted on 40 UTKFace faces."""
+    import numpy as np
+
+    from skagegender.heads import AgeRegressor, GenderClassifier
+    from skagegender.model import AgeGenderModel
+    from skagegender.training._fast_recipe import expected_age, make_embedder
+
+    paths = utkface_paths[:40]
+    embedder = make_embedder()
+    X = embedder.fit_transform(paths)
+    fields = [Path(p).name.split("_") for p in paths]  # [age]_[gender 0 male, 1 female]_...
+    age = np.array([float(f[0]) for f in fields])
+    gender = np.array(["male" if f[1] == "0" else "female" for f in fields], object)
+    model = AgeGenderModel.from_fitted_heads(
+        embedder, AgeRegressor(head=expected_age()).fit(X, age),
+        GenderClassifier(head="ordinal", random_state=0).fit(X, gender),
+        fallback_age=float(np.median(age)))
+    return str(model.save(tmp_path_factory.mktemp("no-intervals") / "no-intervals.skag"))

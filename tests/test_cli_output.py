@@ -35,12 +35,14 @@ def test_the_explained_line_is_what_predict_prints(portrait, capsys):
 
 
 @pytest.mark.slow
-def test_coverage_with_a_model_without_intervals_warns(portrait, capsys):
-    assert main(["predict", "--model", "fast", "--coverage", "0.9", portrait]) == 0
+def test_coverage_with_a_model_without_intervals_warns(portrait, model_without_intervals,
+                                                        capsys):
+    model = model_without_intervals
+    assert main(["predict", "--model", model, "--coverage", "0.9", portrait]) == 0
     captured = capsys.readouterr()
     assert "--coverage 0.9: this model's age head gives no age intervals" in captured.err
     assert re.search(r"age \d+, (female|male)", captured.out)  # no interval printed
-    assert main(["predict", "--model", "fast", portrait]) == 0
+    assert main(["predict", "--model", model, portrait]) == 0
     assert "warning" not in capsys.readouterr().err  # not asked for: no warning
     assert main(["predict", "--coverage", "0.9", portrait]) == 0
     captured = capsys.readouterr()
@@ -49,15 +51,16 @@ def test_coverage_with_a_model_without_intervals_warns(portrait, capsys):
 
 @pytest.mark.slow
 @pytest.mark.shared_data
-def test_evaluate_says_na_for_a_model_without_intervals(shared_data, capsys):
+def test_evaluate_says_na_for_a_model_without_intervals(shared_data, model_without_intervals,
+                                                       capsys):
     root = str(shared_data / "FGNET")
-    assert main(["evaluate", "--model", "fast", "--dataset", "fgnet", "--root", root,
+    assert main(["evaluate", "--model", model_without_intervals, "--dataset", "fgnet", "--root", root,
                  "--limit", "4"]) == 0
     captured = capsys.readouterr()
     assert "80 % age interval: n/a" in captured.out and "coverage 0.0" not in captured.out
     assert "gives no age intervals" in captured.err
-    assert main(["evaluate", "--model", "fast", "--dataset", "fgnet", "--root", root,
-                 "--limit", "4", "--json"]) == 0
+    assert main(["evaluate", "--model", model_without_intervals, "--dataset", "fgnet",
+                 "--root", root, "--limit", "4", "--json"]) == 0
     import json
 
     result = json.loads(capsys.readouterr().out)

@@ -33,8 +33,11 @@ def utk40(shared_data):
 
 @pytest.mark.slow
 def test_jsonl_streams_and_ctrl_c_keeps_the_finished_lines(utk40):
-    # A real process and a real SIGINT once the first results are on stdout.
-    proc = subprocess.Popen([sys.executable, "-m", "skagegender", "predict", "--jsonl", *utk40],
+    # A real process and a real SIGINT once the first results are on stdout. The photos ten
+    # times over (400 inputs, several seconds of work), so that a busy machine, which may
+    # leave this process waiting, never lets the run finish before the signal.
+    inputs = utk40 * 10
+    proc = subprocess.Popen([sys.executable, "-m", "skagegender", "predict", "--jsonl", *inputs],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         first = [proc.stdout.readline() for _ in range(3)]
@@ -42,19 +45,19 @@ def test_jsonl_streams_and_ctrl_c_keeps_the_finished_lines(utk40):
         assert all(line.endswith("\n") for line in first)
         assert proc.poll() is None
         proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=120)
-        rest, err = proc.stdout.read(), proc.stderr.read()  # through the same buffers
+        # both pipes read together (a full stderr pipe can never block the process)
+        rest, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 130
+    assert proc.returncode == 130, err[-3000:]
     lines = first + rest.splitlines(keepends=True)
     records = [json.loads(line) for line in lines]  # every finished line is whole JSON
     done = len(records)
-    assert 3 <= done < len(utk40)
-    assert [r["path"] for r in records] == utk40[:done]  # input order
+    assert 3 <= done < len(inputs), err[-3000:]
+    assert [r["path"] for r in records] == inputs[:done]  # input order
     assert all(r["error"] is None and len(r["faces"]) == 1 for r in records)
-    assert f"{done} of {len(utk40)} inputs done" in err
+    assert f"{done} of {len(inputs)} inputs done" in err, err[-3000:]
 
 
 @pytest.mark.slow

@@ -86,8 +86,8 @@ def test_report_page_has_the_printed_table_and_renders_its_figures(shared_data, 
 @pytest.mark.slow
 @pytest.mark.shared_data
 def test_report_of_a_model_without_intervals_or_gender_leaves_those_figures_out(
-        shared_data, tmp_path, capsys):
-    assert main(["evaluate", "--model", "fast", "--dataset", "fgnet", "--root",
+        shared_data, model_without_intervals, tmp_path, capsys):
+    assert main(["evaluate", "--model", model_without_intervals, "--dataset", "fgnet", "--root",
                  str(shared_data / "FGNET"), "--limit", "6", "--report", str(tmp_path)]) == 0
     capsys.readouterr()
     text = (tmp_path / "index.html").read_text(encoding="utf-8")

@@ -254,16 +254,15 @@ def test_shipped_models_predict_the_same_in_both_engines(name, monkeypatch, grou
     paths = [group_photo, portrait, *(str(fgnet / f) for f in ("001A02.JPG", "002A29.JPG"))]
     result = _faces_by_runtime(monkeypatch, name, paths)
     faces_a, details_a = result["onnxruntime"]
-    for runtime in ("openvino", "auto"):  # OpenVINO throughout; OpenVINO for SFace only
+    for runtime in ("openvino", "auto"):  # OpenVINO throughout; for SFace and compact only
         faces_b, details_b = result[runtime]
         assert [len(f) for f in faces_a] == [len(f) for f in faces_b] == [6, 1, 1, 1]
         for found_a, found_b, da, db in zip(faces_a, faces_b, details_a, details_b):
             for fa, fb in zip(found_a, found_b):
                 np.testing.assert_allclose(fb.landmarks, fa.landmarks, atol=1e-3)
-                if runtime == "auto":  # the same detector (and chip networks)
+                if runtime == "auto":  # the same detector
                     np.testing.assert_array_equal(fb.landmarks, fa.landmarks)
-                    np.testing.assert_allclose(fb.embedding, fa.embedding, atol=1e-5)
-                np.testing.assert_allclose(fb.embedding, fa.embedding, atol=1e-3)
+                np.testing.assert_allclose(fb.embedding, fa.embedding, atol=2e-3)
             np.testing.assert_allclose(db["age"], da["age"], atol=0.05)
             np.testing.assert_allclose(db["gender_probability"], da["gender_probability"],
                                        atol=1e-3)
@@ -288,7 +287,8 @@ def test_throughput_benchmark_names_the_engines_and_summarises_them(monkeypatch)
     monkeypatch.setenv(RUNTIME_ENV, "onnxruntime")
     assert throughput.runtime_label(None) == "onnxruntime"
     assert throughput.runtime_label("openvino") == "openvino"
-    auto = "auto: SFace openvino, others onnxruntime" if HAS_OPENVINO else "onnxruntime"
+    auto = ("auto: SFace and compact openvino, others onnxruntime" if HAS_OPENVINO
+            else "onnxruntime")
     assert throughput.runtime_label("auto") == auto
     assert os.environ[RUNTIME_ENV] == "onnxruntime"  # restored
     assert throughput._runtime_env("openvino")[RUNTIME_ENV] == "openvino"

@@ -20,7 +20,7 @@ from test_benchmarks import _run as run_script
 
 REPO = Path(__file__).resolve().parents[1]
 N_LINKED = 240  # UTKFace images in the tiny data folder
-LIMIT = 50  # of which train_fast.py uses a seeded subset of this many
+LIMIT = 50  # of which train_compact.py uses a seeded subset of this many
 # the fine-tuned SFace layer needs at least one batch (128) of training faces
 LIMIT_TORCH, N_CALIBRATION = 200, 20
 N_FGNET = 127
@@ -50,7 +50,7 @@ def caches(tmp_path_factory):
     return root / "emb-cache", root / "maps-cache"
 
 
-SCRIPTS = ("scripts/train_fast.py", "scripts/train_pretrained.py", "benchmarks/accuracy.py")
+SCRIPTS = ("scripts/train_compact.py", "scripts/train_pretrained.py", "benchmarks/accuracy.py")
 
 
 @pytest.mark.parametrize("name", SCRIPTS)
@@ -64,25 +64,72 @@ def _sane_mae(value):
     return math.isfinite(value) and 0 <= value < 40
 
 
+def _check_compact_results(results, n_utk):
+    result = json.loads((results / "compact_model.json").read_text())
+    assert set(result["models"]) >= {"compact", "compact+dlib_age", "default", "peer"}
+    assert result["shipped"] in ("compact", "compact+dlib_age")
+    assert set(result["calibration_cv_mae"]) == {"compact", "compact+dlib_age"}
+    compact = result["models"][result["shipped"]]
+    held_out = compact["utkface"]["n"]
+    assert 0 < held_out < n_utk  # the held-out fifth of the subset
+    for model in ("compact", "compact+dlib_age", "default", "peer"):
+        assert result["models"][model]["utkface"]["n"] == held_out
+        assert _sane_mae(result["models"][model]["utkface"]["mae"])
+        assert result["models"][model]["fgnet_001_010"]["n"] == N_FGNET
+    assert 0 <= compact["utkface"]["interval_coverage"] <= 1
+    assert 0 <= compact["utkface"]["gender_accuracy"] <= 1
+    assert len(compact["fgnet_001_010"]["per_subject_mae"]) == 10
+    assert "(**shipped fast**)" in (results / "compact_model.md").read_text()
+    return result
+
+
 @pytest.mark.slow
-def test_train_fast_runs_end_to_end_on_tiny_data(tiny_data, caches, tmp_path):
+def test_train_compact_prepares_evaluates_and_ships_on_tiny_data(tiny_data, tmp_path):
+    """prep (crops, the teacher's targets), then ship with the packaged network."""
+    import shutil
+
+    from skagegender.embedding._chipnets import COMPACT
     from skagegender.model import AgeGenderModel
 
-    out, results = tmp_path / "fast.skag", tmp_path / "results"
-    _run([REPO / "scripts" / "train_fast.py", "--data", tiny_data, "--cache",
-         caches[0], "--limit", LIMIT, "--out", out, "--results", results])
-    result = json.loads((results / "fast_model.json").read_text())
-    assert result["utkface_n"] == LIMIT and result["fgnet_n"] == N_FGNET
-    assert 0 < result["utkface_found"] <= LIMIT and 0 < result["fgnet_found"] <= N_FGNET
-    assert all(_sane_mae(v) for v in result["utkface_mae"].values())
-    assert all(_sane_mae(v) for v in result["fgnet_mae"].values())
-    assert all(len(v) == 5 for v in result["utkface_fold_mae"].values())
-    assert 0 <= result["utkface_gender_accuracy"] <= 1
-    # UTKFace faces + their degraded copies (16 of 50, as 6,000 of 18,978)
-    assert result["utkface_found"] < result["n_training_rows"] <= LIMIT + 16
-    assert str(result["chosen_weight"]) in (results / "fast_model.md").read_text()
+    work, results, out = tmp_path / "work", tmp_path / "results", tmp_path / "fast.skag"
+    script = REPO / "scripts" / "train_compact.py"
+    _run([script, "prep", "--data", tiny_data, "--work", work, "--limit", LIMIT])
+    teacher = sorted((work / "teacher").glob("*.npz"))
+    assert [p.name for p in teacher] == ["utkface-degraded_000.npz", "utkface_000.npz"]
+    with np.load(teacher[1]) as targets:  # the teacher's P(female), not its confidence
+        assert len(targets["age"]) == LIMIT and (targets["female"] < 0.5).any()
+    (work / "models").mkdir()
+    shutil.copy(COMPACT.asset.path(), work / "models" / "smoke.onnx")
+    _run([script, "ship", "--data", tiny_data, "--work", work, "--limit", LIMIT, "--tag",
+          "smoke", "--results", results, "--out", out])
+    result = _check_compact_results(results, LIMIT)
     model = AgeGenderModel.load(out)
-    assert model.meta_["n_training_rows"] == result["n_training_rows"]
+    shipped = {"compact": ("compact",), "compact+dlib_age": ("compact", "dlib_age")}
+    assert model.embedder_.layers == shipped[result["shipped"]]
+    assert model.meta_["accuracy"]["utkface_mae"] == pytest.approx(
+        result["models"][result["shipped"]]["utkface"]["mae"], abs=1e-3)
+    face, = model.predict_faces(str(next((tiny_data / "FGNET" / "images").iterdir())))
+    assert math.isfinite(face["age"]) and face["age_interval"] is not None
+
+
+@pytest.mark.slow
+def test_train_compact_trains_resumes_and_evaluates_on_tiny_data(tiny_data, tmp_path):
+    pytest.importorskip("torch")
+    work, results = tmp_path / "work", tmp_path / "results"
+    script = REPO / "scripts" / "train_compact.py"
+    common = ["--data", tiny_data, "--work", work, "--limit", LIMIT_TORCH]
+    _run([script, "prep", *common])
+    train = [script, "train", *common, "--epochs", 2, "--batch-size", 32, "--threads", 1,
+             "--tag", "tiny"]
+    first = _run([*train, "--stop-after-steps", 3])
+    assert "exported" not in first  # stopped early: a checkpoint, no network yet
+    assert (work / "runs" / "tiny" / "checkpoint.pt").is_file()
+    second = _run(train)
+    assert "'epoch': 2" in second and "exported" in second
+    assert (work / "models" / "tiny.onnx").is_file()
+    _run([script, "evaluate", *common, "--tag", "tiny", "--results", results, "--no-peer"])
+    result = json.loads((results / "compact_model.json").read_text())
+    assert _sane_mae(result["models"]["compact"]["utkface"]["mae"])
 
 
 @pytest.mark.slow

@@ -110,9 +110,11 @@ def test_the_dlib_age_network_runs_without_the_layout_transform(sessions_built):
 
 def test_shipped_fast_model_predicts_faces(fgnet_pair, group_photo):
     model = load("fast")
-    assert model.backbone_["identity"] is False and model.n_features_in_ == 83
+    # the compact network (230) and the dlib age network (81), no SFace
+    assert model.backbone_["identity"] is False and model.n_features_in_ == 230 + 81
     embedder = model.embedder_
-    assert set(feature_blocks(embedder.layers, identity=embedder.identity)) == set(CHIPS)
+    assert set(feature_blocks(embedder.layers, identity=embedder.identity)) == {
+        "compact", "compact_embedding", "compact_age", "compact_female", "dlib_age"}
     ages = model.predict(fgnet_pair)
     assert ages[0] < 12 and 15 < ages[1] < 45  # a two-year-old and a 29-year-old
     faces = model.predict_faces(group_photo)

@@ -24,7 +24,7 @@ from ._backbones import (
     sface_weights,
 )
 from ._cache import EmbeddingCache, item_key
-from ._chipnets import DLIB_AGE_CLASSES
+from ._chipnets import COMPACT_AGE_CLASSES, COMPACT_EMBEDDING_WIDTH, DLIB_AGE_CLASSES
 from ._detection import ALIGNED_SIZE, ARCFACE_TEMPLATE, Face, align_face
 from ._embedder import ArcFaceEmbedder, MissingFacesWarning, NoFaceError
 from ._face_cache import CACHED_FACES_LIMIT, FaceCache
@@ -39,6 +39,8 @@ __all__ = [
     "ALIGNED_SIZE",
     "ARCFACE_TEMPLATE",
     "CACHED_FACES_LIMIT",
+    "COMPACT_AGE_CLASSES",
+    "COMPACT_EMBEDDING_WIDTH",
     "DLIB_AGE_CLASSES",
     "FINETUNED_AGE_CLASSES",
     "FINETUNED_WEIGHT_ARRAYS",

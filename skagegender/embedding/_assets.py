@@ -56,6 +56,9 @@ class PackagedModel:
     #: onnxruntime graph optimisation level: "all" (with the NCHWc layout
     #: transform) or "extended" (without it, faster for some networks).
     optimization: str = "all"
+    #: The engine that runs it when ``$SKAGEGENDER_RUNTIME`` is "auto" or unset
+    #: ("openvino" where it was measured faster, see ``_runtime``).
+    runtime: str = "onnxruntime"
 
     def path(self):
         """Absolute path of the file, found through the package's import spec."""
@@ -363,7 +366,7 @@ def verified_path(asset):
 def packaged_session(asset, *, providers=None, n_threads=1):
     """A session (:func:`make_session`) of a packaged ONNX file, its sha256 checked first."""
     return make_session(verified_path(asset), providers=providers, n_threads=n_threads,
-                        optimization=asset.optimization)
+                        optimization=asset.optimization, auto=asset.runtime)
 
 
 def converted_model(asset, *, symbolic_dims, pooled_layers=(), raw_layers=()):

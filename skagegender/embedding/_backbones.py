@@ -29,7 +29,7 @@ from ._assets import (
     session_options,
     sha256_file,
 )
-from ._chipnets import CHIP_NETS, chip_blob, cut_chip
+from ._chipnets import CHIP_NETS
 from ._detection import ALIGNED_SIZE, YuNetDetector, align_face
 from ._finetuned import FINETUNED_NETS, SFACE_FINETUNED
 from ._runtime import runtime_name
@@ -161,7 +161,7 @@ class _Backbone:
             chip network.
         """
         crop = (align_face(image, landmarks),) if self.needs_crop else ()
-        return (*crop, *(cut_chip(image, landmarks, net.size) for net in self.chip_nets))
+        return (*crop, *(net.cut(image, landmarks) for net in self.chip_nets))
 
     def embed(self, faces):
         """Features of a list of :meth:`cut` outputs -> (n, dim) float32."""
@@ -252,8 +252,10 @@ class SFaceBackbone(_Backbone):
                     self.blocks[part] = slice(offset + part_slice.start, offset + part_slice.stop)
         self.dim = int(sum(width for _, width in layout))
         self.weights_sha256 = SFACE.sha256
-        if self.chip_nets:
+        if any(net.name.startswith("dlib_") for net in self.chip_nets):
             self.licence += "; dlib age/gender networks: CC0-1.0"
+        if any(net.name == "compact" for net in self.chip_nets):
+            self.licence += "; compact network: trained on UTKFace, non-commercial"
         if self.finetuned_nets and not user:
             self.licence += "; fine-tuned SFace layer: trained on UTKFace, non-commercial"
         elif self.finetuned_nets:
@@ -272,7 +274,8 @@ class SFaceBackbone(_Backbone):
         for layer in self.layers:
             if layer in CHIP_NETS:
                 session, chip = next(nets)
-                outputs.append(session.run(None, {"images": chip_blob(chip)})[0])
+                net = CHIP_NETS[layer]
+                outputs.append(session.run(None, {net.input_name: net.blob(chip)})[0])
             elif layer in FINETUNED_NETS:
                 maps = results[FINETUNED_NETS[layer].input_layer]
                 outputs.append(next(finetuned).run(None, {"maps": maps})[0])
@@ -426,7 +429,9 @@ def feature_blocks(layers=None, *, model="sface", identity=True):
         ``"dlib_gender"`` (P(female), P(male)), ``"sface_finetuned"`` (its 102
         outputs), which is split further into ``"sface_finetuned_age"`` (101
         probabilities of the ages 0..100) and ``"sface_finetuned_female"``
-        (P(female)). InsightFace backbones have one block, ``"arcface"``.
+        (P(female)), ``"compact"`` (230 outputs), split into
+        ``"compact_embedding"`` (128), ``"compact_age"`` (101 probabilities of the
+        ages 0..100) and ``"compact_female"`` (P(female)). InsightFace backbones have one block, ``"arcface"``.
 
     Examples
     --------

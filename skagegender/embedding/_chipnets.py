@@ -1,5 +1,10 @@
 """Small age and gender networks run on their own chips of the detected face.
 
+Two kinds: the dlib networks (:class:`ChipNet`, cut by dlib's chip geometry) and
+skagegender's compact network (:class:`CropNet`, the aligned ArcFace crop shrunk
+to 64 x 64; trained by :func:`skagegender.training.train_compact`). Both give
+``cut(image, landmarks)`` and ``blob(chips)``, so the backbone runs them alike.
+
 The dlib age predictor (ResNet-10 on a 64 x 64 chip, 81 age classes) and gender
 classifier (32 x 32 chip, female/male) were released under CC0 1.0 by Cydral
 Technology in ``davisking/dlib-models``. We run the ONNX conversions that the
@@ -20,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._assets import PackagedModel
-from ._detection import ARCFACE_TEMPLATE, similarity_transform
+from ._detection import ARCFACE_TEMPLATE, align_face, similarity_transform
 
 #: Maps ArcFace-frame coordinates (112 x 112 template) to a 64 x 64 dlib chip.
 CHIP_FROM_ARCFACE = np.array(
@@ -41,9 +46,58 @@ class ChipNet:
     size: int
     feature_names: tuple
 
+    input_name = "images"
+    parts = ()
+
     @property
     def dim(self):
         return len(self.feature_names)
+
+    def cut(self, image, landmarks):
+        """The chip of one face of ``image`` (same channel order)."""
+        return cut_chip(image, landmarks, self.size)
+
+    def blob(self, chips_bgr):
+        """(n, size, size, 3) uint8 BGR chips -> the network's input."""
+        return chip_blob(chips_bgr)
+
+
+@dataclass(frozen=True)
+class CropNet:
+    """A network run on the aligned ArcFace crop shrunk to ``size`` x ``size``.
+
+    The crop is :func:`~skagegender.embedding.align_face`'s 112 x 112 one, shrunk
+    with area averaging (as in training, :func:`shrink_crop`); the network takes
+    ``data`` (n, 3, size, size) float32 RGB 0..255. ``parts`` names the column
+    blocks of its output, as ``(block name, width)`` pairs.
+    """
+
+    name: str
+    asset: PackagedModel
+    size: int
+    feature_names: tuple
+    parts: tuple = ()
+    input_name = "data"
+
+    @property
+    def dim(self):
+        return len(self.feature_names)
+
+    def cut(self, image, landmarks):
+        """The shrunk aligned crop of one face of ``image`` (same channel order)."""
+        return shrink_crop(align_face(image, landmarks), self.size)
+
+    def blob(self, crops_bgr):
+        """(n, size, size, 3) uint8 BGR crops -> float32 NCHW RGB 0..255."""
+        return np.ascontiguousarray(np.asarray(crops_bgr)[..., ::-1].transpose(0, 3, 1, 2),
+                                    dtype=np.float32)
+
+
+def shrink_crop(crop, size):
+    """An aligned crop shrunk to ``size`` x ``size`` with area averaging (uint8)."""
+    import cv2
+
+    return cv2.resize(np.asarray(crop), (size, size), interpolation=cv2.INTER_AREA)
 
 
 DLIB_AGE = ChipNet(
@@ -69,8 +123,27 @@ DLIB_GENDER = ChipNet(
     size=32,
     feature_names=("dlib_gender_female", "dlib_gender_male"),
 )
+#: Width of the compact network's embedding (its first output block).
+COMPACT_EMBEDDING_WIDTH = 128
+COMPACT = CropNet(
+    name="compact",
+    asset=PackagedModel(
+        package="skagegender",
+        relpath="pretrained/compact.onnx",
+        sha256="6aab5cc7c306ef25256ab210d6c234acfdfb6f260d05ce62bdef5ce58b59b1e6",
+        licence="trained on UTKFace: non-commercial research use",
+        runtime="openvino",  # 2-2.5x faster than onnxruntime on one core (MODEL_CARD.md)
+    ),
+    size=64,
+    feature_names=tuple(f"compact_embedding_{k}" for k in range(COMPACT_EMBEDDING_WIDTH))
+    + tuple(f"compact_age_p{k}" for k in range(101)) + ("compact_female",),
+    parts=(("compact_embedding", COMPACT_EMBEDDING_WIDTH), ("compact_age", 101),
+           ("compact_female", 1)),
+)
 #: Chip networks by the name ``ArcFaceEmbedder(layers=...)`` accepts.
-CHIP_NETS = {net.name: net for net in (DLIB_AGE, DLIB_GENDER)}
+CHIP_NETS = {net.name: net for net in (DLIB_AGE, DLIB_GENDER, COMPACT)}
+#: Ages of the 101 age probabilities of :data:`COMPACT` (``compact_age``).
+COMPACT_AGE_CLASSES = np.arange(101, dtype=np.float64)
 #: Ages of the 81 classes of :data:`DLIB_AGE` (class 0 is "under one").
 DLIB_AGE_CLASSES = np.r_[0.25, np.arange(1, 81)]
 

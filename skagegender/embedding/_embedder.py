@@ -86,7 +86,10 @@ class ArcFaceEmbedder(TransformerMixin, BaseEstimator):
         gender network, each run on its own small chip of the same face;
         ``"sface_finetuned"`` adds the 101 age probabilities (ages 0..100) and
         P(female) of SFace's embedding layer fine-tuned for age and gender, run
-        on the same SFace pass. Presets: ``"age-gender"`` is ``("conv_8_relu",
+        on the same SFace pass; ``"compact"`` adds skagegender's compact network
+        (SFace at half width on the aligned crop shrunk to 64 x 64, trained for
+        age and gender): its 128-d embedding, 101 age probabilities (ages
+        0..100) and P(female). Presets: ``"age-gender"`` is ``("conv_8_relu",
         "conv_12_relu", "conv_14_relu")``; ``"age-gender-dlib"`` adds
         ``"dlib_age"`` and ``"dlib_gender"``; ``"age-gender-finetuned"`` adds
         ``"sface_finetuned"`` to that, the shipped model's feature set. Where
@@ -97,8 +100,8 @@ class ArcFaceEmbedder(TransformerMixin, BaseEstimator):
     identity : bool, default=True
         ``"sface"`` only: False leaves out the 128-d identity embedding
         (``fc1``), so only the ``layers`` blocks are computed: SFace is not run
-        at all when they are only chip networks (``layers=("dlib_age",
-        "dlib_gender")``, the shipped ``"fast"`` model).
+        at all when they are only chip networks (``layers=("compact",)``, the
+        shipped ``"fast"`` model).
     detect : {"auto", True, False}, default="auto"
         False: every image is an already aligned face crop (resized to 112 x 112).
         "auto": images of exactly 112 x 112 pixels are taken as aligned crops,

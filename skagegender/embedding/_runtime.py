@@ -1,7 +1,7 @@
 """Which inference engine runs the ONNX networks: onnxruntime or OpenVINO.
 
 Every network the ``"sface"`` backbone runs (YuNet, SFace, the dlib age and
-gender networks, the fine-tuned SFace layer) is made by :func:`make_session`
+gender networks, the fine-tuned SFace layer, the compact network) is made by :func:`make_session`
 (through :func:`skagegender.embedding._assets.make_session`), which returns an
 object with onnxruntime's calling interface: ``run(output_names, feed)``,
 ``get_inputs()`` and ``get_outputs()``. Two engines can stand behind it:
@@ -17,11 +17,12 @@ The engine is chosen per process by the environment variable
 ``SKAGEGENDER_RUNTIME``: ``"onnxruntime"`` or ``"openvino"`` run every network
 with that engine; ``"auto"`` (the same as unset) runs each network with the
 engine measured faster for it on one core (``benchmarks/results/throughput.md``):
-SFace with OpenVINO when the ``openvino`` package is installed (about half the
-time), every other network with onnxruntime. OpenVINO was slower on the others:
-YuNet's input takes each photo's size and OpenVINO prepares its kernels again for
-every new size; the dlib networks and the fine-tuned layer, run one face at a
-time by ``predict``, cost OpenVINO more per call. Without the package,
+SFace and the compact network with OpenVINO when the ``openvino`` package is
+installed (about half the time), every other network with onnxruntime. OpenVINO
+was slower on the others: YuNet's input takes each photo's size and OpenVINO
+prepares its kernels again for every new size; the dlib networks and the
+fine-tuned layer, run one face at a time by ``predict``, cost OpenVINO more per
+call. Without the package,
 ``"auto"`` is onnxruntime throughout; ``"openvino"`` without it raises an
 ImportError that says how to install it. Execution providers other than the CPU's
 (``ArcFaceEmbedder(providers=["CUDAExecutionProvider"])``) are onnxruntime's:
@@ -29,7 +30,7 @@ when they are asked for, onnxruntime runs the networks whatever the variable
 says. It is no estimator parameter: a model file or a fitted estimator does not
 record it, and the engines give the same features within float32 rounding
 (``tests/test_runtime.py`` checks the shipped models' predictions on real
-photos: feature values within 1e-3, ages within 0.05 years, gender
+photos: feature values within 2e-3, ages within 0.05 years, gender
 probabilities within 1e-3), so the feature cache is shared by all choices.
 
 OpenVINO keeps the networks it compiled from files in ``<cache folder>/openvino``

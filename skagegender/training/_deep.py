@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from .._utils import atomic_write
+from ._checkpoint import Checkpoint
 from ._finetune import N_AGES, _torch
 
 #: What each depth trains: the activation below which SFace stays frozen (None: nothing).
@@ -43,7 +44,6 @@ DEPTHS = {
 }
 #: SFace's embedding output, the input of the age and gender outputs.
 EMBEDDING = "fc1"
-_CHECKPOINT = "checkpoint.pt"
 
 
 def _check_depth(depth):
@@ -586,27 +586,13 @@ def train_deep(crops, age, female, rows=None, *, depth="layer", init=None, epoch
         "random_state": random_state, "bf16": bool(bf16),
         "init": None if init is None else _state_digest(init.trained)}, sort_keys=True)
 
-    step, train_seconds = 0, 0.0
-    checkpoint = None if checkpoint_folder is None else Path(checkpoint_folder) / _CHECKPOINT
-    if checkpoint is not None and checkpoint.is_file():
-        state = torch.load(checkpoint, weights_only=True)
-        if state.get("config") != config:
-            raise ValueError(f"{checkpoint} is a checkpoint of other data or settings: "
-                             "use another checkpoint_folder")
-        net.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["torch_rng"])
-        step, train_seconds = int(state["step"]), float(state["train_seconds"])
-    else:
-        torch.manual_seed(random_state)
+    checkpoint = Checkpoint(checkpoint_folder, config)
+    counters = checkpoint.restore(net, optimizer, random_state)
+    step = int(counters.get("step", 0))
+    train_seconds = float(counters.get("train_seconds", 0.0))
 
     def save():
-        if checkpoint is None:
-            return
-        state = {"config": config, "model": net.state_dict(), "optimizer": optimizer.state_dict(),
-                 "torch_rng": torch.get_rng_state(), "step": step,
-                 "train_seconds": train_seconds}
-        atomic_write(checkpoint, lambda f: torch.save(state, f), make_parents=True)
+        checkpoint.save(net, optimizer, step=step, train_seconds=train_seconds)
 
     ages = torch.arange(N_AGES, dtype=torch.float32)
     model = DeepModel(depth, frozen, net, finished=False, step=step,

@@ -324,7 +324,11 @@ def fit_recipe(recipe, features, age, gender=None, *, groups=None, datasets=None
     package is kept (no torch needed, no maps): its outputs are held-out outputs
     on your images too, since it never saw them.
 
-    ``"fast"``: the fast model's heads on all images (no calibration, no layer).
+    ``"fast"``: heads on the compact network's features, learned from your faces
+    (:func:`~skagegender.training._fast_recipe.fit_user_heads`): the age is a blend
+    of the network's expected age and an MLP, the gender an MLP, fitted on 80 % of
+    the images and calibrated (age intervals, gender probabilities) on the other
+    20 %, held out as for ``"default"``. The network itself is not retrained.
 
     Several datasets: stack them with :func:`embed_training_data` and
     :func:`stack_training_data` and pass its ``groups``, ``dataset`` (as
@@ -418,12 +422,18 @@ def fit_recipe(recipe, features, age, gender=None, *, groups=None, datasets=None
     every = np.arange(len(age)) if weight is None else repeated_rows(weight)
     embedder = make_recipe_embedder(recipe) if embedder is None else embedder
     if recipe == "fast":
-        from ._fast_recipe import make_heads
+        from ._fast_recipe import fit_user_heads
 
-        age_head, gender_head = make_heads(random_state=random_state)
-        return AgeGenderModel(embedder, age_head=age_head, gender_head=gender_head
-                              ).fit_features(features[every], age[every],
-                                             None if gender is None else gender[every])
+        train, held_out = calibration_split(len(age), groups, datasets=datasets,
+                                            random_state=random_state)
+        if weight is not None:  # each row as many times as it counts
+            train = train[repeated_rows(weight[train])]
+            held_out = held_out[repeated_rows(weight[held_out])]
+        age_head, gender_head = fit_user_heads(features, age, gender, train, held_out,
+                                               random_state=random_state)
+        return AgeGenderModel.from_fitted_heads(embedder, age_head=age_head,
+                                                gender_head=gender_head,
+                                                fallback_age=float(np.nanmedian(age[every])))
     if recipe != "default":
         raise ValueError(f"unknown recipe {recipe!r}: choose from {', '.join(RECIPES)}")
     if layer not in ("train", "shipped"):
