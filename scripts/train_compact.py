@@ -305,7 +305,6 @@ def evaluate(work, data, tag, *, results, peer=True, ship=False, limit=None, out
     teacher and the peer on the held-out UTKFace fifth, its degraded copies and FG-NET."""
     import skagegender
     from skagegender.training._fast_recipe import fit_shipped_heads
-    from skagegender.training._train import repeated_rows  # noqa: F401 (import check)
 
     d = training_data(work, data, limit)
     model_path = Path(work) / "models" / f"{tag}.onnx"
@@ -603,7 +602,7 @@ def save_fast_model(age_head, gender_head, fallback, result, n_calibration, mode
     The network in ``skagegender/pretrained/compact.onnx`` must be the evaluated one.
     """
     from skagegender import __version__
-    from skagegender.embedding._chipnets import COMPACT
+    from skagegender.embedding import COMPACT
     from skagegender.model import AgeGenderModel
     from skagegender.pretrained import MODELS
     from skagegender.training._fast_recipe import make_embedder

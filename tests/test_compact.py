@@ -25,7 +25,7 @@ def _session(path):
 
 @pytest.mark.slow
 def test_the_compact_layer_runs_the_packaged_network_on_the_shrunk_aligned_crop(faces):
-    from skagegender.embedding._chipnets import COMPACT, shrink_crop
+    from skagegender.embedding import COMPACT, shrink_crop
 
     embedder = ArcFaceEmbedder(layers=("compact",), identity=False,
                                providers=["CPUExecutionProvider"])

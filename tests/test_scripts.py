@@ -88,7 +88,7 @@ def test_train_compact_prepares_evaluates_and_ships_on_tiny_data(tiny_data, tmp_
     """prep (crops, the teacher's targets), then ship with the packaged network."""
     import shutil
 
-    from skagegender.embedding._chipnets import COMPACT
+    from skagegender.embedding import COMPACT
     from skagegender.model import AgeGenderModel
 
     work, results, out = tmp_path / "work", tmp_path / "results", tmp_path / "fast.skag"

@@ -6,7 +6,8 @@ each named block sits in the features, :meth:`ArcFaceEmbedder.align` and
 :func:`sface_maps` give the aligned faces and SFace's activation maps, and
 :func:`sface_weights` SFace's weights (to train a layer on them),
 :class:`FineTunedWeights` a trained layer's checked numbers (run with
-``ArcFaceEmbedder(finetuned_weights=...)``), :class:`Outcome` what happened to
+``ArcFaceEmbedder(finetuned_weights=...)``), :data:`COMPACT` the compact network
+(``layers=("compact",)``) and :func:`shrink_crop` the crop it reads, :class:`Outcome` what happened to
 each image and :class:`BackboneSpec` which backbone made a row. :func:`runtime_name`
 says which engine runs the networks (OpenVINO or onnxruntime, ``$SKAGEGENDER_RUNTIME``).
 Heavy dependencies (onnx, onnxruntime, openvino, insightface) load on first use, not on
@@ -24,7 +25,13 @@ from ._backbones import (
     sface_weights,
 )
 from ._cache import EmbeddingCache, item_key
-from ._chipnets import COMPACT_AGE_CLASSES, COMPACT_EMBEDDING_WIDTH, DLIB_AGE_CLASSES
+from ._chipnets import (
+    COMPACT,
+    COMPACT_AGE_CLASSES,
+    COMPACT_EMBEDDING_WIDTH,
+    DLIB_AGE_CLASSES,
+    shrink_crop,
+)
 from ._detection import ALIGNED_SIZE, ARCFACE_TEMPLATE, Face, align_face
 from ._embedder import ArcFaceEmbedder, MissingFacesWarning, NoFaceError
 from ._face_cache import CACHED_FACES_LIMIT, FaceCache
@@ -39,6 +46,7 @@ __all__ = [
     "ALIGNED_SIZE",
     "ARCFACE_TEMPLATE",
     "CACHED_FACES_LIMIT",
+    "COMPACT",
     "COMPACT_AGE_CLASSES",
     "COMPACT_EMBEDDING_WIDTH",
     "DLIB_AGE_CLASSES",
@@ -72,4 +80,5 @@ __all__ = [
     "runtime_name",
     "sface_maps",
     "sface_weights",
+    "shrink_crop",
 ]

@@ -431,7 +431,8 @@ def feature_blocks(layers=None, *, model="sface", identity=True):
         probabilities of the ages 0..100) and ``"sface_finetuned_female"``
         (P(female)), ``"compact"`` (230 outputs), split into
         ``"compact_embedding"`` (128), ``"compact_age"`` (101 probabilities of the
-        ages 0..100) and ``"compact_female"`` (P(female)). InsightFace backbones have one block, ``"arcface"``.
+        ages 0..100) and ``"compact_female"`` (P(female)). InsightFace backbones
+        have one block, ``"arcface"``.
 
     Examples
     --------

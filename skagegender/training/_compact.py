@@ -31,13 +31,14 @@ import warnings
 import numpy as np
 
 from .._utils import atomic_write
+from ..embedding import COMPACT, COMPACT_EMBEDDING_WIDTH, shrink_crop
 from ._checkpoint import Checkpoint
 from ._finetune import N_AGES, _torch
 
-#: Side in pixels of the compact network's input (the aligned crop, shrunk).
-COMPACT_SIZE = 64
-#: Width of the compact network's embedding.
-EMBEDDING_WIDTH = 128
+#: Side in pixels of the compact network's input (the aligned crop, shrunk), and the
+#: width of its embedding: the packaged network's (``skagegender.embedding``).
+COMPACT_SIZE = COMPACT.size
+EMBEDDING_WIDTH = COMPACT_EMBEDDING_WIDTH
 #: SFace's pointwise layers: (name, output channels, stride of the depthwise conv before it).
 _SFACE_CHAIN = (("conv_1", 32, 1),
                 ("conv_2", 64, 1), ("conv_3", 128, 2), ("conv_4", 128, 1),
@@ -48,13 +49,14 @@ _SFACE_CHAIN = (("conv_1", 32, 1),
 
 
 def shrink_crops(crops, size=COMPACT_SIZE):
-    """Aligned 112 x 112 crops (n, 112, 112, 3) uint8 -> (n, size, size, 3), area-averaged."""
-    import cv2
+    """Aligned 112 x 112 crops (n, 112, 112, 3) uint8 -> (n, size, size, 3), area-averaged.
 
+    Each crop as :func:`skagegender.embedding.shrink_crop` shrinks it for the network.
+    """
     crops = np.asarray(crops)
     out = np.empty((len(crops), size, size, 3), np.uint8)
     for i, crop in enumerate(crops):
-        out[i] = cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA)
+        out[i] = shrink_crop(crop, size)
     return out
 
 
