@@ -37,8 +37,16 @@ def test_jsonl_streams_and_ctrl_c_keeps_the_finished_lines(utk40):
     # times over (400 inputs, several seconds of work), so that a busy machine, which may
     # leave this process waiting, never lets the run finish before the signal.
     inputs = utk40 * 10
-    proc = subprocess.Popen([sys.executable, "-m", "skagegender", "predict", "--jsonl", *inputs],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # The child starts with SIGINT's default handling: a process that ignores SIGINT (some
+    # test runners' workers do) passes that on, and Python then never raises
+    # KeyboardInterrupt (the run went on to the end and exited 0).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "skagegender", "predict", "--jsonl", *inputs],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     try:
         first = [proc.stdout.readline() for _ in range(3)]
         # each line arrived on its own, before the run ended: it is streamed
