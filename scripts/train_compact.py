@@ -573,7 +573,10 @@ def levers(work, data, tags, *, results, limit=None):
     timing = d["crops"][d["test"][d["found"][d["test"]]][:200]]
     # OpenVINO only where it is installed (an extra)
     runtimes = ["onnxruntime"] + (["openvino"] if importlib.util.find_spec("openvino") else [])
-    out = {"n": {name: len(s[2]) for name, s in sets.items()}, "runs": {}}
+    from importlib.metadata import version
+
+    out = {"n": {name: len(s[2]) for name, s in sets.items()},
+           "engines": {name: version(name) for name in runtimes}, "runs": {}}
     for tag in tags:
         model_path = Path(work) / "models" / f"{tag}.onnx"
         run = _run_settings(work, tag)
@@ -620,9 +623,11 @@ def levers_markdown(result):
               f"({result['n']['utkface_degraded']}) and every FG-NET image "
               f"({result['n']['fgnet']}; the networks never trained on FG-NET). Missed faces "
               "count (the training median age, gender wrong). ms per face: CPU time of the "
-              "network alone, one thread, batch 8, best of 3, on this machine's core "
-              "(`scripts/train_compact.py levers`). Training time: 2 threads of this "
-              "machine."), "",
+              "network alone, one thread, batch 8, best of 3, on this machine's core ("
+              + ", ".join(f"{k} {v}" for k, v in result["engines"].items())
+              + "; `scripts/train_compact.py levers`). Training minutes: the run's own time on "
+              "this machine's CPU (1 or 2 threads, sometimes beside other jobs: a rough cost; "
+              "the multiply-adds are the exact one)."), "",
              ("| run | width | crop px | teacher share | epochs | M multiply-adds | train min | "
               "ms/face onnxruntime | ms/face OpenVINO | UTKFace MAE | one-class-off | gender | "
               "degraded MAE | FG-NET MAE | FG-NET 20-39 | FG-NET per subject: median (range) |"),
