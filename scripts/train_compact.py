@@ -21,6 +21,13 @@ Stages (each resumable; everything heavy is kept under ``--work``, outside the r
     teacher and the peer on the held-out UTKFace fifth, its degraded copies and FG-NET
     subjects 011-030 (subjects 001-010 trained the teacher: reported apart), per age group
     and subject. Writes ``compact_model.json`` and ``.md`` to ``--results``.
+``levers``
+    The runs named by ``--tags`` (``WORK/runs/TAG``, ``WORK/models/TAG.onnx``), each the
+    network alone (its expected age and P(female), one pass, no heads) on the held-out UTKFace
+    fifth, its degraded copies and all FG-NET subjects (the network never trained on FG-NET),
+    beside its width, crop size, multiply-adds, training time and ms per face in onnxruntime
+    and OpenVINO (one core, batch 8): what each setting buys. Writes
+    ``compact_levers.json`` and ``.md`` to ``--results``.
 ``ship``
     ``evaluate``, then writes the fast model (``--out``, default the shipped
     ``skagegender/pretrained/fast.skag``); the network in
@@ -29,6 +36,7 @@ Stages (each resumable; everything heavy is kept under ``--work``, outside the r
     python scripts/train_compact.py prep --data ../shared/data --work WORK --part 0/2
     python scripts/train_compact.py train --data ../shared/data --work WORK
     python scripts/train_compact.py evaluate --data ../shared/data --work WORK
+    python scripts/train_compact.py levers --data ../shared/data --work WORK --tags main e6
     python scripts/train_compact.py ship --data ../shared/data --work WORK
 
 UTKFace and FG-NET are research-only datasets: so is the network trained here.
@@ -36,6 +44,7 @@ UTKFace and FG-NET are research-only datasets: so is the network trained here.
 
 import argparse
 import hashlib
+import importlib.util
 import json
 import time
 import warnings
@@ -227,15 +236,16 @@ def train(work, data, *, epochs, alpha, width, size, n_threads, tag, stop_after_
     return model
 
 
-def compact_features(model_path, crops, found, batch_size=256, flip=False):
+def compact_features(model_path, crops, found, batch_size=256, flip=False, size=None):
     """The exported network's 230 features of aligned crops (NaN rows where no face).
 
     ``flip``: the mean of the features of each crop and its mirror image, as
-    ``ArcFaceEmbedder(flip_augment=True)`` computes them.
+    ``ArcFaceEmbedder(flip_augment=True)`` computes them. ``size``: the network's crop
+    size (default the shipped network's).
     """
     import onnxruntime as ort
 
-    from skagegender.training._compact import shrink_crops
+    from skagegender.training._compact import COMPACT_SIZE, shrink_crops
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
@@ -245,7 +255,7 @@ def compact_features(model_path, crops, found, batch_size=256, flip=False):
     rows = np.flatnonzero(found)
     for start in range(0, len(rows), batch_size):
         block = rows[start:start + batch_size]
-        blob = shrink_crops(crops[block]).transpose(0, 3, 1, 2).astype(np.float32)
+        blob = shrink_crops(crops[block], size or COMPACT_SIZE).transpose(0, 3, 1, 2).astype(np.float32)
         out[block] = session.run(None, {"data": blob})[0]
         if flip:
             mirrored = np.ascontiguousarray(blob[:, :, :, ::-1])
@@ -512,6 +522,140 @@ def evaluate(work, data, tag, *, results, peer=True, ship=False, limit=None, out
     return result
 
 
+def _run_settings(work, tag):
+    """A finished run's settings and history, from its checkpoint (tensors never run)."""
+    import torch
+
+    state = torch.load(Path(work) / "runs" / tag / "checkpoint.pt", weights_only=True)
+    config = json.loads(state["config"])
+    return {key: config[key] for key in ("width", "size", "alpha", "epochs", "batch_size")} | {
+        "train_seconds": float(state.get("train_seconds", 0.0)),
+        "history": json.loads(state.get("history", "[]"))}
+
+
+def _ms_per_face(model_path, crops, size, runtime, repeats=3, batch_size=8):
+    """CPU ms per face of the network alone, one thread, batch 8 (best of ``repeats``)."""
+    from skagegender.embedding._runtime import make_session
+    from skagegender.training._compact import shrink_crops
+
+    session = make_session(str(model_path), n_threads=1, runtime=runtime)
+    name = session.get_inputs()[0].name
+    blob = shrink_crops(crops, size).transpose(0, 3, 1, 2).astype(np.float32)
+    batches = [blob[i:i + batch_size] for i in range(0, len(blob) - batch_size + 1, batch_size)]
+    session.run(None, {name: batches[0]})
+    best = np.inf
+    for _ in range(repeats):
+        started = time.process_time()
+        for batch in batches:
+            session.run(None, {name: batch})
+        best = min(best, time.process_time() - started)
+    return best / (len(batches) * batch_size) * 1e3
+
+
+def levers(work, data, tags, *, results, limit=None):
+    """Each run's network alone on every held-out domain, beside its size and speed."""
+    from skagegender.metrics import evaluation_report
+    from skagegender.training._compact import _make_network, multiply_adds
+    from skagegender.training._deep import aligned_crops
+
+    d = training_data(work, data, limit)
+    fg = d["fgnet"]
+    fg_crops, fg_found = aligned_crops("fgnet", [str(p) for p in fg.paths],
+                                       Path(work) / "crops", verbose=False)
+    gender = _gender_labels(np.where(d["female"] == 1, "female",
+                                     np.where(d["female"] == 0, "male", "")))
+    fallback = float(np.median(d["age"][d["train"]]))
+    sets = {"utkface": (d["crops"][d["test"]], d["found"][d["test"]], d["age"][d["test"]],
+                        gender[d["test"]]),
+            "utkface_degraded": (d["crops"][d["test_degraded"]], d["found"][d["test_degraded"]],
+                                 d["age"][d["test_degraded"]], gender[d["test_degraded"]]),
+            "fgnet": (fg_crops, fg_found, np.asarray(fg.age, float), None)}
+    timing = d["crops"][d["test"][d["found"][d["test"]]][:200]]
+    # OpenVINO only where it is installed (an extra)
+    runtimes = ["onnxruntime"] + (["openvino"] if importlib.util.find_spec("openvino") else [])
+    from importlib.metadata import version
+
+    out = {"n": {name: len(s[2]) for name, s in sets.items()},
+           "engines": {name: version(name) for name in runtimes}, "runs": {}}
+    for tag in tags:
+        model_path = Path(work) / "models" / f"{tag}.onnx"
+        run = _run_settings(work, tag)
+        run["multiply_adds"] = multiply_adds(_make_network(run["width"], run["size"], None),
+                                             run["size"])
+        run["ms_per_face"] = {runtime: _ms_per_face(model_path, timing, run["size"], runtime)
+                              for runtime in runtimes}
+        run["domains"] = {}
+        for name, (crops_, found, age, g) in sets.items():
+            X = compact_features(model_path, crops_, found, size=run["size"])
+            pred = X[:, 128:229] @ np.arange(101)
+            pred = np.where(found, pred, fallback)
+            kwargs = {}
+            if g is not None:
+                female = X[:, COMPACT_FEMALE]
+                known = np.array([x is not None for x in g])
+                guess = np.where(found & (female > 0.5), "female", "male")
+                guess = np.where(found, guess, np.where(g == "female", "male", "female"))
+                kwargs = {"gender_true": np.where(known, g, None), "gender_pred": guess}
+            report = evaluation_report(age, pred, **kwargs)
+            report["n_missed_faces"] = int((~found).sum())
+            if name == "fgnet":
+                subjects = np.asarray(fg.subject)
+                errors = np.abs(pred - age)
+                report["per_subject_mae"] = {s: float(errors[subjects == s].mean())
+                                             for s in sorted(set(subjects))}
+            run["domains"][name] = report
+        out["runs"][tag] = run
+        print(f"{tag}: " + ", ".join(f"{k} {v['mae']:.2f}" for k, v in run["domains"].items()),
+              flush=True)
+    folder = Path(results)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "compact_levers.json").write_text(json.dumps(out, indent=2, default=float))
+    (folder / "compact_levers.md").write_text(levers_markdown(out))
+    print(levers_markdown(out))
+    return out
+
+
+def levers_markdown(result):
+    lines = ["# The compact network's levers", "",
+             ("Each run is the network alone (its expected age over 0-100 and its P(female) > "
+              "0.5, one pass, no heads, no mirror image) on the held-out UTKFace fifth "
+              f"({result['n']['utkface']} images), degraded copies of those faces "
+              f"({result['n']['utkface_degraded']}) and every FG-NET image "
+              f"({result['n']['fgnet']}; the networks never trained on FG-NET). Missed faces "
+              "count (the training median age, gender wrong). ms per face: CPU time of the "
+              "network alone, one thread, batch 8, best of 3, on this machine's core ("
+              + ", ".join(f"{k} {v}" for k, v in result["engines"].items())
+              + "; `scripts/train_compact.py levers`). Training minutes: the run's own time on "
+              "this machine's CPU (1 or 2 threads, sometimes beside other jobs: a rough cost; "
+              "the multiply-adds are the exact one)."), "",
+             ("| run | width | crop px | teacher share | epochs | M multiply-adds | train min | "
+              "ms/face onnxruntime | ms/face OpenVINO | UTKFace MAE | one-class-off | gender | "
+              "degraded MAE | FG-NET MAE | FG-NET 20-39 | FG-NET per subject: median (range) |"),
+             "|---|" + "---|" * 15]
+    for tag, run in result["runs"].items():
+        u, dg, f = (run["domains"][k] for k in ("utkface", "utkface_degraded", "fgnet"))
+        subjects = np.array(list(f["per_subject_mae"].values()))
+        adults = f["per_group"]["age"].get("20-39", {}).get("mae")
+        ms = {k: f"{v:.2f}" for k, v in run["ms_per_face"].items()}
+        lines.append(
+            f"| {tag} | {run['width']:g} | {run['size']} | {run['alpha']:g} | {run['epochs']} | "
+            f"{run['multiply_adds'] / 1e6:.1f} | {run['train_seconds'] / 60:.0f} | "
+            f"{ms.get('onnxruntime', '-')} | {ms.get('openvino', '-')} | "
+            f"{u['mae']:.2f} | {u['one_class_off']:.1%} | {u['gender_accuracy']:.1%} | "
+            f"{dg['mae']:.2f} | {f['mae']:.2f} | "
+            f"{'-' if adults is None else f'{adults:.2f}'} | {np.median(subjects):.2f} "
+            f"({subjects.min():.2f}-{subjects.max():.2f}) |")
+    groups = list(dict.fromkeys(g for run in result["runs"].values()
+                                for g in run["domains"]["utkface"]["per_group"]["age"]))
+    lines += ["", "UTKFace held-out MAE per age group:", "",
+              "| run | " + " | ".join(groups) + " |", "|---|" + "---|" * len(groups)]
+    for tag, run in result["runs"].items():
+        by_group = run["domains"]["utkface"]["per_group"]["age"]
+        lines.append(f"| {tag} | " + " | ".join(
+            f"{by_group[g]['mae']:.2f}" if g in by_group else "-" for g in groups) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def to_markdown(result):
     names = {"compact": "compact network alone", "compact+dlib_age":
              "compact network + dlib age expert",
@@ -632,7 +776,7 @@ def save_fast_model(age_head, gender_head, fallback, result, n_calibration, mode
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("stage", choices=["prep", "train", "evaluate", "ship"])
+    parser.add_argument("stage", choices=["prep", "train", "evaluate", "levers", "ship"])
     parser.add_argument("--results", default=str(REPO / "benchmarks" / "results"))
     parser.add_argument("--no-peer", action="store_true")
     parser.add_argument("--flip", choices=("auto", "on", "off"), default="auto",
@@ -657,6 +801,8 @@ def main(argv=None):
                         help="a seeded subset of this many UTKFace images (smoke runs; the "
                         "degraded copies shrink in proportion)")
     parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--tags", nargs="+", default=["main"],
+                        help="levers: the finished runs to compare")
     args = parser.parse_args(argv)
     if args.stage == "prep":
         if not args.no_crops:
@@ -668,6 +814,8 @@ def main(argv=None):
               size=args.size, n_threads=args.threads, tag=tag,
               stop_after_steps=args.stop_after_steps, limit=args.limit,
               batch_size=args.batch_size)
+    if args.stage == "levers":
+        levers(args.work, args.data, args.tags, results=args.results, limit=args.limit)
     if args.stage in ("evaluate", "ship"):
         evaluate(args.work, args.data, tag, results=args.results, peer=not args.no_peer,
                  ship=args.stage == "ship", limit=args.limit, out_model=args.out,

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -40,24 +41,31 @@ def test_jsonl_streams_and_ctrl_c_keeps_the_finished_lines(utk40):
     # The child starts with SIGINT's default handling: a process that ignores SIGINT (some
     # test runners' workers do) passes that on, and Python then never raises
     # KeyboardInterrupt (the run went on to the end and exited 0).
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "skagegender", "predict", "--jsonl", *inputs],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    try:
-        first = [proc.stdout.readline() for _ in range(3)]
-        # each line arrived on its own, before the run ended: it is streamed
-        assert all(line.endswith("\n") for line in first)
-        assert proc.poll() is None
-        proc.send_signal(signal.SIGINT)
-        # both pipes read together (a full stderr pipe can never block the process)
-        rest, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    # stderr goes to a file: a full stderr pipe can never block the process
+    with tempfile.TemporaryFile("w+") as err_file:
+        previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "skagegender", "predict", "--jsonl", *inputs],
+                stdout=subprocess.PIPE, stderr=err_file, text=True)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        try:
+            first = [proc.stdout.readline() for _ in range(3)]
+            # each line arrived on its own, before the run ended: it is streamed
+            assert all(line.endswith("\n") for line in first)
+            assert proc.poll() is None
+            proc.send_signal(signal.SIGINT)
+            # read on through the same buffered pipe: lines that came with the first
+            # three wait in its buffer
+            rest = proc.stdout.read()
+            proc.wait(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.stdout.close()
+        err_file.seek(0)
+        err = err_file.read()
     assert proc.returncode == 130, err[-3000:]
     lines = first + rest.splitlines(keepends=True)
     records = [json.loads(line) for line in lines]  # every finished line is whole JSON

@@ -124,6 +124,28 @@ def test_import_is_light():
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+def test_detect_faces_batch_matches_one_image_at_a_time_and_keeps_going(
+        group_photo, portrait, tmp_path):
+    # six faces, an unreadable file, no face, one face: the faces of all of them go through
+    # the networks together (batch_size 4 splits them across images), each image's outcome
+    # stays its own
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8 not really a jpeg")
+    blank = np.full((120, 160, 3), 200, np.uint8)
+    embedder = ArcFaceEmbedder(layers=("compact", "dlib_age"), identity=False, batch_size=4)
+    got = embedder.detect_faces_batch([group_photo, str(broken), blank, portrait])
+    assert len(got) == 4
+    assert isinstance(got[1], ImageLoadError) and got[2] == []
+    for image, faces in ((group_photo, got[0]), (portrait, got[3])):
+        alone = embedder.detect_faces(image)
+        assert len(faces) == len(alone) > 0
+        for a, b in zip(faces, alone):
+            np.testing.assert_array_equal(a.box, b.box)
+            np.testing.assert_allclose(a.embedding, b.embedding, atol=1e-4)
+    with pytest.raises(ImageLoadError):
+        embedder.detect_faces(str(broken))
+
+
 def test_group_photo_gives_six_faces_with_sane_landmarks(group_photo):
     faces = ArcFaceEmbedder().detect_faces(group_photo)
     assert len(faces) == 6

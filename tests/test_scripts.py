@@ -130,6 +130,18 @@ def test_train_compact_trains_resumes_and_evaluates_on_tiny_data(tiny_data, tmp_
     _run([script, "evaluate", *common, "--tag", "tiny", "--results", results, "--no-peer"])
     result = json.loads((results / "compact_model.json").read_text())
     assert _sane_mae(result["models"]["compact"]["utkface"]["mae"])
+    # the levers table: the run beside its size, speed and accuracy in every domain
+    stdout = _run([script, "levers", *common, "--tags", "tiny", "--results", results])
+    levers = json.loads((results / "compact_levers.json").read_text())
+    run = levers["runs"]["tiny"]
+    assert (run["width"], run["size"], run["epochs"]) == (0.5, 64, 2)
+    assert 30e6 < run["multiply_adds"] < 70e6
+    assert all(ms > 0 for ms in run["ms_per_face"].values()) and "onnxruntime" in run["ms_per_face"]
+    assert set(run["domains"]) == {"utkface", "utkface_degraded", "fgnet"}
+    assert all(_sane_mae(report["mae"]) for report in run["domains"].values())
+    assert len(run["domains"]["fgnet"]["per_subject_mae"]) == 10
+    assert "| tiny | 0.5 | 64 |" in (results / "compact_levers.md").read_text()
+    assert "tiny: utkface" in stdout
 
 
 @pytest.mark.slow

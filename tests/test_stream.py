@@ -30,7 +30,10 @@ def test_predict_stream_gives_records_in_input_order_with_cache_and_copies(
     assert first[1] == {"path": str(tmp_path / "empty"), "faces": [],
                         "error": "no image files in this folder"}
     assert first[2]["faces"] == [] and first[2]["error"] and "annotated" not in first[2]
+    # the inputs went through the networks and heads together: the same records as one
+    # image at a time
     assert first[3]["faces"] == fast_model.predict_faces(portrait, coverage=0.8)
+    assert first[0]["faces"] == fast_model.predict_faces(group_photo, coverage=0.8)
     assert len(first[0]["faces"]) == 6
     for record in (first[0], first[3]):
         assert record["error"] is None

@@ -404,14 +404,21 @@ class AgeGenderModel(BaseEstimator):
         check_coverage(coverage)  # before any detection work
         if faces is None:
             faces = self.embedder_.detect_faces(image)
-        if not faces:
-            return []
-        faces = sorted(faces, key=lambda f: ((float(f.box[0]) + float(f.box[2])) / 2,
-                                             (float(f.box[1]) + float(f.box[3])) / 2))
-        details = self.predict_features(np.stack([f.embedding for f in faces]),
+        return self._face_records([faces], coverage)[0]
+
+    def _face_records(self, faces_per_image, coverage):
+        """:meth:`predict_faces` records of the faces of several images, the heads run
+        once on all of them; one list per image."""
+        ordered = [sorted(faces, key=lambda f: ((float(f.box[0]) + float(f.box[2])) / 2,
+                                                (float(f.box[1]) + float(f.box[3])) / 2))
+                   for faces in faces_per_image]
+        every = [face for faces in ordered for face in faces]
+        if not every:
+            return [[] for _ in ordered]
+        details = self.predict_features(np.stack([f.embedding for f in every]),
                                         coverage=coverage)
         records = []
-        for i, face in enumerate(faces):
+        for i, face in enumerate(every):
             interval = details["age_interval"][i]
             gender = details["gender"][i]
             records.append({
@@ -425,7 +432,11 @@ class AgeGenderModel(BaseEstimator):
                 "gender_probability": None if np.isnan(details["gender_probability"][i])
                 else round(float(details["gender_probability"][i]), 4),
             })
-        return records
+        out, start = [], 0
+        for faces in ordered:
+            out.append(records[start:start + len(faces)])
+            start += len(faces)
+        return out
 
     # -- files ---------------------------------------------------------------
 

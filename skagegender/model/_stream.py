@@ -3,28 +3,33 @@
 import os
 import warnings
 
-#: Inputs per parallel task of :func:`predict_stream`: results come a chunk at a time.
-PREDICT_CHUNK = 4
+#: Inputs per task of :func:`predict_stream` (their faces go through the networks and
+#: the heads together, in a worker process when there are several): results come a
+#: chunk at a time.
+PREDICT_CHUNK = 8
 
 
 def _predict_chunk(model, paths, targets, coverage, overwrite=False):
     """Predict (and draw) a few inputs: per input ``(faces, records, error)``.
 
+    The faces of all the inputs go through the networks and the heads together.
     Module level so that joblib can send it to worker processes.
     """
     from ..embedding import ImageLoadError
     from ._annotate import annotate_image
 
+    found = model.embedder_.detect_faces_batch(paths)
+    readable = [faces for faces in found if not isinstance(faces, ImageLoadError)]
+    records = iter(model._face_records(readable, coverage))
     out = []
-    for path, target in zip(paths, targets):
-        try:
-            faces = model.embedder_.detect_faces(path)
-        except ImageLoadError as exc:
-            out.append((None, [], exc.reason))
+    for path, target, faces in zip(paths, targets, found):
+        if isinstance(faces, ImageLoadError):
+            out.append((None, [], faces.reason))
             continue
-        records = model.predict_faces(path, faces=faces, coverage=coverage)
-        error = annotate_image(model, path, records, target, overwrite=overwrite) if target else None
-        out.append((faces, records, error))
+        face_records = next(records)
+        error = (annotate_image(model, path, face_records, target, overwrite=overwrite)
+                 if target else None)
+        out.append((faces, face_records, error))
     return out
 
 
@@ -40,8 +45,8 @@ def predict_stream(model, items, *, n_jobs=None, cache=None, coverage=0.8, annot
         Image paths, or ``(path, error)`` pairs where a known ``error`` (e.g. an
         empty folder) is passed through as that input's result.
     n_jobs : int or None, default=None
-        Worker processes (joblib's meaning); with more than one, inputs go to the
-        workers :data:`PREDICT_CHUNK` at a time and results still come in order.
+        Worker processes (joblib's meaning). Inputs go :data:`PREDICT_CHUNK` at a time
+        (to the workers when there are several); results still come in order.
     cache : str or path-like or None, default=None
         A cache folder (:class:`~skagegender.embedding.FaceCache`): the faces of every
         finished image are kept there, so a rerun only computes the others. Cached
@@ -96,10 +101,9 @@ def _records(model, items, targets, cache, *, n_jobs, coverage, overwrite, warn)
                      f"{'they are' if damaged != 1 else 'it is'} computed again")
         todo = [i for i, (_, error) in enumerate(items) if error is None and keys[i] not in cached]
         parallel = Parallel(n_jobs=n_jobs, return_as="generator")
-        size = 1 if parallel.n_jobs == 1 else PREDICT_CHUNK
-        chunks = [todo[k:k + size] for k in range(0, len(todo), size)]
+        chunks = [todo[k:k + PREDICT_CHUNK] for k in range(0, len(todo), PREDICT_CHUNK)]
         tasks = (([items[i][0] for i in chunk], [targets[i] for i in chunk]) for chunk in chunks)
-        if size == 1:
+        if parallel.n_jobs == 1:
             parts = (_predict_chunk(model, paths, chunk_targets, coverage, overwrite)
                      for paths, chunk_targets in tasks)
         else:
