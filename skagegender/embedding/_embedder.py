@@ -100,8 +100,8 @@ class ArcFaceEmbedder(TransformerMixin, BaseEstimator):
     identity : bool, default=True
         ``"sface"`` only: False leaves out the 128-d identity embedding
         (``fc1``), so only the ``layers`` blocks are computed: SFace is not run
-        at all when they are only chip networks (``layers=("compact",)``, the
-        shipped ``"fast"`` model).
+        at all when they are only chip networks (``layers=("compact",
+        "dlib_age")``, the shipped ``"fast"`` model).
     detect : {"auto", True, False}, default="auto"
         False: every image is an already aligned face crop (resized to 112 x 112).
         "auto": images of exactly 112 x 112 pixels are taken as aligned crops,
@@ -465,6 +465,15 @@ class ArcFaceEmbedder(TransformerMixin, BaseEstimator):
         """
         backbone = self._backbone()
         out, inputs, owners = [], [], []
+
+        def embed_pending(every=False):
+            # full batches as they fill (so few crops wait at a time), the rest at the end
+            while inputs and (every or len(inputs) >= self.batch_size):
+                rows = backbone.embed(inputs[: self.batch_size])
+                for face, row in zip(owners[: self.batch_size], rows):
+                    face.embedding = row
+                del inputs[: self.batch_size], owners[: self.batch_size]
+
         for image in images:
             try:
                 bgr = self._load(image)
@@ -480,10 +489,8 @@ class ArcFaceEmbedder(TransformerMixin, BaseEstimator):
             out.append(faces)
             inputs += [backbone.cut(bgr, f.landmarks) for f in faces]
             owners += faces
-        for start in range(0, len(inputs), self.batch_size):
-            rows = backbone.embed(inputs[start : start + self.batch_size])
-            for face, row in zip(owners[start : start + self.batch_size], rows):
-                face.embedding = row
+            embed_pending()
+        embed_pending(every=True)
         return out
 
     def _load(self, image):
